@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:
+#   make run    set everything up (virtualenv, dependencies, database, migrations, demo data) and serve
+#   make test   set everything up and run the whole test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+WEB_CONCURRENCY ?= 3
+WEB_THREADS ?= 4
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup migrate demo db-stop bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+migrate: setup
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py seed_demo
+
+run: demo
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(VENV)/bin/gunicorn billing_service.wsgi:application \
+		--bind 127.0.0.1:$(PORT) --workers $(WEB_CONCURRENCY) --worker-class gthread --threads $(WEB_THREADS) \
+		--access-logfile - --preload
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: migrate
+	$(PY) bench/debit_hot.py
+	$(PY) bench/transactions_list.py
+
+# Stops the embedded PostgreSQL (it keeps running between commands so they can share it).
+db-stop: setup
+	$(PY) manage.py embedded_db stop
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache

@@ -1,0 +1,60 @@
+"""Platforms (tenants) and the memberships that give users a role in them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+platform_key_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]{0,62}$",
+    "A platform key is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
+)
+
+
+class Platform(models.Model):
+    platform_key = models.CharField(max_length=63, unique=True, validators=[platform_key_validator])
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["platform_key"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(platform_key__regex=r"^[a-z0-9][a-z0-9_-]{0,62}$"),
+                name="platform_key_format",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.platform_key
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+
+
+ADMIN_ROLES = frozenset({Role.OWNER, Role.ADMIN})
+
+
+class Membership(models.Model):
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["platform_id", "user_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["platform", "user"], name="membership_unique_user_per_platform"),
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.platform} ({self.role})"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in ADMIN_ROLES

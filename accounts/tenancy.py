@@ -1,0 +1,66 @@
+"""Which platform a request acts in, and with which role.
+
+A user in one platform acts in it. A user in several picks one with the ``X-Platform-Key`` header; without
+it the request is ambiguous (400). Operators (Django superusers) may act in any platform they name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from accounts.errors import AdminRequired, NotAMember, PlatformNotFound, PlatformRequired
+from accounts.models import Membership, Platform
+from accounts.selectors import membership_get, membership_list_for_user, platform_get
+
+PLATFORM_HEADER = "X-Platform-Key"
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    platform: Platform
+    user: AbstractBaseUser
+    membership: Membership | None  # None only for an operator acting outside their memberships
+
+    @property
+    def is_operator(self) -> bool:
+        return bool(self.user.is_superuser)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.is_operator or (self.membership is not None and self.membership.is_admin)
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise AdminRequired()
+
+
+def tenant_resolve(*, user: AbstractBaseUser, platform_key: str | None) -> Tenant:
+    if platform_key:
+        platform = platform_get(platform_key=platform_key)
+        if platform is None:
+            # Operators learn that the key is wrong; others cannot probe which platforms exist.
+            raise PlatformNotFound() if user.is_superuser else NotAMember()
+        membership = membership_get(user=user, platform=platform)
+        if membership is None and not user.is_superuser:
+            raise NotAMember()
+        return Tenant(platform=platform, user=user, membership=membership)
+
+    memberships = membership_list_for_user(user=user)
+    if len(memberships) == 1:
+        return Tenant(platform=memberships[0].platform, user=user, membership=memberships[0])
+    if not memberships and not user.is_superuser:
+        raise NotAMember("You are not a member of any platform.")
+    raise PlatformRequired()
+
+
+def platform_admin_resolve(*, tenant: Tenant, platform_key: str) -> Platform:
+    """For ``?platform_key=``: the named platform, if the caller administers it (403 otherwise)."""
+    if platform_key == tenant.platform.platform_key:
+        tenant.require_admin()
+        return tenant.platform
+    other = tenant_resolve(user=tenant.user, platform_key=platform_key)
+    if not other.is_admin:
+        raise AdminRequired()
+    return other.platform

@@ -1,0 +1,69 @@
+"""One JSON envelope for every error: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from billing_service.errors import DomainError
+
+_DRF_CODES = {
+    drf_exceptions.ValidationError: "invalid",
+    drf_exceptions.ParseError: "malformed_request",
+    drf_exceptions.NotAuthenticated: "not_authenticated",
+    drf_exceptions.AuthenticationFailed: "authentication_failed",
+    drf_exceptions.PermissionDenied: "permission_denied",
+    drf_exceptions.NotFound: "not_found",
+    drf_exceptions.MethodNotAllowed: "method_not_allowed",
+    drf_exceptions.NotAcceptable: "not_acceptable",
+    drf_exceptions.UnsupportedMediaType: "unsupported_media_type",
+    drf_exceptions.Throttled: "throttled",
+}
+
+
+def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        return Response(envelope(exc.code, exc.message, exc.details), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # a real server error: Django's 500 handler answers (handler500 below)
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    if isinstance(exc, drf_exceptions.ValidationError):
+        details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        fields = ", ".join(str(name) for name in details)
+        message = f"Invalid input: {fields}." if fields else "Invalid input."
+    else:
+        details = {}
+        message = str(getattr(exc, "detail", exc))
+    response.data = envelope(code, message, details)
+    return response
+
+
+def handler404(request, exception=None):  # noqa: ANN001 - Django handler signature
+    return JsonResponse(envelope("not_found", "Not found."), status=404)
+
+
+def handler500(request):  # noqa: ANN001
+    return JsonResponse(envelope("server_error", "Internal server error."), status=500)
+
+
+def handler400(request, exception=None):  # noqa: ANN001
+    return JsonResponse(envelope("bad_request", "Bad request."), status=400)
+
+
+def handler403(request, exception=None):  # noqa: ANN001
+    return JsonResponse(envelope("permission_denied", "Permission denied."), status=403)

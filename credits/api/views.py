@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.api.views import TenantViewSet
+from accounts.errors import NotAMember
+from accounts.tenancy import platform_admin_resolve
+from billing_service.errors import InvalidInput
+from billing_service.idempotency import HEADER as IDEMPOTENCY_HEADER
+from billing_service.idempotency import idempotency_key_from
+from billing_service.pagination import (
+    PageQuerySerializer,
+    cursor_response,
+    decode_cursor,
+    page_response,
+)
+from billing_service.schema import ERROR_RESPONSES, error_response
+from credits import selectors, services
+from credits.api.serializers import (
+    AccountQuerySerializer,
+    CreditAccountSerializer,
+    LedgerEntrySerializer,
+    ManualAdjustmentInputSerializer,
+    PlatformLedgerEntrySerializer,
+)
+from credits.errors import AccountNotFound
+from credits.filters import LedgerEntryFilterSet, PlatformLedgerFilterSet
+from credits.models import CreditAccount, LedgerEntry
+
+PLATFORM_KEY_PARAM = OpenApiParameter(
+    "platform_key", str, description="The platform's own account instead of yours (owners and admins only)."
+)
+
+
+def _valid(serializer_class, data):  # noqa: ANN001, ANN202
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _valid_filters(filterset_class, request: Request, queryset=None):  # noqa: ANN001, ANN202
+    filterset = filterset_class(data=request.query_params, queryset=queryset, request=request)
+    if not filterset.is_valid():
+        raise InvalidInput(
+            f"Invalid input: {', '.join(filterset.errors)}.",
+            details={field: list(errors) for field, errors in filterset.errors.items()},
+        )
+    return filterset
+
+
+class CallerAccountMixin:
+    def caller_account(self, request: Request) -> CreditAccount:
+        """The caller's own account, or with ``?platform_key=`` that platform's (admins only)."""
+        tenant = self.tenant  # type: ignore[attr-defined]
+        platform_key = _valid(AccountQuerySerializer, request.query_params).get("platform_key")
+        if platform_key:
+            platform = platform_admin_resolve(tenant=tenant, platform_key=platform_key)
+            account = selectors.account_for(platform=platform, user=None)
+            return account or services.account_ensure(platform=platform, user=None)
+        if tenant.membership is None:
+            raise NotAMember("You have no account on this platform; name one with ?platform_key=.")
+        account = selectors.account_for(platform=tenant.platform, user=request.user)
+        return account or services.account_ensure(platform=tenant.platform, user=request.user)
+
+
+class CreditAccountViewSet(CallerAccountMixin, TenantViewSet):
+    @extend_schema(
+        operation_id="billing_account_retrieve",
+        summary="Your credit account: plan, balance, auto-recharge",
+        parameters=[PLATFORM_KEY_PARAM],
+        responses={200: CreditAccountSerializer, **ERROR_RESPONSES},
+        tags=["account"],
+    )
+    def retrieve(self, request: Request) -> Response:
+        account = self.caller_account(request)
+        account.platform = self.tenant.platform if account.platform_id == self.tenant.platform.id else account.platform
+        return Response(CreditAccountSerializer(account).data)
+
+
+def _ledger_listing(request: Request, account: CreditAccount, serializer_class) -> dict:  # noqa: ANN001
+    flt = _valid_filters(LedgerEntryFilterSet, request, LedgerEntry.objects.none()).ledger_filter()
+    query = _valid(PageQuerySerializer, request.query_params)
+    size = query["page_size"]
+    if query["pagination"] == "cursor" or "cursor" in query:
+        before = after = None
+        if "cursor" in query:
+            direction, position = decode_cursor(query["cursor"])
+            if not isinstance(position, int) or isinstance(position, bool):
+                from billing_service.pagination import InvalidCursor
+
+                raise InvalidCursor()
+            before, after = (position, None) if direction == "before" else (None, position)
+        rows, more = selectors.ledger_keyset(account=account, flt=flt, before=before, after=after, limit=size)
+        older = rows[-1].sequence if rows and (more or after is not None) else None
+        newer = rows[0].sequence if rows and (before is not None or (after is not None and more)) else None
+        return cursor_response(
+            request,
+            next_position=older if (after is not None or more) else None,
+            previous_position=newer,
+            results=serializer_class(rows, many=True).data,
+        )
+    count, rows = selectors.ledger_page(account=account, flt=flt, page=query["page"], page_size=size)
+    return page_response(
+        request, count=count, page=query["page"], page_size=size, results=serializer_class(rows, many=True).data
+    )
+
+
+class LedgerEntryViewSet(CallerAccountMixin, TenantViewSet):
+    filterset_class = LedgerEntryFilterSet
+
+    @extend_schema(
+        operation_id="billing_transactions_list",
+        summary="Your credit transactions, newest first",
+        parameters=[PLATFORM_KEY_PARAM, LedgerEntryFilterSet, PageQuerySerializer],
+        responses={200: LedgerEntrySerializer(many=True), **ERROR_RESPONSES},
+        tags=["account"],
+    )
+    def list(self, request: Request) -> Response:
+        return Response(_ledger_listing(request, self.caller_account(request), LedgerEntrySerializer))
+
+
+class ManualAdjustmentViewSet(TenantViewSet):
+    @extend_schema(
+        operation_id="billing_admin_credits_manual_create",
+        summary="Adjust an account's credits by hand (owners and admins)",
+        request=ManualAdjustmentInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                description="Makes a retry safe: the same key and body return the first result (200).",
+            )
+        ],
+        responses={
+            201: LedgerEntrySerializer,
+            200: OpenApiResponse(LedgerEntrySerializer, description="Replay of an earlier request with this key."),
+            402: error_response("The removal exceeds the available credits (insufficient_credits)."),
+            409: error_response("The Idempotency-Key was used with a different body (idempotency_conflict)."),
+            **ERROR_RESPONSES,
+        },
+        tags=["admin"],
+    )
+    def create(self, request: Request) -> Response:
+        self.tenant.require_admin()
+        data = _valid(ManualAdjustmentInputSerializer, request.data)
+        key = idempotency_key_from(request)
+        if selectors.account_get(account_id=data["account_id"], platform=self.tenant.platform) is None:
+            raise AccountNotFound(details={"account_id": str(data["account_id"])})
+        result = services.credits_adjust(
+            account_id=data["account_id"],
+            amount=data["amount"],
+            description=data["description"],
+            reference=data["reference"],
+            actor=request.user,
+            idempotency_key=key,
+        )
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        return Response(
+            LedgerEntrySerializer(result.entry).data,
+            status=status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED,
+            headers=headers,
+        )
+
+
+class PlatformLedgerEntryViewSet(TenantViewSet):
+    @extend_schema(
+        operation_id="billing_admin_credits_transactions_list",
+        summary="Every credit transaction of the platform (owners and admins)",
+        parameters=[PlatformLedgerFilterSet, PageQuerySerializer],
+        responses={200: PlatformLedgerEntrySerializer(many=True), **ERROR_RESPONSES},
+        tags=["admin"],
+    )
+    def list(self, request: Request) -> Response:
+        self.tenant.require_admin()
+        rows = selectors.platform_ledger_list(platform=self.tenant.platform)
+        rows = _valid_filters(PlatformLedgerFilterSet, request, rows).qs
+        query = _valid(PageQuerySerializer, request.query_params)
+        size = query["page_size"]
+        if query["pagination"] == "cursor" or "cursor" in query:
+            return Response(_platform_keyset(request, rows, query, size))
+        offset = (query["page"] - 1) * size
+        page = list(rows[offset : offset + size])
+        count = rows.count() if len(page) == size or query["page"] > 1 else len(page)
+        return Response(
+            page_response(
+                request, count=count, page=query["page"], page_size=size,
+                results=PlatformLedgerEntrySerializer(page, many=True).data,
+            )
+        )
+
+
+def _platform_keyset(request: Request, rows, query: dict, size: int) -> dict:  # noqa: ANN001
+    """Keyset over (created_at, id), newest first."""
+    from django.db.models import Q
+    from django.utils.dateparse import parse_datetime
+
+    from billing_service.pagination import InvalidCursor
+
+    direction = None
+    if "cursor" in query:
+        direction, position = decode_cursor(query["cursor"])
+        try:
+            at, entry_id = parse_datetime(position[0]), str(position[1])
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise InvalidCursor() from None
+        if at is None:
+            raise InvalidCursor()
+        if direction == "before":
+            rows = rows.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=entry_id))
+        else:
+            rows = rows.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=entry_id)).order_by("created_at", "id")
+    try:
+        found = list(rows[: size + 1])
+    except Exception as exc:  # a malformed id inside the cursor
+        raise InvalidCursor() from exc
+    more = len(found) > size
+    found = found[:size]
+    if direction == "after":
+        found.reverse()
+
+    def position(entry: LedgerEntry) -> list[str]:
+        return [entry.created_at.isoformat(), str(entry.id)]
+
+    older = position(found[-1]) if found and (more or direction == "after") else None
+    newer = position(found[0]) if found and (direction == "before" or (direction == "after" and more)) else None
+    if direction == "after" and not more:
+        newer = None
+    return cursor_response(
+        request,
+        next_position=older if (direction == "after" or more) else None,
+        previous_position=newer,
+        results=PlatformLedgerEntrySerializer(found, many=True).data,
+    )

@@ -1,0 +1,53 @@
+from billing_service.errors import Conflict, DomainError, NotFound
+
+
+class InsufficientCredits(DomainError):
+    status_code = 402
+    code = "insufficient_credits"
+    default_message = "The account does not have enough available credits."
+
+
+class AccountNotFound(NotFound):
+    code = "account_not_found"
+    default_message = "No such credit account."
+
+
+class HoldNotFound(NotFound):
+    code = "hold_not_found"
+    default_message = "No such hold."
+
+
+class EntryNotFound(NotFound):
+    code = "transaction_not_found"
+    default_message = "No such transaction."
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+    default_message = "This idempotency key was already used with different arguments."
+
+
+class HoldNotActive(Conflict):
+    code = "hold_not_active"
+    default_message = "The hold was already captured or released."
+
+
+class HoldExpired(Conflict):
+    code = "hold_expired"
+    default_message = "The hold expired and its credits were released."
+
+
+class BalanceLimitExceeded(Conflict):
+    code = "balance_limit_exceeded"
+    default_message = "The balance would exceed the largest amount an account can hold."
+
+
+class RefundExceedsOriginal(Conflict):
+    code = "refund_exceeds_original"
+    default_message = "The refund is larger than what remains refundable on the original transaction."
+
+
+class InvalidRefundTarget(DomainError):
+    status_code = 400
+    code = "invalid_refund_target"
+    default_message = "Only a usage (subtract) transaction of the same account can be refunded."

@@ -1,0 +1,64 @@
+"""Query filters of the ledger listings. They validate input (a bad value is a 400 naming the field)
+and document it in the schema; the selectors turn them into index-friendly queries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import django_filters
+from django import forms
+
+from credits.models import LedgerEntry, TransactionType
+from credits.selectors import LedgerFilter
+
+ISO_DATE = ["%Y-%m-%d"]
+
+
+class DateRangeForm(forms.Form):
+    def clean(self):  # noqa: ANN201
+        data = super().clean()
+        start, end = data.get("from_date"), data.get("to_date")
+        if start and end and start > end:
+            raise forms.ValidationError({"to_date": "Must not be before from_date."})
+        return data
+
+
+class LedgerEntryFilterSet(django_filters.FilterSet):
+    transaction_type = django_filters.ChoiceFilter(
+        choices=TransactionType.choices, help_text="Only rows of this type."
+    )
+    from_date = django_filters.DateFilter(
+        input_formats=ISO_DATE, method="filter_from_date", help_text="First day included (YYYY-MM-DD, UTC)."
+    )
+    to_date = django_filters.DateFilter(
+        input_formats=ISO_DATE, method="filter_to_date", help_text="Last day included (YYYY-MM-DD, UTC)."
+    )
+
+    class Meta:
+        model = LedgerEntry
+        fields = ["transaction_type", "from_date", "to_date"]
+        form = DateRangeForm
+
+    def filter_from_date(self, queryset, name, value):  # noqa: ANN001, ANN201
+        return queryset.filter(created_at__gte=datetime.combine(value, time.min, tzinfo=UTC))
+
+    def filter_to_date(self, queryset, name, value):  # noqa: ANN001, ANN201
+        return queryset.filter(created_at__lt=datetime.combine(value + timedelta(days=1), time.min, tzinfo=UTC))
+
+    def ledger_filter(self) -> LedgerFilter:
+        data = self.form.cleaned_data
+        return LedgerFilter(
+            transaction_type=data.get("transaction_type") or None,
+            from_date=data.get("from_date"),
+            to_date=data.get("to_date"),
+        )
+
+
+class PlatformLedgerFilterSet(LedgerEntryFilterSet):
+    account_id = django_filters.UUIDFilter(field_name="account_id", help_text="Only this credit account.")
+    username = django_filters.CharFilter(
+        field_name="account__user__username", help_text="Only the account of this member."
+    )
+
+    class Meta(LedgerEntryFilterSet.Meta):
+        fields = [*LedgerEntryFilterSet.Meta.fields, "account_id", "username"]

@@ -1,0 +1,208 @@
+"""The one place that writes ledger rows.
+
+``post`` applies one change to an account in a single SQL statement: a conditional ``UPDATE ... RETURNING``
+of the account (balance, reserved, sequence, counters) feeding the ``INSERT`` of the ledger row. The
+condition is the account's invariants (``available >= 0``, ``reserved >= 0``, the balance limit), so an
+overdraft simply updates nothing. Outside a transaction the statement is its own transaction and holds
+the account row lock only while it runs; inside one (holds, captures, refunds) it joins it.
+
+With an idempotency key, the same statement first looks the key up; a replay returns the stored row
+without touching the account. Two concurrent first uses of one key race to the unique index: the loser's
+statement fails whole and it returns the winner's row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+
+from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
+from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, TransactionType
+from billing_service.money import QUANTUM, format_money
+
+_ENTRY_TABLE = LedgerEntry._meta.db_table
+_ACCOUNT_TABLE = CreditAccount._meta.db_table
+_FIELDS = [f for f in LedgerEntry._meta.concrete_fields]
+_COLUMNS = [f.column for f in _FIELDS]
+_ATTNAMES = [f.attname for f in _FIELDS]
+_COLS = ", ".join(_COLUMNS)
+# Fields whose raw database value needs converting (jsonb arrives as text).
+_CONVERTERS = [(i, f) for i, f in enumerate(_FIELDS) if hasattr(f, "from_db_value")]
+_IDEMPOTENCY_CONSTRAINT = "ledger_unique_idempotency_key"
+
+# Values computed from the updated account row; the rest come from parameters.
+_FROM_ACCOUNT = {
+    "account_id": "acct.id",
+    "platform_id": "acct.platform_id",
+    "sequence": "acct.last_sequence",
+    "balance_after": "acct.balance",
+    "reserved_after": "acct.reserved",
+    "created_at": "acct.last_entry_at",
+}
+_INSERT_VALUES = ", ".join(
+    _FROM_ACCOUNT.get(col, "%(metadata)s::jsonb" if col == "metadata" else f"%({col})s") for col in _COLUMNS
+)
+
+
+def _statement(transaction_type: str, *, with_key: bool) -> str:
+    counter = f"count_{transaction_type}"
+    prior = (
+        f"prior AS (SELECT {_COLS} FROM {_ENTRY_TABLE} "
+        f"WHERE account_id = %(account_id)s AND idempotency_key = %(idempotency_key)s), "
+        if with_key
+        else ""
+    )
+    return (
+        f"WITH {prior}acct AS ("
+        f"UPDATE {_ACCOUNT_TABLE} SET balance = balance + %(balance_delta)s, "
+        f"reserved = reserved + %(reserved_delta)s, last_sequence = last_sequence + 1, "
+        f"{counter} = {counter} + 1, last_entry_at = GREATEST(clock_timestamp(), last_entry_at) "
+        f"WHERE id = %(account_id)s AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
+        f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
+        f"{' AND NOT EXISTS (SELECT 1 FROM prior)' if with_key else ''} "
+        f"RETURNING id, platform_id, balance, reserved, last_sequence, last_entry_at), "
+        f"ins AS (INSERT INTO {_ENTRY_TABLE} ({_COLS}) SELECT {_INSERT_VALUES} FROM acct RETURNING {_COLS}) "
+        f"SELECT true, {_COLS} FROM ins"
+        f"{f' UNION ALL SELECT false, {_COLS} FROM prior' if with_key else ''}"
+    )
+
+
+_STATEMENTS = {
+    (t, with_key): _statement(t, with_key=with_key) for t in TransactionType.values for with_key in (False, True)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One change to write: the type, its signed effects, and what describes it."""
+
+    transaction_type: str
+    balance_delta: Decimal = Decimal(0)
+    reserved_delta: Decimal = Decimal(0)
+    description: str = ""
+    reference: str = ""
+    metadata: dict[str, Any] | None = None
+    payment_amount_usd: Decimal | None = None
+    actor_id: int | None = None
+    hold_id: uuid.UUID | None = None
+    refund_of_id: uuid.UUID | None = None
+    idempotency_key: str | None = None
+    # Arguments of the request that a replay must repeat exactly (defaults to the posting itself).
+    fingerprint: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    entry: LedgerEntry
+    replayed: bool
+
+
+def request_hash(fingerprint: dict[str, Any]) -> str:
+    def normal(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return format_money(value.quantize(QUANTUM))
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        return value
+
+    canonical = json.dumps({k: normal(v) for k, v in fingerprint.items()}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _fingerprint(posting: Posting) -> dict[str, Any]:
+    if posting.fingerprint is not None:
+        return posting.fingerprint
+    return {
+        "transaction_type": posting.transaction_type,
+        "balance_delta": posting.balance_delta,
+        "reserved_delta": posting.reserved_delta,
+        "description": posting.description,
+        "reference": posting.reference,
+        "metadata": posting.metadata or {},
+        "payment_amount_usd": posting.payment_amount_usd,
+        "hold_id": posting.hold_id,
+        "refund_of_id": posting.refund_of_id,
+    }
+
+
+def post(account_id: uuid.UUID | str, posting: Posting) -> PostResult:
+    """Writes one ledger row and moves the account, or raises; never writes one without the other."""
+    with_key = posting.idempotency_key is not None
+    digest = request_hash(_fingerprint(posting)) if with_key else ""
+    params = {
+        "id": uuid.uuid4(),
+        "account_id": account_id,
+        "transaction_type": posting.transaction_type,
+        "status": "completed",
+        "balance_delta": posting.balance_delta,
+        "reserved_delta": posting.reserved_delta,
+        "payment_amount_usd": posting.payment_amount_usd,
+        "description": posting.description,
+        "reference": posting.reference,
+        "metadata": json.dumps(posting.metadata or {}),
+        "actor_id": posting.actor_id,
+        "hold_id": posting.hold_id,
+        "refund_of_id": posting.refund_of_id,
+        "idempotency_key": posting.idempotency_key,
+        "request_hash": digest,
+        "max_balance": MAX_BALANCE,
+    }
+    sql = _STATEMENTS[(posting.transaction_type, with_key)]
+    try:
+        row = _execute(sql, params, savepoint=with_key and connection.in_atomic_block)
+    except IntegrityError as exc:
+        if not (with_key and _is_idempotency_race(exc)):
+            raise
+        row = _prior_row(account_id, posting.idempotency_key)
+    if row is None:
+        _raise_refusal(account_id, posting)
+    created, values = row[0], list(row[1:])
+    for i, field in _CONVERTERS:
+        values[i] = field.from_db_value(values[i], None, connection)
+    entry = LedgerEntry.from_db(connection.alias, _ATTNAMES, values)
+    if not created and entry.request_hash != digest:
+        raise IdempotencyConflict(details={"idempotency_key": posting.idempotency_key})
+    return PostResult(entry=entry, replayed=not created)
+
+
+def _execute(sql: str, params: dict[str, Any], *, savepoint: bool) -> tuple | None:
+    if savepoint:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def _is_idempotency_race(exc: IntegrityError) -> bool:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None) == _IDEMPOTENCY_CONSTRAINT
+
+
+def _prior_row(account_id: uuid.UUID | str, key: str | None) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT false, {_COLS} FROM {_ENTRY_TABLE} WHERE account_id = %s AND idempotency_key = %s",
+            [account_id, key],
+        )
+        return cursor.fetchone()
+
+
+def _raise_refusal(account_id: uuid.UUID | str, posting: Posting) -> None:
+    """The statement changed nothing: say why."""
+    account = CreditAccount.objects.filter(pk=account_id).only("balance", "reserved").first()
+    if account is None:
+        raise AccountNotFound()
+    if account.balance + posting.balance_delta > MAX_BALANCE:
+        raise BalanceLimitExceeded()
+    required = posting.reserved_delta - posting.balance_delta
+    raise InsufficientCredits(
+        details={"available": format_money(account.available), "required": format_money(required)}
+    )

@@ -1,0 +1,221 @@
+"""Credit accounts, the append-only ledger, and holds (reservations).
+
+Invariants kept by the services and, where a database can, by PostgreSQL itself:
+- ``balance`` is the sum of the ledger's ``balance_delta``; ``reserved`` the sum of ``reserved_delta``
+  and equals the amounts of the active holds; ``available = balance - reserved`` is never negative.
+- Ledger rows are numbered 1, 2, 3... per account with no gap (``sequence``), carry the running
+  ``balance_after``, and can never be updated or deleted (a trigger refuses it).
+- ``created_at`` never decreases along ``sequence`` within an account, so a date range is a sequence range.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from accounts.models import Platform
+from billing_service.money import DECIMAL_PLACES, MAX_DIGITS
+
+MAX_BALANCE = Decimal("100000000000000") - Decimal("0.000001")  # what NUMERIC(20, 6) holds
+
+
+def money_field(**kwargs) -> models.DecimalField:  # noqa: ANN003
+    return models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, **kwargs)
+
+
+class TransactionType(models.TextChoices):
+    ADD = "add", "Add (top-up, purchase, grant)"
+    SUBTRACT = "subtract", "Subtract (usage)"
+    RESERVE = "reserve", "Reserve (hold)"
+    RELEASE = "release", "Release (hold freed)"
+    ROLLOVER = "rollover", "Rollover (period end)"
+    REFUND = "refund", "Refund"
+    ADJUSTMENT = "adjustment", "Manual adjustment"
+
+
+class CreditAccount(models.Model):
+    """One per (platform, member), and one per platform for the platform itself (``user`` is null)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="credit_accounts")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="credit_accounts"
+    )
+    currency = models.CharField(max_length=3, default="USD")
+    balance = money_field(default=Decimal(0), editable=False)
+    reserved = money_field(default=Decimal(0), editable=False)
+    # The last ledger sequence number and the number of rows of each type: exact counts for
+    # paginated listings at constant cost.
+    last_sequence = models.BigIntegerField(default=0, editable=False)
+    count_add = models.BigIntegerField(default=0, editable=False)
+    count_subtract = models.BigIntegerField(default=0, editable=False)
+    count_reserve = models.BigIntegerField(default=0, editable=False)
+    count_release = models.BigIntegerField(default=0, editable=False)
+    count_rollover = models.BigIntegerField(default=0, editable=False)
+    count_refund = models.BigIntegerField(default=0, editable=False)
+    count_adjustment = models.BigIntegerField(default=0, editable=False)
+    last_entry_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    auto_recharge_enabled = models.BooleanField(default=False)
+    auto_recharge_threshold_usd = money_field(null=True, blank=True)
+    auto_recharge_amount_usd = money_field(null=True, blank=True)
+    auto_recharge_spending_limit_usd = money_field(null=True, blank=True)
+    auto_recharge_last_triggered_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["platform_id", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["platform", "user"], condition=Q(user__isnull=False), name="account_one_per_member"
+            ),
+            models.UniqueConstraint(
+                fields=["platform"], condition=Q(user__isnull=True), name="account_one_per_platform"
+            ),
+            models.CheckConstraint(condition=Q(reserved__gte=0), name="account_reserved_not_negative"),
+            models.CheckConstraint(condition=Q(balance__gte=F("reserved")), name="account_available_not_negative"),
+            models.CheckConstraint(condition=Q(balance__lte=MAX_BALANCE), name="account_balance_within_limit"),
+            models.CheckConstraint(condition=Q(currency="USD"), name="account_currency_supported"),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.user.get_username() if self.user_id else "(platform)"
+        return f"{self.platform.platform_key}/{owner}"
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.reserved
+
+    @property
+    def is_platform_account(self) -> bool:
+        return self.user_id is None
+
+    def count_of(self, transaction_type: str) -> int:
+        return getattr(self, f"count_{transaction_type}")
+
+
+class HoldStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    CAPTURED = "captured", "Captured"
+    RELEASED = "released", "Released"
+    EXPIRED = "expired", "Expired"
+
+
+class Hold(models.Model):
+    """Credits reserved before an AI call; captured (real cost) or released exactly once."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="holds", db_index=False)
+    amount = money_field()
+    status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
+    captured_amount = money_field(null=True, blank=True)
+    reference = models.CharField(max_length=255, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    expires_at = models.DateTimeField()
+    settled_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["expires_at"], condition=Q(status="active"), name="hold_active_by_expiry"),
+            models.Index(fields=["account", "status", "-created_at"], name="hold_account_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(condition=Q(status__in=HoldStatus.values), name="hold_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status="active", settled_at__isnull=True) | Q(settled_at__isnull=False),
+                name="hold_settled_when_not_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold {self.id} {self.amount} ({self.status})"
+
+
+class EntryStatus(models.TextChoices):
+    COMPLETED = "completed", "Completed"
+
+
+class LedgerEntry(models.Model):
+    """One immutable change to an account. Written only by ``credits.ledger.post``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Foreign keys below are covered by the composite and partial indexes in Meta (no index of their own:
+    # fewer indexes to maintain on the hot insert).
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="entries", db_index=False)
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="+", db_index=False)
+    sequence = models.BigIntegerField()
+    transaction_type = models.CharField(max_length=16, choices=TransactionType.choices)
+    status = models.CharField(max_length=16, choices=EntryStatus.choices, default=EntryStatus.COMPLETED)
+    balance_delta = money_field()
+    reserved_delta = money_field()
+    balance_after = money_field()
+    reserved_after = money_field()
+    payment_amount_usd = money_field(null=True, blank=True)
+    description = models.CharField(max_length=500, blank=True, default="")
+    reference = models.CharField(max_length=255, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    hold = models.ForeignKey(
+        Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="entries", db_index=False
+    )
+    refund_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="refunds", db_index=False
+    )
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "credits_ledger_entry"
+        ordering = ["-sequence"]
+        verbose_name = "ledger entry"
+        verbose_name_plural = "ledger entries"
+        indexes = [
+            models.Index(fields=["account", "created_at"], name="ledger_account_created"),
+            models.Index(fields=["account", "transaction_type", "sequence"], name="ledger_account_type_seq"),
+            models.Index(fields=["platform", "-created_at"], name="ledger_platform_created"),
+            models.Index(fields=["refund_of"], condition=Q(refund_of__isnull=False), name="ledger_refund_of"),
+            models.Index(fields=["hold"], condition=Q(hold__isnull=False), name="ledger_hold"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "sequence"], name="ledger_unique_sequence"),
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="ledger_unique_idempotency_key",
+            ),
+            models.CheckConstraint(condition=Q(sequence__gte=1), name="ledger_sequence_positive"),
+            models.CheckConstraint(
+                condition=Q(transaction_type__in=TransactionType.values), name="ledger_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=~Q(balance_delta=0) | ~Q(reserved_delta=0), name="ledger_entry_moves_something"
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved_after__gte=0) & Q(balance_after__gte=F("reserved_after")),
+                name="ledger_after_consistent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.transaction_type} {self.balance_delta}"
+
+    @property
+    def credits_amount(self) -> Decimal:
+        """The credits the row moved: the hold amount for reserve/release, else the balance change."""
+        if self.transaction_type in (TransactionType.RESERVE, TransactionType.RELEASE):
+            return abs(self.reserved_delta)
+        return abs(self.balance_delta)

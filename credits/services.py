@@ -1,0 +1,394 @@
+"""Every write to credit accounts, the ledger and holds.
+
+Each public service is atomic: the debit family is a single statement (see ``credits.ledger``), the
+multi-row ones (holds, captures, refunds) open a transaction. Every service that a client may retry
+takes an ``idempotency_key``, unique per account: the same key with the same arguments returns the
+first result (``replayed=True``), with other arguments it raises ``IdempotencyConflict``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from accounts.models import Platform
+from credits import ledger
+from credits.errors import (
+    AccountNotFound,
+    EntryNotFound,
+    HoldExpired,
+    HoldNotActive,
+    HoldNotFound,
+    InvalidRefundTarget,
+    RefundExceedsOriginal,
+)
+from credits.ledger import Posting, PostResult
+from credits.locks import account_lock, hold_lock
+from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
+
+DEFAULT_HOLD_SECONDS = 900
+MAX_HOLD_SECONDS = 86_400
+
+
+def _actor_id(actor: AbstractBaseUser | None) -> int | None:
+    return actor.pk if actor is not None and actor.is_authenticated else None
+
+
+def _positive(amount: Decimal, name: str = "amount") -> Decimal:
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+        raise ValueError(f"{name} must be a positive finite Decimal, got {amount!r}")
+    return amount
+
+
+# --- accounts ---------------------------------------------------------------------------------------
+
+
+def account_ensure(*, platform: Platform, user: AbstractBaseUser | None) -> CreditAccount:
+    """The credit account of a member (or, with ``user=None``, of the platform); created if missing."""
+    account, _ = CreditAccount.objects.get_or_create(platform=platform, user=user)
+    return account
+
+
+# --- single-row changes --------------------------------------------------------------------------------
+
+
+def credits_grant(
+    *,
+    account_id: uuid.UUID | str,
+    amount: Decimal,
+    description: str = "",
+    reference: str = "",
+    metadata: dict[str, Any] | None = None,
+    payment_amount_usd: Decimal | None = None,
+    actor: AbstractBaseUser | None = None,
+    idempotency_key: str | None = None,
+) -> PostResult:
+    """Adds credits (top-up, purchase, plan grant, promotion): an ``add`` row."""
+    return ledger.post(
+        account_id,
+        Posting(
+            transaction_type=TransactionType.ADD,
+            balance_delta=_positive(amount),
+            description=description,
+            reference=reference,
+            metadata=metadata,
+            payment_amount_usd=payment_amount_usd,
+            actor_id=_actor_id(actor),
+            idempotency_key=idempotency_key,
+        ),
+    )
+
+
+def credits_debit(
+    *,
+    account_id: uuid.UUID | str,
+    amount: Decimal,
+    description: str = "",
+    reference: str = "",
+    metadata: dict[str, Any] | None = None,
+    actor: AbstractBaseUser | None = None,
+    idempotency_key: str | None = None,
+) -> PostResult:
+    """Spends available credits: a ``subtract`` row. Refused (nothing written) beyond ``available``."""
+    return ledger.post(
+        account_id,
+        Posting(
+            transaction_type=TransactionType.SUBTRACT,
+            balance_delta=-_positive(amount),
+            description=description,
+            reference=reference,
+            metadata=metadata,
+            actor_id=_actor_id(actor),
+            idempotency_key=idempotency_key,
+        ),
+    )
+
+
+def credits_adjust(
+    *,
+    account_id: uuid.UUID | str,
+    amount: Decimal,
+    description: str,
+    actor: AbstractBaseUser | None,
+    reference: str = "",
+    metadata: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> PostResult:
+    """A manual correction by an admin, either sign: an ``adjustment`` row. A removal is refused
+    beyond ``available``."""
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount == 0:
+        raise ValueError(f"amount must be a non-zero finite Decimal, got {amount!r}")
+    return ledger.post(
+        account_id,
+        Posting(
+            transaction_type=TransactionType.ADJUSTMENT,
+            balance_delta=amount,
+            description=description,
+            reference=reference,
+            metadata=metadata,
+            actor_id=_actor_id(actor),
+            idempotency_key=idempotency_key,
+        ),
+    )
+
+
+@transaction.atomic
+def credits_refund(
+    *,
+    account_id: uuid.UUID | str,
+    amount: Decimal,
+    refund_of_id: uuid.UUID | str | None = None,
+    description: str = "",
+    reference: str = "",
+    metadata: dict[str, Any] | None = None,
+    actor: AbstractBaseUser | None = None,
+    idempotency_key: str | None = None,
+) -> PostResult:
+    """Returns spent credits: a ``refund`` row. With ``refund_of_id`` (a ``subtract`` row of the same
+    account) the refunds of that row never add up to more than it took."""
+    _positive(amount)
+    if refund_of_id is not None:
+        # The account lock serialises refunds of one account, so the remaining amount cannot race.
+        if account_lock(account_id=account_id) is None:
+            raise AccountNotFound()
+        original = LedgerEntry.objects.filter(pk=refund_of_id, account_id=account_id).first()
+        if original is None:
+            raise EntryNotFound()
+        if original.transaction_type != TransactionType.SUBTRACT:
+            raise InvalidRefundTarget()
+        refunded = LedgerEntry.objects.filter(refund_of=original).aggregate(total=Sum("balance_delta"))["total"]
+        remaining = -original.balance_delta - (refunded or Decimal(0))
+        already = idempotency_key and LedgerEntry.objects.filter(
+            account_id=account_id, idempotency_key=idempotency_key
+        ).exists()
+        if amount > remaining and not already:
+            raise RefundExceedsOriginal(details={"refundable": str(remaining)})
+    return ledger.post(
+        account_id,
+        Posting(
+            transaction_type=TransactionType.REFUND,
+            balance_delta=amount,
+            description=description,
+            reference=reference,
+            metadata=metadata,
+            actor_id=_actor_id(actor),
+            refund_of_id=refund_of_id,
+            idempotency_key=idempotency_key,
+        ),
+    )
+
+
+# --- holds ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    hold: Hold
+    entries: list[LedgerEntry]
+    replayed: bool = False
+
+
+@transaction.atomic
+def hold_create(
+    *,
+    account_id: uuid.UUID | str,
+    amount: Decimal,
+    expires_in: int = DEFAULT_HOLD_SECONDS,
+    reference: str = "",
+    metadata: dict[str, Any] | None = None,
+    actor: AbstractBaseUser | None = None,
+    idempotency_key: str | None = None,
+) -> HoldResult:
+    """Reserves credits: ``reserved`` rises, ``available`` falls (a ``reserve`` row)."""
+    _positive(amount)
+    if not 1 <= expires_in <= MAX_HOLD_SECONDS:
+        raise ValueError(f"expires_in must be 1..{MAX_HOLD_SECONDS} seconds")
+    hold_id = uuid.uuid4()
+    result = ledger.post(
+        account_id,
+        Posting(
+            transaction_type=TransactionType.RESERVE,
+            reserved_delta=amount,
+            description="Credits reserved",
+            reference=reference,
+            metadata=metadata,
+            actor_id=_actor_id(actor),
+            hold_id=hold_id,
+            idempotency_key=idempotency_key,
+            fingerprint={
+                "operation": "hold",
+                "amount": amount,
+                "expires_in": expires_in,
+                "reference": reference,
+                "metadata": metadata or {},
+            },
+        ),
+    )
+    if result.replayed:
+        hold = Hold.objects.get(pk=result.entry.hold_id)
+        return HoldResult(hold=hold, entries=[result.entry], replayed=True)
+    # The ledger row references the hold; the foreign key is checked at commit.
+    hold = Hold.objects.create(
+        id=hold_id,
+        account_id=account_id,
+        amount=amount,
+        reference=reference,
+        metadata=metadata or {},
+        expires_at=result.entry.created_at + timedelta(seconds=expires_in),
+        created_by_id=_actor_id(actor),
+    )
+    return HoldResult(hold=hold, entries=[result.entry])
+
+
+def hold_capture(
+    *,
+    hold_id: uuid.UUID | str,
+    amount: Decimal,
+    description: str = "",
+    metadata: dict[str, Any] | None = None,
+    actor: AbstractBaseUser | None = None,
+    account_id: uuid.UUID | str | None = None,
+) -> HoldResult:
+    """Charges the real cost of a held call: a ``subtract`` row for ``amount`` and a ``release`` row for
+    what is left of the hold. Charging more than the hold needs ``available`` to cover the excess.
+    A hold is settled once: a second capture or release raises ``HoldNotActive``."""
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
+        raise ValueError(f"amount must be a finite Decimal >= 0, got {amount!r}")
+    return _hold_settle(
+        hold_id=hold_id, account_id=account_id, capture=amount, description=description,
+        metadata=metadata, actor=actor,
+    )
+
+
+def hold_release(
+    *, hold_id: uuid.UUID | str, actor: AbstractBaseUser | None = None, account_id: uuid.UUID | str | None = None
+) -> HoldResult:
+    """Frees a hold entirely (a ``release`` row)."""
+    return _hold_settle(hold_id=hold_id, account_id=account_id, capture=None, actor=actor)
+
+
+def _hold_settle(
+    *,
+    hold_id: uuid.UUID | str,
+    account_id: uuid.UUID | str | None,
+    capture: Decimal | None,
+    actor: AbstractBaseUser | None,
+    description: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> HoldResult:
+    expired = False
+    with transaction.atomic(durable=True):
+        hold = Hold.objects.filter(pk=hold_id).only("account_id").first()
+        if hold is None or (account_id is not None and str(hold.account_id) != str(account_id)):
+            raise HoldNotFound()
+        # Lock order: account, then hold.
+        account_lock(account_id=hold.account_id)
+        hold = hold_lock(hold_id=hold_id)
+        if hold.status != HoldStatus.ACTIVE:
+            raise HoldNotActive(details={"status": hold.status})
+        now = timezone.now()
+        if hold.expires_at <= now:
+            entries = _hold_finish(hold, status=HoldStatus.EXPIRED, captured=None, actor=actor, now=now)
+            expired = True
+        elif capture is None:
+            entries = _hold_finish(hold, status=HoldStatus.RELEASED, captured=None, actor=actor, now=now)
+        else:
+            entries = _hold_finish(
+                hold, status=HoldStatus.CAPTURED, captured=capture, actor=actor, now=now,
+                description=description, metadata=metadata,
+            )
+    if expired and capture is not None:
+        raise HoldExpired(details={"hold_id": str(hold.id)})
+    return HoldResult(hold=hold, entries=entries)
+
+
+def _hold_finish(
+    hold: Hold,
+    *,
+    status: str,
+    captured: Decimal | None,
+    actor: AbstractBaseUser | None,
+    now: datetime,
+    description: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> list[LedgerEntry]:
+    """Writes the rows that settle a locked, active hold and marks it settled."""
+    entries: list[LedgerEntry] = []
+    actor_id = _actor_id(actor)
+    remaining = hold.amount
+    if captured:
+        consumed = min(captured, hold.amount)
+        entries.append(
+            ledger.post(
+                hold.account_id,
+                Posting(
+                    transaction_type=TransactionType.SUBTRACT,
+                    balance_delta=-captured,
+                    reserved_delta=-consumed,
+                    description=description or "Usage (captured hold)",
+                    reference=hold.reference,
+                    metadata=metadata,
+                    actor_id=actor_id,
+                    hold_id=hold.id,
+                ),
+            ).entry
+        )
+        remaining -= consumed
+    if remaining > 0:
+        why = {HoldStatus.EXPIRED: "Hold expired", HoldStatus.CAPTURED: "Unused hold released"}
+        entries.append(
+            ledger.post(
+                hold.account_id,
+                Posting(
+                    transaction_type=TransactionType.RELEASE,
+                    reserved_delta=-remaining,
+                    description=why.get(status, "Hold released"),
+                    reference=hold.reference,
+                    actor_id=actor_id,
+                    hold_id=hold.id,
+                ),
+            ).entry
+        )
+    hold.status = status
+    hold.captured_amount = captured if status == HoldStatus.CAPTURED else None
+    hold.settled_at = now
+    hold.save(update_fields=["status", "captured_amount", "settled_at"])
+    return entries
+
+
+def holds_release_expired(*, now: datetime | None = None, batch_size: int = 500) -> int:
+    """Releases every active hold past its expiry; safe beside live traffic and beside itself
+    (each hold is taken with SKIP LOCKED and settled in its own short transaction)."""
+    now = now or timezone.now()
+    released = 0
+    while True:
+        candidates = list(
+            Hold.objects.filter(status=HoldStatus.ACTIVE, expires_at__lte=now)
+            .order_by("expires_at")
+            .values_list("id", "account_id")[:batch_size]
+        )
+        if not candidates:
+            return released
+        progressed = False
+        for hold_id, account_id in candidates:
+            with transaction.atomic(durable=True):
+                if CreditAccount.objects.select_for_update(skip_locked=True).filter(pk=account_id).first() is None:
+                    continue  # busy right now: the next pass or the next run takes it
+                hold = Hold.objects.select_for_update(skip_locked=True).filter(
+                    pk=hold_id, status=HoldStatus.ACTIVE, expires_at__lte=now
+                ).first()
+                if hold is None:
+                    continue
+                _hold_finish(hold, status=HoldStatus.EXPIRED, captured=None, actor=None, now=now)
+                released += 1
+                progressed = True
+        if not progressed:
+            return released
