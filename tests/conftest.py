@@ -1,0 +1,97 @@
+"""Shared fixtures: platforms, members with roles, authenticated API clients, funded accounts.
+
+Everything runs on real PostgreSQL (the embedded server unless DATABASE_URL is set)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Platform, Role
+from accounts.services import member_add, platform_create
+from credits.models import CreditAccount
+from credits.selectors import account_for
+from credits.services import credits_grant
+
+
+@dataclass
+class Member:
+    membership: Membership
+    token: str
+    account: CreditAccount
+
+    @property
+    def user(self):  # noqa: ANN201
+        return self.membership.user
+
+    @property
+    def platform(self) -> Platform:
+        return self.membership.platform
+
+
+def make_platform(key: str = "acme", name: str | None = None) -> Platform:
+    platform, _ = platform_create(platform_key=key, name=name)
+    return platform
+
+
+def make_member(platform: Platform, username: str, role: str = Role.MEMBER, credits: str | None = None) -> Member:
+    membership, token = member_add(platform=platform, username=username, role=role)
+    account = account_for(platform=platform, user=membership.user)
+    if credits:
+        credits_grant(account_id=account.id, amount=Decimal(credits), description="test funds")
+        account.refresh_from_db()
+    return Member(membership=membership, token=token.key, account=account)
+
+
+def client_for(member: Member | None = None, *, token: str | None = None, platform_key: str | None = None) -> APIClient:
+    client = APIClient()
+    key = token or (member.token if member else None)
+    if key:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    if platform_key:
+        client.defaults["HTTP_X_PLATFORM_KEY"] = platform_key
+    return client
+
+
+@pytest.fixture
+def platform(db) -> Platform:  # noqa: ANN001
+    return make_platform("acme", "Acme AI")
+
+
+@pytest.fixture
+def other_platform(db) -> Platform:  # noqa: ANN001
+    return make_platform("globex", "Globex")
+
+
+@pytest.fixture
+def owner(platform: Platform) -> Member:
+    return make_member(platform, "olivia", Role.OWNER)
+
+
+@pytest.fixture
+def admin(platform: Platform) -> Member:
+    return make_member(platform, "adam", Role.ADMIN)
+
+
+@pytest.fixture
+def member(platform: Platform) -> Member:
+    return make_member(platform, "mia", Role.MEMBER, credits="100.00")
+
+
+@pytest.fixture
+def other_member(platform: Platform) -> Member:
+    return make_member(platform, "max", Role.MEMBER, credits="50.00")
+
+
+@pytest.fixture
+def outsider(other_platform: Platform) -> Member:
+    """An admin of another platform."""
+    return make_member(other_platform, "gina", Role.ADMIN, credits="10.00")
+
+
+@pytest.fixture
+def api():  # noqa: ANN201
+    return client_for
