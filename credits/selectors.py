@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 
 from accounts.models import Platform
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
@@ -135,6 +135,29 @@ def platform_ledger_list(*, platform: Platform) -> QuerySet[LedgerEntry]:
         .select_related("account__user", "actor")
         .order_by("-created_at", "-id")
     )
+
+
+def platform_ledger_keyset(
+    *,
+    rows: QuerySet[LedgerEntry],
+    direction: str | None,
+    position: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> tuple[list[LedgerEntry], bool]:
+    """Up to ``limit`` rows of ``rows`` (ordered newest first) past ``position`` in ``direction``
+    ("before": older, "after": newer), newest first; and whether more lie beyond them."""
+    if direction == "before" and position:
+        at, entry_id = position
+        rows = rows.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=entry_id))
+    elif direction == "after" and position:
+        at, entry_id = position
+        rows = rows.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=entry_id)).order_by("created_at", "id")
+    found = list(rows[: limit + 1])
+    more = len(found) > limit
+    found = found[:limit]
+    if direction == "after":
+        found.reverse()
+    return found, more
 
 
 # --- invariants ------------------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+import uuid
+from datetime import datetime
+
+from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -13,6 +17,7 @@ from billing_service.errors import InvalidInput
 from billing_service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from billing_service.idempotency import idempotency_key_from
 from billing_service.pagination import (
+    InvalidCursor,
     PageQuerySerializer,
     cursor_response,
     decode_cursor,
@@ -77,7 +82,6 @@ class CreditAccountViewSet(CallerAccountMixin, TenantViewSet):
     )
     def retrieve(self, request: Request) -> Response:
         account = self.caller_account(request)
-        account.platform = self.tenant.platform if account.platform_id == self.tenant.platform.id else account.platform
         return Response(CreditAccountSerializer(account).data)
 
 
@@ -90,8 +94,6 @@ def _ledger_listing(request: Request, account: CreditAccount, serializer_class) 
         if "cursor" in query:
             direction, position = decode_cursor(query["cursor"])
             if not isinstance(position, int) or isinstance(position, bool):
-                from billing_service.pagination import InvalidCursor
-
                 raise InvalidCursor()
             before, after = (position, None) if direction == "before" else (None, position)
         rows, more = selectors.ledger_keyset(account=account, flt=flt, before=before, after=after, limit=size)
@@ -194,45 +196,33 @@ class PlatformLedgerEntryViewSet(TenantViewSet):
         )
 
 
-def _platform_keyset(request: Request, rows, query: dict, size: int) -> dict:  # noqa: ANN001
-    """Keyset over (created_at, id), newest first."""
-    from django.db.models import Q
-    from django.utils.dateparse import parse_datetime
-
-    from billing_service.pagination import InvalidCursor
-
-    direction = None
+def _platform_keyset(request: Request, rows: QuerySet[LedgerEntry], query: dict, size: int) -> dict:
+    """Keyset pages over (created_at, id), newest first."""
+    direction = position = None
     if "cursor" in query:
-        direction, position = decode_cursor(query["cursor"])
-        try:
-            at, entry_id = parse_datetime(position[0]), str(position[1])
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise InvalidCursor() from None
-        if at is None:
-            raise InvalidCursor()
-        if direction == "before":
-            rows = rows.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=entry_id))
-        else:
-            rows = rows.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=entry_id)).order_by("created_at", "id")
-    try:
-        found = list(rows[: size + 1])
-    except Exception as exc:  # a malformed id inside the cursor
-        raise InvalidCursor() from exc
-    more = len(found) > size
-    found = found[:size]
-    if direction == "after":
-        found.reverse()
+        direction, raw = decode_cursor(query["cursor"])
+        position = _platform_position(raw)
+    found, more = selectors.platform_ledger_keyset(rows=rows, direction=direction, position=position, limit=size)
 
-    def position(entry: LedgerEntry) -> list[str]:
+    def key(entry: LedgerEntry) -> list[str]:
         return [entry.created_at.isoformat(), str(entry.id)]
 
-    older = position(found[-1]) if found and (more or direction == "after") else None
-    newer = position(found[0]) if found and (direction == "before" or (direction == "after" and more)) else None
-    if direction == "after" and not more:
-        newer = None
+    older = key(found[-1]) if found and (more or direction == "after") else None
+    newer = key(found[0]) if found and (direction == "before" or (direction == "after" and more)) else None
     return cursor_response(
         request,
-        next_position=older if (direction == "after" or more) else None,
+        next_position=older,
         previous_position=newer,
         results=PlatformLedgerEntrySerializer(found, many=True).data,
     )
+
+
+def _platform_position(raw: object) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, entry_id = raw  # type: ignore[misc]
+        at, entry_id = parse_datetime(at), uuid.UUID(entry_id)
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidCursor() from None
+    if at is None:
+        raise InvalidCursor()
+    return at, entry_id
