@@ -1,0 +1,61 @@
+from django.contrib import admin
+
+from accounts.models import Membership, Platform
+from accounts.services import membership_saved, platform_create
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+    show_change_link = True
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False  # a member with a ledger stays; change the role instead
+
+
+@admin.register(Platform)
+class PlatformAdmin(admin.ModelAdmin):
+    list_display = ["platform_key", "name", "member_count", "created_at"]
+    search_fields = ["platform_key", "name"]
+    date_hierarchy = "created_at"
+    inlines = [MembershipInline]
+
+    def get_readonly_fields(self, request, obj=None):  # noqa: ANN001, ANN201
+        return ["platform_key", "created_at"] if obj else ["created_at"]
+
+    @admin.display(description="members")
+    def member_count(self, platform: Platform) -> int:
+        return platform.memberships.count()
+
+    def save_model(self, request, obj, form, change):  # noqa: ANN001, ANN201
+        if change:
+            super().save_model(request, obj, form, change)
+        else:  # through the service: the platform gets its own credit account
+            created, _ = platform_create(platform_key=obj.platform_key, name=obj.name)
+            obj.pk = created.pk
+
+    def save_formset(self, request, form, formset, change):  # noqa: ANN001, ANN201
+        for membership in formset.save():
+            membership_saved(membership=membership)
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "platform", "role", "created_at"]
+    list_filter = ["role", "platform"]
+    search_fields = ["user__username", "user__email", "platform__platform_key"]
+    raw_id_fields = ["user"]
+    list_select_related = ["user", "platform"]
+
+    def save_model(self, request, obj, form, change):  # noqa: ANN001, ANN201
+        super().save_model(request, obj, form, change)
+        membership_saved(membership=obj)
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False

@@ -1,0 +1,195 @@
+"""Django admin for accounts, holds and the ledger. Balances are never edited here: a correction is a
+manual adjustment made through ``credits_adjust`` (a ledger row naming the acting admin)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from billing_service.errors import DomainError
+from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT, format_money
+from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry
+from credits.services import credits_adjust, hold_release
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+
+class RecentEntriesInline(admin.TabularInline):
+    model = LedgerEntry
+    fk_name = "account"
+    verbose_name_plural = "latest ledger entries"
+    fields = ["sequence", "transaction_type", "balance_delta", "reserved_delta", "balance_after", "description",
+              "actor", "created_at"]
+    readonly_fields = fields
+    ordering = ["-sequence"]
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request):  # noqa: ANN001, ANN201
+        return super().get_queryset(request).select_related("actor")
+
+    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+
+class AdjustmentForm(forms.Form):
+    amount = forms.DecimalField(
+        max_digits=20,
+        decimal_places=DECIMAL_PLACES,
+        min_value=-MAX_AMOUNT,
+        max_value=MAX_AMOUNT,
+        help_text="Signed: 25.00 adds credits, -3.50 removes them (never beyond what is available).",
+    )
+    description = forms.CharField(max_length=500, help_text="Why: kept on the ledger row.")
+    reference = forms.CharField(max_length=255, required=False)
+
+    def clean_amount(self):  # noqa: ANN201
+        amount = self.cleaned_data["amount"]
+        if amount == 0:
+            raise forms.ValidationError("Must not be zero.")
+        return amount
+
+
+@admin.register(CreditAccount)
+class CreditAccountAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "platform", "user", "balance_display", "reserved_display", "available_display",
+                    "last_entry_at"]
+    list_filter = ["platform", "currency", "auto_recharge_enabled"]
+    search_fields = ["=id", "user__username", "user__email", "platform__platform_key"]
+    list_select_related = ["platform", "user"]
+    readonly_fields = ["id", "platform", "user", "currency", "balance", "reserved", "available_display",
+                       "last_sequence", "last_entry_at", "auto_recharge_last_triggered_at", "created_at",
+                       "adjust_link"]
+    fields = ["id", "platform", "user", "currency", "balance", "reserved", "available_display", "adjust_link",
+              "last_sequence", "last_entry_at", "auto_recharge_enabled", "auto_recharge_threshold_usd",
+              "auto_recharge_amount_usd", "auto_recharge_spending_limit_usd", "auto_recharge_last_triggered_at",
+              "created_at"]
+    inlines = [RecentEntriesInline]
+
+    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False  # accounts come with platforms and memberships
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_display(self, account: CreditAccount) -> str:
+        return format_money(account.balance)
+
+    @admin.display(description="reserved", ordering="reserved")
+    def reserved_display(self, account: CreditAccount) -> str:
+        return format_money(account.reserved)
+
+    @admin.display(description="available")
+    def available_display(self, account: CreditAccount) -> str:
+        return format_money(account.available)
+
+    @admin.display(description="manual adjustment")
+    def adjust_link(self, account: CreditAccount) -> str:
+        if not account.pk:
+            return "-"
+        url = reverse("admin:credits_creditaccount_adjust", args=[account.pk])
+        return format_html('<a class="button" href="{}">Adjust credits…</a>', url)
+
+    def get_urls(self):  # noqa: ANN201
+        custom = [
+            path(
+                "<uuid:account_id>/adjust/",
+                self.admin_site.admin_view(self.adjust_view),
+                name="credits_creditaccount_adjust",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def adjust_view(self, request: HttpRequest, account_id: str) -> HttpResponse:
+        account = get_object_or_404(CreditAccount.objects.select_related("platform", "user"), pk=account_id)
+        if not self.has_view_permission(request, account) or not request.user.has_perm("credits.add_ledgerentry"):
+            raise PermissionDenied
+        form = AdjustmentForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = credits_adjust(
+                    account_id=account.pk,
+                    amount=form.cleaned_data["amount"],
+                    description=form.cleaned_data["description"],
+                    reference=form.cleaned_data["reference"],
+                    actor=request.user,
+                )
+            except DomainError as exc:
+                form.add_error("amount", exc.message)
+            else:
+                self.message_user(
+                    request,
+                    f"Adjusted by {format_money(result.entry.balance_delta)}: balance is now "
+                    f"{format_money(result.entry.balance_after)}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:credits_creditaccount_change", args=[account.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Adjust credits of {account}",
+            "account": account,
+            "available": format_money(account.available),
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/credits/creditaccount/adjust.html", context)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ["sequence", "account", "transaction_type", "balance_delta", "reserved_delta", "balance_after",
+                    "description", "actor", "created_at"]
+    list_filter = ["transaction_type", "status", "platform", "created_at"]
+    search_fields = ["=id", "=account__id", "account__user__username", "reference", "description",
+                     "=idempotency_key"]
+    list_select_related = ["account__platform", "account__user", "actor"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    ordering = ["-created_at"]
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ["id", "account", "amount", "status", "captured_amount", "expires_at", "settled_at"]
+    list_filter = ["status", "account__platform"]
+    search_fields = ["=id", "=account__id", "account__user__username", "reference"]
+    list_select_related = ["account__platform", "account__user"]
+    actions = ["release_holds"]
+
+    @admin.action(description="Release the selected active holds", permissions=["settle"])
+    def release_holds(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
+        released = 0
+        for hold in queryset.filter(status=HoldStatus.ACTIVE).only("id"):
+            try:
+                hold_release(hold_id=hold.id, actor=request.user)
+                released += 1
+            except DomainError:
+                continue
+        self.message_user(request, f"Released {released} hold(s).", messages.SUCCESS)
+
+    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_settle_permission(self, request) -> bool:  # noqa: ANN001
+        return request.user.has_perm("credits.add_ledgerentry")
