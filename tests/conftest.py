@@ -56,6 +56,11 @@ def client_for(member: Member | None = None, *, token: str | None = None, platfo
     return client
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):  # noqa: ANN001, ANN202
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def platform(db) -> Platform:  # noqa: ANN001
     return make_platform("acme", "Acme AI")
