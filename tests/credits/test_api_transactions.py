@@ -229,12 +229,9 @@ def test_date_filters_include_today_and_exclude_other_days(member, history):
     assert listed(from_date=(day + one).isoformat(), transaction_type="subtract") == []
 
 
-def _at(moment: datetime) -> None:
-    """The next ledger row of the account is stamped ``moment``: the ledger stamps a row with the later of
-    the clock and the account's last entry time, so moving that (a future time) places rows on chosen days."""
-
-
 def _post_at(account: CreditAccount, moment: datetime, kind: str) -> LedgerEntry:
+    """A row stamped ``moment`` (a future time), written by the services: the ledger stamps a row with the
+    later of the clock and the account's last entry time, so moving that time places rows on chosen days."""
     CreditAccount.objects.filter(pk=account.pk).update(last_entry_at=moment)
     if kind == "add":
         entry = credits_grant(account_id=account.pk, amount=Decimal("10"), description=f"at {moment}").entry
