@@ -27,6 +27,51 @@ def error_response(description: str) -> OpenApiResponse:
     return OpenApiResponse(ErrorSerializer, description=description)
 
 
+def paginated(serializer_class: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    """The body of a paginated listing: ``count`` (page pagination only), ``next``, ``previous``, ``results``."""
+    from drf_spectacular.drainage import set_override
+
+    body = inline_serializer(
+        name=name,
+        fields={
+            "count": serializers.IntegerField(
+                required=False, help_text="Rows matching the filters (absent with cursor pagination)."
+            ),
+            "next": serializers.URLField(allow_null=True, help_text="The next (older) page, or null."),
+            "previous": serializers.URLField(allow_null=True, help_text="The previous (newer) page, or null."),
+            "results": serializer_class(many=True),
+        },
+    )
+    set_override(body, "many", False)  # one object, although the view's action is ``list``
+    return body
+
+
+def filterset_parameters(filterset_class: type) -> list:
+    """The query parameters of a django-filter FilterSet (drf-spectacular only reads FilterSets on generic
+    views with a queryset, so these viewsets document them explicitly)."""
+    import django_filters
+    from drf_spectacular.types import OpenApiTypes
+    from drf_spectacular.utils import OpenApiParameter
+
+    params = []
+    for name, flt in filterset_class.base_filters.items():
+        enum = None
+        if isinstance(flt, django_filters.ChoiceFilter):
+            kind, enum = OpenApiTypes.STR, [value for value, _label in flt.extra["choices"]]
+        elif isinstance(flt, django_filters.DateFilter):
+            kind = OpenApiTypes.DATE
+        elif isinstance(flt, django_filters.UUIDFilter):
+            kind = OpenApiTypes.UUID
+        else:
+            kind = OpenApiTypes.STR
+        params.append(
+            OpenApiParameter(
+                name, kind, OpenApiParameter.QUERY, enum=enum, description=str(flt.extra.get("help_text", ""))
+            )
+        )
+    return params
+
+
 ERROR_RESPONSES = {
     400: error_response("Invalid input (the fields are named in details), or X-Platform-Key needed."),
     401: error_response("Missing or invalid credentials."),
@@ -56,6 +101,8 @@ class BillingAutoSchema(AutoSchema):
 
     def _get_response_bodies(self, direction="response"):  # noqa: ANN001, ANN202
         responses = super()._get_response_bodies(direction=direction)
+        if not self.path.startswith("/api/billing/"):
+            return responses
         for status_code, response in ERROR_RESPONSES.items():
             key = str(status_code)
             if key not in responses:

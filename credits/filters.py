@@ -9,7 +9,7 @@ import django_filters
 from django import forms
 
 from credits.models import LedgerEntry, TransactionType
-from credits.selectors import LedgerFilter
+from credits.selectors import LedgerFilter, day_end
 
 ISO_DATE = ["%Y-%m-%d"]
 
@@ -43,7 +43,8 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
         return queryset.filter(created_at__gte=datetime.combine(value, time.min, tzinfo=UTC))
 
     def filter_to_date(self, queryset, name, value):  # noqa: ANN001, ANN201
-        return queryset.filter(created_at__lt=datetime.combine(value + timedelta(days=1), time.min, tzinfo=UTC))
+        end = day_end(value)
+        return queryset if end is None else queryset.filter(created_at__lt=end)
 
     def ledger_filter(self) -> LedgerFilter:
         data = self.form.cleaned_data

@@ -30,6 +30,11 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def day_end(day: date) -> datetime | None:
+    """The first instant after ``day`` (UTC); None when there is none (the last representable day)."""
+    return None if day == date.max else _day_start(day + timedelta(days=1))
+
+
 def account_get(*, account_id: uuid.UUID | str, platform: Platform) -> CreditAccount | None:
     return CreditAccount.objects.filter(pk=account_id, platform=platform).select_related("user").first()
 
@@ -55,9 +60,9 @@ def _sequence_bounds(account: CreditAccount, flt: LedgerFilter) -> tuple[int, in
             .first()
         )
         lo = first if first is not None else hi + 1
-    if flt.to_date is not None:
+    if flt.to_date is not None and day_end(flt.to_date) is not None:
         last = (
-            rows.filter(created_at__lt=_day_start(flt.to_date + timedelta(days=1)))
+            rows.filter(created_at__lt=day_end(flt.to_date))
             .order_by("-created_at", "-sequence")
             .values_list("sequence", flat=True)
             .first()

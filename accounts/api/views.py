@@ -10,7 +10,8 @@ from accounts.tenancy import PLATFORM_HEADER, Tenant, tenant_resolve
 
 
 class TenantViewSetMixin:
-    """Resolves the caller's platform and role once per request (``self.tenant``)."""
+    # Resolves the caller's platform and role once per request (``self.tenant``). (A comment, not a
+    # docstring: the schema generator would show a docstring as every operation's description.)
 
     @cached_property
     def tenant(self) -> Tenant:

@@ -104,8 +104,17 @@ class PlatformLedgerEntrySerializer(LedgerEntrySerializer):
         return entry.actor.get_username() if entry.actor_id else None
 
 
+class UUIDStringField(serializers.UUIDField):
+    """A UUID given as a string (DRF's UUIDField would also take a JSON integer as one)."""
+
+    def to_internal_value(self, data: Any):  # noqa: ANN201
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class ManualAdjustmentInputSerializer(serializers.Serializer):
-    account_id = serializers.UUIDField()
+    account_id = UUIDStringField()
     amount = MoneyField(allow_negative=True, help_text='Signed decimal string, not zero: "25.00" or "-3.50".')
     description = serializers.CharField(max_length=500, help_text="Why: kept on the ledger row.")
     reference = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)

@@ -23,7 +23,7 @@ from billing_service.pagination import (
     decode_cursor,
     page_response,
 )
-from billing_service.schema import ERROR_RESPONSES, error_response
+from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
 from credits import selectors, services
 from credits.api.serializers import (
     AccountQuerySerializer,
@@ -73,6 +73,9 @@ class CallerAccountMixin:
 
 
 class CreditAccountViewSet(CallerAccountMixin, TenantViewSet):
+    """The caller's credit account (ibl.ai `GET /api/billing/account/`). `available_credits` is what can be
+    spent now: the balance less credits held for calls in progress."""
+
     @extend_schema(
         operation_id="billing_account_retrieve",
         summary="Your credit account: plan, balance, auto-recharge",
@@ -112,13 +115,16 @@ def _ledger_listing(request: Request, account: CreditAccount, serializer_class) 
 
 
 class LedgerEntryViewSet(CallerAccountMixin, TenantViewSet):
+    """The caller's ledger, newest first. Page pagination gives an exact `count` at constant cost; use
+    `pagination=cursor` to walk deep history."""
+
     filterset_class = LedgerEntryFilterSet
 
     @extend_schema(
         operation_id="billing_transactions_list",
         summary="Your credit transactions, newest first",
-        parameters=[PLATFORM_KEY_PARAM, LedgerEntryFilterSet, PageQuerySerializer],
-        responses={200: LedgerEntrySerializer(many=True), **ERROR_RESPONSES},
+        parameters=[PLATFORM_KEY_PARAM, *filterset_parameters(LedgerEntryFilterSet), PageQuerySerializer],
+        responses={200: paginated(LedgerEntrySerializer, "PaginatedLedgerEntryList"), **ERROR_RESPONSES},
         tags=["account"],
     )
     def list(self, request: Request) -> Response:
@@ -126,6 +132,9 @@ class LedgerEntryViewSet(CallerAccountMixin, TenantViewSet):
 
 
 class ManualAdjustmentViewSet(TenantViewSet):
+    """A manual credit adjustment by an owner or admin, written as an `adjustment` ledger row naming them.
+    A negative amount never takes an account below zero available credits."""
+
     @extend_schema(
         operation_id="billing_admin_credits_manual_create",
         summary="Adjust an account's credits by hand (owners and admins)",
@@ -135,7 +144,8 @@ class ManualAdjustmentViewSet(TenantViewSet):
                 IDEMPOTENCY_HEADER,
                 str,
                 OpenApiParameter.HEADER,
-                description="Makes a retry safe: the same key and body return the first result (200).",
+                description="Makes a retry safe: the same key and body return the first result (200). "
+                "Keys are scoped to the account: each account has its own.",
             )
         ],
         responses={
@@ -170,11 +180,16 @@ class ManualAdjustmentViewSet(TenantViewSet):
 
 
 class PlatformLedgerEntryViewSet(TenantViewSet):
+    """Every ledger row of the platform, newest first, across its members' and its own accounts."""
+
     @extend_schema(
         operation_id="billing_admin_credits_transactions_list",
         summary="Every credit transaction of the platform (owners and admins)",
-        parameters=[PlatformLedgerFilterSet, PageQuerySerializer],
-        responses={200: PlatformLedgerEntrySerializer(many=True), **ERROR_RESPONSES},
+        parameters=[*filterset_parameters(PlatformLedgerFilterSet), PageQuerySerializer],
+        responses={
+            200: paginated(PlatformLedgerEntrySerializer, "PaginatedPlatformLedgerEntryList"),
+            **ERROR_RESPONSES,
+        },
         tags=["admin"],
     )
     def list(self, request: Request) -> Response:

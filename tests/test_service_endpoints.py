@@ -1,0 +1,277 @@
+"""/healthz, the OpenAPI schema (/api/schema/) and the Swagger UI (/api/docs/)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from decimal import Decimal
+
+import jsonschema
+import pytest
+from django.test import Client
+from drf_spectacular.validation import validate_schema
+from rest_framework.test import APIClient
+
+from credits.models import CreditAccount, TransactionType
+from credits.services import credits_grant
+from tests.api_helpers import (
+    ACCOUNT_URL,
+    ADMIN_TRANSACTIONS_URL,
+    MANUAL_URL,
+    TRANSACTIONS_URL,
+    error_of,
+    post_json,
+)
+from tests.conftest import client_for
+
+OPERATIONS = {
+    ("/healthz", "get"),
+    (ACCOUNT_URL, "get"),
+    (TRANSACTIONS_URL, "get"),
+    (MANUAL_URL, "post"),
+    (ADMIN_TRANSACTIONS_URL, "get"),
+}
+BILLING_OPERATIONS = OPERATIONS - {("/healthz", "get")}
+
+
+# --- /healthz -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_healthz_is_ok_without_credentials():
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_ignores_a_bad_token():
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token nope")
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_only_answers_get():
+    error_of(APIClient().post("/healthz"), 405, "method_not_allowed")
+
+
+@pytest.mark.django_db
+def test_unknown_url_is_a_404_envelope():
+    error_of(Client().get("/api/billing/nope/"), 404, "not_found")
+
+
+# --- the schema -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    response = Client().get("/api/schema/?format=json")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi+json") or response[
+        "Content-Type"
+    ].startswith("application/json")
+    return response.json()
+
+
+def test_schema_is_valid_openapi_3(schema):
+    assert schema["openapi"].startswith("3.")
+    validate_schema(copy.deepcopy(schema))  # the OpenAPI 3 JSON Schema bundled with drf-spectacular
+    assert schema["info"]["title"]
+    assert schema["info"]["version"]
+
+
+def test_schema_is_public(db):
+    assert APIClient().get("/api/schema/?format=json").status_code == 200
+
+
+def _refs(node) -> list[str]:  # noqa: ANN001
+    if isinstance(node, dict):
+        found = [node["$ref"]] if "$ref" in node else []
+        return found + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for item in node for r in _refs(item)]
+    return []
+
+
+def test_every_ref_resolves(schema):
+    refs = _refs(schema)
+    assert refs
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.rsplit("/", 1)[1] in schema["components"]["schemas"], ref
+
+
+def test_every_path_and_operation_is_documented(schema):
+    documented = {(path, method) for path, ops in schema["paths"].items() for method in ops
+                  if method in {"get", "post", "put", "patch", "delete"}}
+    assert documented == OPERATIONS
+    for path, method in OPERATIONS:
+        op = schema["paths"][path][method]
+        assert op.get("operationId")
+        assert op.get("summary")
+        assert "200" in op["responses"] or "201" in op["responses"]
+    operation_ids = [op["operationId"] for ops in schema["paths"].values() for op in ops.values()]
+    assert len(operation_ids) == len(set(operation_ids))
+
+
+def _is_error_envelope(schema: dict, response: dict) -> bool:
+    ref = response["content"]["application/json"]["schema"]["$ref"]
+    return ref == "#/components/schemas/Error"
+
+
+@pytest.mark.parametrize(("path", "method"), sorted(BILLING_OPERATIONS))
+def test_error_responses_are_documented_with_the_envelope(schema, path, method):
+    responses = schema["paths"][path][method]["responses"]
+    expected = {"400", "401", "403", "404"} | ({"402", "409"} if path == MANUAL_URL else set())
+    assert expected <= set(responses), sorted(responses)
+    for code in expected:
+        assert responses[code]["description"], code
+        assert _is_error_envelope(schema, responses[code]), (code, responses[code])
+
+
+def test_the_error_envelope_component(schema):
+    components = schema["components"]["schemas"]
+    error = components["Error"]
+    assert error["required"] == ["error"]
+    body = error["properties"]["error"]
+    if "$ref" in body:
+        body = components[body["$ref"].rsplit("/", 1)[1]]
+    assert set(body["properties"]) == {"code", "message", "details"}
+    assert set(body["required"]) == {"code", "message", "details"}
+
+
+def test_manual_adjustment_documents_its_body_header_and_statuses(schema):
+    op = schema["paths"][MANUAL_URL]["post"]
+    ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    request = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert {"account_id", "amount", "description"} <= set(request["required"])
+    assert request["properties"]["amount"]["type"] == "string"
+    assert request["properties"]["account_id"]["format"] == "uuid"
+    assert request["properties"]["description"]["maxLength"] == 500
+    headers = {p["name"] for p in op["parameters"] if p["in"] == "header"}
+    assert {"Idempotency-Key", "X-Platform-Key"} <= headers
+    assert {"200", "201", "402", "409"} <= set(op["responses"])
+    assert "insufficient_credits" in op["responses"]["402"]["description"]
+    assert "idempotency_conflict" in op["responses"]["409"]["description"]
+
+
+def _query_params(schema: dict, path: str) -> dict[str, dict]:
+    return {p["name"]: p for p in schema["paths"][path]["get"].get("parameters", []) if p["in"] == "query"}
+
+
+@pytest.mark.parametrize("path", [TRANSACTIONS_URL, ADMIN_TRANSACTIONS_URL])
+def test_listings_document_every_query_parameter(schema, path):
+    params = _query_params(schema, path)
+    expected = {"transaction_type", "from_date", "to_date", "page", "page_size", "pagination", "cursor"}
+    if path == ADMIN_TRANSACTIONS_URL:
+        expected |= {"account_id", "username"}
+    else:
+        expected |= {"platform_key"}
+    assert expected <= set(params), sorted(params)
+    type_schema = params["transaction_type"]["schema"]
+    if "$ref" in type_schema:
+        type_schema = schema["components"]["schemas"][type_schema["$ref"].rsplit("/", 1)[1]]
+    assert set(type_schema["enum"]) == set(TransactionType.values)
+    assert params["from_date"]["schema"]["format"] == "date"
+    assert params["to_date"]["schema"]["format"] == "date"
+    assert params["page_size"]["schema"]["maximum"] == 100
+    assert params["page_size"]["schema"]["default"] == 20
+    assert params["page"]["schema"]["minimum"] == 1
+    if path == ADMIN_TRANSACTIONS_URL:
+        assert params["account_id"]["schema"]["format"] == "uuid"
+
+
+def test_account_documents_platform_key(schema):
+    assert "platform_key" in _query_params(schema, ACCOUNT_URL)
+    headers = {p["name"] for p in schema["paths"][ACCOUNT_URL]["get"]["parameters"] if p["in"] == "header"}
+    assert "X-Platform-Key" in headers
+
+
+def test_token_auth_is_documented(schema):
+    schemes = schema["components"]["securitySchemes"]
+    token = next(s for s in schemes.values() if s.get("in") == "header")
+    assert token["name"] == "Authorization"
+    for path, method in BILLING_OPERATIONS:
+        assert {"tokenAuth": []} in schema["paths"][path][method]["security"]
+
+
+# --- real responses match the documented schemas ----------------------------------------------------------
+
+
+def _json_schema(node, components: dict):  # noqa: ANN001, ANN202
+    """An OpenAPI 3.0 schema as plain JSON Schema: $refs inlined, ``nullable`` as a null alternative."""
+    if isinstance(node, list):
+        return [_json_schema(item, components) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _json_schema(components[node["$ref"].rsplit("/", 1)[1]], components)
+    out = {k: _json_schema(v, components) for k, v in node.items() if k not in {"nullable", "example", "readOnly",
+                                                                                 "writeOnly"}}
+    if node.get("nullable"):
+        return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _check(schema: dict, path: str, method: str, response) -> None:  # noqa: ANN001
+    documented = schema["paths"][path][method]["responses"]
+    assert str(response.status_code) in documented, (path, response.status_code)
+    body_schema = documented[str(response.status_code)]["content"]["application/json"]["schema"]
+    validator = jsonschema.Draft7Validator(
+        _json_schema(body_schema, schema["components"]["schemas"]), format_checker=jsonschema.FormatChecker()
+    )
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(response.json())]
+    assert not errors, (path, response.status_code, errors[:5])
+
+
+@pytest.mark.django_db
+def test_real_responses_match_the_schema(schema, platform, admin, member):
+    credits_grant(account_id=member.account.id, amount=Decimal("25"), payment_amount_usd=Decimal("25.00"),
+                  description="top-up")
+    _check(schema, "/healthz", "get", Client().get("/healthz"))
+    _check(schema, ACCOUNT_URL, "get", client_for(member).get(ACCOUNT_URL))
+    _check(schema, ACCOUNT_URL, "get", client_for(admin).get(ACCOUNT_URL, {"platform_key": "acme"}))
+    _check(schema, TRANSACTIONS_URL, "get", client_for(member).get(TRANSACTIONS_URL, {"page_size": 1}))
+    _check(schema, TRANSACTIONS_URL, "get", client_for(member).get(TRANSACTIONS_URL, {"pagination": "cursor"}))
+    created = post_json(client_for(admin), MANUAL_URL, {"account_id": str(member.account.id), "amount": "-1",
+                                                        "description": "fix"}, HTTP_IDEMPOTENCY_KEY="k1")
+    _check(schema, MANUAL_URL, "post", created)
+    replayed = post_json(client_for(admin), MANUAL_URL, {"account_id": str(member.account.id), "amount": "-1",
+                                                         "description": "fix"}, HTTP_IDEMPOTENCY_KEY="k1")
+    _check(schema, MANUAL_URL, "post", replayed)
+    _check(schema, ADMIN_TRANSACTIONS_URL, "get", client_for(admin).get(ADMIN_TRANSACTIONS_URL))
+    _check(schema, ADMIN_TRANSACTIONS_URL, "get",
+           client_for(admin).get(ADMIN_TRANSACTIONS_URL, {"pagination": "cursor", "page_size": 1}))
+    # errors
+    _check(schema, ACCOUNT_URL, "get", APIClient().get(ACCOUNT_URL))
+    _check(schema, ACCOUNT_URL, "get", client_for(member).get(ACCOUNT_URL, {"platform_key": "acme"}))
+    _check(schema, TRANSACTIONS_URL, "get", client_for(member).get(TRANSACTIONS_URL, {"page_size": 0}))
+    _check(schema, TRANSACTIONS_URL, "get", client_for(member).get(TRANSACTIONS_URL, {"page": 9}))
+    _check(schema, MANUAL_URL, "post", post_json(client_for(admin), MANUAL_URL, {"amount": "x"}))
+    _check(schema, MANUAL_URL, "post", post_json(client_for(admin), MANUAL_URL, {
+        "account_id": str(member.account.id), "amount": "-1000", "description": "too much"}))
+    _check(schema, MANUAL_URL, "post", post_json(client_for(admin), MANUAL_URL, {
+        "account_id": str(member.account.id), "amount": "-2", "description": "fix"}, HTTP_IDEMPOTENCY_KEY="k1"))
+
+
+# --- the docs page ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_docs_page_is_served_with_local_assets():
+    response = Client().get("/api/docs/")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    html = response.content.decode()
+    assert "swagger-ui" in html.lower()
+    assert "/api/schema/" in html
+    assert not re.search(r"https?://(cdn\.jsdelivr\.net|unpkg\.com|cdnjs)", html)
+    assets = re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+    for asset in assets:
+        served = Client().get(asset)
+        assert served.status_code == 200, asset
+        content = b"".join(served.streaming_content) if served.streaming else served.content
+        assert content
