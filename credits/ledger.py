@@ -8,7 +8,8 @@ the account row lock only while it runs; inside one (holds, captures, refunds) i
 
 With an idempotency key, the same statement first looks the key up; a replay returns the stored row
 without touching the account. Two concurrent first uses of one key race to the unique index: the loser's
-statement fails whole and it returns the winner's row.
+statement fails whole and it returns the winner's row; or, when the winner's change left too little for a
+second one, the loser's statement updates nothing and it looks the key up again before refusing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from django.db import IntegrityError, connection, transaction
 
 from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
 from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, TransactionType
-from billing_service.money import QUANTUM, format_money
+from billing_service.money import DECIMAL_PLACES, QUANTUM, format_money
 
 _ENTRY_TABLE = LedgerEntry._meta.db_table
 _ACCOUNT_TABLE = CreditAccount._meta.db_table
@@ -131,8 +132,22 @@ def _fingerprint(posting: Posting) -> dict[str, Any]:
     }
 
 
+def _whole_micros(value: Decimal) -> bool:
+    """Whether ``value`` has no non-zero digit past the sixth decimal (NUMERIC(20, 6) stores it exactly)."""
+    _, digits, exponent = value.as_tuple()
+    extra = -DECIMAL_PLACES - exponent  # type: ignore[operator]  # digits past the sixth decimal
+    return extra <= 0 or not any(digits[-extra:])
+
+
 def post(account_id: uuid.UUID | str, posting: Posting) -> PostResult:
     """Writes one ledger row and moves the account, or raises; never writes one without the other."""
+    # PostgreSQL would round the account's new balance and the row's delta separately (half away from zero),
+    # so a finer amount could leave them disagreeing (10 - 0.0000005 keeps 10.000000 but records -0.000001).
+    if not (_whole_micros(posting.balance_delta) and _whole_micros(posting.reserved_delta)):
+        raise ValueError(
+            f"amounts have at most {DECIMAL_PLACES} decimal places, got "
+            f"{posting.balance_delta!r} / {posting.reserved_delta!r}"
+        )
     with_key = posting.idempotency_key is not None
     digest = request_hash(_fingerprint(posting)) if with_key else ""
     params = {
@@ -159,6 +174,11 @@ def post(account_id: uuid.UUID | str, posting: Posting) -> PostResult:
     except IntegrityError as exc:
         if not (with_key and _is_idempotency_race(exc)):
             raise
+        row = _prior_row(account_id, posting.idempotency_key)
+    if row is None and with_key:
+        # A concurrent first use of the key may have committed while this statement waited for the account
+        # row: its snapshot did not see that row, and the re-checked conditions (the winner's change applied)
+        # refused the update. Look again with a fresh snapshot before calling it a refusal.
         row = _prior_row(account_id, posting.idempotency_key)
     if row is None:
         _raise_refusal(account_id, posting)

@@ -20,6 +20,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Platform
+from billing_service.money import format_money
 from credits import ledger
 from credits.errors import (
     AccountNotFound,
@@ -170,7 +171,7 @@ def credits_refund(
             account_id=account_id, idempotency_key=idempotency_key
         ).exists()
         if amount > remaining and not already:
-            raise RefundExceedsOriginal(details={"refundable": str(remaining)})
+            raise RefundExceedsOriginal(details={"refundable": format_money(remaining)})
     return ledger.post(
         account_id,
         Posting(

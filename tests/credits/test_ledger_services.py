@@ -1,7 +1,7 @@
 """The single-row ledger services: credits_grant, credits_debit, credits_adjust, credits_refund.
 
-Each service is checked for the rows it writes (type, deltas, running totals, sequence, actor), what it refuses
-(and that a refusal writes nothing), and its idempotency (replay, conflict, keys scoped per account).
+Each service is checked for the rows it writes (type, deltas, running totals, sequence, actor), what it
+refuses (and that a refusal writes nothing), and its idempotency (replay, conflict, keys scoped per account).
 """
 
 from __future__ import annotations
@@ -238,10 +238,13 @@ def test_every_service_refuses_an_unknown_account(account, key):
     calls = [
         lambda: credits_grant(account_id=missing, amount=D("1"), idempotency_key=key),
         lambda: credits_debit(account_id=missing, amount=D("1"), idempotency_key=key),
-        lambda: credits_adjust(account_id=missing, amount=D("1"), description="x", actor=None, idempotency_key=key),
-        lambda: credits_adjust(account_id=missing, amount=D("-1"), description="x", actor=None, idempotency_key=key),
+        lambda: credits_adjust(account_id=missing, amount=D("1"), description="x", actor=None,
+                               idempotency_key=key),
+        lambda: credits_adjust(account_id=missing, amount=D("-1"), description="x", actor=None,
+                               idempotency_key=key),
         lambda: credits_refund(account_id=missing, amount=D("1"), idempotency_key=key),
-        lambda: credits_refund(account_id=missing, amount=D("1"), refund_of_id=uuid.uuid4(), idempotency_key=key),
+        lambda: credits_refund(account_id=missing, amount=D("1"), refund_of_id=uuid.uuid4(),
+                               idempotency_key=key),
         lambda: hold_create(account_id=missing, amount=D("1"), idempotency_key=key),
     ]
     for call in calls:
@@ -257,10 +260,12 @@ def test_every_service_refuses_an_unknown_account(account, key):
 def test_adjust_adds_and_removes_with_an_adjustment_row(account, operator):
     credits_grant(account_id=account.id, amount=D("10"))
     up = credits_adjust(account_id=account.id, amount=D("2.5"), description="goodwill", actor=operator).entry
-    down = credits_adjust(account_id=account.id, amount=D("-7.5"), description="clawback", actor=operator).entry
+    down = credits_adjust(account_id=account.id, amount=D("-7.5"), description="clawback", actor=operator)
+    down = down.entry
 
-    assert (up.sequence, up.transaction_type, up.balance_delta, up.balance_after) == (2, "adjustment", D("2.5"),
-                                                                                     D("12.5"))
+    assert (up.sequence, up.transaction_type, up.balance_delta, up.balance_after) == (
+        2, "adjustment", D("2.5"), D("12.5"),
+    )
     assert (down.sequence, down.transaction_type, down.balance_delta, down.balance_after) == (
         3, "adjustment", D("-7.5"), D("5"),
     )
@@ -323,7 +328,9 @@ def test_refund_larger_than_the_original_is_refused_and_writes_nothing(account):
     credits_refund(account_id=account.id, amount=D("29.99"), refund_of_id=debit.id)
     before = state(account)
     with pytest.raises(RefundExceedsOriginal) as raised:
-        credits_refund(account_id=account.id, amount=D("0.02"), refund_of_id=debit.id, idempotency_key="r-too-much")
+        credits_refund(
+            account_id=account.id, amount=D("0.02"), refund_of_id=debit.id, idempotency_key="r-too-much"
+        )
     assert D(raised.value.details["refundable"]) == D("0.01")
     assert state(account) == before
     with pytest.raises(RefundExceedsOriginal):
@@ -492,3 +499,37 @@ def test_a_refused_keyed_request_does_not_burn_its_key(account):
     result = credits_debit(account_id=account.id, amount=D("5"), idempotency_key="later")
     assert result.replayed is False
     assert money(account)[0] == D("0")
+
+
+# --- amounts finer than the ledger stores -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amount", [D("0.0000005"), D("0.0000004"), D("1.0000015"), D("1.99999999")])
+def test_amounts_finer_than_a_micro_credit_are_refused_and_write_nothing(account, operator, amount):
+    """NUMERIC(20, 6) would round the new balance and the row's delta separately: a debit of 0.0000005 from
+    10 used to keep the balance at 10.000000 while recording -0.000001, breaking balance == sum of rows."""
+    credits_grant(account_id=account.id, amount=D("10"))
+    debit = credits_debit(account_id=account.id, amount=D("2")).entry
+    hold = hold_create(account_id=account.id, amount=D("1")).hold
+    before = state(account)
+    calls = [
+        lambda: credits_grant(account_id=account.id, amount=amount),
+        lambda: credits_debit(account_id=account.id, amount=amount),
+        lambda: credits_debit(account_id=account.id, amount=amount, idempotency_key="fine"),
+        lambda: credits_adjust(account_id=account.id, amount=-amount, description="x", actor=operator),
+        lambda: credits_refund(account_id=account.id, amount=amount, refund_of_id=debit.id),
+        lambda: hold_create(account_id=account.id, amount=amount),
+        lambda: hold_capture(hold_id=hold.id, amount=amount),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+    assert state(account) == before
+    assert_ledger_invariants(account)
+
+
+def test_trailing_zeros_past_six_decimals_are_fine(account):
+    credits_grant(account_id=account.id, amount=D("10.0000000000"))
+    credits_debit(account_id=account.id, amount=D("0.0000010"))
+    assert money(account)[0] == D("9.999999")
+    assert_ledger_invariants(account)
