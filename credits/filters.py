@@ -3,7 +3,7 @@ and document it in the schema; the selectors turn them into index-friendly queri
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 
 import django_filters
 from django import forms

@@ -219,3 +219,110 @@ class LedgerEntry(models.Model):
         if self.transaction_type in (TransactionType.RESERVE, TransactionType.RELEASE):
             return abs(self.reserved_delta)
         return abs(self.balance_delta)
+
+
+# --- metering: the rate card, usage events and their rollups ------------------------------------------
+
+
+class ModelPrice(models.Model):
+    """One version of a model's price on a platform's rate card, in credits per million tokens.
+
+    A price change is a new version with its own ``effective_from``; a usage event is priced by the version
+    in effect when it occurred, and keeps a reference to it."""
+
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="model_prices", db_index=False)
+    model = models.CharField(max_length=100)
+    input_per_million = money_field()
+    output_per_million = money_field()
+    effective_from = models.DateTimeField()
+    description = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["platform_id", "model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["platform", "model", "effective_from"], name="model_price_one_version_per_instant"
+            ),
+            models.CheckConstraint(
+                condition=Q(input_per_million__gte=0) & Q(output_per_million__gte=0), name="model_price_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+class PricingSource(models.TextChoices):
+    AMOUNT = "amount", "Amount given by the caller"
+    RATE_CARD = "rate_card", "Priced from the rate card"
+
+
+class UsageEvent(models.Model):
+    """One AI request as the platform reported it, with what it cost and the ledger row that charged it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="usage_events", db_index=False)
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="+", db_index=False)
+    request_id = models.CharField(max_length=255)
+    endpoint = models.CharField(max_length=200)
+    model = models.CharField(max_length=100, blank=True, default="")
+    input_tokens = models.BigIntegerField(null=True, blank=True)
+    output_tokens = models.BigIntegerField(null=True, blank=True)
+    cost = money_field()
+    priced_by = models.CharField(max_length=16, choices=PricingSource.choices)
+    price = models.ForeignKey(
+        ModelPrice, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    success = models.BooleanField(default=True)
+    description = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    ledger_entry = models.ForeignKey(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    hold = models.ForeignKey(Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False)
+    request_hash = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "request_id"], name="usage_unique_request_per_account"),
+            models.CheckConstraint(condition=Q(cost__gte=0), name="usage_cost_not_negative"),
+            models.CheckConstraint(
+                condition=(Q(input_tokens__isnull=True) | Q(input_tokens__gte=0))
+                & (Q(output_tokens__isnull=True) | Q(output_tokens__gte=0)),
+                name="usage_tokens_not_negative",
+            ),
+            models.CheckConstraint(condition=Q(success=True) | Q(cost=0), name="usage_failed_costs_nothing"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.endpoint} {self.cost}"
+
+
+class UsageRollup(models.Model):
+    """Usage per account, UTC day and endpoint, kept in the transaction that records each event, so that
+    statistics cost the same however many raw events there are."""
+
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="+", db_index=False)
+    day = models.DateField()
+    endpoint = models.CharField(max_length=200)
+    total_requests = models.BigIntegerField(default=0)
+    successful_requests = models.BigIntegerField(default=0)
+    failed_requests = models.BigIntegerField(default=0)
+    credits_consumed = money_field(default=Decimal(0))
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "day", "endpoint"], name="usage_rollup_unique_bucket"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.day} {self.endpoint}"

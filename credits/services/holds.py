@@ -1,10 +1,4 @@
-"""Every write to credit accounts, the ledger and holds.
-
-Each public service is atomic: the debit family is a single statement (see ``credits.ledger``), the
-multi-row ones (holds, captures, refunds) open a transaction. Every service that a client may retry
-takes an ``idempotency_key``, unique per account: the same key with the same arguments returns the
-first result (``replayed=True``), with other arguments it raises ``IdempotencyConflict``.
-"""
+"""Holds: credits reserved before an AI call, then captured at the real cost or released, exactly once."""
 
 from __future__ import annotations
 
@@ -16,178 +10,18 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
-from accounts.models import Platform
-from billing_service.money import format_money
 from credits import ledger
-from credits.errors import (
-    AccountNotFound,
-    EntryNotFound,
-    HoldExpired,
-    HoldNotActive,
-    HoldNotFound,
-    InvalidRefundTarget,
-    RefundExceedsOriginal,
-)
-from credits.ledger import Posting, PostResult
+from credits.errors import HoldExpired, HoldNotActive, HoldNotFound
+from credits.ledger import Posting
 from credits.locks import account_lock, hold_lock
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
+from credits.services.common import actor_id_of, require_positive
 
 DEFAULT_HOLD_SECONDS = 900
 MAX_HOLD_SECONDS = 86_400
 
-
-def _actor_id(actor: AbstractBaseUser | None) -> int | None:
-    return actor.pk if actor is not None and actor.is_authenticated else None
-
-
-def _positive(amount: Decimal, name: str = "amount") -> Decimal:
-    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
-        raise ValueError(f"{name} must be a positive finite Decimal, got {amount!r}")
-    return amount
-
-
-# --- accounts ---------------------------------------------------------------------------------------
-
-
-def account_ensure(*, platform: Platform, user: AbstractBaseUser | None) -> CreditAccount:
-    """The credit account of a member (or, with ``user=None``, of the platform); created if missing."""
-    account, _ = CreditAccount.objects.get_or_create(platform=platform, user=user)
-    return account
-
-
-# --- single-row changes --------------------------------------------------------------------------------
-
-
-def credits_grant(
-    *,
-    account_id: uuid.UUID | str,
-    amount: Decimal,
-    description: str = "",
-    reference: str = "",
-    metadata: dict[str, Any] | None = None,
-    payment_amount_usd: Decimal | None = None,
-    actor: AbstractBaseUser | None = None,
-    idempotency_key: str | None = None,
-) -> PostResult:
-    """Adds credits (top-up, purchase, plan grant, promotion): an ``add`` row."""
-    return ledger.post(
-        account_id,
-        Posting(
-            transaction_type=TransactionType.ADD,
-            balance_delta=_positive(amount),
-            description=description,
-            reference=reference,
-            metadata=metadata,
-            payment_amount_usd=payment_amount_usd,
-            actor_id=_actor_id(actor),
-            idempotency_key=idempotency_key,
-        ),
-    )
-
-
-def credits_debit(
-    *,
-    account_id: uuid.UUID | str,
-    amount: Decimal,
-    description: str = "",
-    reference: str = "",
-    metadata: dict[str, Any] | None = None,
-    actor: AbstractBaseUser | None = None,
-    idempotency_key: str | None = None,
-) -> PostResult:
-    """Spends available credits: a ``subtract`` row. Refused (nothing written) beyond ``available``."""
-    return ledger.post(
-        account_id,
-        Posting(
-            transaction_type=TransactionType.SUBTRACT,
-            balance_delta=-_positive(amount),
-            description=description,
-            reference=reference,
-            metadata=metadata,
-            actor_id=_actor_id(actor),
-            idempotency_key=idempotency_key,
-        ),
-    )
-
-
-def credits_adjust(
-    *,
-    account_id: uuid.UUID | str,
-    amount: Decimal,
-    description: str,
-    actor: AbstractBaseUser | None,
-    reference: str = "",
-    metadata: dict[str, Any] | None = None,
-    idempotency_key: str | None = None,
-) -> PostResult:
-    """A manual correction by an admin, either sign: an ``adjustment`` row. A removal is refused
-    beyond ``available``."""
-    if not isinstance(amount, Decimal) or not amount.is_finite() or amount == 0:
-        raise ValueError(f"amount must be a non-zero finite Decimal, got {amount!r}")
-    return ledger.post(
-        account_id,
-        Posting(
-            transaction_type=TransactionType.ADJUSTMENT,
-            balance_delta=amount,
-            description=description,
-            reference=reference,
-            metadata=metadata,
-            actor_id=_actor_id(actor),
-            idempotency_key=idempotency_key,
-        ),
-    )
-
-
-@transaction.atomic
-def credits_refund(
-    *,
-    account_id: uuid.UUID | str,
-    amount: Decimal,
-    refund_of_id: uuid.UUID | str | None = None,
-    description: str = "",
-    reference: str = "",
-    metadata: dict[str, Any] | None = None,
-    actor: AbstractBaseUser | None = None,
-    idempotency_key: str | None = None,
-) -> PostResult:
-    """Returns spent credits: a ``refund`` row. With ``refund_of_id`` (a ``subtract`` row of the same
-    account) the refunds of that row never add up to more than it took."""
-    _positive(amount)
-    if refund_of_id is not None:
-        # The account lock serialises refunds of one account, so the remaining amount cannot race.
-        if account_lock(account_id=account_id) is None:
-            raise AccountNotFound()
-        original = LedgerEntry.objects.filter(pk=refund_of_id, account_id=account_id).first()
-        if original is None:
-            raise EntryNotFound()
-        if original.transaction_type != TransactionType.SUBTRACT:
-            raise InvalidRefundTarget()
-        refunded = LedgerEntry.objects.filter(refund_of=original).aggregate(total=Sum("balance_delta"))["total"]
-        remaining = -original.balance_delta - (refunded or Decimal(0))
-        already = idempotency_key and LedgerEntry.objects.filter(
-            account_id=account_id, idempotency_key=idempotency_key
-        ).exists()
-        if amount > remaining and not already:
-            raise RefundExceedsOriginal(details={"refundable": format_money(remaining)})
-    return ledger.post(
-        account_id,
-        Posting(
-            transaction_type=TransactionType.REFUND,
-            balance_delta=amount,
-            description=description,
-            reference=reference,
-            metadata=metadata,
-            actor_id=_actor_id(actor),
-            refund_of_id=refund_of_id,
-            idempotency_key=idempotency_key,
-        ),
-    )
-
-
-# --- holds ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +43,7 @@ def hold_create(
     idempotency_key: str | None = None,
 ) -> HoldResult:
     """Reserves credits: ``reserved`` rises, ``available`` falls (a ``reserve`` row)."""
-    _positive(amount)
+    require_positive(amount)
     if not 1 <= expires_in <= MAX_HOLD_SECONDS:
         raise ValueError(f"expires_in must be 1..{MAX_HOLD_SECONDS} seconds")
     hold_id = uuid.uuid4()
@@ -221,7 +55,7 @@ def hold_create(
             description="Credits reserved",
             reference=reference,
             metadata=metadata,
-            actor_id=_actor_id(actor),
+            actor_id=actor_id_of(actor),
             hold_id=hold_id,
             idempotency_key=idempotency_key,
             fingerprint={
@@ -244,7 +78,7 @@ def hold_create(
         reference=reference,
         metadata=metadata or {},
         expires_at=result.entry.created_at + timedelta(seconds=expires_in),
-        created_by_id=_actor_id(actor),
+        created_by_id=actor_id_of(actor),
     )
     return HoldResult(hold=hold, entries=[result.entry])
 
@@ -323,7 +157,7 @@ def _hold_finish(
 ) -> list[LedgerEntry]:
     """Writes the rows that settle a locked, active hold and marks it settled."""
     entries: list[LedgerEntry] = []
-    actor_id = _actor_id(actor)
+    actor_id = actor_id_of(actor)
     remaining = hold.amount
     if captured:
         consumed = min(captured, hold.amount)

@@ -1,0 +1,33 @@
+"""Every write of the credits app. Views and other apps import from here."""
+
+from credits.services.balances import (
+    account_ensure,
+    credits_adjust,
+    credits_debit,
+    credits_grant,
+    credits_refund,
+)
+from credits.services.holds import (
+    DEFAULT_HOLD_SECONDS,
+    MAX_HOLD_SECONDS,
+    HoldResult,
+    hold_capture,
+    hold_create,
+    hold_release,
+    holds_release_expired,
+)
+
+__all__ = [
+    "DEFAULT_HOLD_SECONDS",
+    "MAX_HOLD_SECONDS",
+    "HoldResult",
+    "account_ensure",
+    "credits_adjust",
+    "credits_debit",
+    "credits_grant",
+    "credits_refund",
+    "hold_capture",
+    "hold_create",
+    "hold_release",
+    "holds_release_expired",
+]
