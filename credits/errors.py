@@ -51,3 +51,15 @@ class InvalidRefundTarget(DomainError):
     status_code = 400
     code = "invalid_refund_target"
     default_message = "Only a usage (subtract) transaction of the same account can be refunded."
+
+
+class ModelNotPriced(DomainError):
+    status_code = 400
+    code = "model_not_priced"
+    default_message = "The model has no price on the rate card at that time; give an amount or add a price."
+
+
+class AmountOrModelRequired(DomainError):
+    status_code = 400
+    code = "invalid"
+    default_message = "Invalid input: amount or model."

@@ -139,8 +139,12 @@ def _whole_micros(value: Decimal) -> bool:
     return extra <= 0 or not any(digits[-extra:])
 
 
-def post(account_id: uuid.UUID | str, posting: Posting) -> PostResult:
-    """Writes one ledger row and moves the account, or raises; never writes one without the other."""
+def post(account_id: uuid.UUID | str, posting: Posting, *, savepoint: bool | None = None) -> PostResult:
+    """Writes one ledger row and moves the account, or raises; never writes one without the other.
+
+    Inside a transaction, a keyed post runs in a savepoint so that losing a race for the key can be
+    answered with the winner's row. ``savepoint=False`` skips it (two fewer round trips): losing the race
+    then raises the ``IntegrityError`` and the caller retries its whole transaction."""
     # PostgreSQL would round the account's new balance and the row's delta separately (half away from zero),
     # so a finer amount could leave them disagreeing (10 - 0.0000005 keeps 10.000000 but records -0.000001).
     if not (_whole_micros(posting.balance_delta) and _whole_micros(posting.reserved_delta)):
@@ -169,10 +173,12 @@ def post(account_id: uuid.UUID | str, posting: Posting) -> PostResult:
         "max_balance": MAX_BALANCE,
     }
     sql = _STATEMENTS[(posting.transaction_type, with_key)]
+    in_transaction = connection.in_atomic_block
+    use_savepoint = with_key and in_transaction and savepoint is not False
     try:
-        row = _execute(sql, params, savepoint=with_key and connection.in_atomic_block)
+        row = _execute(sql, params, savepoint=use_savepoint)
     except IntegrityError as exc:
-        if not (with_key and _is_idempotency_race(exc)):
+        if not (with_key and is_idempotency_race(exc)) or (in_transaction and not use_savepoint):
             raise
         row = _prior_row(account_id, posting.idempotency_key)
     if row is None and with_key:
@@ -182,13 +188,17 @@ def post(account_id: uuid.UUID | str, posting: Posting) -> PostResult:
         row = _prior_row(account_id, posting.idempotency_key)
     if row is None:
         _raise_refusal(account_id, posting)
-    created, values = row[0], list(row[1:])
-    for i, field in _CONVERTERS:
-        values[i] = field.from_db_value(values[i], None, connection)
-    entry = LedgerEntry.from_db(connection.alias, _ATTNAMES, values)
+    created, entry = row[0], _entry_from_row(row[1:])
     if not created and entry.request_hash != digest:
         raise IdempotencyConflict(details={"idempotency_key": posting.idempotency_key})
     return PostResult(entry=entry, replayed=not created)
+
+
+def _entry_from_row(raw: tuple | list) -> LedgerEntry:
+    values = list(raw)
+    for i, field in _CONVERTERS:
+        values[i] = field.from_db_value(values[i], None, connection)
+    return LedgerEntry.from_db(connection.alias, _ATTNAMES, values)
 
 
 def _execute(sql: str, params: dict[str, Any], *, savepoint: bool) -> tuple | None:
@@ -201,7 +211,8 @@ def _execute(sql: str, params: dict[str, Any], *, savepoint: bool) -> tuple | No
         return cursor.fetchone()
 
 
-def _is_idempotency_race(exc: IntegrityError) -> bool:
+def is_idempotency_race(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is the loss of a race for a ledger idempotency key."""
     diag = getattr(exc.__cause__, "diag", None)
     return getattr(diag, "constraint_name", None) == _IDEMPOTENCY_CONSTRAINT
 
@@ -226,3 +237,129 @@ def _raise_refusal(account_id: uuid.UUID | str, posting: Posting) -> None:
     raise InsufficientCredits(
         details={"available": format_money(account.available), "required": format_money(required)}
     )
+
+
+# --- many postings at once ------------------------------------------------------------------------------
+
+_STATE_COLUMNS = ["balance", "reserved", "last_sequence", *(f"count_{t}" for t in TransactionType.values)]
+_LOCK_ACCOUNTS = (
+    f"SELECT id, platform_id, last_entry_at, {', '.join(_STATE_COLUMNS)}, clock_timestamp() "
+    f"FROM {_ACCOUNT_TABLE} WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+)
+_UPDATE_ACCOUNTS = (
+    f"UPDATE {_ACCOUNT_TABLE} AS a SET last_entry_at = v.last_entry_at, "
+    + ", ".join(f"{c} = v.{c}" for c in _STATE_COLUMNS)
+    + " FROM unnest(%s::uuid[], %s::timestamptz[], "
+    + ", ".join("%s::numeric[]" if c in ("balance", "reserved") else "%s::bigint[]" for c in _STATE_COLUMNS)
+    + f") AS v(id, last_entry_at, {', '.join(_STATE_COLUMNS)}) WHERE a.id = v.id"
+)
+_COPY_ENTRIES = f"COPY {_ENTRY_TABLE} ({_COLS}) FROM STDIN"
+
+
+@dataclass(slots=True)
+class _AccountState:
+    platform_id: int
+    last_entry_at: Any
+    values: dict[str, Any]
+
+
+def post_many(
+    postings: list[tuple[uuid.UUID, Posting]], *, states: dict[uuid.UUID, _AccountState] | None = None
+) -> list[LedgerEntry | InsufficientCredits]:
+    """Applies many postings inside the caller's transaction, in order, each accepted or refused on its own
+    exactly as ``post`` would (a refusal is returned, not raised, and writes nothing for that posting).
+
+    Locks the accounts once, in primary-key order (so concurrent batches never deadlock), writes every
+    accepted row with one COPY and every account with one UPDATE. Idempotency keys are not looked up here:
+    the caller has already filtered replays under the same locks (``states`` from ``lock_accounts``); the
+    unique index still guards them."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("post_many must run inside a transaction")
+    for _, posting in postings:
+        if not (_whole_micros(posting.balance_delta) and _whole_micros(posting.reserved_delta)):
+            raise ValueError(f"amounts have at most {DECIMAL_PLACES} decimal places")
+    if states is None:
+        states = lock_accounts(sorted({account_id for account_id, _ in postings}))
+    results: list[LedgerEntry | InsufficientCredits] = []
+    rows: list[tuple] = []
+    changed: set[uuid.UUID] = set()
+    for account_id, posting in postings:
+        state = states.get(account_id)
+        if state is None:
+            raise AccountNotFound(details={"account_id": str(account_id)})
+        values = state.values
+        balance = values["balance"] + posting.balance_delta
+        reserved = values["reserved"] + posting.reserved_delta
+        if balance < reserved or reserved < 0 or balance > MAX_BALANCE:
+            results.append(
+                InsufficientCredits(
+                    details={
+                        "available": format_money(values["balance"] - values["reserved"]),
+                        "required": format_money(posting.reserved_delta - posting.balance_delta),
+                    }
+                )
+            )
+            continue
+        counter = f"count_{posting.transaction_type}"
+        changed.add(account_id)
+        values["balance"], values["reserved"] = balance, reserved
+        values["last_sequence"] += 1
+        values[counter] += 1
+        entry = LedgerEntry(
+            id=uuid.uuid4(),
+            account_id=account_id,
+            platform_id=state.platform_id,
+            sequence=values["last_sequence"],
+            transaction_type=posting.transaction_type,
+            balance_delta=posting.balance_delta,
+            reserved_delta=posting.reserved_delta,
+            balance_after=balance,
+            reserved_after=reserved,
+            payment_amount_usd=posting.payment_amount_usd,
+            description=posting.description,
+            reference=posting.reference,
+            metadata=posting.metadata or {},
+            actor_id=posting.actor_id,
+            hold_id=posting.hold_id,
+            refund_of_id=posting.refund_of_id,
+            idempotency_key=posting.idempotency_key,
+            request_hash=request_hash(_fingerprint(posting)) if posting.idempotency_key is not None else "",
+            created_at=state.last_entry_at,
+        )
+        entry._state.adding = False
+        rows.append(tuple(json.dumps(entry.metadata) if a == "metadata" else getattr(entry, a) for a in _ATTNAMES))
+        results.append(entry)
+    if rows:
+        with connection.cursor() as cursor:
+            with cursor.cursor.copy(_COPY_ENTRIES) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            touched = [(account_id, states[account_id]) for account_id in sorted(changed)]
+            cursor.execute(
+                _UPDATE_ACCOUNTS,
+                [
+                    [account_id for account_id, _ in touched],
+                    [s.last_entry_at for _, s in touched],
+                    *([s.values[c] for _, s in touched] for c in _STATE_COLUMNS),
+                ],
+            )
+    return results
+
+
+def lock_accounts(account_ids: list[uuid.UUID]) -> dict[uuid.UUID, _AccountState]:
+    """Locks the accounts in primary-key order; their state, with the time new rows will carry (never
+    earlier than an account's last row, so created_at stays ordered along the sequence)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LOCK_ACCOUNTS, [list(account_ids)])
+        found = cursor.fetchall()
+    states = {}
+    n = len(_STATE_COLUMNS)
+    for row in found:
+        account_id, platform_id, last_entry_at = row[0], row[1], row[2]
+        now = row[3 + n]
+        states[account_id] = _AccountState(
+            platform_id=platform_id,
+            last_entry_at=max(now, last_entry_at) if last_entry_at else now,
+            values=dict(zip(_STATE_COLUMNS, row[3 : 3 + n], strict=True)),
+        )
+    return states

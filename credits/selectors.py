@@ -12,7 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet, Sum
 
 from accounts.models import Platform
-from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
+from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, ModelPrice, TransactionType
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,3 +216,25 @@ def ledger_verify(*, account: CreditAccount) -> LedgerCheck:
         if account.count_of(transaction_type) != n:
             problems.append(f"count_{transaction_type} {account.count_of(transaction_type)} != rows {n}")
     return LedgerCheck(account_id=account.id, problems=problems)
+
+
+# --- rate card -------------------------------------------------------------------------------------------
+
+
+def model_prices_for(*, platform_id: int, models: list[str]) -> dict[str, list[ModelPrice]]:
+    """Every price version of the given models, newest ``effective_from`` first, by model."""
+    versions: dict[str, list[ModelPrice]] = {model: [] for model in models}
+    for price in ModelPrice.objects.filter(platform_id=platform_id, model__in=models).order_by(
+        "model", "-effective_from"
+    ):
+        versions[price.model].append(price)
+    return versions
+
+
+def model_price_at(*, platform_id: int, model: str, at: datetime) -> ModelPrice | None:
+    """The version of ``model``'s price in effect at ``at``."""
+    return (
+        ModelPrice.objects.filter(platform_id=platform_id, model=model, effective_from__lte=at)
+        .order_by("-effective_from")
+        .first()
+    )

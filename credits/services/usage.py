@@ -1,0 +1,421 @@
+"""Recording AI usage: each event is priced, stored and charged in one transaction.
+
+The cost is the caller's ``amount`` or, without one, the model's tokens priced by the rate-card version in
+effect when the request occurred. A successful event debits the account (a ``subtract`` row) in the same
+transaction that stores the event and adds it to the day's rollup; a failed one is stored and charges
+nothing. ``request_id`` is the idempotency key: the same event again returns the first result, the same
+``request_id`` with other content is a conflict. This module is the one place usage is charged, so checks
+that must hold at the moment of the debit (seat budgets, model tiers) belong here, inside the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from accounts.models import Platform
+from billing_service.errors import DomainError
+from billing_service.money import QUANTUM
+from credits import ledger
+from credits.errors import (
+    AccountNotFound,
+    AmountOrModelRequired,
+    IdempotencyConflict,
+    InsufficientCredits,
+    ModelNotPriced,
+)
+from credits.ledger import Posting, is_idempotency_race, request_hash
+from credits.models import CreditAccount, LedgerEntry, ModelPrice, PricingSource, TransactionType, UsageEvent
+from credits.selectors import model_prices_for
+from credits.services.common import actor_id_of
+
+MILLION = Decimal(1_000_000)
+_EVENT_TABLE = UsageEvent._meta.db_table
+_ROLLUP_TABLE = "credits_usagerollup"
+_USAGE_CONSTRAINT = "usage_unique_request_per_account"
+_EVENT_FIELDS = [f for f in UsageEvent._meta.concrete_fields]
+_EVENT_COLS = ", ".join(f.column for f in _EVENT_FIELDS)
+_EVENT_ATTNAMES = [f.attname for f in _EVENT_FIELDS]
+_METADATA = _EVENT_ATTNAMES.index("metadata")
+_METADATA_FIELD = _EVENT_FIELDS[_METADATA]
+
+_ROLLUP_UPSERT_TAIL = (
+    " ON CONFLICT (account_id, day, endpoint) DO UPDATE SET "
+    "total_requests = r.total_requests + EXCLUDED.total_requests, "
+    "successful_requests = r.successful_requests + EXCLUDED.successful_requests, "
+    "failed_requests = r.failed_requests + EXCLUDED.failed_requests, "
+    "credits_consumed = r.credits_consumed + EXCLUDED.credits_consumed, "
+    "input_tokens = r.input_tokens + EXCLUDED.input_tokens, "
+    "output_tokens = r.output_tokens + EXCLUDED.output_tokens"
+)
+_ROLLUP_COLS = (
+    "account_id, day, endpoint, total_requests, successful_requests, failed_requests, credits_consumed, "
+    "input_tokens, output_tokens"
+)
+# One event: insert it unless its request_id is known, and add it to its rollup only if inserted.
+_INSERT_ONE = (
+    f"WITH ev AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLS}) VALUES ("
+    + ", ".join("%s::jsonb" if f.attname == "metadata" else "%s" for f in _EVENT_FIELDS)
+    + f") ON CONFLICT (account_id, request_id) DO NOTHING "
+    f"RETURNING account_id, occurred_at, endpoint, success, cost, input_tokens, output_tokens), "
+    f"ru AS (INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
+    f"SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, endpoint, 1, success::int, (NOT success)::int, "
+    f"cost, coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{_ROLLUP_UPSERT_TAIL}) "
+    f"SELECT count(*) FROM ev"
+)
+_COPY_EVENTS = f"COPY {_EVENT_TABLE} ({_EVENT_COLS}) FROM STDIN"
+_UPSERT_ROLLUPS = (
+    f"INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
+    f"SELECT * FROM unnest(%s::uuid[], %s::date[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
+    f"%s::numeric[], %s::bigint[], %s::bigint[]){_ROLLUP_UPSERT_TAIL}"
+)
+_FIND_EVENTS = (
+    f"SELECT {_EVENT_COLS} FROM {_EVENT_TABLE} "
+    f"WHERE (account_id, request_id) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageInput:
+    account_id: uuid.UUID
+    request_id: str
+    endpoint: str
+    model: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    amount: Decimal | None = None
+    success: bool = True
+    description: str = ""
+    metadata: dict[str, Any] | None = None
+    occurred_at: datetime | None = None
+
+    def digest(self) -> str:
+        """What a replay must repeat exactly (``occurred_at`` only when the caller gave it)."""
+        return request_hash(
+            {
+                "account_id": self.account_id,
+                "endpoint": self.endpoint,
+                "model": self.model,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "amount": self.amount,
+                "success": self.success,
+                "description": self.description,
+                "metadata": self.metadata or {},
+                "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageResult:
+    event: UsageEvent
+    entry: LedgerEntry | None
+    available: Decimal
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    request_id: str
+    status: str  # recorded | duplicate | rejected
+    event: UsageEvent | None = None
+    entry_id: uuid.UUID | None = None
+    error: DomainError | None = None
+
+
+# --- pricing ---------------------------------------------------------------------------------------------
+
+
+def usage_cost(usage: UsageInput, versions: list[ModelPrice], at: datetime) -> tuple[Decimal, ModelPrice | None]:
+    """(cost, price version used). ``versions``: the model's price versions, newest first."""
+    if not usage.success:
+        return Decimal(0), None
+    if usage.amount is not None:
+        return usage.amount, None
+    if not usage.model:
+        raise AmountOrModelRequired(details={"amount": ["Give an amount, or a model priced on the rate card."]})
+    version = next((v for v in versions if v.effective_from <= at), None)
+    if version is None:
+        raise ModelNotPriced(details={"model": [f"No price for {usage.model!r} at {at.isoformat()}."]})
+    raw = (
+        (usage.input_tokens or 0) * version.input_per_million + (usage.output_tokens or 0) * version.output_per_million
+    ) / MILLION
+    # Rounded to the micro-credit, half up: the ledger is exact to 6 decimals.
+    return raw.quantize(QUANTUM, rounding=ROUND_HALF_UP), version
+
+
+def _priced_by(usage: UsageInput) -> str:
+    return PricingSource.AMOUNT if usage.amount is not None else PricingSource.RATE_CARD
+
+
+def _debit_posting(usage: UsageInput, cost: Decimal, event_id: uuid.UUID, digest: str, actor_id: int | None) -> Posting:
+    label = f"{usage.model} · {usage.endpoint}" if usage.model else usage.endpoint
+    return Posting(
+        transaction_type=TransactionType.SUBTRACT,
+        balance_delta=-cost,
+        description=usage.description or f"AI usage: {label}",
+        reference=usage.request_id,
+        metadata={"usage_event_id": str(event_id), "endpoint": usage.endpoint, "model": usage.model},
+        actor_id=actor_id,
+        idempotency_key=f"usage:{usage.request_id}",
+        fingerprint={"usage": digest},
+    )
+
+
+def _event(
+    usage: UsageInput, *, event_id: uuid.UUID, platform_id: int, cost: Decimal, price: ModelPrice | None,
+    entry_id: uuid.UUID | None, digest: str, occurred_at: datetime, recorded_at: datetime,
+) -> UsageEvent:
+    event = UsageEvent(
+        id=event_id,
+        account_id=usage.account_id,
+        platform_id=platform_id,
+        request_id=usage.request_id,
+        endpoint=usage.endpoint,
+        model=usage.model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost=cost,
+        priced_by=_priced_by(usage),
+        price_id=price.pk if price else None,
+        success=usage.success,
+        description=usage.description,
+        metadata=usage.metadata or {},
+        ledger_entry_id=entry_id,
+        hold_id=None,
+        request_hash=digest,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+    )
+    event._state.adding = False
+    return event
+
+
+def _row(event: UsageEvent) -> list[Any]:
+    return [json.dumps(event.metadata) if a == "metadata" else getattr(event, a) for a in _EVENT_ATTNAMES]
+
+
+def _is_usage_race(exc: IntegrityError) -> bool:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None) == _USAGE_CONSTRAINT
+
+
+def _retrying(work):  # noqa: ANN001, ANN202
+    """Runs ``work`` in a transaction; a lost race for a request_id is retried once it has committed."""
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                return work()
+        except IntegrityError as exc:
+            if attempt == 2 or not (is_idempotency_race(exc) or _is_usage_race(exc)):
+                raise
+    raise AssertionError("unreachable")
+
+
+# --- one event -------------------------------------------------------------------------------------------
+
+
+def usage_record(
+    *,
+    platform: Platform,
+    account_id: uuid.UUID | str,
+    request_id: str,
+    endpoint: str,
+    model: str = "",
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    amount: Decimal | None = None,
+    success: bool = True,
+    description: str = "",
+    metadata: dict[str, Any] | None = None,
+    occurred_at: datetime | None = None,
+    actor: AbstractBaseUser | None = None,
+) -> UsageResult:
+    """Records one usage event of an account of ``platform`` and charges it. Raises InsufficientCredits
+    (nothing written), IdempotencyConflict, AccountNotFound, ModelNotPriced or AmountOrModelRequired."""
+    usage = UsageInput(
+        account_id=uuid.UUID(str(account_id)), request_id=request_id, endpoint=endpoint, model=model,
+        input_tokens=input_tokens, output_tokens=output_tokens, amount=amount, success=success,
+        description=description, metadata=metadata, occurred_at=occurred_at,
+    )
+    account = CreditAccount.objects.filter(pk=usage.account_id, platform=platform).only("balance", "reserved").first()
+    if account is None:
+        raise AccountNotFound(details={"account_id": str(usage.account_id)})
+    now = timezone.now()
+    at = usage.occurred_at or now
+    needs_price = usage.success and usage.amount is None and usage.model
+    versions = model_prices_for(platform_id=platform.pk, models=[usage.model])[usage.model] if needs_price else []
+    cost, price = usage_cost(usage, versions, at)
+    digest = usage.digest()
+    actor_id = actor_id_of(actor)
+
+    def work() -> UsageResult:
+        event_id = uuid.uuid4()
+        entry = None
+        if cost > 0:
+            posted = ledger.post(usage.account_id, _debit_posting(usage, cost, event_id, digest, actor_id),
+                                 savepoint=False)
+            if posted.replayed:
+                event = UsageEvent.objects.get(account_id=usage.account_id, request_id=usage.request_id)
+                return UsageResult(event=event, entry=posted.entry, available=_available_now(usage.account_id),
+                                   replayed=True)
+            entry = posted.entry
+        event = _event(
+            usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=price,
+            entry_id=entry.id if entry else None, digest=digest, occurred_at=at, recorded_at=now,
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(_INSERT_ONE, _row(event))
+            inserted = cursor.fetchone()[0]
+        if not inserted:
+            existing = UsageEvent.objects.select_related("ledger_entry").get(
+                account_id=usage.account_id, request_id=usage.request_id
+            )
+            if existing.request_hash != digest:
+                raise IdempotencyConflict(details={"request_id": usage.request_id})
+            return UsageResult(event=existing, entry=existing.ledger_entry,
+                               available=_available_now(usage.account_id), replayed=True)
+        available = entry.balance_after - entry.reserved_after if entry else account.available
+        return UsageResult(event=event, entry=entry, available=available)
+
+    return _retrying(work)
+
+
+def _available_now(account_id: uuid.UUID) -> Decimal:
+    account = CreditAccount.objects.only("balance", "reserved").get(pk=account_id)
+    return account.available
+
+
+# --- a batch ---------------------------------------------------------------------------------------------
+
+
+def usage_record_batch(
+    *, platform: Platform, events: list[UsageInput], actor: AbstractBaseUser | None = None
+) -> list[BatchOutcome]:
+    """Records many events of any accounts of ``platform``; each is recorded, a duplicate, or rejected on
+    its own, in order. Accounts are locked once, in primary-key order, so batches never deadlock."""
+    outcomes: list[BatchOutcome | None] = [None] * len(events)
+    account_ids = {usage.account_id for usage in events}
+    known = set(CreditAccount.objects.filter(platform=platform, pk__in=account_ids).values_list("pk", flat=True))
+    now = timezone.now()
+    priced_models = sorted({u.model for u in events if u.success and u.amount is None and u.model})
+    versions = model_prices_for(platform_id=platform.pk, models=priced_models) if priced_models else {}
+    actor_id = actor_id_of(actor)
+
+    pending: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str]] = []
+    for i, usage in enumerate(events):
+        if usage.account_id not in known:
+            outcomes[i] = BatchOutcome(usage.request_id, "rejected",
+                                       error=AccountNotFound(details={"account_id": str(usage.account_id)}))
+            continue
+        try:
+            cost, price = usage_cost(usage, versions.get(usage.model, []), usage.occurred_at or now)
+        except DomainError as exc:
+            outcomes[i] = BatchOutcome(usage.request_id, "rejected", error=exc)
+            continue
+        pending.append((i, usage, cost, price, usage.digest()))
+
+    if pending:
+        for i, outcome in _retrying(lambda: _record_pending(platform, pending, now, actor_id)):
+            outcomes[i] = outcome
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _record_pending(
+    platform: Platform, pending: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str]],
+    now: datetime, actor_id: int | None,
+) -> list[tuple[int, BatchOutcome]]:
+    states = ledger.lock_accounts(sorted({usage.account_id for _, usage, *_ in pending}))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _FIND_EVENTS, [[u.account_id for _, u, *_ in pending], [u.request_id for _, u, *_ in pending]]
+        )
+        known = {}
+        for raw in cursor.fetchall():
+            values = list(raw)
+            values[_METADATA] = _METADATA_FIELD.from_db_value(values[_METADATA], None, connection)
+            event = UsageEvent.from_db(connection.alias, _EVENT_ATTNAMES, values)
+            known[(event.account_id, event.request_id)] = event
+
+    results: dict[int, BatchOutcome] = {}
+    fresh: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str, uuid.UUID]] = []
+    first_in_batch: dict[tuple[uuid.UUID, str], tuple[int, str]] = {}
+    repeats: list[tuple[int, int]] = []  # (index, index of the same event earlier in this batch)
+    for i, usage, cost, price, digest in pending:
+        key = (usage.account_id, usage.request_id)
+        seen = known.get(key)
+        earlier = first_in_batch.get(key)
+        if seen is not None or (earlier is not None and earlier[1] != digest):
+            same = seen.request_hash == digest if seen is not None else False
+            results[i] = (
+                BatchOutcome(usage.request_id, "duplicate", event=seen, entry_id=seen.ledger_entry_id)
+                if same
+                else BatchOutcome(usage.request_id, "rejected",
+                                  error=IdempotencyConflict(details={"request_id": usage.request_id}))
+            )
+        elif earlier is not None:
+            repeats.append((i, earlier[0]))
+        else:
+            first_in_batch[key] = (i, digest)
+            fresh.append((i, usage, cost, price, digest, uuid.uuid4()))
+
+    charged = [(usage.account_id, _debit_posting(usage, cost, event_id, digest, actor_id))
+               for _, usage, cost, _, digest, event_id in fresh if cost > 0]
+    posted = iter(ledger.post_many(charged, states=states) if charged else [])
+
+    events: list[UsageEvent] = []
+    rollups: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, Decimal(0), 0, 0])
+    for i, usage, cost, price, digest, event_id in fresh:
+        entry = None
+        if cost > 0:
+            outcome = next(posted)
+            if isinstance(outcome, InsufficientCredits):
+                results[i] = BatchOutcome(usage.request_id, "rejected", error=outcome)
+                continue
+            entry = outcome
+        at = usage.occurred_at or now
+        event = _event(
+            usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=price,
+            entry_id=entry.id if entry else None, digest=digest, occurred_at=at, recorded_at=now,
+        )
+        events.append(event)
+        bucket = rollups[(usage.account_id, at.astimezone(UTC).date(), usage.endpoint)]
+        bucket[0] += 1
+        bucket[1 if usage.success else 2] += 1
+        bucket[3] += cost
+        bucket[4] += usage.input_tokens or 0
+        bucket[5] += usage.output_tokens or 0
+        results[i] = BatchOutcome(usage.request_id, "recorded", event=event, entry_id=event.ledger_entry_id)
+
+    for i, original in repeats:  # the same event twice in one batch: the second mirrors the first
+        first = results[original]
+        results[i] = (
+            BatchOutcome(first.request_id, "duplicate", event=first.event, entry_id=first.entry_id)
+            if first.status == "recorded"
+            else BatchOutcome(first.request_id, first.status, error=first.error)
+        )
+
+    if events:
+        with connection.cursor() as cursor:
+            with cursor.cursor.copy(_COPY_EVENTS) as copy:
+                for event in events:
+                    copy.write_row(_row(event))
+            keys = sorted(rollups)
+            cursor.execute(
+                _UPSERT_ROLLUPS,
+                [
+                    [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                    *([rollups[k][j] for k in keys] for j in range(6)),
+                ],
+            )
+    return sorted(results.items())
