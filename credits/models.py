@@ -112,6 +112,7 @@ class Hold(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="holds", db_index=False)
     amount = money_field()
+    request_id = models.CharField(max_length=255, blank=True, default="", help_text="The caller's idempotency key.")
     status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
     captured_amount = money_field(null=True, blank=True)
     reference = models.CharField(max_length=255, blank=True, default="")

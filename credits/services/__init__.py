@@ -16,8 +16,22 @@ from credits.services.holds import (
     hold_release,
     holds_release_expired,
 )
+from credits.services.usage import (
+    BatchOutcome,
+    UsageInput,
+    UsageResult,
+    usage_capture,
+    usage_record,
+    usage_record_batch,
+)
 
 __all__ = [
+    "BatchOutcome",
+    "UsageInput",
+    "UsageResult",
+    "usage_capture",
+    "usage_record",
+    "usage_record_batch",
     "DEFAULT_HOLD_SECONDS",
     "MAX_HOLD_SECONDS",
     "HoldResult",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,6 +30,7 @@ class HoldResult:
     hold: Hold
     entries: list[LedgerEntry]
     replayed: bool = False
+    extra: Any = None
 
 
 @transaction.atomic
@@ -75,6 +77,7 @@ def hold_create(
         id=hold_id,
         account_id=account_id,
         amount=amount,
+        request_id=idempotency_key or "",
         reference=reference,
         metadata=metadata or {},
         expires_at=result.entry.created_at + timedelta(seconds=expires_in),
@@ -91,15 +94,18 @@ def hold_capture(
     metadata: dict[str, Any] | None = None,
     actor: AbstractBaseUser | None = None,
     account_id: uuid.UUID | str | None = None,
+    after_capture: Callable[[Hold, list[LedgerEntry]], Any] | None = None,
 ) -> HoldResult:
     """Charges the real cost of a held call: a ``subtract`` row for ``amount`` and a ``release`` row for
     what is left of the hold. Charging more than the hold needs ``available`` to cover the excess.
-    A hold is settled once: a second capture or release raises ``HoldNotActive``."""
+    A hold is settled once: a second capture or release raises ``HoldNotActive``. ``after_capture`` runs
+    inside the same transaction with the settled hold and its rows (the usage path stores its event there);
+    whatever it returns is the result's ``extra``."""
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
         raise ValueError(f"amount must be a finite Decimal >= 0, got {amount!r}")
     return _hold_settle(
         hold_id=hold_id, account_id=account_id, capture=amount, description=description,
-        metadata=metadata, actor=actor,
+        metadata=metadata, actor=actor, after_capture=after_capture,
     )
 
 
@@ -118,8 +124,10 @@ def _hold_settle(
     actor: AbstractBaseUser | None,
     description: str = "",
     metadata: dict[str, Any] | None = None,
+    after_capture: Callable[[Hold, list[LedgerEntry]], Any] | None = None,
 ) -> HoldResult:
     expired = False
+    extra = None
     with transaction.atomic(durable=True):
         hold = Hold.objects.filter(pk=hold_id).only("account_id").first()
         if hold is None or (account_id is not None and str(hold.account_id) != str(account_id)):
@@ -140,9 +148,11 @@ def _hold_settle(
                 hold, status=HoldStatus.CAPTURED, captured=capture, actor=actor, now=now,
                 description=description, metadata=metadata,
             )
+            if after_capture is not None:
+                extra = after_capture(hold, entries)
     if expired and capture is not None:
         raise HoldExpired(details={"hold_id": str(hold.id)})
-    return HoldResult(hold=hold, entries=entries)
+    return HoldResult(hold=hold, entries=entries, extra=extra)
 
 
 def _hold_finish(

@@ -29,14 +29,24 @@ from credits import ledger
 from credits.errors import (
     AccountNotFound,
     AmountOrModelRequired,
+    HoldNotFound,
     IdempotencyConflict,
     InsufficientCredits,
     ModelNotPriced,
 )
 from credits.ledger import Posting, is_idempotency_race, request_hash
-from credits.models import CreditAccount, LedgerEntry, ModelPrice, PricingSource, TransactionType, UsageEvent
+from credits.models import (
+    CreditAccount,
+    Hold,
+    LedgerEntry,
+    ModelPrice,
+    PricingSource,
+    TransactionType,
+    UsageEvent,
+)
 from credits.selectors import model_prices_for
 from credits.services.common import actor_id_of
+from credits.services.holds import HoldResult, hold_capture
 
 MILLION = Decimal(1_000_000)
 _EVENT_TABLE = UsageEvent._meta.db_table
@@ -158,12 +168,15 @@ def _priced_by(usage: UsageInput) -> str:
     return PricingSource.AMOUNT if usage.amount is not None else PricingSource.RATE_CARD
 
 
+def _label(endpoint: str, model: str) -> str:
+    return f"AI usage: {model} · {endpoint}" if model else f"AI usage: {endpoint}"
+
+
 def _debit_posting(usage: UsageInput, cost: Decimal, event_id: uuid.UUID, digest: str, actor_id: int | None) -> Posting:
-    label = f"{usage.model} · {usage.endpoint}" if usage.model else usage.endpoint
     return Posting(
         transaction_type=TransactionType.SUBTRACT,
         balance_delta=-cost,
-        description=usage.description or f"AI usage: {label}",
+        description=usage.description or _label(usage.endpoint, usage.model),
         reference=usage.request_id,
         metadata={"usage_event_id": str(event_id), "endpoint": usage.endpoint, "model": usage.model},
         actor_id=actor_id,
@@ -419,3 +432,57 @@ def _record_pending(
                 ],
             )
     return sorted(results.items())
+
+
+# --- a held call, captured -------------------------------------------------------------------------------
+
+
+def usage_capture(
+    *,
+    platform: Platform,
+    hold_id: uuid.UUID | str,
+    amount: Decimal,
+    endpoint: str,
+    model: str = "",
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    success: bool = True,
+    description: str = "",
+    metadata: dict[str, Any] | None = None,
+    actor: AbstractBaseUser | None = None,
+) -> tuple[HoldResult, UsageEvent]:
+    """Settles a hold at the real cost of its call and records the call's usage event, in one transaction:
+    a ``subtract`` row for ``amount`` (nothing when ``success`` is false), a ``release`` row for the rest of
+    the hold, the event (request_id: the hold's) and its rollup."""
+    hold = Hold.objects.filter(pk=hold_id, account__platform=platform).only("id").first()
+    if hold is None:
+        raise HoldNotFound()
+    cost = amount if success else Decimal(0)
+    now = timezone.now()
+
+    def record(settled: Hold, entries: list[LedgerEntry]) -> UsageEvent:
+        usage = UsageInput(
+            account_id=settled.account_id, request_id=settled.request_id or f"hold:{settled.id}", endpoint=endpoint,
+            model=model, input_tokens=input_tokens, output_tokens=output_tokens, amount=cost, success=success,
+            description=description, metadata=metadata,
+        )
+        debit = next((e for e in entries if e.transaction_type == TransactionType.SUBTRACT), None)
+        event = _event(
+            usage, event_id=uuid.uuid4(), platform_id=platform.pk, cost=cost, price=None,
+            entry_id=debit.id if debit else None, digest=usage.digest(), occurred_at=now, recorded_at=now,
+        )
+        event.hold_id = settled.id
+        with connection.cursor() as cursor:
+            cursor.execute(_INSERT_ONE, _row(event))
+            if not cursor.fetchone()[0]:
+                raise IdempotencyConflict(
+                    "A usage event with this hold's request_id was already recorded.",
+                    details={"request_id": usage.request_id},
+                )
+        return event
+
+    result = hold_capture(
+        hold_id=hold.id, amount=cost, description=description or _label(endpoint, model),
+        metadata={"endpoint": endpoint, "model": model, **(metadata or {})}, actor=actor, after_capture=record,
+    )
+    return result, result.extra
