@@ -1,5 +1,6 @@
 from django.urls import path
 
+from credits.api.usage_views import UsageViewSet
 from credits.api.views import (
     CreditAccountViewSet,
     LedgerEntryViewSet,
@@ -20,4 +21,6 @@ urlpatterns = [
         PlatformLedgerEntryViewSet.as_view({"get": "list"}),
         name="billing-admin-credits-transactions",
     ),
+    path("usage/", UsageViewSet.as_view({"post": "create"}), name="billing-usage"),
+    path("usage/batch/", UsageViewSet.as_view({"post": "batch"}), name="billing-usage-batch"),
 ]

@@ -1,0 +1,185 @@
+"""Recording AI usage: the platform's trusted backend (an owner or admin) reports each model call."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.api.views import TenantViewSet
+from billing_service.errors import InvalidInput
+from billing_service.money import MoneyField, format_money
+from billing_service.schema import ERROR_RESPONSES, error_response
+from credits.api.serializers import LedgerEntrySerializer, MoneyOutField
+from credits.api.usage_input import EventErrors, parse_event
+from credits.services import usage_record, usage_record_batch
+
+MAX_BATCH = 1000
+
+
+class UsageEventInputSerializer(serializers.Serializer):
+    """Documents the event body; validation is ``credits.api.usage_input.parse_event``."""
+
+    account_id = serializers.UUIDField(help_text="A credit account of your platform.")
+    request_id = serializers.CharField(max_length=255, help_text="Your id of the call: the idempotency key.")
+    endpoint = serializers.CharField(max_length=200, help_text='What was called, e.g. "/v1/chat/completions".')
+    model = serializers.CharField(max_length=100, required=False, help_text="Priced from the rate card.")
+    input_tokens = serializers.IntegerField(min_value=0, required=False)
+    output_tokens = serializers.IntegerField(min_value=0, required=False)
+    amount = MoneyField(allow_zero=True, required=False, help_text="The cost, when you price it yourself.")
+    success = serializers.BooleanField(default=True, help_text="A failed call is recorded and costs nothing.")
+    description = serializers.CharField(max_length=500, required=False)
+    metadata = serializers.DictField(required=False, help_text="Any JSON object, up to 4 KB.")
+    occurred_at = serializers.DateTimeField(required=False, help_text="When the call happened (default: now).")
+
+
+class UsageEventSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    account_id = serializers.UUIDField()
+    request_id = serializers.CharField()
+    endpoint = serializers.CharField()
+    model = serializers.CharField()
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    cost = MoneyOutField()
+    priced_by = serializers.CharField(help_text="amount or rate_card")
+    price_version_id = serializers.IntegerField(source="price_id", allow_null=True)
+    success = serializers.BooleanField()
+    description = serializers.CharField()
+    metadata = serializers.JSONField()
+    transaction_id = serializers.UUIDField(source="ledger_entry_id", allow_null=True)
+    hold_id = serializers.UUIDField(allow_null=True)
+    occurred_at = serializers.DateTimeField()
+    recorded_at = serializers.DateTimeField()
+
+
+UsageRecordedSerializer = inline_serializer(
+    name="UsageRecorded",
+    fields={
+        "transaction": LedgerEntrySerializer(allow_null=True, help_text="The subtract row; null when free."),
+        "usage_event": UsageEventSerializer(),
+        "available_credits": MoneyOutField(),
+    },
+)
+
+BatchResultSerializer = inline_serializer(
+    name="UsageBatchResult",
+    fields={
+        "recorded": serializers.IntegerField(),
+        "duplicates": serializers.IntegerField(),
+        "rejected": serializers.IntegerField(),
+        "results": inline_serializer(
+            name="UsageBatchItem",
+            many=True,
+            fields={
+                "request_id": serializers.CharField(allow_null=True),
+                "status": serializers.ChoiceField(choices=["recorded", "duplicate", "rejected"]),
+                "transaction_id": serializers.UUIDField(allow_null=True),
+                "usage_event_id": serializers.UUIDField(allow_null=True),
+                "error": serializers.DictField(allow_null=True, help_text="{code, message, details} when rejected"),
+            },
+        ),
+    },
+)
+
+
+def _event_or_400(data: object):  # noqa: ANN202
+    try:
+        return parse_event(data)
+    except EventErrors as exc:
+        raise InvalidInput(f"Invalid input: {', '.join(exc.errors)}.", details=exc.errors) from None
+
+
+class UsageViewSet(TenantViewSet):
+    """Usage events from the platform's backend (owners and admins). A successful event debits its account
+    in the same transaction that stores it; `request_id` makes retries safe."""
+
+    @extend_schema(
+        operation_id="billing_usage_create",
+        summary="Record one AI call and charge it",
+        request=UsageEventInputSerializer,
+        responses={
+            201: UsageRecordedSerializer,
+            200: OpenApiResponse(UsageRecordedSerializer, description="The same event again: the first result."),
+            402: error_response("Not enough available credits (insufficient_credits); nothing written."),
+            409: error_response("This request_id was recorded with other content (idempotency_conflict)."),
+            **ERROR_RESPONSES,
+        },
+        tags=["usage"],
+    )
+    def create(self, request: Request) -> Response:
+        self.tenant.require_admin()
+        usage = _event_or_400(request.data)
+        result = usage_record(
+            platform=self.tenant.platform, account_id=usage.account_id, request_id=usage.request_id,
+            endpoint=usage.endpoint, model=usage.model, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, amount=usage.amount, success=usage.success,
+            description=usage.description, metadata=usage.metadata, occurred_at=usage.occurred_at,
+            actor=request.user,
+        )
+        body = {
+            "transaction": LedgerEntrySerializer(result.entry).data if result.entry else None,
+            "usage_event": UsageEventSerializer(result.event).data,
+            "available_credits": format_money(result.available),
+        }
+        return Response(body, status=status.HTTP_200_OK if result.replayed else status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="billing_usage_batch_create",
+        summary="Record up to 1,000 AI calls, each on its own",
+        request=inline_serializer(
+            name="UsageBatch", fields={"events": UsageEventInputSerializer(many=True, help_text="1 to 1,000.")}
+        ),
+        responses={200: BatchResultSerializer, **ERROR_RESPONSES},
+        tags=["usage"],
+    )
+    def batch(self, request: Request) -> Response:
+        self.tenant.require_admin()
+        data = request.data
+        events = data.get("events") if isinstance(data, dict) else None
+        if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
+            raise InvalidInput(
+                "Invalid input: events.", details={"events": [f"Must be a list of 1 to {MAX_BATCH} events."]}
+            )
+        parsed: list = []
+        results: list[dict | None] = [None] * len(events)
+        positions: list[int] = []
+        for i, raw in enumerate(events):
+            try:
+                parsed.append(parse_event(raw))
+                positions.append(i)
+            except EventErrors as exc:
+                request_id = raw.get("request_id") if isinstance(raw, dict) else None
+                results[i] = _item(request_id if isinstance(request_id, str) else None, "rejected",
+                                   error={"code": "invalid", "message": f"Invalid input: {', '.join(exc.errors)}.",
+                                          "details": exc.errors})
+        if parsed:
+            outcomes = usage_record_batch(platform=self.tenant.platform, events=parsed, actor=request.user)
+            for i, outcome in zip(positions, outcomes, strict=True):
+                error = outcome.error
+                results[i] = _item(
+                    outcome.request_id, outcome.status,
+                    transaction_id=outcome.entry_id,
+                    event_id=outcome.event.id if outcome.event is not None else None,
+                    error={"code": error.code, "message": error.message, "details": error.details} if error else None,
+                )
+        counts = {"recorded": 0, "duplicate": 0, "rejected": 0}
+        for item in results:
+            counts[item["status"]] += 1
+        return Response(
+            {"recorded": counts["recorded"], "duplicates": counts["duplicate"], "rejected": counts["rejected"],
+             "results": results}
+        )
+
+
+def _item(request_id: str | None, status_: str, *, transaction_id=None, event_id=None, error=None) -> dict:  # noqa: ANN001
+    return {
+        "request_id": request_id,
+        "status": status_,
+        "transaction_id": str(transaction_id) if transaction_id else None,
+        "usage_event_id": str(event_id) if event_id else None,
+        "error": error,
+    }
+
+
