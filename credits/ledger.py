@@ -25,6 +25,7 @@ from django.db import IntegrityError, connection, transaction
 
 from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
 from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, TransactionType
+from billing_service.db import server_bound_cursor
 from billing_service.money import DECIMAL_PLACES, QUANTUM, format_money
 
 _ENTRY_TABLE = LedgerEntry._meta.db_table
@@ -94,8 +95,9 @@ class Posting:
     hold_id: uuid.UUID | None = None
     refund_of_id: uuid.UUID | None = None
     idempotency_key: str | None = None
-    # Arguments of the request that a replay must repeat exactly (defaults to the posting itself).
-    fingerprint: dict[str, Any] | None = None
+    # Arguments of the request that a replay must repeat exactly (defaults to the posting itself), or
+    # their hash already computed.
+    fingerprint: dict[str, Any] | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +118,12 @@ def request_hash(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _fingerprint(posting: Posting) -> dict[str, Any]:
-    if posting.fingerprint is not None:
+def _posting_hash(posting: Posting) -> str:
+    if isinstance(posting.fingerprint, str):
         return posting.fingerprint
-    return {
+    if posting.fingerprint is not None:
+        return request_hash(posting.fingerprint)
+    return request_hash({
         "transaction_type": posting.transaction_type,
         "balance_delta": posting.balance_delta,
         "reserved_delta": posting.reserved_delta,
@@ -129,7 +133,7 @@ def _fingerprint(posting: Posting) -> dict[str, Any]:
         "payment_amount_usd": posting.payment_amount_usd,
         "hold_id": posting.hold_id,
         "refund_of_id": posting.refund_of_id,
-    }
+    })
 
 
 def _whole_micros(value: Decimal) -> bool:
@@ -153,7 +157,7 @@ def post(account_id: uuid.UUID | str, posting: Posting, *, savepoint: bool | Non
             f"{posting.balance_delta!r} / {posting.reserved_delta!r}"
         )
     with_key = posting.idempotency_key is not None
-    digest = request_hash(_fingerprint(posting)) if with_key else ""
+    digest = _posting_hash(posting) if with_key else ""
     params = {
         "id": uuid.uuid4(),
         "account_id": account_id,
@@ -253,7 +257,24 @@ _UPDATE_ACCOUNTS = (
     + ", ".join("%s::numeric[]" if c in ("balance", "reserved") else "%s::bigint[]" for c in _STATE_COLUMNS)
     + f") AS v(id, last_entry_at, {', '.join(_STATE_COLUMNS)}) WHERE a.id = v.id"
 )
-_COPY_ENTRIES = f"COPY {_ENTRY_TABLE} ({_COLS}) FROM STDIN"
+# The columns of the rows post_many builds, in their order.
+_COPY_COLUMNS = (
+    "id", "account_id", "platform_id", "sequence", "transaction_type", "status", "balance_delta", "reserved_delta",
+    "balance_after", "reserved_after", "payment_amount_usd", "description", "reference", "metadata", "actor_id",
+    "hold_id", "refund_of_id", "idempotency_key", "request_hash", "created_at",
+)
+_COPY_ENTRIES = f"COPY {_ENTRY_TABLE} ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A row written by ``post_many``."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    sequence: int
+    balance_after: Decimal
+    reserved_after: Decimal
 
 
 @dataclass(slots=True)
@@ -265,7 +286,7 @@ class _AccountState:
 
 def post_many(
     postings: list[tuple[uuid.UUID, Posting]], *, states: dict[uuid.UUID, _AccountState] | None = None
-) -> list[LedgerEntry | InsufficientCredits]:
+) -> list[Posted | InsufficientCredits]:
     """Applies many postings inside the caller's transaction, in order, each accepted or refused on its own
     exactly as ``post`` would (a refusal is returned, not raised, and writes nothing for that posting).
 
@@ -280,7 +301,7 @@ def post_many(
             raise ValueError(f"amounts have at most {DECIMAL_PLACES} decimal places")
     if states is None:
         states = lock_accounts(sorted({account_id for account_id, _ in postings}))
-    results: list[LedgerEntry | InsufficientCredits] = []
+    results: list[Posted | InsufficientCredits] = []
     rows: list[tuple] = []
     changed: set[uuid.UUID] = set()
     for account_id, posting in postings:
@@ -305,33 +326,18 @@ def post_many(
         values["balance"], values["reserved"] = balance, reserved
         values["last_sequence"] += 1
         values[counter] += 1
-        entry = LedgerEntry(
-            id=uuid.uuid4(),
-            account_id=account_id,
-            platform_id=state.platform_id,
-            sequence=values["last_sequence"],
-            transaction_type=posting.transaction_type,
-            balance_delta=posting.balance_delta,
-            reserved_delta=posting.reserved_delta,
-            balance_after=balance,
-            reserved_after=reserved,
-            payment_amount_usd=posting.payment_amount_usd,
-            description=posting.description,
-            reference=posting.reference,
-            metadata=posting.metadata or {},
-            actor_id=posting.actor_id,
-            hold_id=posting.hold_id,
-            refund_of_id=posting.refund_of_id,
-            idempotency_key=posting.idempotency_key,
-            request_hash=request_hash(_fingerprint(posting)) if posting.idempotency_key is not None else "",
-            created_at=state.last_entry_at,
-        )
-        entry._state.adding = False
-        rows.append(tuple(json.dumps(entry.metadata) if a == "metadata" else getattr(entry, a) for a in _ATTNAMES))
-        results.append(entry)
+        entry_id = uuid.uuid4()
+        rows.append((
+            entry_id, account_id, state.platform_id, values["last_sequence"], posting.transaction_type, "completed",
+            posting.balance_delta, posting.reserved_delta, balance, reserved, posting.payment_amount_usd,
+            posting.description, posting.reference, json.dumps(posting.metadata or {}), posting.actor_id,
+            posting.hold_id, posting.refund_of_id, posting.idempotency_key,
+            _posting_hash(posting) if posting.idempotency_key is not None else "", state.last_entry_at,
+        ))
+        results.append(Posted(entry_id, account_id, values["last_sequence"], balance, reserved))
     if rows:
-        with connection.cursor() as cursor:
-            with cursor.cursor.copy(_COPY_ENTRIES) as copy:
+        with server_bound_cursor() as cursor:
+            with cursor.copy(_COPY_ENTRIES) as copy:
                 for row in rows:
                     copy.write_row(row)
             touched = [(account_id, states[account_id]) for account_id in sorted(changed)]
@@ -349,7 +355,7 @@ def post_many(
 def lock_accounts(account_ids: list[uuid.UUID]) -> dict[uuid.UUID, _AccountState]:
     """Locks the accounts in primary-key order; their state, with the time new rows will carry (never
     earlier than an account's last row, so created_at stays ordered along the sequence)."""
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(_LOCK_ACCOUNTS, [list(account_ids)])
         found = cursor.fetchall()
     states = {}

@@ -161,7 +161,7 @@ class UsageViewSet(TenantViewSet):
                 results[i] = _item(
                     outcome.request_id, outcome.status,
                     transaction_id=outcome.entry_id,
-                    event_id=outcome.event.id if outcome.event is not None else None,
+                    event_id=outcome.event_id,
                     error={"code": error.code, "message": error.message, "details": error.details} if error else None,
                 )
         counts = {"recorded": 0, "duplicate": 0, "rejected": 0}

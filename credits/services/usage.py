@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Platform
+from billing_service.db import server_bound_cursor
 from billing_service.errors import DomainError
 from billing_service.money import QUANTUM
 from credits import ledger
@@ -55,8 +56,6 @@ _USAGE_CONSTRAINT = "usage_unique_request_per_account"
 _EVENT_FIELDS = [f for f in UsageEvent._meta.concrete_fields]
 _EVENT_COLS = ", ".join(f.column for f in _EVENT_FIELDS)
 _EVENT_ATTNAMES = [f.attname for f in _EVENT_FIELDS]
-_METADATA = _EVENT_ATTNAMES.index("metadata")
-_METADATA_FIELD = _EVENT_FIELDS[_METADATA]
 
 _ROLLUP_UPSERT_TAIL = (
     " ON CONFLICT (account_id, day, endpoint) DO UPDATE SET "
@@ -82,14 +81,19 @@ _INSERT_ONE = (
     f"cost, coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{_ROLLUP_UPSERT_TAIL}) "
     f"SELECT count(*) FROM ev"
 )
-_COPY_EVENTS = f"COPY {_EVENT_TABLE} ({_EVENT_COLS}) FROM STDIN"
+# The columns of the rows a batch builds, in their order.
+_COPY_EVENTS = (
+    f"COPY {_EVENT_TABLE} (id, account_id, platform_id, request_id, endpoint, model, input_tokens, output_tokens, "
+    f"cost, priced_by, price_id, success, description, metadata, ledger_entry_id, hold_id, request_hash, "
+    f"occurred_at, recorded_at) FROM STDIN"
+)
 _UPSERT_ROLLUPS = (
     f"INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
     f"SELECT * FROM unnest(%s::uuid[], %s::date[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
     f"%s::numeric[], %s::bigint[], %s::bigint[]){_ROLLUP_UPSERT_TAIL}"
 )
 _FIND_EVENTS = (
-    f"SELECT {_EVENT_COLS} FROM {_EVENT_TABLE} "
+    f"SELECT account_id, request_id, request_hash, id, ledger_entry_id FROM {_EVENT_TABLE} "
     f"WHERE (account_id, request_id) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))"
 )
 
@@ -138,7 +142,7 @@ class UsageResult:
 class BatchOutcome:
     request_id: str
     status: str  # recorded | duplicate | rejected
-    event: UsageEvent | None = None
+    event_id: uuid.UUID | None = None
     entry_id: uuid.UUID | None = None
     error: DomainError | None = None
 
@@ -181,7 +185,7 @@ def _debit_posting(usage: UsageInput, cost: Decimal, event_id: uuid.UUID, digest
         metadata={"usage_event_id": str(event_id), "endpoint": usage.endpoint, "model": usage.model},
         actor_id=actor_id,
         idempotency_key=f"usage:{usage.request_id}",
-        fingerprint={"usage": digest},
+        fingerprint=digest,
     )
 
 
@@ -349,16 +353,12 @@ def _record_pending(
     now: datetime, actor_id: int | None,
 ) -> list[tuple[int, BatchOutcome]]:
     states = ledger.lock_accounts(sorted({usage.account_id for _, usage, *_ in pending}))
-    with connection.cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(
             _FIND_EVENTS, [[u.account_id for _, u, *_ in pending], [u.request_id for _, u, *_ in pending]]
         )
-        known = {}
-        for raw in cursor.fetchall():
-            values = list(raw)
-            values[_METADATA] = _METADATA_FIELD.from_db_value(values[_METADATA], None, connection)
-            event = UsageEvent.from_db(connection.alias, _EVENT_ATTNAMES, values)
-            known[(event.account_id, event.request_id)] = event
+        # (account_id, request_id) -> (request_hash, event id, ledger entry id)
+        known = {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
 
     results: dict[int, BatchOutcome] = {}
     fresh: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str, uuid.UUID]] = []
@@ -369,9 +369,9 @@ def _record_pending(
         seen = known.get(key)
         earlier = first_in_batch.get(key)
         if seen is not None or (earlier is not None and earlier[1] != digest):
-            same = seen.request_hash == digest if seen is not None else False
+            same = seen[0] == digest if seen is not None else False
             results[i] = (
-                BatchOutcome(usage.request_id, "duplicate", event=seen, entry_id=seen.ledger_entry_id)
+                BatchOutcome(usage.request_id, "duplicate", event_id=seen[1], entry_id=seen[2])
                 if same
                 else BatchOutcome(usage.request_id, "rejected",
                                   error=IdempotencyConflict(details={"request_id": usage.request_id}))
@@ -386,43 +386,43 @@ def _record_pending(
                for _, usage, cost, _, digest, event_id in fresh if cost > 0]
     posted = iter(ledger.post_many(charged, states=states) if charged else [])
 
-    events: list[UsageEvent] = []
+    rows: list[tuple] = []
     rollups: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, Decimal(0), 0, 0])
     for i, usage, cost, price, digest, event_id in fresh:
-        entry = None
+        entry_id = None
         if cost > 0:
             outcome = next(posted)
             if isinstance(outcome, InsufficientCredits):
                 results[i] = BatchOutcome(usage.request_id, "rejected", error=outcome)
                 continue
-            entry = outcome
+            entry_id = outcome.id
         at = usage.occurred_at or now
-        event = _event(
-            usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=price,
-            entry_id=entry.id if entry else None, digest=digest, occurred_at=at, recorded_at=now,
-        )
-        events.append(event)
+        rows.append((
+            event_id, usage.account_id, platform.pk, usage.request_id, usage.endpoint, usage.model,
+            usage.input_tokens, usage.output_tokens, cost, _priced_by(usage), price.pk if price else None,
+            usage.success, usage.description, json.dumps(usage.metadata or {}), entry_id, None, digest, at, now,
+        ))
         bucket = rollups[(usage.account_id, at.astimezone(UTC).date(), usage.endpoint)]
         bucket[0] += 1
         bucket[1 if usage.success else 2] += 1
         bucket[3] += cost
         bucket[4] += usage.input_tokens or 0
         bucket[5] += usage.output_tokens or 0
-        results[i] = BatchOutcome(usage.request_id, "recorded", event=event, entry_id=event.ledger_entry_id)
+        results[i] = BatchOutcome(usage.request_id, "recorded", event_id=event_id, entry_id=entry_id)
 
     for i, original in repeats:  # the same event twice in one batch: the second mirrors the first
         first = results[original]
         results[i] = (
-            BatchOutcome(first.request_id, "duplicate", event=first.event, entry_id=first.entry_id)
+            BatchOutcome(first.request_id, "duplicate", event_id=first.event_id, entry_id=first.entry_id)
             if first.status == "recorded"
             else BatchOutcome(first.request_id, first.status, error=first.error)
         )
 
-    if events:
-        with connection.cursor() as cursor:
-            with cursor.cursor.copy(_COPY_EVENTS) as copy:
-                for event in events:
-                    copy.write_row(_row(event))
+    if rows:
+        with server_bound_cursor() as cursor:
+            with cursor.copy(_COPY_EVENTS) as copy:
+                for row in rows:
+                    copy.write_row(row)
             keys = sorted(rollups)
             cursor.execute(
                 _UPSERT_ROLLUPS,
