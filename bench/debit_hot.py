@@ -16,7 +16,15 @@ Runs in its own database (``billing_bench_debit`` on the configured server, crea
 missing; ``BENCH_DATABASE_NAME`` overrides) and on a fresh account every run, so it never touches other
 data and the verification reads only this run's rows.
 
-    .venv/bin/python bench/debit_hot.py [--threads 16] [--seconds 6] [--rounds 3]
+Besides throughput it reports CPU per debit: this process (client: Python, Django, psycopg) and, when the
+server runs on this machine, the PostgreSQL backends serving the threads (from /proc). With two cores
+shared by both, CPU per debit is what bounds throughput, and it is far less noisy than debits/s.
+
+``--proposed`` adds a third side, ``prepared``: ``credits_debit`` with ``credits.ledger._execute`` swapped
+(inside this process only) for the change proposed in bench/README.md, which sends the statement as a
+prepared statement (parsed and planned once per connection) instead of as text planned on every call.
+
+    .venv/bin/python bench/debit_hot.py [--threads 16] [--seconds 6] [--rounds 3] [--proposed]
 """
 
 from __future__ import annotations
@@ -99,6 +107,7 @@ class Side:
     def open(self) -> object: ...
     def debit(self, handle: object) -> bool: ...
     def close(self, handle: object) -> None: ...
+    def backend_pid(self, handle: object) -> int: ...
 
 
 class ProjectSide(Side):
@@ -120,6 +129,17 @@ class ProjectSide(Side):
         from django.db import connection
 
         connection.close()
+
+    def backend_pid(self, handle: object) -> int:
+        from django.db import connection
+
+        return connection.connection.info.backend_pid
+
+
+class PreparedSide(ProjectSide):
+    """The project's path with the proposed ``credits.ledger._execute`` (see ``proposed_execute``)."""
+
+    name = "prepared"
 
 
 class BaselineSide(Side):
@@ -143,6 +163,66 @@ class BaselineSide(Side):
         if conn is not None:
             conn.close()
 
+    def backend_pid(self, conn) -> int:  # noqa: ANN001
+        return conn.info.backend_pid
+
+
+# --- the proposed change, as an experiment (what bench/README.md proposes for credits/ledger.py) -----
+
+
+def proposed_execute(sql: str, params: dict, *, savepoint: bool) -> tuple | None:
+    """``credits.ledger._execute`` sending the statement as a prepared statement (parsed and planned once per
+    connection) through a server-side-binding cursor on Django's own connection, instead of Django's
+    default client-side-binding cursor that interpolates the parameters and has the server parse and plan
+    the whole CTE on every debit."""
+    import psycopg
+    from django.db import connection, transaction
+
+    def run() -> tuple | None:
+        connection.ensure_connection()
+        raw = connection.connection
+        if raw.prepare_threshold is None:  # Django disables preparing; prepare only statements that ask
+            raw.prepare_threshold = 1 << 62
+        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchone()
+
+    if savepoint:
+        with transaction.atomic():
+            return run()
+    return run()
+
+
+_SAVED: dict = {}
+
+
+class _Swap:
+    """Runs a side with the proposed ``_execute`` swapped into ``credits.ledger``."""
+
+    def __init__(self, side: str) -> None:
+        self.side = side
+
+    def __enter__(self) -> None:
+        from credits import ledger
+
+        _SAVED["execute"] = ledger._execute
+        if self.side == "prepared":
+            ledger._execute = proposed_execute
+
+    def __exit__(self, *exc: object) -> None:
+        from credits import ledger
+
+        ledger._execute = _SAVED["execute"]
+
+
+def backend_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a local PostgreSQL backend has used; None if it is not local."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def run_side(side: Side, *, threads: int, seconds: float) -> dict:
     """All threads connect, line up on a barrier, then debit until the deadline."""
@@ -152,7 +232,11 @@ def run_side(side: Side, *, threads: int, seconds: float) -> dict:
     ends = [0.0] * threads
     errors: list[BaseException] = []
 
+    pids: list[int] = [0] * threads
+    server_cpu: list[float | None] = [None] * threads
+
     def go() -> None:
+        state["client_cpu"] = time.process_time()
         state["start"] = time.perf_counter()
 
     barrier = threading.Barrier(threads, action=go)
@@ -161,6 +245,8 @@ def run_side(side: Side, *, threads: int, seconds: float) -> dict:
         handle = None
         try:
             handle = side.open()
+            pids[i] = side.backend_pid(handle)
+            before = backend_cpu(pids[i])
             barrier.wait()
             deadline = state["start"] + seconds
             lat = latencies[i]
@@ -175,6 +261,9 @@ def run_side(side: Side, *, threads: int, seconds: float) -> dict:
                 n += 1
             counts[i] = n
             ends[i] = clock()
+            after = backend_cpu(pids[i])
+            if before is not None and after is not None:
+                server_cpu[i] = after - before
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
             barrier.abort()
@@ -182,10 +271,12 @@ def run_side(side: Side, *, threads: int, seconds: float) -> dict:
             side.close(handle)
 
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    with _Swap(side.name):
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    client_cpu = time.process_time() - state.get("client_cpu", 0.0)
     if errors:
         raise errors[0]
     elapsed = max(ends) - state["start"]
@@ -199,6 +290,8 @@ def run_side(side: Side, *, threads: int, seconds: float) -> dict:
         "p50_ms": lat[len(lat) // 2] * 1000,
         "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
         "spread": (min(counts), max(counts)),
+        "client_us": client_cpu / total * 1e6,
+        "server_us": (sum(server_cpu) / total * 1e6) if None not in server_cpu else float("nan"),
     }
 
 
@@ -211,6 +304,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="per side per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds per side before round 1 (discarded)")
+    parser.add_argument("--proposed", action="store_true", help="also run the proposed ledger change (a 3rd side)")
     args = parser.parse_args()
 
     conninfo = setup_django()
@@ -233,51 +327,66 @@ def main() -> int:
         version = cur.fetchone()[0].split(" on ")[0]
     connection.close()  # the main thread's connection stays out of the way while the workers run
 
+    names = ["project", "baseline"] + (["prepared"] if args.proposed else [])
+    classes = {"project": ProjectSide, "baseline": BaselineSide, "prepared": PreparedSide}
+    sides = {name: classes[name](account.id, conninfo) for name in names}
+
     print(f"Hot-account debit: {args.threads} threads on ONE account, {args.seconds:g} s per side, "
-          f"{args.rounds} rounds (alternating order)")
+          f"{args.rounds} rounds (side order alternates)")
     print(f"database {BENCH_DB!r} ({version}, synchronous_commit={sync_commit}); account {account.id}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print()
 
-    sides = {"project": ProjectSide(account.id, conninfo), "baseline": BaselineSide(account.id, conninfo)}
+    written = 0
     if args.warmup > 0:
         for side in sides.values():
-            run_side(side, threads=args.threads, seconds=args.warmup)
+            written += run_side(side, threads=args.threads, seconds=args.warmup)["debits"]
 
-    results: dict[str, list[dict]] = {"project": [], "baseline": []}
-    header = f"{'round':>5}  {'side':<9} {'debits':>7} {'secs':>6} {'debits/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    header = (f"{'round':>5}  {'side':<9} {'debits':>7} {'secs':>6} {'debits/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
+              f"  {'client CPU/debit':>16} {'server CPU/debit':>16}")
     print(header)
     print("-" * len(header))
     for r in range(args.rounds):
-        order = ("project", "baseline") if r % 2 == 0 else ("baseline", "project")
+        order = names if r % 2 == 0 else names[::-1]
         for name in order:
             res = run_side(sides[name], threads=args.threads, seconds=args.seconds)
             results[name].append(res)
+            written += res["debits"]
             print(f"{r + 1:>5}  {name:<9} {res['debits']:>7} {res['elapsed']:>6.2f} {res['rate']:>9.0f} "
-                  f"{res['p50_ms']:>7.2f} {res['p99_ms']:>7.2f}")
+                  f"{res['p50_ms']:>7.2f} {res['p99_ms']:>7.2f}  {res['client_us']:>13.0f} us "
+                  f"{res['server_us']:>13.0f} us", flush=True)
+    print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
 
-    med = {name: statistics.median(x["rate"] for x in rs) for name, rs in results.items()}
-    per_round = [p["rate"] / b["rate"] for p, b in zip(results["project"], results["baseline"], strict=True)]
-    print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"per-round ratios project/baseline: {', '.join(f'{x:.2f}' for x in per_round)}")
-
+    started = time.perf_counter()
     check = ledger_verify(account=account)
     rows = LedgerEntry.objects.filter(account=account).count()
-    expected = 1 + sum(x["debits"] for rs in results.values() for x in rs)
-    expected_all = rows  # warm-up debits are real rows too
-    print(f"ledger_verify({account.id}): ok={check.ok} rows={rows} last_sequence={account.last_sequence} "
-          f"balance={account.balance}" + ("" if check.ok else f" problems={check.problems[:5]}"))
-    measured_ok = account.last_sequence == expected_all and expected <= rows
-    expected_balance = FUNDS - AMOUNT * (rows - 1)
-    print(f"balance check: funds - 0.01 x {rows - 1} debits = {expected_balance} "
-          f"({'matches' if account.balance == expected_balance and measured_ok else 'MISMATCH'})")
+    expected_balance = FUNDS - AMOUNT * written
+    consistent = rows == written + 1 and account.last_sequence == rows and account.balance == expected_balance
+    print(f"ledger_verify: ok={check.ok} ({time.perf_counter() - started:.1f} s)"
+          + ("" if check.ok else f" problems={check.problems[:5]}"))
+    print(f"rows {rows} = 1 grant + {written} debits, last_sequence {account.last_sequence}, "
+          f"balance {account.balance} = {FUNDS} - 0.01 x {written}: {'consistent' if consistent else 'MISMATCH'}")
     print()
-    print(f"project  (credits_debit)      median {med['project']:.0f} debits/s")
-    print(f"baseline (raw psycopg CTE)    median {med['baseline']:.0f} debits/s")
-    ratio = med["project"] / med["baseline"]
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(x[key] for x in results[name])
+
+    labels = {"project": "credits_debit", "baseline": "raw psycopg CTE", "prepared": "proposed: prepared"}
+    for name in names:
+        print(f"{name:<9} ({labels[name]:<23}) median {med(name, 'rate'):6.0f} debits/s, "
+              f"CPU/debit client {med(name, 'client_us'):4.0f} us + server {med(name, 'server_us'):4.0f} us")
+    for name in [n for n in names if n != "baseline"]:
+        per_round = [p["rate"] / b["rate"] for p, b in zip(results[name], results["baseline"], strict=True)]
+        print(f"{name}/baseline per round: {', '.join(f'{x:.2f}' for x in per_round)} "
+              f"(median {statistics.median(per_round):.2f})")
+    ratio = med("project", "rate") / med("baseline", "rate")
+    if args.proposed:
+        print(f"ratio prepared/baseline = {med('prepared', 'rate') / med('baseline', 'rate'):.2f}  "
+              f"(experiment: the change proposed in bench/README.md)")
     print(f"ratio project/baseline = {ratio:.2f}  (target >= 0.80: {'MET' if ratio >= 0.8 else 'MISSED'})")
-    return 0 if check.ok else 1
+    return 0 if check.ok and consistent else 1
 
 
 if __name__ == "__main__":

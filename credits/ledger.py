@@ -206,12 +206,13 @@ def _entry_from_row(raw: tuple | list) -> LedgerEntry:
 
 
 def _execute(sql: str, params: dict[str, Any], *, savepoint: bool) -> tuple | None:
+    """Runs one of the prepared ledger statements: PostgreSQL plans it once per connection, not per call."""
     if savepoint:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, params)
+        with transaction.atomic(), server_bound_cursor() as cursor:
+            cursor.execute(sql, params, prepare=True)
             return cursor.fetchone()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    with server_bound_cursor() as cursor:
+        cursor.execute(sql, params, prepare=True)
         return cursor.fetchone()
 
 

@@ -81,7 +81,10 @@ def _filtered(account: CreditAccount, flt: LedgerFilter, lo: int, hi: int) -> Qu
 
 
 def ledger_count(*, account: CreditAccount, flt: LedgerFilter) -> int:
-    lo, hi = _sequence_bounds(account, flt)
+    return _count(account, flt, *_sequence_bounds(account, flt))
+
+
+def _count(account: CreditAccount, flt: LedgerFilter, lo: int, hi: int) -> int:
     if hi < lo:
         return 0
     if not flt.transaction_type:
@@ -109,7 +112,7 @@ def ledger_page(
             else LedgerEntry.objects.none()
         )
         return hi - lo + 1, list(rows)
-    count = ledger_count(account=account, flt=flt)
+    count = _count(account, flt, lo, hi)
     rows = _filtered(account, flt, lo, hi).order_by("-sequence")[offset : offset + page_size]
     return count, list(rows)
 
@@ -238,3 +241,253 @@ def model_price_at(*, platform_id: int, model: str, at: datetime) -> ModelPrice 
         .order_by("-effective_from")
         .first()
     )
+
+
+# --- rate card listing -----------------------------------------------------------------------------------
+
+from django.db.models import DateField, F  # noqa: E402
+from django.db.models.functions import TruncMonth, TruncYear  # noqa: E402
+
+from credits.models import UsageRollup  # noqa: E402
+
+
+class PriceStatus:
+    CURRENT = "current"  # the version in effect now
+    SCHEDULED = "scheduled"  # takes effect later
+    SUPERSEDED = "superseded"  # replaced by a later version that is in effect
+
+
+@dataclass(frozen=True, slots=True)
+class PriceVersion:
+    price: ModelPrice
+    effective_until: datetime | None  # when the next version takes over; None for the newest
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateCardModel:
+    model: str
+    current: PriceVersion | None  # None until the model's first version takes effect
+    versions: list[PriceVersion]  # newest effective_from first
+
+
+def rate_card_model_names(*, platform_id: int, model: str | None = None) -> QuerySet:
+    """The distinct model names on a platform's rate card, alphabetically (``model``: only that one)."""
+    rows = ModelPrice.objects.filter(platform_id=platform_id)
+    if model is not None:
+        rows = rows.filter(model=model)
+    return rows.order_by("model").values_list("model", flat=True).distinct()
+
+
+def rate_card_models(*, platform_id: int, models: list[str], at: datetime) -> list[RateCardModel]:
+    """Each model's versions, with the one in effect at ``at``, in the order of ``models``; models without
+    any version are left out."""
+    by_model: dict[str, list[ModelPrice]] = {model: [] for model in models}
+    prices = (
+        ModelPrice.objects.filter(platform_id=platform_id, model__in=models)
+        .select_related("created_by")
+        .order_by("model", "-effective_from")
+    )
+    for price in prices:
+        by_model[price.model].append(price)
+    found = []
+    for model, prices_of_model in by_model.items():
+        if not prices_of_model:
+            continue
+        versions, current, until = [], None, None
+        for price in prices_of_model:  # newest first
+            if price.effective_from > at:
+                status = PriceStatus.SCHEDULED
+            elif current is None:
+                status = PriceStatus.CURRENT
+            else:
+                status = PriceStatus.SUPERSEDED
+            version = PriceVersion(price=price, effective_until=until, status=status)
+            if status == PriceStatus.CURRENT:
+                current = version
+            versions.append(version)
+            until = price.effective_from
+        found.append(RateCardModel(model=model, current=current, versions=versions))
+    return found
+
+
+# --- usage statistics (from the daily rollups only) --------------------------------------------------------
+
+
+class UsagePeriod:
+    DAILY = "daily"
+    MONTHLY = "monthly"
+    YEARLY = "yearly"
+    CHOICES = (DAILY, MONTHLY, YEARLY)
+
+
+def usage_bucket_start(day: date, period: str) -> date:
+    if period == UsagePeriod.DAILY:
+        return day
+    if period == UsagePeriod.MONTHLY:
+        return day.replace(day=1)
+    return date(day.year, 1, 1)
+
+
+def usage_bucket_next(start: date, period: str) -> date:
+    """The first day of the bucket after the one starting on ``start``."""
+    if period == UsagePeriod.DAILY:
+        return start + timedelta(days=1)
+    if period == UsagePeriod.MONTHLY:
+        return date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    return date(start.year + 1, 1, 1)
+
+
+def usage_bucket_count(*, period: str, first_day: date, last_day: date) -> int:
+    """How many daily, monthly or yearly buckets the days ``first_day``..``last_day`` touch."""
+    if last_day < first_day:
+        return 0
+    if period == UsagePeriod.DAILY:
+        return (last_day - first_day).days + 1
+    if period == UsagePeriod.MONTHLY:
+        return (last_day.year - first_day.year) * 12 + last_day.month - first_day.month + 1
+    return last_day.year - first_day.year + 1
+
+
+@dataclass(kw_only=True, slots=True)
+class UsageFigures:
+    total_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+    credits_consumed: Decimal = Decimal(0)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    requests_by_endpoint: dict[str, int] | None = None
+
+    def add(self, row: dict) -> None:
+        self.total_requests += row["total"]
+        self.successful_requests += row["successful"]
+        self.failed_requests += row["failed"]
+        self.credits_consumed += row["credits"]
+        self.input_tokens += row["tokens_in"]
+        self.output_tokens += row["tokens_out"]
+        by_endpoint = self.requests_by_endpoint
+        by_endpoint[row["endpoint"]] = by_endpoint.get(row["endpoint"], 0) + row["total"]
+
+    def __post_init__(self) -> None:
+        if self.requests_by_endpoint is None:
+            self.requests_by_endpoint = {}
+
+    def sort_endpoints(self) -> None:
+        """Busiest endpoint first, then by name."""
+        self.requests_by_endpoint = dict(sorted(self.requests_by_endpoint.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclass(kw_only=True, slots=True)
+class UsageBucket(UsageFigures):
+    period_start: datetime  # the bucket's natural UTC bounds: [period_start, period_end)
+    period_end: datetime
+
+
+@dataclass(kw_only=True, slots=True)
+class UsageStats(UsageFigures):
+    account: CreditAccount
+    period: str
+    period_start: datetime  # the requested range, as given
+    period_end: datetime
+    first_day: date  # the UTC days counted: first_day..last_day
+    last_day: date
+    buckets: list[UsageBucket]
+
+
+def _utc_day(moment: date | datetime) -> date:
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC).date()
+    return moment
+
+
+def _as_instant(moment: date | datetime) -> datetime:
+    return moment if isinstance(moment, datetime) else _day_start(moment)
+
+
+def usage_stats(*, account: CreditAccount, period: str, start: date | datetime, end: date | datetime) -> UsageStats:
+    """Usage of ``account`` from ``start`` to ``end`` (inclusive), in daily, monthly or yearly buckets.
+
+    Reads only ``UsageRollup`` (one row per account, UTC day and endpoint, found through its unique index),
+    grouped by bucket and endpoint in the database: the cost follows days x endpoints, never the number of
+    events. Rollups are per UTC day, so ``start`` and ``end`` count at day granularity: every UTC day from the
+    one holding ``start`` to the one holding ``end`` is counted whole. Buckets carry their natural bounds
+    (a month from its first day), every bucket the range touches is present (zeros where nothing happened),
+    and the first and last ones may lie only partly inside the range.
+    """
+    if period not in UsagePeriod.CHOICES:
+        raise ValueError(f"period must be one of {UsagePeriod.CHOICES}, got {period!r}")
+    first_day, last_day = _utc_day(start), _utc_day(end)
+    if last_day < first_day:
+        raise ValueError("end is before start")
+    stats = UsageStats(
+        account=account, period=period, period_start=_as_instant(start), period_end=_as_instant(end),
+        first_day=first_day, last_day=last_day, buckets=[],
+    )
+    buckets: dict[date, UsageBucket] = {}
+    day = usage_bucket_start(first_day, period)
+    while day <= last_day:
+        following = usage_bucket_next(day, period)
+        buckets[day] = UsageBucket(period_start=_day_start(day), period_end=_day_start(following))
+        day = following
+
+    bucket_of = {
+        UsagePeriod.DAILY: F("day"),
+        UsagePeriod.MONTHLY: TruncMonth("day", output_field=DateField()),
+        UsagePeriod.YEARLY: TruncYear("day", output_field=DateField()),
+    }[period]
+    rows = (
+        UsageRollup.objects.filter(account_id=account.pk, day__gte=first_day, day__lte=last_day)
+        .annotate(bucket=bucket_of)
+        .values("bucket", "endpoint")
+        .annotate(
+            total=Sum("total_requests"),
+            successful=Sum("successful_requests"),
+            failed=Sum("failed_requests"),
+            credits=Sum("credits_consumed"),
+            tokens_in=Sum("input_tokens"),
+            tokens_out=Sum("output_tokens"),
+        )
+        .order_by()
+    )
+    for row in rows:
+        buckets[row["bucket"]].add(row)
+        stats.add(row)
+    stats.buckets = list(buckets.values())
+    stats.sort_endpoints()
+    for bucket in stats.buckets:
+        bucket.sort_endpoints()
+    return stats
+
+
+def usage_total_requests(*, account: CreditAccount) -> int:
+    """Every request the account ever made, from its rollups (one row per day and endpoint used)."""
+    total = UsageRollup.objects.filter(account_id=account.pk).aggregate(total=Sum("total_requests"))["total"]
+    return total or 0
+
+
+# --- holds (reservations) --------------------------------------------------------------------------------
+
+
+def hold_list(
+    *, platform: Platform, account_id: uuid.UUID | str | None = None, status: str | None = None
+) -> QuerySet[Hold]:
+    """The holds of every account of ``platform``, newest first (``created_at``, then ``id``)."""
+    rows = Hold.objects.filter(account__platform=platform)
+    if account_id is not None:
+        rows = rows.filter(account_id=account_id)
+    if status is not None:
+        rows = rows.filter(status=status)
+    return rows.order_by("-created_at", "-id")
+
+
+def hold_get(*, platform: Platform, hold_id: uuid.UUID | str) -> Hold | None:
+    """One hold of an account of ``platform``; None when there is none (or it is another platform's)."""
+    return Hold.objects.filter(pk=hold_id, account__platform=platform).first()
+
+
+def hold_keyset(
+    *, rows: QuerySet[Hold], direction: str | None, position: tuple[datetime, uuid.UUID] | None, limit: int
+) -> tuple[list[Hold], bool]:
+    """Keyset pages of ``hold_list`` rows over (``created_at``, ``id``): the walk of the platform ledger."""
+    return platform_ledger_keyset(rows=rows, direction=direction, position=position, limit=limit)
