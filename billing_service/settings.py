@@ -22,6 +22,8 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY") or "dev-only-insecure-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Routes a bare authenticated endpoint for the benchmarks (bench/usage_http.py); off in every real deployment.
+BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -143,7 +145,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "HoldStatusEnum": "credits.models.HoldStatus",
+        "TransactionTypeEnum": "credits.models.TransactionType",
+    },
 }
 
 LOGGING = {

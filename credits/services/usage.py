@@ -10,6 +10,7 @@ that must hold at the moment of the debit (seat budgets, model tiers) belong her
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections import defaultdict
@@ -36,6 +37,7 @@ from credits.errors import (
     ModelNotPriced,
 )
 from credits.ledger import Posting, is_idempotency_race, request_hash
+from credits.locks import account_lock
 from credits.models import (
     CreditAccount,
     Hold,
@@ -50,6 +52,8 @@ from credits.services.common import actor_id_of
 from credits.services.holds import HoldResult, hold_capture
 
 MILLION = Decimal(1_000_000)
+_DESCRIPTION_MAX = LedgerEntry._meta.get_field("description").max_length
+_KEY_MAX = LedgerEntry._meta.get_field("idempotency_key").max_length
 _EVENT_TABLE = UsageEvent._meta.db_table
 _ROLLUP_TABLE = "credits_usagerollup"
 _USAGE_CONSTRAINT = "usage_unique_request_per_account"
@@ -172,19 +176,27 @@ def _priced_by(usage: UsageInput) -> str:
     return PricingSource.AMOUNT if usage.amount is not None else PricingSource.RATE_CARD
 
 
-def _label(endpoint: str, model: str) -> str:
-    return f"AI usage: {model} · {endpoint}" if model else f"AI usage: {endpoint}"
+def _label(endpoint: str, model: str, description: str = "") -> str:
+    """The debit's description: always names model and endpoint; the caller's description follows."""
+    label = f"AI usage: {model} · {endpoint}" if model else f"AI usage: {endpoint}"
+    return f"{label} — {description}"[:_DESCRIPTION_MAX] if description else label
+
+
+def _ledger_key(request_id: str) -> str:
+    """The debit's idempotency key, within the ledger key's 255 characters whatever the request_id's length."""
+    key = f"usage:{request_id}"
+    return key if len(key) <= _KEY_MAX else f"usage-sha256:{hashlib.sha256(request_id.encode()).hexdigest()}"
 
 
 def _debit_posting(usage: UsageInput, cost: Decimal, event_id: uuid.UUID, digest: str, actor_id: int | None) -> Posting:
     return Posting(
         transaction_type=TransactionType.SUBTRACT,
         balance_delta=-cost,
-        description=usage.description or _label(usage.endpoint, usage.model),
+        description=_label(usage.endpoint, usage.model, usage.description),
         reference=usage.request_id,
         metadata={"usage_event_id": str(event_id), "endpoint": usage.endpoint, "model": usage.model},
         actor_id=actor_id,
-        idempotency_key=f"usage:{usage.request_id}",
+        idempotency_key=_ledger_key(usage.request_id),
         fingerprint=digest,
     )
 
@@ -280,13 +292,22 @@ def usage_record(
         event_id = uuid.uuid4()
         entry = None
         if cost > 0:
-            posted = ledger.post(usage.account_id, _debit_posting(usage, cost, event_id, digest, actor_id),
-                                 savepoint=False)
+            try:
+                posted = ledger.post(usage.account_id, _debit_posting(usage, cost, event_id, digest, actor_id),
+                                     savepoint=False)
+            except IdempotencyConflict:  # named by the caller's field, not the ledger's internal key
+                raise IdempotencyConflict(details={"request_id": usage.request_id}) from None
             if posted.replayed:
                 event = UsageEvent.objects.get(account_id=usage.account_id, request_id=usage.request_id)
                 return UsageResult(event=event, entry=posted.entry, available=_available_now(usage.account_id),
                                    replayed=True)
             entry = posted.entry
+            unchanged = None
+        else:
+            # Nothing to debit, so no UPDATE takes the account's row lock: take it here, before the event and
+            # its rollup, as the batch and the capture do. Otherwise this insert's foreign-key check on the
+            # account (at the end of the statement) waits for their lock while they wait for its rows: deadlock.
+            unchanged = account_lock(account_id=usage.account_id)
         event = _event(
             usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=price,
             entry_id=entry.id if entry else None, digest=digest, occurred_at=at, recorded_at=now,
@@ -302,7 +323,7 @@ def usage_record(
                 raise IdempotencyConflict(details={"request_id": usage.request_id})
             return UsageResult(event=existing, entry=existing.ledger_entry,
                                available=_available_now(usage.account_id), replayed=True)
-        available = entry.balance_after - entry.reserved_after if entry else account.available
+        available = entry.balance_after - entry.reserved_after if entry else unchanged.available
         return UsageResult(event=event, entry=entry, available=available)
 
     return _retrying(work)
@@ -459,6 +480,7 @@ def usage_capture(
         raise HoldNotFound()
     cost = amount if success else Decimal(0)
     now = timezone.now()
+    event_id = uuid.uuid4()
 
     def record(settled: Hold, entries: list[LedgerEntry]) -> UsageEvent:
         usage = UsageInput(
@@ -468,7 +490,7 @@ def usage_capture(
         )
         debit = next((e for e in entries if e.transaction_type == TransactionType.SUBTRACT), None)
         event = _event(
-            usage, event_id=uuid.uuid4(), platform_id=platform.pk, cost=cost, price=None,
+            usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=None,
             entry_id=debit.id if debit else None, digest=usage.digest(), occurred_at=now, recorded_at=now,
         )
         event.hold_id = settled.id
@@ -482,7 +504,8 @@ def usage_capture(
         return event
 
     result = hold_capture(
-        hold_id=hold.id, amount=cost, description=description or _label(endpoint, model),
-        metadata={"endpoint": endpoint, "model": model, **(metadata or {})}, actor=actor, after_capture=record,
+        hold_id=hold.id, amount=cost, description=_label(endpoint, model, description),
+        metadata={**(metadata or {}), "usage_event_id": str(event_id), "endpoint": endpoint, "model": model},
+        actor=actor, after_capture=record,
     )
     return result, result.extra

@@ -1,0 +1,276 @@
+"""Holds (reservations): reserve credits before a model call, capture its real cost after, or release them."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.api.views import TenantViewSet
+from billing_service.money import format_money
+from billing_service.pagination import (
+    InvalidCursor,
+    PageQuerySerializer,
+    cursor_response,
+    decode_cursor,
+    page_response,
+)
+from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
+from credits import selectors, services
+from credits.api.reservation_serializers import (
+    HoldSerializer,
+    ReservationCapturedSerializer,
+    ReservationCaptureInputSerializer,
+    ReservationCreatedSerializer,
+    ReservationCreateInputSerializer,
+    ReservationReleasedSerializer,
+)
+from credits.api.serializers import LedgerEntrySerializer
+from credits.api.views import _valid, _valid_filters
+from credits.errors import AccountNotFound, HoldNotFound, IdempotencyConflict
+from credits.filters import HoldFilterSet
+from credits.models import Hold, LedgerEntry
+
+HOLD_ID_PARAM = OpenApiParameter(
+    "hold_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The hold's id."
+)
+SETTLED_ONCE = (
+    "Already captured, released or expired: a hold is settled once, and any second attempt, concurrent or "
+    "later, is refused (hold_not_active; details.status says how it ended)."
+)
+
+
+def _hold_id(raw: str) -> uuid.UUID:
+    """The hold id of the URL; anything that is not a UUID names no hold (404)."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise HoldNotFound() from None
+
+
+def _available(entry: LedgerEntry) -> Decimal:
+    return entry.balance_after - entry.reserved_after
+
+
+class ReservationViewSet(TenantViewSet):
+    """Holds (reservations) on the credit accounts of your platform, for its trusted backend (owners and
+    admins; members get 403). Reserve credits before a model call, then capture its real cost or release
+    them: a hold is settled exactly once. A hold not settled by `expires_at` is released by the expiry
+    sweep (`manage.py release_expired_holds`), or by the first capture or release that touches it."""
+
+    def _hold(self, hold_id: uuid.UUID) -> Hold:
+        hold = selectors.hold_get(platform=self.tenant.platform, hold_id=hold_id)
+        if hold is None:
+            raise HoldNotFound()
+        return hold
+
+    @extend_schema(
+        operation_id="billing_reservations_list",
+        summary="The platform's holds, newest first",
+        parameters=[*filterset_parameters(HoldFilterSet), PageQuerySerializer],
+        responses={200: paginated(HoldSerializer, "PaginatedHoldList"), **ERROR_RESPONSES},
+        tags=["reservations"],
+    )
+    def list(self, request: Request) -> Response:
+        self.tenant.require_admin()
+        rows = _valid_filters(HoldFilterSet, request, selectors.hold_list(platform=self.tenant.platform)).qs
+        query = _valid(PageQuerySerializer, request.query_params)
+        size = query["page_size"]
+        if query["pagination"] == "cursor" or "cursor" in query:
+            return Response(_keyset_page(request, rows, query, size))
+        offset = (query["page"] - 1) * size
+        page = list(rows[offset : offset + size])
+        count = rows.count() if len(page) == size or query["page"] > 1 else len(page)
+        return Response(
+            page_response(
+                request,
+                count=count,
+                page=query["page"],
+                page_size=size,
+                results=HoldSerializer(page, many=True).data,
+            )
+        )
+
+    @extend_schema(
+        operation_id="billing_reservations_retrieve",
+        summary="One hold",
+        parameters=[HOLD_ID_PARAM],
+        responses={200: HoldSerializer, **ERROR_RESPONSES},
+        tags=["reservations"],
+    )
+    def retrieve(self, request: Request, hold_id: str) -> Response:
+        self.tenant.require_admin()
+        return Response(HoldSerializer(self._hold(_hold_id(hold_id))).data)
+
+    @extend_schema(
+        operation_id="billing_reservations_create",
+        summary="Reserve credits before a model call",
+        description="Writes a `reserve` row: the account's `reserved` rises and `available` falls by "
+        "`amount`. `request_id` is the idempotency key, per account.",
+        request=ReservationCreateInputSerializer,
+        responses={
+            201: ReservationCreatedSerializer,
+            200: OpenApiResponse(
+                ReservationCreatedSerializer,
+                description="Replay: this request_id was already used on this account with the same "
+                "body; the hold it made, as it is now (header Idempotent-Replayed: true). Nothing is "
+                "written.",
+            ),
+            402: error_response(
+                "The amount exceeds the available credits (insufficient_credits); nothing written."
+            ),
+            409: error_response(
+                "This request_id was used on this account with another body (idempotency_conflict)."
+            ),
+            **ERROR_RESPONSES,
+        },
+        tags=["reservations"],
+    )
+    def create(self, request: Request) -> Response:
+        self.tenant.require_admin()
+        data = _valid(ReservationCreateInputSerializer, request.data)
+        account = selectors.account_get(account_id=data["account_id"], platform=self.tenant.platform)
+        if account is None:
+            raise AccountNotFound(details={"account_id": str(data["account_id"])})
+        try:
+            result = services.hold_create(
+                account_id=account.id,
+                amount=data["amount"],
+                expires_in=data["expires_in"],
+                reference=data["reference"],
+                actor=request.user,
+                idempotency_key=data["request_id"],
+            )
+        except IdempotencyConflict:
+            # The ledger names its key; the caller knows it as request_id.
+            raise IdempotencyConflict(
+                "This request_id was already used on this account with a different body.",
+                details={"request_id": data["request_id"]},
+            ) from None
+        [entry] = result.entries
+        if result.replayed:
+            account.refresh_from_db(fields=["balance", "reserved"])
+            available = account.available
+        else:
+            available = _available(entry)
+        body = {
+            **HoldSerializer(result.hold).data,
+            "transaction_id": str(entry.id),
+            "available_credits": format_money(available),
+        }
+        if result.replayed:
+            return Response(body, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="billing_reservations_capture",
+        summary="Charge the real cost of the call and release the rest",
+        description="Records the call's usage event (its request_id: the hold's), writes a `subtract` row "
+        "for `amount` and a `release` row for what is left of the hold, in one transaction. Capturing more "
+        "than the hold takes the excess from the available credits. A failed call (`success: false`) is "
+        "charged nothing. A hold found past its expiry is released instead and the capture refused "
+        "(409 hold_expired).",
+        parameters=[HOLD_ID_PARAM],
+        request=ReservationCaptureInputSerializer,
+        responses={
+            200: ReservationCapturedSerializer,
+            402: error_response(
+                "The amount exceeds the hold by more than the available credits (insufficient_credits); "
+                "nothing written, the hold stays active."
+            ),
+            409: error_response(
+                f"{SETTLED_ONCE} Or the hold had expired: it is now released, status expired "
+                "(hold_expired). Or a usage event with the hold's request_id was already recorded "
+                "(idempotency_conflict; nothing written, the hold stays active)."
+            ),
+            **ERROR_RESPONSES,
+        },
+        tags=["reservations"],
+    )
+    def capture(self, request: Request, hold_id: str) -> Response:
+        self.tenant.require_admin()
+        hold = self._hold(_hold_id(hold_id))  # a hold that is not there is a 404 whatever the body
+        data = _valid(ReservationCaptureInputSerializer, request.data)
+        result, event = services.usage_capture(
+            platform=self.tenant.platform,
+            hold_id=hold.id,
+            amount=data["amount"],
+            endpoint=data["endpoint"],
+            model=data["model"],
+            input_tokens=data["input_tokens"],
+            output_tokens=data["output_tokens"],
+            success=data["success"],
+            actor=request.user,
+        )
+        body = {
+            **HoldSerializer(result.hold).data,
+            "transactions": _entries(result.entries),
+            "usage_event_id": str(event.id),
+            "available_credits": format_money(_available(result.entries[-1])),
+        }
+        return Response(body)
+
+    @extend_schema(
+        operation_id="billing_reservations_release",
+        summary="Release a hold: the call was not made",
+        description="Writes a `release` row for the whole hold. Releasing a hold that is past its expiry but "
+        "not yet swept succeeds the same way and answers its status `expired`; one the sweep already "
+        "released is a 409 (hold_not_active, details.status expired): either way its credits are free.",
+        parameters=[HOLD_ID_PARAM],
+        request=None,
+        responses={
+            200: ReservationReleasedSerializer,
+            409: error_response(SETTLED_ONCE),
+            **ERROR_RESPONSES,
+        },
+        tags=["reservations"],
+    )
+    def release(self, request: Request, hold_id: str) -> Response:
+        self.tenant.require_admin()
+        hold = self._hold(_hold_id(hold_id))
+        result = services.hold_release(hold_id=hold.id, account_id=hold.account_id, actor=request.user)
+        body = {
+            **HoldSerializer(result.hold).data,
+            "transactions": _entries(result.entries),
+            "available_credits": format_money(_available(result.entries[-1])),
+        }
+        return Response(body)
+
+
+def _entries(entries: list[LedgerEntry]) -> list[dict]:
+    return LedgerEntrySerializer(entries, many=True).data
+
+
+def _keyset_page(request: Request, rows, query: dict, size: int) -> dict:  # noqa: ANN001
+    """Keyset pages over (created_at, id), newest first (``pagination=cursor``)."""
+    direction = position = None
+    if "cursor" in query:
+        direction, raw = decode_cursor(query["cursor"])
+        position = _position(raw)
+    found, more = selectors.hold_keyset(rows=rows, direction=direction, position=position, limit=size)
+
+    def key(hold: Hold) -> list[str]:
+        return [hold.created_at.isoformat(), str(hold.id)]
+
+    older = key(found[-1]) if found and (more or direction == "after") else None
+    newer = key(found[0]) if found and (direction == "before" or (direction == "after" and more)) else None
+    return cursor_response(
+        request, next_position=older, previous_position=newer, results=HoldSerializer(found, many=True).data
+    )
+
+
+def _position(raw: object) -> tuple:
+    try:
+        at, hold_id = raw  # type: ignore[misc]
+        at, hold_id = parse_datetime(at), uuid.UUID(hold_id)
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidCursor() from None
+    if at is None:
+        raise InvalidCursor()
+    return at, hold_id
