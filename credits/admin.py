@@ -193,3 +193,127 @@ class HoldAdmin(ReadOnlyAdmin):
 
     def has_settle_permission(self, request) -> bool:  # noqa: ANN001
         return request.user.has_perm("credits.add_ledgerentry")
+
+
+# --- metering: the rate card, usage events and rollups ----------------------------------------------------
+
+from decimal import Decimal  # noqa: E402
+
+from django.core.validators import MaxValueValidator, MinValueValidator  # noqa: E402
+from django.utils import timezone  # noqa: E402
+
+from credits.models import ModelPrice, UsageEvent, UsageRollup  # noqa: E402
+from credits.services.rate_card import (  # noqa: E402
+    MODEL_NAME_HELP,
+    effective_from_problem,
+    is_valid_model_name,
+    model_price_create,
+)
+
+
+class ModelPriceForm(forms.ModelForm):
+    """A new price version. Checked here so that a mistake comes back on the form; written by the service."""
+
+    class Meta:
+        model = ModelPrice
+        fields = ["platform", "model", "input_per_million", "output_per_million", "effective_from",
+                  "description"]
+        help_texts = {"model": MODEL_NAME_HELP}
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        if "effective_from" not in self.fields:  # the read-only view of a saved version
+            return
+        for name in ("input_per_million", "output_per_million"):
+            field = self.fields[name]
+            field.validators += [MinValueValidator(Decimal(0)), MaxValueValidator(MAX_AMOUNT)]
+            field.help_text = "Credits per million tokens (0 allowed)."
+        effective_from = self.fields["effective_from"]
+        effective_from.required = False
+        effective_from.help_text = (
+            "UTC. Leave empty for now. May be in the future; more than a minute in the past only where no "
+            "earlier version of the model exists."
+        )
+
+    def clean_model(self):  # noqa: ANN201
+        model = self.cleaned_data["model"]
+        if not is_valid_model_name(model):
+            raise forms.ValidationError(MODEL_NAME_HELP)
+        return model
+
+    def clean(self):  # noqa: ANN201
+        data = super().clean()
+        now = timezone.now()
+        data["effective_from"] = data.get("effective_from") or now  # empty: now
+        if data.get("platform") and data.get("model") and "effective_from" not in self.errors:
+            problem = effective_from_problem(
+                platform_id=data["platform"].pk,
+                model=data["model"],
+                effective_from=data["effective_from"],
+                now=now,
+            )
+            if problem:
+                self.add_error("effective_from", problem)
+        # A version at the same instant is refused by the model's unique constraint, which the form validates.
+        return data
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """Versions are added, never changed or deleted: a price change is a new version."""
+
+    form = ModelPriceForm
+    list_display = ["model", "platform", "input_per_million", "output_per_million", "effective_from",
+                    "description", "created_by", "created_at"]
+    list_filter = ["platform", "model"]
+    search_fields = ["model", "platform__platform_key", "description"]
+    list_select_related = ["platform", "created_by"]
+    ordering = ["platform__platform_key", "model", "-effective_from"]
+    readonly_fields = ["created_by", "created_at"]
+
+    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def save_model(self, request, obj, form, change):  # noqa: ANN001, ANN201
+        if change:
+            raise PermissionDenied
+        data = form.cleaned_data
+        created = model_price_create(
+            platform=data["platform"],
+            model=data["model"],
+            input_per_million=data["input_per_million"],
+            output_per_million=data["output_per_million"],
+            effective_from=data.get("effective_from"),
+            description=data.get("description") or "",
+            actor=request.user,
+        )
+        for field in ModelPrice._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(created, field.attname))
+        obj._state.adding = False
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    list_display = ["occurred_at", "request_id", "account", "endpoint", "model", "input_tokens",
+                    "output_tokens", "cost", "priced_by", "price", "success"]
+    list_filter = ["success", "priced_by", "platform"]
+    # Exact matches only: the table is large and these are what support looks up.
+    search_fields = ["=request_id", "=id", "=account__id", "=account__user__username", "=endpoint", "=model"]
+    list_select_related = ["account__platform", "account__user", "price"]
+    raw_id_fields = ["account", "ledger_entry", "hold", "price"]
+    show_full_result_count = False
+    ordering = ["-occurred_at"]
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyAdmin):
+    list_display = ["day", "account", "endpoint", "total_requests", "successful_requests", "failed_requests",
+                    "credits_consumed", "input_tokens", "output_tokens"]
+    list_filter = ["account__platform"]
+    search_fields = ["=account__id", "=account__user__username", "=endpoint"]
+    list_select_related = ["account__platform", "account__user"]
+    show_full_result_count = False
+    ordering = ["-day", "endpoint"]

@@ -63,3 +63,13 @@ class AmountOrModelRequired(DomainError):
     status_code = 400
     code = "invalid"
     default_message = "Invalid input: amount or model."
+
+
+class ModelPriceConflict(Conflict):
+    code = "model_price_version_exists"
+    default_message = "This model already has a price version taking effect at exactly that instant."
+
+
+class ModelPriceNotFound(NotFound):
+    code = "model_not_found"
+    default_message = "No price version of this model on the platform's rate card."

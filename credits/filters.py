@@ -63,3 +63,19 @@ class PlatformLedgerFilterSet(LedgerEntryFilterSet):
 
     class Meta(LedgerEntryFilterSet.Meta):
         fields = [*LedgerEntryFilterSet.Meta.fields, "account_id", "username"]
+
+
+# --- holds (reservations) --------------------------------------------------------------------------------
+
+from credits.models import Hold, HoldStatus  # noqa: E402  (appended section; keeps the header untouched)
+
+
+class HoldFilterSet(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=HoldStatus.choices, help_text="Only holds in this state.")
+    account_id = django_filters.UUIDFilter(
+        field_name="account_id", help_text="Only the holds of this credit account."
+    )
+
+    class Meta:
+        model = Hold
+        fields = ["status", "account_id"]

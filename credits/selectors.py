@@ -375,7 +375,8 @@ class UsageFigures:
 
     def sort_endpoints(self) -> None:
         """Busiest endpoint first, then by name."""
-        self.requests_by_endpoint = dict(sorted(self.requests_by_endpoint.items(), key=lambda kv: (-kv[1], kv[0])))
+        by_endpoint = self.requests_by_endpoint.items()
+        self.requests_by_endpoint = dict(sorted(by_endpoint, key=lambda kv: (-kv[1], kv[0])))
 
 
 @dataclass(kw_only=True, slots=True)
@@ -405,7 +406,9 @@ def _as_instant(moment: date | datetime) -> datetime:
     return moment if isinstance(moment, datetime) else _day_start(moment)
 
 
-def usage_stats(*, account: CreditAccount, period: str, start: date | datetime, end: date | datetime) -> UsageStats:
+def usage_stats(
+    *, account: CreditAccount, period: str, start: date | datetime, end: date | datetime
+) -> UsageStats:
     """Usage of ``account`` from ``start`` to ``end`` (inclusive), in daily, monthly or yearly buckets.
 
     Reads only ``UsageRollup`` (one row per account, UTC day and endpoint, found through its unique index),

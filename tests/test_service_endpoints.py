@@ -30,6 +30,18 @@ OPERATIONS = {
     (TRANSACTIONS_URL, "get"),
     (MANUAL_URL, "post"),
     (ADMIN_TRANSACTIONS_URL, "get"),
+    ("/api/billing/usage/", "post"),
+    ("/api/billing/usage/batch/", "post"),
+    ("/api/billing/usage/stats/", "get"),
+    ("/api/billing/summary/", "get"),
+    ("/api/billing/reservations/", "get"),
+    ("/api/billing/reservations/", "post"),
+    ("/api/billing/reservations/{hold_id}/", "get"),
+    ("/api/billing/reservations/{hold_id}/capture/", "post"),
+    ("/api/billing/reservations/{hold_id}/release/", "post"),
+    ("/api/billing/admin/models/", "get"),
+    ("/api/billing/admin/models/", "post"),
+    ("/api/billing/admin/models/{model}/", "get"),
 }
 BILLING_OPERATIONS = OPERATIONS - {("/healthz", "get")}
 

@@ -22,6 +22,7 @@ from billing_service.pagination import (
     page_response,
 )
 from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
+from billing_service.validation import validated, validated_filters
 from credits import selectors, services
 from credits.api.reservation_serializers import (
     HoldSerializer,
@@ -32,7 +33,6 @@ from credits.api.reservation_serializers import (
     ReservationReleasedSerializer,
 )
 from credits.api.serializers import LedgerEntrySerializer
-from credits.api.views import _valid, _valid_filters
 from credits.errors import AccountNotFound, HoldNotFound, IdempotencyConflict
 from credits.filters import HoldFilterSet
 from credits.models import Hold, LedgerEntry
@@ -79,8 +79,8 @@ class ReservationViewSet(TenantViewSet):
     )
     def list(self, request: Request) -> Response:
         self.tenant.require_admin()
-        rows = _valid_filters(HoldFilterSet, request, selectors.hold_list(platform=self.tenant.platform)).qs
-        query = _valid(PageQuerySerializer, request.query_params)
+        rows = validated_filters(HoldFilterSet, request, selectors.hold_list(platform=self.tenant.platform)).qs
+        query = validated(PageQuerySerializer, request.query_params)
         size = query["page_size"]
         if query["pagination"] == "cursor" or "cursor" in query:
             return Response(_keyset_page(request, rows, query, size))
@@ -134,7 +134,7 @@ class ReservationViewSet(TenantViewSet):
     )
     def create(self, request: Request) -> Response:
         self.tenant.require_admin()
-        data = _valid(ReservationCreateInputSerializer, request.data)
+        data = validated(ReservationCreateInputSerializer, request.data)
         account = selectors.account_get(account_id=data["account_id"], platform=self.tenant.platform)
         if account is None:
             raise AccountNotFound(details={"account_id": str(data["account_id"])})
@@ -196,7 +196,7 @@ class ReservationViewSet(TenantViewSet):
     def capture(self, request: Request, hold_id: str) -> Response:
         self.tenant.require_admin()
         hold = self._hold(_hold_id(hold_id))  # a hold that is not there is a 404 whatever the body
-        data = _valid(ReservationCaptureInputSerializer, request.data)
+        data = validated(ReservationCaptureInputSerializer, request.data)
         result, event = services.usage_capture(
             platform=self.tenant.platform,
             hold_id=hold.id,

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from credits.api.metering_views import AccountSummaryViewSet, ModelPriceViewSet, UsageStatsViewSet
+from credits.api.reservation_views import ReservationViewSet
 from credits.api.usage_views import UsageViewSet
 from credits.api.views import (
     CreditAccountViewSet,
@@ -9,8 +11,29 @@ from credits.api.views import (
 )
 
 urlpatterns = [
+    # The caller's account and ledger.
     path("account/", CreditAccountViewSet.as_view({"get": "retrieve"}), name="billing-account"),
     path("transactions/", LedgerEntryViewSet.as_view({"get": "list"}), name="billing-transactions"),
+    path("usage/stats/", UsageStatsViewSet.as_view({"get": "retrieve"}), name="billing-usage-stats"),
+    path("summary/", AccountSummaryViewSet.as_view({"get": "retrieve"}), name="billing-summary"),
+    # Metering, from the platform's backend.
+    path("usage/", UsageViewSet.as_view({"post": "create"}), name="billing-usage"),
+    path("usage/batch/", UsageViewSet.as_view({"post": "batch"}), name="billing-usage-batch"),
+    path(
+        "reservations/", ReservationViewSet.as_view({"get": "list", "post": "create"}), name="billing-reservations"
+    ),
+    path("reservations/<str:hold_id>/", ReservationViewSet.as_view({"get": "retrieve"}), name="billing-reservation"),
+    path(
+        "reservations/<str:hold_id>/capture/",
+        ReservationViewSet.as_view({"post": "capture"}),
+        name="billing-reservation-capture",
+    ),
+    path(
+        "reservations/<str:hold_id>/release/",
+        ReservationViewSet.as_view({"post": "release"}),
+        name="billing-reservation-release",
+    ),
+    # Platform administration.
     path(
         "admin/credits/manual/",
         ManualAdjustmentViewSet.as_view({"post": "create"}),
@@ -21,6 +44,7 @@ urlpatterns = [
         PlatformLedgerEntryViewSet.as_view({"get": "list"}),
         name="billing-admin-credits-transactions",
     ),
-    path("usage/", UsageViewSet.as_view({"post": "create"}), name="billing-usage"),
-    path("usage/batch/", UsageViewSet.as_view({"post": "batch"}), name="billing-usage-batch"),
+    path("admin/models/", ModelPriceViewSet.as_view({"get": "list", "post": "create"}), name="billing-admin-models"),
+    # ``path``: model names may contain "/" (meta-llama/Llama-3-70b).
+    path("admin/models/<path:model>/", ModelPriceViewSet.as_view({"get": "retrieve"}), name="billing-admin-model"),
 ]

@@ -13,7 +13,6 @@ from rest_framework.response import Response
 from accounts.api.views import TenantViewSet
 from accounts.errors import NotAMember
 from accounts.tenancy import platform_admin_resolve
-from billing_service.errors import InvalidInput
 from billing_service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from billing_service.idempotency import idempotency_key_from
 from billing_service.pagination import (
@@ -24,6 +23,7 @@ from billing_service.pagination import (
     page_response,
 )
 from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
+from billing_service.validation import validated, validated_filters
 from credits import selectors, services
 from credits.api.serializers import (
     AccountQuerySerializer,
@@ -41,27 +41,11 @@ PLATFORM_KEY_PARAM = OpenApiParameter(
 )
 
 
-def _valid(serializer_class, data):  # noqa: ANN001, ANN202
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-def _valid_filters(filterset_class, request: Request, queryset=None):  # noqa: ANN001, ANN202
-    filterset = filterset_class(data=request.query_params, queryset=queryset, request=request)
-    if not filterset.is_valid():
-        raise InvalidInput(
-            f"Invalid input: {', '.join(filterset.errors)}.",
-            details={field: list(errors) for field, errors in filterset.errors.items()},
-        )
-    return filterset
-
-
 class CallerAccountMixin:
     def caller_account(self, request: Request) -> CreditAccount:
         """The caller's own account, or with ``?platform_key=`` that platform's (admins only)."""
         tenant = self.tenant  # type: ignore[attr-defined]
-        platform_key = _valid(AccountQuerySerializer, request.query_params).get("platform_key")
+        platform_key = validated(AccountQuerySerializer, request.query_params).get("platform_key")
         if platform_key:
             platform = platform_admin_resolve(tenant=tenant, platform_key=platform_key)
             account = selectors.account_for(platform=platform, user=None)
@@ -89,8 +73,8 @@ class CreditAccountViewSet(CallerAccountMixin, TenantViewSet):
 
 
 def _ledger_listing(request: Request, account: CreditAccount, serializer_class) -> dict:  # noqa: ANN001
-    flt = _valid_filters(LedgerEntryFilterSet, request, LedgerEntry.objects.none()).ledger_filter()
-    query = _valid(PageQuerySerializer, request.query_params)
+    flt = validated_filters(LedgerEntryFilterSet, request, LedgerEntry.objects.none()).ledger_filter()
+    query = validated(PageQuerySerializer, request.query_params)
     size = query["page_size"]
     if query["pagination"] == "cursor" or "cursor" in query:
         before = after = None
@@ -159,7 +143,7 @@ class ManualAdjustmentViewSet(TenantViewSet):
     )
     def create(self, request: Request) -> Response:
         self.tenant.require_admin()
-        data = _valid(ManualAdjustmentInputSerializer, request.data)
+        data = validated(ManualAdjustmentInputSerializer, request.data)
         key = idempotency_key_from(request)
         if selectors.account_get(account_id=data["account_id"], platform=self.tenant.platform) is None:
             raise AccountNotFound(details={"account_id": str(data["account_id"])})
@@ -195,8 +179,8 @@ class PlatformLedgerEntryViewSet(TenantViewSet):
     def list(self, request: Request) -> Response:
         self.tenant.require_admin()
         rows = selectors.platform_ledger_list(platform=self.tenant.platform)
-        rows = _valid_filters(PlatformLedgerFilterSet, request, rows).qs
-        query = _valid(PageQuerySerializer, request.query_params)
+        rows = validated_filters(PlatformLedgerFilterSet, request, rows).qs
+        query = validated(PageQuerySerializer, request.query_params)
         size = query["page_size"]
         if query["pagination"] == "cursor" or "cursor" in query:
             return Response(_platform_keyset(request, rows, query, size))

@@ -16,6 +16,7 @@ from credits.services.holds import (
     hold_release,
     holds_release_expired,
 )
+from credits.services.rate_card import model_price_create
 from credits.services.usage import (
     BatchOutcome,
     UsageInput,
@@ -41,6 +42,7 @@ __all__ = [
     "credits_grant",
     "credits_refund",
     "hold_capture",
+    "model_price_create",
     "hold_create",
     "hold_release",
     "holds_release_expired",

@@ -22,9 +22,8 @@ from credits import ledger
 from credits.errors import AccountNotFound, EntryNotFound, InvalidRefundTarget, RefundExceedsOriginal
 from credits.ledger import Posting, PostResult
 from credits.locks import account_lock
-from credits.services.common import actor_id_of, require_positive
 from credits.models import CreditAccount, LedgerEntry, TransactionType
-
+from credits.services.common import actor_id_of, require_positive
 
 # --- accounts ---------------------------------------------------------------------------------------
 

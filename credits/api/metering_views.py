@@ -1,0 +1,227 @@
+"""The rate card (owners and admins), usage statistics and the account summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.urls import reverse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.api.views import TenantViewSet
+from accounts.errors import NotAMember
+from billing_service.pagination import page_response
+from billing_service.schema import ERROR_RESPONSES, error_response, paginated
+from billing_service.validation import validated
+from credits import selectors, services
+from credits.api.metering_serializers import (
+    AccountIdQuerySerializer,
+    AccountSummarySerializer,
+    ModelPriceInputSerializer,
+    ModelPriceVersionSerializer,
+    RateCardModelSerializer,
+    RateCardQuerySerializer,
+    UsageStatsQuerySerializer,
+    UsageStatsSerializer,
+)
+from credits.errors import AccountNotFound, ModelPriceNotFound
+from credits.models import CreditAccount
+from credits.selectors import UsagePeriod, UsageStats
+from credits.services.rate_card import MODEL_NAME_HELP, model_price_create
+
+# --- rate card -------------------------------------------------------------------------------------------
+
+
+class ModelPriceViewSet(TenantViewSet):
+    """The platform's rate card: what each AI model costs, in credits per million input tokens and per million
+    output tokens. Owners and admins only (members get 403).
+
+    Prices are versioned: a change is a new version taking effect at `effective_from` (default now; it may be
+    in the future). It may start more than 60 seconds in the past only where no earlier version of the model
+    exists, so usage already charged is never repriced (a model's first price may be backdated to price usage
+    reported late). Versions are never edited or deleted; two versions of a model at the same instant are a
+    409. A usage event is priced by the version in effect when it occurred and keeps that version's id.
+
+    The listing has one item per model, alphabetically, with `current` (the version in effect now, null while
+    the model only has scheduled versions) and `versions` (newest `effective_from` first, each with its
+    `status` and `effective_until`), in pages of models (`page`, `page_size` up to 100, exact `count`)."""
+
+    @extend_schema(
+        operation_id="billing_admin_models_list",
+        summary="The rate card: each model's current price and its versions (owners and admins)",
+        parameters=[RateCardQuerySerializer],
+        responses={200: paginated(RateCardModelSerializer, "PaginatedRateCardModelList"), **ERROR_RESPONSES},
+        tags=["admin"],
+    )
+    def list(self, request: Request) -> Response:
+        self.tenant.require_admin()
+        query = validated(RateCardQuerySerializer, request.query_params)
+        names = selectors.rate_card_model_names(platform_id=self.tenant.platform.pk, model=query.get("model"))
+        size, page = query["page_size"], query["page"]
+        offset = (page - 1) * size
+        page_names = list(names[offset : offset + size])
+        count = names.count() if len(page_names) == size or page > 1 else len(page_names)
+        models = selectors.rate_card_models(
+            platform_id=self.tenant.platform.pk, models=page_names, at=timezone.now()
+        )
+        return Response(
+            page_response(
+                request,
+                count=count,
+                page=page,
+                page_size=size,
+                results=RateCardModelSerializer(models, many=True).data,
+            )
+        )
+
+    @extend_schema(
+        operation_id="billing_admin_models_create",
+        summary="Add a price version of a model (owners and admins)",
+        request=ModelPriceInputSerializer,
+        responses={
+            **ERROR_RESPONSES,
+            201: OpenApiResponse(
+                ModelPriceVersionSerializer, description="The new version (`Location`: the model's versions)."
+            ),
+            400: error_response(
+                "Invalid input, named in details: a price negative, not a decimal, over 1000000000 or finer than "
+                "6 decimals; a malformed model name; effective_from malformed, more than 5 years ahead, or more "
+                "than 60 seconds in the past while an earlier version of the model exists."
+            ),
+            409: error_response(
+                "The model already has a version at exactly that effective_from (model_price_version_exists); "
+                "details name the existing version."
+            ),
+        },
+        tags=["admin"],
+    )
+    def create(self, request: Request) -> Response:
+        self.tenant.require_admin()
+        data = validated(ModelPriceInputSerializer, request.data)
+        price = model_price_create(
+            platform=self.tenant.platform,
+            model=data["model"],
+            input_per_million=data["input_per_million"],
+            output_per_million=data["output_per_million"],
+            effective_from=data["effective_from"],
+            description=data["description"],
+            actor=request.user,
+        )
+        (entry,) = selectors.rate_card_models(
+            platform_id=price.platform_id, models=[price.model], at=timezone.now()
+        )
+        version = next(v for v in entry.versions if v.price.pk == price.pk)
+        return Response(
+            ModelPriceVersionSerializer(version).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": reverse("billing-admin-model", kwargs={"model": price.model})},
+        )
+
+    @extend_schema(
+        operation_id="billing_admin_models_retrieve",
+        summary="Every price version of one model (owners and admins)",
+        parameters=[
+            OpenApiParameter("model", str, OpenApiParameter.PATH, description=f"The model. {MODEL_NAME_HELP}")
+        ],
+        responses={
+            **ERROR_RESPONSES,
+            200: RateCardModelSerializer,
+            404: error_response("The model has no version on this platform's rate card (model_not_found)."),
+        },
+        tags=["admin"],
+    )
+    def retrieve(self, request: Request, model: str) -> Response:
+        self.tenant.require_admin()
+        found = selectors.rate_card_models(
+            platform_id=self.tenant.platform.pk, models=[model], at=timezone.now()
+        )
+        if not found:
+            raise ModelPriceNotFound(details={"model": model})
+        return Response(RateCardModelSerializer(found[0]).data)
+
+
+# --- usage statistics and the summary --------------------------------------------------------------------
+
+
+def _account_of(view: TenantViewSet, request: Request, account_id: object | None) -> CreditAccount:
+    """The caller's own account, or with ``account_id`` another account of the platform (admins only)."""
+    tenant = view.tenant
+    if account_id is not None:
+        tenant.require_admin()
+        account = selectors.account_get(account_id=account_id, platform=tenant.platform)
+        if account is None:
+            raise AccountNotFound(details={"account_id": str(account_id)})
+        return account
+    if tenant.membership is None:
+        raise NotAMember("You have no account on this platform; name one with ?account_id=.")
+    account = selectors.account_for(platform=tenant.platform, user=request.user)
+    return account or services.account_ensure(platform=tenant.platform, user=request.user)
+
+
+class UsageStatsViewSet(TenantViewSet):
+    """Usage statistics of your credit account (owners and admins: of any account of the platform, with
+    `account_id`): requests, successes, failures, credits consumed and tokens, in total, per endpoint, and per
+    day, month or year (`period`, UTC).
+
+    Figures come from daily rollups kept per account, UTC day and endpoint, so `from` and `to` count whole UTC
+    days: every day from the one holding `from` to the one holding `to`. `period_start` and `period_end` echo
+    the requested range; `buckets` carry their natural bounds (`period_end` exclusive), oldest first, empty
+    ones included. At most 366 buckets per request (a longer range is a 400: choose a longer period)."""
+
+    @extend_schema(
+        operation_id="billing_usage_stats_retrieve",
+        summary="Usage statistics of your account, per day, month or year",
+        parameters=[UsageStatsQuerySerializer],
+        responses={200: UsageStatsSerializer, **ERROR_RESPONSES},
+        tags=["usage"],
+    )
+    def retrieve(self, request: Request) -> Response:
+        query = validated(UsageStatsQuerySerializer, request.query_params)
+        account = _account_of(self, request, query.get("account_id"))
+        stats = selectors.usage_stats(
+            account=account, period=query["period"], start=query["from"], end=query["to"]
+        )
+        return Response(UsageStatsSerializer(stats).data)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    account: CreditAccount
+    usage_this_month: UsageStats
+    total_requests_all_time: int
+
+
+def month_start(moment: datetime) -> datetime:
+    moment = moment.astimezone(UTC)
+    return datetime(moment.year, moment.month, 1, tzinfo=UTC)
+
+
+class AccountSummaryViewSet(TenantViewSet):
+    """An overview of your credit account (owners and admins: of any account of the platform, with
+    `account_id`): its credit balance and auto-reload settings, the subscription (null until subscriptions
+    exist), this month's usage (the usage statistics object for the current UTC month, monthly period) and
+    the requests of all time."""
+
+    @extend_schema(
+        operation_id="billing_summary_retrieve",
+        summary="Your account at a glance: credits, this month's usage, lifetime requests",
+        parameters=[AccountIdQuerySerializer],
+        responses={200: AccountSummarySerializer, **ERROR_RESPONSES},
+        tags=["account"],
+    )
+    def retrieve(self, request: Request) -> Response:
+        query = validated(AccountIdQuerySerializer, request.query_params)
+        account = _account_of(self, request, query.get("account_id"))
+        now = timezone.now()
+        summary = AccountSummary(
+            account=account,
+            usage_this_month=selectors.usage_stats(
+                account=account, period=UsagePeriod.MONTHLY, start=month_start(now), end=now
+            ),
+            total_requests_all_time=selectors.usage_total_requests(account=account),
+        )
+        return Response(AccountSummarySerializer(summary).data)
