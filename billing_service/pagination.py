@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
+from datetime import datetime
 from typing import Any
 
+from django.db.models import Q, QuerySet
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.utils.urls import remove_query_param, replace_query_param
@@ -87,3 +91,62 @@ def cursor_response(request: Request, *, next_position: Any, previous_position: 
         "previous": link("after", previous_position),
         "results": results,
     }
+
+
+def paginate_newest_first(request: Request, rows: QuerySet, query: dict, serializer_class: type) -> dict:
+    """Pages of ``rows`` (ordered by ``-created_at, -id``) as the query asks: page numbers with a count, or
+    keyset pages over (``created_at``, ``id``) with ``pagination=cursor``."""
+    size = query["page_size"]
+    if query["pagination"] == "cursor" or "cursor" in query:
+        direction = position = None
+        if "cursor" in query:
+            direction, raw = decode_cursor(query["cursor"])
+            position = _created_position(raw)
+        found, more = _keyset_slice(rows, direction, position, size)
+
+        def key(row: Any) -> list[str]:
+            return [row.created_at.isoformat(), str(row.id)]
+
+        older = key(found[-1]) if found and (more or direction == "after") else None
+        newer = key(found[0]) if found and (direction == "before" or (direction == "after" and more)) else None
+        return cursor_response(
+            request, next_position=older, previous_position=newer,
+            results=serializer_class(found, many=True).data,
+        )
+    page = query["page"]
+    offset = (page - 1) * size
+    found = list(rows[offset : offset + size])
+    count = rows.count() if len(found) == size or page > 1 else len(found)
+    return page_response(
+        request, count=count, page=page, page_size=size, results=serializer_class(found, many=True).data
+    )
+
+
+def _keyset_slice(
+    rows: QuerySet, direction: str | None, position: tuple[datetime, uuid.UUID] | None, limit: int
+) -> tuple[list[Any], bool]:
+    """Up to ``limit`` rows past ``position`` ("before": older, "after": newer), newest first, and whether
+    more lie beyond them."""
+    if direction == "before" and position:
+        at, row_id = position
+        rows = rows.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=row_id))
+    elif direction == "after" and position:
+        at, row_id = position
+        rows = rows.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=row_id)).order_by("created_at", "id")
+    found = list(rows[: limit + 1])
+    more = len(found) > limit
+    found = found[:limit]
+    if direction == "after":
+        found.reverse()
+    return found, more
+
+
+def _created_position(raw: object) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, row_id = raw  # type: ignore[misc]
+        at, row_id = parse_datetime(at), uuid.UUID(row_id)
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidCursor() from None
+    if at is None:
+        raise InvalidCursor()
+    return at, row_id

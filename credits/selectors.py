@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 
 from accounts.models import Platform
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, ModelPrice, TransactionType
@@ -143,29 +143,6 @@ def platform_ledger_list(*, platform: Platform) -> QuerySet[LedgerEntry]:
         .select_related("account__user", "actor")
         .order_by("-created_at", "-id")
     )
-
-
-def platform_ledger_keyset(
-    *,
-    rows: QuerySet[LedgerEntry],
-    direction: str | None,
-    position: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> tuple[list[LedgerEntry], bool]:
-    """Up to ``limit`` rows of ``rows`` (ordered newest first) past ``position`` in ``direction``
-    ("before": older, "after": newer), newest first; and whether more lie beyond them."""
-    if direction == "before" and position:
-        at, entry_id = position
-        rows = rows.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=entry_id))
-    elif direction == "after" and position:
-        at, entry_id = position
-        rows = rows.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=entry_id)).order_by("created_at", "id")
-    found = list(rows[: limit + 1])
-    more = len(found) > limit
-    found = found[:limit]
-    if direction == "after":
-        found.reverse()
-    return found, more
 
 
 # --- invariants ------------------------------------------------------------------------------------------
@@ -487,10 +464,3 @@ def hold_list(
 def hold_get(*, platform: Platform, hold_id: uuid.UUID | str) -> Hold | None:
     """One hold of an account of ``platform``; None when there is none (or it is another platform's)."""
     return Hold.objects.filter(pk=hold_id, account__platform=platform).first()
-
-
-def hold_keyset(
-    *, rows: QuerySet[Hold], direction: str | None, position: tuple[datetime, uuid.UUID] | None, limit: int
-) -> tuple[list[Hold], bool]:
-    """Keyset pages of ``hold_list`` rows over (``created_at``, ``id``): the walk of the platform ledger."""
-    return platform_ledger_keyset(rows=rows, direction=direction, position=position, limit=limit)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -15,11 +14,8 @@ from rest_framework.response import Response
 from accounts.api.views import TenantViewSet
 from billing_service.money import format_money
 from billing_service.pagination import (
-    InvalidCursor,
     PageQuerySerializer,
-    cursor_response,
-    decode_cursor,
-    page_response,
+    paginate_newest_first,
 )
 from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
 from billing_service.validation import validated, validated_filters
@@ -81,21 +77,7 @@ class ReservationViewSet(TenantViewSet):
         self.tenant.require_admin()
         rows = validated_filters(HoldFilterSet, request, selectors.hold_list(platform=self.tenant.platform)).qs
         query = validated(PageQuerySerializer, request.query_params)
-        size = query["page_size"]
-        if query["pagination"] == "cursor" or "cursor" in query:
-            return Response(_keyset_page(request, rows, query, size))
-        offset = (query["page"] - 1) * size
-        page = list(rows[offset : offset + size])
-        count = rows.count() if len(page) == size or query["page"] > 1 else len(page)
-        return Response(
-            page_response(
-                request,
-                count=count,
-                page=query["page"],
-                page_size=size,
-                results=HoldSerializer(page, many=True).data,
-            )
-        )
+        return Response(paginate_newest_first(request, rows, query, HoldSerializer))
 
     @extend_schema(
         operation_id="billing_reservations_retrieve",
@@ -245,32 +227,3 @@ class ReservationViewSet(TenantViewSet):
 
 def _entries(entries: list[LedgerEntry]) -> list[dict]:
     return LedgerEntrySerializer(entries, many=True).data
-
-
-def _keyset_page(request: Request, rows, query: dict, size: int) -> dict:  # noqa: ANN001
-    """Keyset pages over (created_at, id), newest first (``pagination=cursor``)."""
-    direction = position = None
-    if "cursor" in query:
-        direction, raw = decode_cursor(query["cursor"])
-        position = _position(raw)
-    found, more = selectors.hold_keyset(rows=rows, direction=direction, position=position, limit=size)
-
-    def key(hold: Hold) -> list[str]:
-        return [hold.created_at.isoformat(), str(hold.id)]
-
-    older = key(found[-1]) if found and (more or direction == "after") else None
-    newer = key(found[0]) if found and (direction == "before" or (direction == "after" and more)) else None
-    return cursor_response(
-        request, next_position=older, previous_position=newer, results=HoldSerializer(found, many=True).data
-    )
-
-
-def _position(raw: object) -> tuple:
-    try:
-        at, hold_id = raw  # type: ignore[misc]
-        at, hold_id = parse_datetime(at), uuid.UUID(hold_id)
-    except (TypeError, ValueError, AttributeError):
-        raise InvalidCursor() from None
-    if at is None:
-        raise InvalidCursor()
-    return at, hold_id

@@ -1,10 +1,5 @@
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-
-from django.db.models import QuerySet
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -21,6 +16,7 @@ from billing_service.pagination import (
     cursor_response,
     decode_cursor,
     page_response,
+    paginate_newest_first,
 )
 from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
 from billing_service.validation import validated, validated_filters
@@ -181,47 +177,4 @@ class PlatformLedgerEntryViewSet(TenantViewSet):
         rows = selectors.platform_ledger_list(platform=self.tenant.platform)
         rows = validated_filters(PlatformLedgerFilterSet, request, rows).qs
         query = validated(PageQuerySerializer, request.query_params)
-        size = query["page_size"]
-        if query["pagination"] == "cursor" or "cursor" in query:
-            return Response(_platform_keyset(request, rows, query, size))
-        offset = (query["page"] - 1) * size
-        page = list(rows[offset : offset + size])
-        count = rows.count() if len(page) == size or query["page"] > 1 else len(page)
-        return Response(
-            page_response(
-                request, count=count, page=query["page"], page_size=size,
-                results=PlatformLedgerEntrySerializer(page, many=True).data,
-            )
-        )
-
-
-def _platform_keyset(request: Request, rows: QuerySet[LedgerEntry], query: dict, size: int) -> dict:
-    """Keyset pages over (created_at, id), newest first."""
-    direction = position = None
-    if "cursor" in query:
-        direction, raw = decode_cursor(query["cursor"])
-        position = _platform_position(raw)
-    found, more = selectors.platform_ledger_keyset(rows=rows, direction=direction, position=position, limit=size)
-
-    def key(entry: LedgerEntry) -> list[str]:
-        return [entry.created_at.isoformat(), str(entry.id)]
-
-    older = key(found[-1]) if found and (more or direction == "after") else None
-    newer = key(found[0]) if found and (direction == "before" or (direction == "after" and more)) else None
-    return cursor_response(
-        request,
-        next_position=older,
-        previous_position=newer,
-        results=PlatformLedgerEntrySerializer(found, many=True).data,
-    )
-
-
-def _platform_position(raw: object) -> tuple[datetime, uuid.UUID]:
-    try:
-        at, entry_id = raw  # type: ignore[misc]
-        at, entry_id = parse_datetime(at), uuid.UUID(entry_id)
-    except (TypeError, ValueError, AttributeError):
-        raise InvalidCursor() from None
-    if at is None:
-        raise InvalidCursor()
-    return at, entry_id
+        return Response(paginate_newest_first(request, rows, query, PlatformLedgerEntrySerializer))
