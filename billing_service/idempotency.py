@@ -7,6 +7,7 @@ import re
 from rest_framework.request import Request
 
 from billing_service.errors import InvalidInput
+from credits.ledger import is_reserved_key
 
 HEADER = "Idempotency-Key"
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces, at most 255 characters
@@ -20,5 +21,10 @@ def idempotency_key_from(request: Request) -> str | None:
         raise InvalidInput(
             "Invalid input: Idempotency-Key.",
             details={HEADER: ["Must be 1-255 printable ASCII characters without spaces."]},
+        )
+    if is_reserved_key(key):
+        raise InvalidInput(
+            "Invalid input: Idempotency-Key.",
+            details={HEADER: ["Keys starting with 'usage:' are reserved for usage events."]},
         )
     return key

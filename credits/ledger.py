@@ -23,10 +23,10 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 
-from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
-from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, TransactionType
 from billing_service.db import server_bound_cursor
 from billing_service.money import DECIMAL_PLACES, QUANTUM, format_money
+from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
+from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, TransactionType
 
 _ENTRY_TABLE = LedgerEntry._meta.db_table
 _ACCOUNT_TABLE = CreditAccount._meta.db_table
@@ -37,6 +37,12 @@ _COLS = ", ".join(_COLUMNS)
 # Fields whose raw database value needs converting (jsonb arrives as text).
 _CONVERTERS = [(i, f) for i, f in enumerate(_FIELDS) if hasattr(f, "from_db_value")]
 _IDEMPOTENCY_CONSTRAINT = "ledger_unique_idempotency_key"
+# Ledger keys the service derives itself (usage debits); a client-chosen key may not start with them.
+RESERVED_KEY_PREFIXES = ("usage:", "usage-sha256:")
+
+
+def is_reserved_key(key: str) -> bool:
+    return key.startswith(RESERVED_KEY_PREFIXES)
 
 # Values computed from the updated account row; the rest come from parameters.
 _FROM_ACCOUNT = {

@@ -11,6 +11,7 @@ from rest_framework import serializers
 from billing_service.money import MoneyField
 from credits.api.serializers import LedgerEntrySerializer, MoneyOutField, UUIDStringField
 from credits.api.usage_input import MAX_TOKENS
+from credits.ledger import is_reserved_key
 from credits.models import HoldStatus
 from credits.services import DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS
 
@@ -103,6 +104,8 @@ class ReservationCreateInputSerializer(StrictInputSerializer):
     def validate_request_id(self, value: str) -> str:
         if not value.strip():
             raise serializers.ValidationError("Must not be blank.")
+        if is_reserved_key(value):
+            raise serializers.ValidationError("Ids starting with 'usage:' are reserved for usage events.")
         return value
 
 

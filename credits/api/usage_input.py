@@ -5,6 +5,7 @@ single-event and the batch endpoint; ``UsageEventInputSerializer`` only document
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -18,11 +19,17 @@ from credits.services import UsageInput
 
 MAX_TOKENS = 10**12
 MAX_METADATA_BYTES = 4096
+MAX_METADATA_DEPTH = 32
 FUTURE_SKEW = timedelta(minutes=5)
 FIELDS = frozenset(
     {"account_id", "request_id", "endpoint", "model", "input_tokens", "output_tokens", "amount", "success",
      "description", "metadata", "occurred_at"}
 )
+
+
+# What PostgreSQL cannot store in text or jsonb (NUL) or encode at all (a lone UTF-16 surrogate from a JSON
+# escape such as "\ud800"): refused as bad input rather than failing in the database.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class EventErrors(Exception):
@@ -46,6 +53,8 @@ def _text(data: dict, name: str, errors: dict, *, required: bool, max_length: in
         errors[name] = [f"Ensure this field has no more than {max_length} characters."]
     elif any(ord(ch) < 32 for ch in value):
         errors[name] = ["Must not contain control characters."]
+    elif _UNSTORABLE.search(value):
+        errors[name] = ["Must be valid Unicode text."]
     return value
 
 
@@ -141,6 +150,8 @@ def parse_event(data: Any, *, now: datetime | None = None) -> UsageInput:
     if metadata is not None:
         if not isinstance(metadata, dict):
             errors["metadata"] = ["Must be a JSON object."]
+        elif problem := _metadata_problem(metadata):
+            errors["metadata"] = [problem]
         elif len(json.dumps(metadata, default=str)) > MAX_METADATA_BYTES:
             errors["metadata"] = [f"Must be at most {MAX_METADATA_BYTES} bytes of JSON."]
     occurred_at = _occurred_at(data, errors, now or timezone.now())
@@ -151,6 +162,25 @@ def parse_event(data: Any, *, now: datetime | None = None) -> UsageInput:
         output_tokens=output_tokens, amount=amount, success=success, description=description,
         metadata=_plain(metadata) if metadata else None, occurred_at=occurred_at,
     )
+
+
+def _metadata_problem(metadata: dict) -> str | None:
+    """Why ``metadata`` cannot be stored: nested too deep to walk (checked without recursion), or text that
+    PostgreSQL refuses. None when it is fine."""
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                return "Text in metadata must be valid Unicode without NUL characters."
+        elif isinstance(value, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                return f"Must be nested at most {MAX_METADATA_DEPTH} levels deep."
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                stack.append((key, depth))
+                stack.append((item, depth + 1))
+    return None
 
 
 def _plain(value: Any) -> Any:

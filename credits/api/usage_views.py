@@ -150,7 +150,9 @@ class UsageViewSet(TenantViewSet):
                 parsed.append(parse_event(raw))
                 positions.append(i)
             except EventErrors as exc:
-                request_id = raw.get("request_id") if isinstance(raw, dict) else None
+                # echoed only when valid: an invalid one may not even be encodable (a lone surrogate)
+                valid_id = isinstance(raw, dict) and "request_id" not in exc.errors
+                request_id = raw.get("request_id") if valid_id else None
                 results[i] = _item(request_id if isinstance(request_id, str) else None, "rejected",
                                    error={"code": "invalid", "message": f"Invalid input: {', '.join(exc.errors)}.",
                                           "details": exc.errors})

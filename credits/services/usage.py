@@ -36,7 +36,7 @@ from credits.errors import (
     InsufficientCredits,
     ModelNotPriced,
 )
-from credits.ledger import Posting, is_idempotency_race, request_hash
+from credits.ledger import RESERVED_KEY_PREFIXES, Posting, is_idempotency_race, request_hash
 from credits.locks import account_lock
 from credits.models import (
     CreditAccount,
@@ -184,8 +184,10 @@ def _label(endpoint: str, model: str, description: str = "") -> str:
 
 def _ledger_key(request_id: str) -> str:
     """The debit's idempotency key, within the ledger key's 255 characters whatever the request_id's length."""
-    key = f"usage:{request_id}"
-    return key if len(key) <= _KEY_MAX else f"usage-sha256:{hashlib.sha256(request_id.encode()).hexdigest()}"
+    key = f"{RESERVED_KEY_PREFIXES[0]}{request_id}"
+    if len(key) <= _KEY_MAX:
+        return key
+    return f"{RESERVED_KEY_PREFIXES[1]}{hashlib.sha256(request_id.encode()).hexdigest()}"
 
 
 def _debit_posting(usage: UsageInput, cost: Decimal, event_id: uuid.UUID, digest: str, actor_id: int | None) -> Posting:
