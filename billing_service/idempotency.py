@@ -25,6 +25,6 @@ def idempotency_key_from(request: Request) -> str | None:
     if is_reserved_key(key):
         raise InvalidInput(
             "Invalid input: Idempotency-Key.",
-            details={HEADER: ["Keys starting with 'usage:' are reserved for usage events."]},
+            details={HEADER: ["Keys starting with 'usage:' or 'order:' are reserved for the service's own rows."]},
         )
     return key

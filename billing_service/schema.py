@@ -103,9 +103,10 @@ class BillingAutoSchema(AutoSchema):
         responses = super()._get_response_bodies(direction=direction)
         if not self.path.startswith("/api/billing/"):
             return responses
+        public = getattr(self.view, "public_endpoint", False)  # no token (a provider webhook): no 401/403/404
         for status_code, response in ERROR_RESPONSES.items():
             key = str(status_code)
-            if key not in responses:
+            if key not in responses and not (public and status_code in (401, 403, 404)):
                 responses[key] = self._get_response_for_code(response.response, key, direction=direction)
                 responses[key]["description"] = response.description
         return responses

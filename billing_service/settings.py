@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "accounts",
     "credits",
+    "subscriptions",
+    "payments",
 ]
 
 MIDDLEWARE = [
@@ -150,6 +152,15 @@ SPECTACULAR_SETTINGS = {
         "TransactionTypeEnum": "credits.models.TransactionType",
     },
 }
+
+# --- Payments (payments/): Stripe, and where a checkout may send the customer back ---
+STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
+STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com")
+STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_WEBHOOK_TOLERANCE = int(os.environ.get("STRIPE_WEBHOOK_TOLERANCE", "300"))  # seconds, Stripe's default
+STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "20"))
+STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+CHECKOUT_ALLOWED_ORIGINS = env_list("CHECKOUT_ALLOWED_ORIGINS")  # e.g. https://app.example.com
 
 LOGGING = {
     "version": 1,

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -7,10 +8,17 @@ from billing_service.health import healthz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/billing/", include("credits.api.urls")),
+    path("api/billing/", include("subscriptions.api.urls")),
+    path("api/billing/", include("payments.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),
 ]
+
+if settings.BENCH_ENDPOINTS:  # bench/usage_http.py's baseline: token auth + constant JSON
+    from billing_service.bench_views import noop
+
+    urlpatterns.append(path("api/bench/noop/", noop, name="bench-noop"))
 
 handler400 = "billing_service.exceptions.handler400"
 handler403 = "billing_service.exceptions.handler403"

@@ -37,8 +37,9 @@ _COLS = ", ".join(_COLUMNS)
 # Fields whose raw database value needs converting (jsonb arrives as text).
 _CONVERTERS = [(i, f) for i, f in enumerate(_FIELDS) if hasattr(f, "from_db_value")]
 _IDEMPOTENCY_CONSTRAINT = "ledger_unique_idempotency_key"
-# Ledger keys the service derives itself (usage debits); a client-chosen key may not start with them.
-RESERVED_KEY_PREFIXES = ("usage:", "usage-sha256:")
+# Ledger keys the service derives itself (usage debits, paid orders); a client-chosen key may not start
+# with them. The first two are the usage keys, in this order.
+RESERVED_KEY_PREFIXES = ("usage:", "usage-sha256:", "order:")
 
 
 def is_reserved_key(key: str) -> bool:

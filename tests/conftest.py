@@ -100,3 +100,12 @@ def outsider(other_platform: Platform) -> Member:
 @pytest.fixture
 def api():  # noqa: ANN201
     return client_for
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lazy_static_files():
+    """WhiteNoise scans every static file when its middleware starts, which every test client does; in tests
+    it finds them on request instead (its autorefresh mode)."""
+    from django.conf import settings
+
+    settings.WHITENOISE_AUTOREFRESH = True

@@ -105,7 +105,7 @@ class ReservationCreateInputSerializer(StrictInputSerializer):
         if not value.strip():
             raise serializers.ValidationError("Must not be blank.")
         if is_reserved_key(value):
-            raise serializers.ValidationError("Ids starting with 'usage:' are reserved for usage events.")
+            raise serializers.ValidationError("Ids starting with 'usage:' or 'order:' are reserved for the service's own rows.")
         return value
 
 

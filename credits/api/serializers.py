@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from billing_service.money import MoneyField, format_money
 from credits.models import CreditAccount, LedgerEntry, TransactionType
+from subscriptions.selectors import PRICING_TABLE_SCHEMA, AccountPlanState, account_plan_state, pricing_table
 
 
 @extend_schema_field({"type": "string", "format": "decimal", "example": "42.50"})
@@ -17,17 +18,28 @@ class MoneyOutField(serializers.Field):
 
 
 class CreditAccountSerializer(serializers.Serializer):
-    """The ibl.ai credit account: plan, balance and auto-recharge, plus the ledger's exact figures."""
+    """The ibl.ai credit account: plan, balance and auto-recharge, plus the ledger's exact figures.
 
-    has_credits = serializers.SerializerMethodField(help_text="True when credits are available or unlimited.")
+    The plan fields come from ``subscriptions.selectors`` in two queries per account (its latest subscription
+    with its plans, and the platform's pricing table)."""
+
+    has_credits = serializers.SerializerMethodField(
+        help_text="True when credits are available, or the current plan grants unlimited credits."
+    )
     account_id = serializers.UUIDField(source="id")
     available_credits = MoneyOutField(source="available")
     balance = MoneyOutField(help_text="Credits on the account, including reserved ones.")
     reserved = MoneyOutField(help_text="Credits held for calls in progress.")
     currency = serializers.CharField()
-    current_plan = serializers.SerializerMethodField()
-    previous_plan = serializers.SerializerMethodField()
-    free_trial = serializers.SerializerMethodField()
+    current_plan = serializers.SerializerMethodField(
+        help_text='Slug of the current subscription\'s plan, or "free_trial" without one.'
+    )
+    previous_plan = serializers.SerializerMethodField(
+        help_text='Slug of the plan before the last change ("free_trial": none); null if it never changed.'
+    )
+    free_trial = serializers.SerializerMethodField(
+        help_text="True without a paid current subscription: none, a trialing one, or one on a trial plan."
+    )
     auto_recharge_enabled = serializers.BooleanField()
     auto_recharge_threshold_usd = MoneyOutField(allow_null=True)
     auto_recharge_amount_usd = MoneyOutField(allow_null=True)
@@ -35,34 +47,40 @@ class CreditAccountSerializer(serializers.Serializer):
     auto_recharge_last_triggered_at = serializers.DateTimeField(allow_null=True)
     can_use_auto_recharge = serializers.SerializerMethodField()
     has_payment_method = serializers.SerializerMethodField()
-    pricing_table = serializers.SerializerMethodField()
+    pricing_table = serializers.SerializerMethodField(
+        help_text="The plans on sale on the platform (active and purchasable), in its order."
+    )
     platform_key = serializers.CharField(source="platform.platform_key")
     is_platform_account = serializers.BooleanField()
     last_updated = serializers.DateTimeField(source="last_entry_at", allow_null=True)
 
-    # Plans and payment methods arrive with subscriptions and payments; until then every account is on
-    # the free trial, has no saved payment method and so cannot auto-recharge.
+    def to_representation(self, account: CreditAccount) -> dict[str, Any]:
+        self._plan_state: AccountPlanState = account_plan_state(account_id=account.pk)  # for the plan fields
+        return super().to_representation(account)
+
     def get_has_credits(self, account: CreditAccount) -> bool:
-        return account.available > 0
+        return account.available > 0 or self._plan_state.unlimited_credits
 
     def get_current_plan(self, account: CreditAccount) -> str:
-        return "free_trial"
+        return self._plan_state.current_plan
 
+    @extend_schema_field({"type": "string", "nullable": True})
     def get_previous_plan(self, account: CreditAccount) -> str | None:
-        return None
+        return self._plan_state.previous_plan
 
     def get_free_trial(self, account: CreditAccount) -> bool:
-        return True
+        return self._plan_state.free_trial
 
+    # Payment methods arrive with payments; until then no account has one, so none can auto-recharge.
     def get_can_use_auto_recharge(self, account: CreditAccount) -> bool:
         return False
 
     def get_has_payment_method(self, account: CreditAccount) -> bool:
         return False
 
-    @extend_schema_field({"type": "object", "nullable": True, "additionalProperties": True})
-    def get_pricing_table(self, account: CreditAccount) -> dict | None:
-        return None
+    @extend_schema_field(PRICING_TABLE_SCHEMA)
+    def get_pricing_table(self, account: CreditAccount) -> dict[str, Any]:
+        return pricing_table(platform_id=account.platform_id)
 
 
 class LedgerEntrySerializer(serializers.Serializer):

@@ -71,7 +71,7 @@ def test_new_account_has_every_field_with_free_trial_defaults(platform):
         "auto_recharge_last_triggered_at": None,
         "can_use_auto_recharge": False,
         "has_payment_method": False,
-        "pricing_table": None,
+        "pricing_table": {"plans": []},  # the platform sells no plan yet
         "platform_key": "acme",
         "is_platform_account": False,
         "last_updated": None,

@@ -1,0 +1,102 @@
+"""Django admin: payment settings are editable; orders and webhook events are read-only records (they change
+only through the checkout and webhook services). A failed webhook event can be processed again from here."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django import forms
+from django.contrib import admin, messages
+
+from billing_service.errors import DomainError
+from payments.models import Order, PlatformPaymentSettings, WebhookEvent, WebhookStatus
+from payments.selectors import origin_of
+from payments.services import webhook_event_process
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+
+class PlatformPaymentSettingsForm(forms.ModelForm):
+    class Meta:
+        model = PlatformPaymentSettings
+        fields = ["platform", "top_up_min_usd", "top_up_max_usd", "allowed_redirect_origins"]
+
+    def clean_allowed_redirect_origins(self):  # noqa: ANN201
+        value = self.cleaned_data["allowed_redirect_origins"] or []
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise forms.ValidationError('A JSON list of origins, e.g. ["https://app.example.com"].')
+        normalised = []
+        for item in value:
+            origin, parts = origin_of(item), urlsplit(item)
+            if origin is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise forms.ValidationError(f"{item!r} is not an origin (scheme://host[:port], nothing after).")
+            normalised.append(origin)
+        return sorted(set(normalised))
+
+    def clean(self):  # noqa: ANN201
+        data = super().clean()
+        low, high = data.get("top_up_min_usd"), data.get("top_up_max_usd")
+        if low is not None and low <= 0:
+            self.add_error("top_up_min_usd", "Must be greater than zero.")
+        if low is not None and high is not None and high < low:
+            self.add_error("top_up_max_usd", "Must not be below the minimum.")
+        return data
+
+
+@admin.register(PlatformPaymentSettings)
+class PlatformPaymentSettingsAdmin(admin.ModelAdmin):
+    form = PlatformPaymentSettingsForm
+    list_display = ["platform", "top_up_min_usd", "top_up_max_usd", "allowed_redirect_origins", "updated_at"]
+    search_fields = ["platform__platform_key"]
+    list_select_related = ["platform"]
+
+    def get_readonly_fields(self, request, obj=None):  # noqa: ANN001, ANN201
+        return ["platform", "updated_at"] if obj else ["updated_at"]
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = ["id", "platform", "user", "type", "channel", "status", "amount_usd", "credits", "needs_review",
+                    "created_at", "paid_at"]
+    list_filter = ["status", "type", "channel", "needs_review", "platform"]
+    search_fields = ["=id", "user__username", "user__email", "=provider_checkout_id", "=provider_payment_id",
+                     "=provider_customer_id"]
+    list_select_related = ["platform", "user"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Order._meta.fields]
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "provider", "type", "status", "attempts", "order", "received_at", "processed_at"]
+    list_filter = ["provider", "status", "type"]
+    search_fields = ["=event_id", "=order__id", "type"]
+    date_hierarchy = "received_at"
+    readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+    actions = ["process_again"]
+
+    @admin.action(description="Process the selected failed events again")
+    def process_again(self, request, queryset):  # noqa: ANN001, ANN201
+        done = failed = 0
+        for pk in queryset.filter(status__in=[WebhookStatus.FAILED, WebhookStatus.RECEIVED]).values_list(
+            "pk", flat=True
+        ):
+            try:
+                webhook_event_process(event_pk=pk)
+                done += 1
+            except DomainError:
+                failed += 1
+        self.message_user(request, f"{done} processed, {failed} failed again.",
+                          messages.WARNING if failed else messages.SUCCESS)

@@ -1,0 +1,82 @@
+"""Shapes of the payments API (no rules here: they live in ``payments.services``)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from billing_service.money import MoneyField, format_money
+from payments.models import Channel, OrderStatus, OrderType
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "example": "25.00"})
+class MoneyOutField(serializers.Field):
+    def to_representation(self, value):  # noqa: ANN001, ANN201
+        return format_money(value)
+
+
+class CheckoutInputSerializer(serializers.Serializer):
+    channel = serializers.ChoiceField(
+        choices=Channel.choices, help_text="Payment provider. Only `stripe` is available so far."
+    )
+    type = serializers.ChoiceField(
+        choices=OrderType.choices, help_text="What is bought. Only `top_up` is available so far."
+    )
+    amount = MoneyField(
+        required=False,
+        max_digits=12,
+        decimal_places=2,
+        help_text='Top-up amount in USD, whole cents ("25.00"), within the platform\'s limits '
+        "(5.00-1000.00 unless the platform set others). Buys as many credits (1 credit = 1 USD).",
+    )
+    plan_id = serializers.CharField(
+        required=False, max_length=64, help_text="The plan, for a subscription (not available yet)."
+    )
+    billing_cycle = serializers.ChoiceField(
+        choices=["monthly", "yearly"], required=False, help_text="For a subscription (not available yet)."
+    )
+    success_url = serializers.URLField(
+        max_length=2000, help_text="Where the provider sends the customer after paying; on an allowed origin."
+    )
+    cancel_url = serializers.URLField(
+        max_length=2000, help_text="Where the provider sends the customer who gives up; on an allowed origin."
+    )
+
+
+class CheckoutOutputSerializer(serializers.Serializer):
+    order_id = serializers.UUIDField(source="id")
+    url = serializers.URLField(source="checkout_url", help_text="The provider's checkout page: redirect there.")
+
+
+class OrderSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    type = serializers.ChoiceField(choices=OrderType.choices)
+    channel = serializers.ChoiceField(choices=Channel.choices)
+    status = serializers.ChoiceField(choices=OrderStatus.choices)
+    currency = serializers.CharField()
+    amount_usd = MoneyOutField(help_text="Price of the order.")
+    credits = MoneyOutField(help_text="Credits the order grants once paid.")
+    amount_paid_usd = MoneyOutField(allow_null=True, help_text="What the provider reported as paid; null before.")
+    provider_checkout_id = serializers.CharField(help_text="Checkout session id (Stripe: cs_...), or empty.")
+    provider_payment_id = serializers.CharField(help_text="Payment id (Stripe: pi_...), or empty.")
+    provider_customer_id = serializers.CharField(help_text="Customer id (Stripe: cus_...), or empty.")
+    checkout_url = serializers.CharField(help_text="The checkout page, while it is open; or empty.")
+    transaction_id = serializers.UUIDField(
+        source="ledger_entry_id", allow_null=True, help_text="The ledger `add` row that credited the order."
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    paid_at = serializers.DateTimeField(allow_null=True)
+    failed_at = serializers.DateTimeField(allow_null=True)
+    canceled_at = serializers.DateTimeField(allow_null=True)
+    refunded_at = serializers.DateTimeField(allow_null=True)
+
+
+class WebhookReceiptSerializer(serializers.Serializer):
+    received = serializers.BooleanField()
+    event_id = serializers.CharField()
+    status = serializers.ChoiceField(
+        choices=["processed", "ignored", "failed"],
+        help_text="`failed` here is a permanent disagreement with the order (recorded, flagged, not retried).",
+    )
+    duplicate = serializers.BooleanField(help_text="The event had already been handled: nothing changed.")

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api.views import TenantViewSet
+from accounts.errors import NotAMember
+from billing_service.pagination import PageQuerySerializer, paginate_newest_first
+from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
+from billing_service.validation import validated, validated_filters
+from credits import selectors as credit_selectors
+from credits import services as credit_services
+from payments import selectors, services
+from payments.api.serializers import (
+    CheckoutInputSerializer,
+    CheckoutOutputSerializer,
+    OrderSerializer,
+    WebhookReceiptSerializer,
+)
+from payments.errors import OrderNotFound
+from payments.filters import OrderFilterSet
+from payments.models import WebhookProvider
+from payments.providers import stripe as stripe_provider
+
+
+class CheckoutViewSet(TenantViewSet):
+    """Starts a purchase: a pending order and the provider's checkout page to redirect the customer to. The
+    order is paid (and credited) when the provider's webhook confirms the payment, not on return to
+    `success_url`."""
+
+    @extend_schema(
+        operation_id="billing_checkout_create",
+        summary="Start a checkout: a pending order and the provider's payment page",
+        description=(
+            "Available now: `channel` `stripe`, `type` `top_up` (a one-off purchase of `amount` USD of credits). "
+            "`creem` and `subscription` are answered 400 (`channel_not_available`, "
+            "`checkout_type_not_available`) until they ship. `success_url` and `cancel_url` must be on one of "
+            "the platform's allowed origins (no open redirects)."
+        ),
+        request=CheckoutInputSerializer,
+        responses={
+            201: CheckoutOutputSerializer,
+            502: error_response("The provider refused or failed (payment_provider_error); the order is failed."),
+            503: error_response("The provider is not configured here (payment_provider_not_configured)."),
+            **ERROR_RESPONSES,
+        },
+        tags=["payments"],
+    )
+    def create(self, request: Request) -> Response:
+        tenant = self.tenant
+        if tenant.membership is None:
+            raise NotAMember("Only members of the platform can buy for themselves.")
+        data = validated(CheckoutInputSerializer, request.data)
+        account = credit_selectors.account_for(platform=tenant.platform, user=request.user)
+        account = account or credit_services.account_ensure(platform=tenant.platform, user=request.user)
+        order = services.checkout_create(
+            platform=tenant.platform,
+            user=request.user,
+            account=account,
+            channel=data["channel"],
+            order_type=data["type"],
+            amount=data.get("amount"),
+            success_url=data["success_url"],
+            cancel_url=data["cancel_url"],
+        )
+        return Response(CheckoutOutputSerializer(order).data, status=status.HTTP_201_CREATED)
+
+
+class OrderViewSet(TenantViewSet):
+    """The caller's own orders in the platform, newest first."""
+
+    @extend_schema(
+        operation_id="billing_orders_list",
+        summary="Your orders, newest first",
+        parameters=[*filterset_parameters(OrderFilterSet), PageQuerySerializer],
+        responses={200: paginated(OrderSerializer, "PaginatedOrderList"), **ERROR_RESPONSES},
+        tags=["payments"],
+    )
+    def list(self, request: Request) -> Response:
+        rows = selectors.order_list(platform=self.tenant.platform, user=request.user)
+        rows = validated_filters(OrderFilterSet, request, rows).qs
+        query = validated(PageQuerySerializer, request.query_params)
+        return Response(paginate_newest_first(request, rows, query, OrderSerializer))
+
+    @extend_schema(
+        operation_id="billing_orders_retrieve",
+        summary="One of your orders",
+        parameters=[OpenApiParameter("order_id", OpenApiTypes.UUID, OpenApiParameter.PATH)],
+        responses={200: OrderSerializer, **ERROR_RESPONSES},
+        tags=["payments"],
+    )
+    def retrieve(self, request: Request, order_id: str) -> Response:
+        order = selectors.order_get(order_id=order_id, platform=self.tenant.platform, user=request.user)
+        if order is None:
+            raise OrderNotFound()
+        return Response(OrderSerializer(order).data)
+
+
+class StripeWebhookView(APIView):
+    """Stripe's deliveries. Public: authenticated by the `Stripe-Signature` header instead."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    tenant_scoped = False  # no X-Platform-Key (billing_service.schema)
+    public_endpoint = True  # no token: no 401/403 (billing_service.schema)
+
+    @extend_schema(
+        operation_id="billing_webhooks_stripe_create",
+        summary="Stripe webhook endpoint (public; verified by signature)",
+        description=(
+            "Accepts a Stripe event only with a valid `Stripe-Signature` header (HMAC-SHA256 with "
+            "`STRIPE_WEBHOOK_SECRET`, timestamp within the tolerance, 300 s by default). Every event is stored "
+            "once by its id, then processed in one transaction. A redelivery is a 200 that changes nothing; an "
+            "unhandled type is stored and answered 200; a permanent disagreement with the order (amount, "
+            "currency) is recorded, flags the order and is answered 200; a failure that a later delivery may "
+            "get past (unknown order, database error) is recorded and answered 500 so Stripe retries. "
+            "Handled: `checkout.session.completed`, `checkout.session.async_payment_succeeded`, "
+            "`checkout.session.async_payment_failed`."
+        ),
+        auth=[],
+        request={"application/json": OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter(
+                stripe_provider.SIGNATURE_HEADER, str, OpenApiParameter.HEADER, required=True,
+                description="`t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">`.",
+            )
+        ],
+        responses={
+            200: WebhookReceiptSerializer,
+            400: error_response("Missing, invalid or stale signature (invalid_signature), or not an event."),
+            500: error_response("Stored but not processed (webhook_processing_failed): Stripe will retry."),
+            503: error_response("Webhooks are not configured here (payment_provider_not_configured)."),
+        },
+        tags=["payments"],
+    )
+    def post(self, request: Request) -> Response:
+        event = stripe_provider.webhook_event_verify(
+            payload=request.body, signature_header=request.headers.get(stripe_provider.SIGNATURE_HEADER)
+        )
+        outcome = services.webhook_event_receive(provider=WebhookProvider.STRIPE, event=event)
+        return Response(
+            WebhookReceiptSerializer(
+                {"received": True, "event_id": outcome.event_id, "status": outcome.status,
+                 "duplicate": outcome.duplicate}
+            ).data
+        )
+

@@ -1,0 +1,73 @@
+"""Domain errors of the payments app."""
+
+from billing_service.errors import DomainError, InvalidInput, NotFound
+
+
+class ChannelNotAvailable(DomainError):
+    status_code = 400
+    code = "channel_not_available"
+    default_message = "This payment channel is not available yet."
+
+
+class CheckoutTypeNotAvailable(DomainError):
+    status_code = 400
+    code = "checkout_type_not_available"
+    default_message = "This checkout type is not available yet."
+
+
+class InvalidCheckout(InvalidInput):
+    """A checkout the platform's rules refuse (amount outside its limits, redirect to a foreign origin)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"Invalid input: {field}.", details={field: [message]})
+
+
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+    default_message = "No such order."
+
+
+class PaymentProviderNotConfigured(DomainError):
+    status_code = 503
+    code = "payment_provider_not_configured"
+    default_message = "The payment provider is not configured on this service."
+
+
+class PaymentProviderError(DomainError):
+    status_code = 502
+    code = "payment_provider_error"
+    default_message = "The payment provider refused or failed the request; no payment was taken."
+
+
+class WebhookSignatureInvalid(DomainError):
+    status_code = 400
+    code = "invalid_signature"
+    default_message = "The webhook signature is missing, invalid or too old."
+
+
+class WebhookPayloadInvalid(DomainError):
+    status_code = 400
+    code = "invalid_payload"
+    default_message = "The webhook body is not an event."
+
+
+class WebhookProcessingFailed(DomainError):
+    """Answered with a 5xx so that the provider delivers the event again later."""
+
+    status_code = 500
+    code = "webhook_processing_failed"
+    default_message = "The event was stored but could not be processed; it will be retried."
+
+
+class EventNotApplicable(Exception):
+    """A permanent disagreement between an event and its order (amount, currency, ids): recorded, flagged on
+    the order, never retried (a redelivery would disagree again)."""
+
+    def __init__(self, message: str, *, order_id=None, amount_paid_usd=None) -> None:  # noqa: ANN001
+        super().__init__(message)
+        self.order_id = order_id
+        self.amount_paid_usd = amount_paid_usd
+
+
+class EventRetryable(Exception):
+    """A failure a later delivery may get past (its order is not known here yet): recorded, answered 5xx."""

@@ -1,0 +1,215 @@
+"""Orders, the payment settings of a platform, and the webhook events the providers send.
+
+Invariants kept by PostgreSQL (constraints below) and by the services:
+- An order's amount is whole cents above zero in USD (NUMERIC(12, 2), so ``amount_usd * 100`` is the exact
+  integer a provider charges); its credits are above zero (a top-up buys 1 credit per USD).
+- A ``paid`` order has ``paid_at``; a paid top-up has exactly one ledger ``add`` row (``ledger_entry``, unique:
+  one row never pays two orders). A ``failed`` order has ``failed_at``.
+- A provider's checkout session names at most one order. A provider's event id is stored at most once
+  (``WebhookEvent``: unique per provider), which is what makes a redelivery a no-op.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from accounts.models import Platform
+from billing_service.money import DECIMAL_PLACES, MAX_DIGITS
+from credits.models import CreditAccount, LedgerEntry
+
+USD_DIGITS = 12  # NUMERIC(12, 2): up to 9,999,999,999.99 USD in one order
+DEFAULT_TOP_UP_MIN = Decimal("5.00")
+DEFAULT_TOP_UP_MAX = Decimal("1000.00")
+
+
+def usd_field(**kwargs) -> models.DecimalField:  # noqa: ANN003
+    return models.DecimalField(max_digits=USD_DIGITS, decimal_places=2, **kwargs)
+
+
+class Channel(models.TextChoices):
+    STRIPE = "stripe", "Stripe"
+    CREEM = "creem", "Creem"
+
+
+class OrderType(models.TextChoices):
+    SUBSCRIPTION = "subscription", "Subscription"
+    TOP_UP = "top_up", "Credit top-up"
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "pending", "Pending (checkout open or payment processing)"
+    PAID = "paid", "Paid"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+    REFUNDED = "refunded", "Refunded"
+    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+
+
+class PlatformPaymentSettings(models.Model):
+    """What a platform allows at checkout: the top-up range and the origins a checkout may redirect to.
+
+    A platform without a row uses the defaults (5.00-1000.00 USD; only the deployment's
+    ``CHECKOUT_ALLOWED_ORIGINS``)."""
+
+    platform = models.OneToOneField(
+        Platform, on_delete=models.PROTECT, primary_key=True, related_name="payment_settings"
+    )
+    top_up_min_usd = usd_field(default=DEFAULT_TOP_UP_MIN, help_text="Smallest top-up, in USD.")
+    top_up_max_usd = usd_field(default=DEFAULT_TOP_UP_MAX, help_text="Largest top-up, in USD.")
+    allowed_redirect_origins = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Origins that success and cancel URLs may point at, e.g. ["https://app.example.com"]; '
+        "in addition to the deployment's CHECKOUT_ALLOWED_ORIGINS.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "platform payment settings"
+        verbose_name_plural = "platform payment settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(top_up_min_usd__gt=0), name="payment_settings_min_positive"),
+            models.CheckConstraint(
+                condition=Q(top_up_max_usd__gte=F("top_up_min_usd")), name="payment_settings_max_at_least_min"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"payment settings of {self.platform_id}"
+
+
+class Order(models.Model):
+    """One purchase: a top-up or a subscription, paid through one provider's checkout."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="orders", db_index=False)
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="orders", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
+    type = models.CharField(max_length=16, choices=OrderType.choices)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    status = models.CharField(max_length=24, choices=OrderStatus.choices, default=OrderStatus.PENDING)
+    currency = models.CharField(max_length=3, default="USD")
+    amount_usd = usd_field(help_text="Price of the order, in USD (whole cents).")
+    credits = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, help_text="Credits the order grants once paid."
+    )
+    amount_paid_usd = usd_field(null=True, blank=True, help_text="What the provider reported as paid.")
+    success_url = models.URLField(max_length=2000)
+    cancel_url = models.URLField(max_length=2000)
+    checkout_url = models.URLField(max_length=2000, blank=True, default="")
+    provider_checkout_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="The provider's checkout session id (Stripe: cs_...)."
+    )
+    provider_payment_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="The provider's payment id (Stripe: pi_...)."
+    )
+    provider_customer_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="The provider's customer id (Stripe: cus_...)."
+    )
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="order",
+        help_text="The ledger add row that credited this order.",
+    )
+    needs_review = models.BooleanField(
+        default=False, help_text="A provider event disagreed with the order (amount, currency...); see last_error."
+    )
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "platform", "-created_at", "-id"], name="order_user_created"),
+            models.Index(fields=["platform", "-created_at"], name="order_platform_created"),
+            models.Index(fields=["status"], condition=Q(needs_review=True), name="order_needs_review"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(type__in=OrderType.values), name="order_type_valid"),
+            models.CheckConstraint(condition=Q(channel__in=Channel.values), name="order_channel_valid"),
+            models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
+            models.CheckConstraint(condition=Q(currency="USD"), name="order_currency_supported"),
+            models.CheckConstraint(condition=Q(amount_usd__gt=0), name="order_amount_positive"),
+            models.CheckConstraint(condition=Q(credits__gt=0), name="order_credits_positive"),
+            models.CheckConstraint(
+                condition=~Q(status=OrderStatus.PAID) | Q(paid_at__isnull=False), name="order_paid_has_paid_at"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=OrderStatus.PAID, type=OrderType.TOP_UP) | Q(ledger_entry__isnull=False),
+                name="order_paid_top_up_credited",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=OrderStatus.FAILED) | Q(failed_at__isnull=False),
+                name="order_failed_has_failed_at",
+            ),
+            models.UniqueConstraint(
+                fields=["channel", "provider_checkout_id"],
+                condition=~Q(provider_checkout_id=""),
+                name="order_unique_provider_checkout",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"order {self.id} {self.type} {self.amount_usd} USD ({self.status})"
+
+    @property
+    def amount_cents(self) -> int:
+        """The amount in the provider's smallest unit (exact: ``amount_usd`` has two decimals)."""
+        return int(self.amount_usd * 100)
+
+
+class WebhookProvider(models.TextChoices):
+    STRIPE = "stripe", "Stripe"
+    CREEM = "creem", "Creem"
+
+
+class WebhookStatus(models.TextChoices):
+    RECEIVED = "received", "Received (not processed yet)"
+    PROCESSED = "processed", "Processed"
+    IGNORED = "ignored", "Ignored (a type or object this service does not handle)"
+    FAILED = "failed", "Failed (see last_error)"
+
+
+class WebhookEvent(models.Model):
+    """One provider event, stored before it is processed. A redelivery finds it here."""
+
+    id = models.BigAutoField(primary_key=True)
+    provider = models.CharField(max_length=16, choices=WebhookProvider.choices)
+    event_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=255)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=WebhookStatus.choices, default=WebhookStatus.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times processing was tried.")
+    last_error = models.TextField(blank=True, default="")
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="webhook_events", db_index=False
+    )
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-received_at"], name="webhook_status_received"),
+            models.Index(fields=["order"], condition=Q(order__isnull=False), name="webhook_order"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_unique_provider_event"),
+            models.CheckConstraint(condition=Q(provider__in=WebhookProvider.values), name="webhook_provider_valid"),
+            models.CheckConstraint(condition=Q(status__in=WebhookStatus.values), name="webhook_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_id} {self.type} ({self.status})"

@@ -1,0 +1,235 @@
+"""Every write of the payments app: checkouts (orders) and provider webhook events.
+
+Checkout: the rules are checked first (nothing is written for a refused request), then the pending order is
+committed, then the provider is called with no transaction open (its idempotency key derives from the order
+id), then the session's ids are saved on the order. If the provider fails, the order is kept, ``failed``.
+
+Webhooks (dj-stripe's pattern): a verified event is stored first (``INSERT ... ON CONFLICT DO NOTHING`` on
+the provider's event id), then processed in one durable transaction holding the event row's lock, so
+concurrent deliveries of one event run one after the other and every one after the first finds it done.
+Outcomes:
+- ``processed`` / ``ignored`` (an unhandled type, or a session that names no order of this service): 200;
+  a later delivery is a 200 that changes nothing.
+- a permanent disagreement with the order (amount, currency, ids): the event is ``failed``, the order is
+  flagged ``needs_review`` with the reason, no credits move, and the answer is still 200: a redelivery would
+  disagree again, so retrying for days helps nobody; an operator looks at the flagged order.
+- anything else (the order is not known here, the database refused): the transaction rolls back, the event
+  is recorded ``failed`` with the error in a separate transaction, and the answer is a 500 so the provider
+  delivers it again; the next delivery processes it afresh.
+Crediting is keyed on the order (ledger idempotency key ``order:<id>``), so even a race past the event lock
+(two different events of one order) writes one ``add`` row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import Platform
+from billing_service.money import format_money
+from credits.models import CreditAccount
+from payments import locks, selectors, webhooks
+from payments.errors import (
+    ChannelNotAvailable,
+    CheckoutTypeNotAvailable,
+    EventNotApplicable,
+    InvalidCheckout,
+    PaymentProviderError,
+    WebhookProcessingFailed,
+)
+from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent, WebhookStatus
+from payments.providers import stripe as stripe_provider
+
+logger = logging.getLogger(__name__)
+
+DONE_STATUSES = (WebhookStatus.PROCESSED, WebhookStatus.IGNORED)
+CREDITS_PER_USD = Decimal(1)
+
+
+# --- checkout ------------------------------------------------------------------------------------------------
+
+
+def checkout_create(
+    *,
+    platform: Platform,
+    user: AbstractBaseUser,
+    account: CreditAccount,
+    channel: str,
+    order_type: str,
+    amount: Decimal | None,
+    success_url: str,
+    cancel_url: str,
+) -> Order:
+    """A pending order and the provider's checkout session for it; returns the order with its
+    ``checkout_url``. Only Stripe top-ups exist so far: Creem and subscriptions are refused with a 400."""
+    if channel != Channel.STRIPE:
+        raise ChannelNotAvailable(
+            f"The {channel!r} channel is not available yet; use 'stripe'.",
+            details={"channel": ["Not available yet: only 'stripe' is."]},
+        )
+    if order_type != OrderType.TOP_UP:
+        raise CheckoutTypeNotAvailable(
+            f"Checkout of type {order_type!r} is not available yet; use 'top_up'.",
+            details={"type": ["Not available yet: only 'top_up' is."]},
+        )
+    if amount is None:
+        raise InvalidCheckout("amount", "Required for a top-up.")
+    limits = selectors.payment_settings_for(platform=platform)
+    if amount < limits.top_up_min_usd:
+        raise InvalidCheckout("amount", f"Must be at least {format_money(limits.top_up_min_usd)}.")
+    if amount > limits.top_up_max_usd:
+        raise InvalidCheckout("amount", f"Must be at most {format_money(limits.top_up_max_usd)}.")
+    origins = selectors.allowed_redirect_origins(platform=platform)
+    for field, url in (("success_url", success_url), ("cancel_url", cancel_url)):
+        if selectors.origin_of(url) not in origins:
+            raise InvalidCheckout(field, "Must be an http(s) URL on one of the platform's allowed origins.")
+    stripe_provider.ensure_configured()
+
+    with transaction.atomic(durable=True):
+        order = Order.objects.create(
+            platform=platform,
+            account=account,
+            user=user,
+            type=OrderType.TOP_UP,
+            channel=channel,
+            amount_usd=amount,
+            credits=amount * CREDITS_PER_USD,
+            success_url=success_url,
+            cancel_url=cancel_url,
+        )
+    try:
+        session = stripe_provider.checkout_session_create(
+            order=order,
+            product_name=f"{format_money(order.credits)} credits",
+            customer_email=getattr(user, "email", "") or "",
+        )
+    except PaymentProviderError as exc:
+        _order_checkout_failed(order_id=order.id, reason=f"checkout session not created: {exc.message}")
+        raise
+    with transaction.atomic(durable=True):
+        order = locks.order_lock(order_id=order.id)
+        assert order is not None
+        # A webhook may (in theory) have recorded the session already; never overwrite what it saw.
+        order.provider_checkout_id = order.provider_checkout_id or session.id
+        order.provider_payment_id = order.provider_payment_id or session.payment_intent_id
+        order.provider_customer_id = order.provider_customer_id or session.customer_id
+        order.checkout_url = session.url
+        order.save(update_fields=[
+            "provider_checkout_id", "provider_payment_id", "provider_customer_id", "checkout_url", "updated_at",
+        ])
+    return order
+
+
+def _order_checkout_failed(*, order_id: uuid.UUID, reason: str) -> None:
+    with transaction.atomic(durable=True):
+        order = locks.order_lock(order_id=order_id)
+        if order is not None and order.status == OrderStatus.PENDING:
+            order.status = OrderStatus.FAILED
+            order.failed_at = timezone.now()
+            order.last_error = reason
+            order.save(update_fields=["status", "failed_at", "last_error", "updated_at"])
+
+
+# --- webhook events ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOutcome:
+    event_id: str
+    status: str  # the stored event's status after this delivery
+    duplicate: bool  # it had already been processed or ignored: nothing changed
+
+
+_INSERT_EVENT = (
+    f"INSERT INTO {WebhookEvent._meta.db_table} "
+    "(provider, event_id, type, payload, status, attempts, last_error, received_at, updated_at) "
+    "VALUES (%s, %s, %s, %s::jsonb, %s, 0, '', now(), now()) "
+    "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
+)
+
+
+def webhook_event_store(*, provider: str, event: dict[str, Any]) -> tuple[int, bool]:
+    """Stores a verified event (its own statement, committed at once); returns its row id and whether this
+    delivery stored it. A second delivery of one event id stores nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_EVENT,
+            [provider, event["id"], event["type"], json.dumps(event), WebhookStatus.RECEIVED],
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        return row[0], True
+    pk = WebhookEvent.objects.filter(provider=provider, event_id=event["id"]).values_list("pk", flat=True).first()
+    if pk is None:  # pragma: no cover - a stored event is never deleted
+        raise WebhookProcessingFailed()
+    return pk, False
+
+
+def webhook_event_receive(*, provider: str, event: dict[str, Any]) -> WebhookOutcome:
+    """Stores then processes one delivery (see the module docstring for the outcomes)."""
+    pk, _ = webhook_event_store(provider=provider, event=event)
+    return webhook_event_process(event_pk=pk)
+
+
+def webhook_event_process(*, event_pk: int) -> WebhookOutcome:
+    """Processes a stored event unless it is already processed or ignored. Raises
+    ``WebhookProcessingFailed`` (a 500) after recording a failure that a redelivery may get past."""
+    try:
+        with transaction.atomic(durable=True):
+            event = locks.webhook_event_lock(event_pk=event_pk)
+            if event is None:  # pragma: no cover - a stored event is never deleted
+                raise WebhookProcessingFailed()
+            if event.status in DONE_STATUSES:
+                return WebhookOutcome(event_id=event.event_id, status=event.status, duplicate=True)
+            event.attempts += 1
+            try:
+                with transaction.atomic():  # a savepoint: a refused event leaves no partial change
+                    handled = webhooks.handle(event)
+            except EventNotApplicable as exc:
+                _flag_order(exc)
+                event.status, event.last_error = WebhookStatus.FAILED, str(exc)
+                event.order_id = exc.order_id if exc.order_id else event.order_id
+                logger.warning("webhook %s %s refused: %s", event.provider, event.event_id, exc)
+            else:
+                event.status, event.last_error = handled.status, handled.note
+                event.order_id = handled.order_id
+            event.processed_at = timezone.now()
+            event.save(update_fields=["status", "attempts", "last_error", "order", "processed_at", "updated_at"])
+            return WebhookOutcome(event_id=event.event_id, status=event.status, duplicate=False)
+    except WebhookProcessingFailed:
+        raise
+    except Exception as exc:
+        logger.exception("webhook event %s failed; the provider will deliver it again", event_pk)
+        _event_record_failure(event_pk=event_pk, error=f"{type(exc).__name__}: {exc}")
+        raise WebhookProcessingFailed() from exc
+
+
+def _flag_order(exc: EventNotApplicable) -> None:
+    if exc.order_id is None:
+        return
+    order = locks.order_lock(order_id=exc.order_id)  # already held by this transaction when it exists
+    if order is not None:
+        order.needs_review = True
+        order.last_error = str(exc)
+        if exc.amount_paid_usd is not None:
+            order.amount_paid_usd = exc.amount_paid_usd
+        order.save(update_fields=["needs_review", "last_error", "amount_paid_usd", "updated_at"])
+
+
+def _event_record_failure(*, event_pk: int, error: str) -> None:
+    with transaction.atomic(durable=True):
+        event = locks.webhook_event_lock(event_pk=event_pk)
+        if event is None or event.status in DONE_STATUSES:
+            return
+        event.status = WebhookStatus.FAILED
+        event.attempts += 1
+        event.last_error = error[:2000]
+        event.save(update_fields=["status", "attempts", "last_error", "updated_at"])
