@@ -22,6 +22,8 @@ from credits.services.rate_card import (
     MODEL_NAME_RE,
     is_valid_model_name,
 )
+from subscriptions.api.serializers import SubscriptionSerializer
+from subscriptions.selectors import subscription_current
 
 MAX_BUCKETS = 366
 LAST_YEAR = 9998
@@ -281,7 +283,7 @@ class AccountSummarySerializer(serializers.Serializer):
         help_text="The user's email; null for the platform's own account or when none is set."
     )
     credit_balance = CreditBalanceSerializer(source="account")
-    subscription = serializers.SerializerMethodField(help_text="Null until subscriptions exist.")
+    subscription = serializers.SerializerMethodField(help_text="The current subscription, or null.")
     usage_this_month = UsageStatsSerializer(help_text="Usage since the first day of this month (UTC).")
     total_requests_all_time = serializers.IntegerField()
     account_created_at = serializers.DateTimeField(source="account.created_at")
@@ -292,9 +294,10 @@ class AccountSummarySerializer(serializers.Serializer):
         user = summary.account.user
         return (user.email or None) if user is not None else None
 
-    @extend_schema_field({"type": "object", "nullable": True, "additionalProperties": True})
+    @extend_schema_field(SubscriptionSerializer(allow_null=True))
     def get_subscription(self, summary: Any) -> dict | None:
-        return None
+        current = subscription_current(account_id=summary.account.id)
+        return SubscriptionSerializer(current).data if current is not None else None
 
     @extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
     def get_last_login_at(self, summary: Any) -> str | None:

@@ -202,8 +202,8 @@ def month_start(moment: datetime) -> datetime:
 
 class AccountSummaryViewSet(TenantViewSet):
     """An overview of your credit account (owners and admins: of any account of the platform, with
-    `account_id`): its credit balance and auto-reload settings, the subscription (null until subscriptions
-    exist), this month's usage (the usage statistics object for the current UTC month, monthly period) and
+    `account_id`): its credit balance and auto-reload settings, the current subscription (null without
+    one), this month's usage (the usage statistics object for the current UTC month, monthly period) and
     the requests of all time."""
 
     @extend_schema(

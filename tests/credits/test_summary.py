@@ -238,3 +238,19 @@ def test_schema_documents_the_summary(member, admin):
     )
     _check(schema, SUMMARY_URL, "get", client_for(admin).get(SUMMARY_URL, {"account_id": "x"}))
     _check(schema, SUMMARY_URL, "get", APIClient().get(SUMMARY_URL))
+
+
+def test_summary_shows_the_current_subscription(member):
+    from subscriptions.models import Plan
+    from subscriptions.services import subscription_start
+
+    plan = Plan.objects.create(
+        platform=member.platform, slug="growth", name="Growth", price_monthly=2000, price_yearly=20000,
+        credits_included="100",
+    )
+    subscription_start(account_id=member.account.id, plan_id=plan.id, billing_cycle="monthly", provider="manual")
+    body = APIClient()
+    body.credentials(HTTP_AUTHORIZATION=f"Token {member.token}")
+    body = body.get("/api/billing/summary/").json()
+    assert body["subscription"]["plan"]["slug"] == "growth"
+    assert body["subscription"]["status"] in {"active", "trialing"}
