@@ -32,6 +32,7 @@ run: demo
 		--access-logfile - --preload
 
 test: setup
+	PYTHON=$(PY) scripts/fetch-redis
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: migrate

@@ -161,6 +161,29 @@ STRIPE_WEBHOOK_TOLERANCE = int(os.environ.get("STRIPE_WEBHOOK_TOLERANCE", "300")
 STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "20"))
 STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
 CHECKOUT_ALLOWED_ORIGINS = env_list("CHECKOUT_ALLOWED_ORIGINS")  # e.g. https://app.example.com
+# Creem (payments/providers/creem.py); its test mode is https://test-api.creem.io
+CREEM_API_KEY = os.environ.get("CREEM_API_KEY", "")
+CREEM_API_BASE = os.environ.get("CREEM_API_BASE", "https://api.creem.io")
+CREEM_WEBHOOK_SECRET = os.environ.get("CREEM_WEBHOOK_SECRET", "")
+CREEM_TIMEOUT_SECONDS = float(os.environ.get("CREEM_TIMEOUT_SECONDS", "20"))
+
+# --- Background work (billing_service/celery.py): Celery with a Redis broker, or in-process without one ---
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+# No broker (the embedded default): tasks run in-process when enqueued, which callers do after commit.
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_ACKS_LATE = True  # a worker killed mid-task leaves the message for another one
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "release-expired-holds": {"task": "credits.tasks.holds_release_expired_task", "schedule": 60.0},
+    "reprocess-failed-webhooks": {"task": "payments.tasks.webhook_events_reprocess", "schedule": 300.0},
+    "resume-stalled-recharges": {"task": "payments.tasks.recharges_resume", "schedule": 300.0},
+}
+# Called by credits.ledger after a debit leaves an account with auto-recharge on below its threshold.
+CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"
 
 LOGGING = {
     "version": 1,

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from collections.abc import Callable
+from functools import lru_cache
+
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.utils.module_loading import import_string
 
 from billing_service.db import server_bound_cursor
 from billing_service.money import DECIMAL_PLACES, QUANTUM, format_money
@@ -34,12 +39,13 @@ _FIELDS = [f for f in LedgerEntry._meta.concrete_fields]
 _COLUMNS = [f.column for f in _FIELDS]
 _ATTNAMES = [f.attname for f in _FIELDS]
 _COLS = ", ".join(_COLUMNS)
+_COLS_LIST = _COLUMNS
 # Fields whose raw database value needs converting (jsonb arrives as text).
 _CONVERTERS = [(i, f) for i, f in enumerate(_FIELDS) if hasattr(f, "from_db_value")]
 _IDEMPOTENCY_CONSTRAINT = "ledger_unique_idempotency_key"
 # Ledger keys the service derives itself (usage debits, paid orders); a client-chosen key may not start
 # with them. The first two are the usage keys, in this order.
-RESERVED_KEY_PREFIXES = ("usage:", "usage-sha256:", "order:")
+RESERVED_KEY_PREFIXES = ("usage:", "usage-sha256:", "order:", "recharge:")
 
 
 def is_reserved_key(key: str) -> bool:
@@ -75,10 +81,11 @@ def _statement(transaction_type: str, *, with_key: bool) -> str:
         f"WHERE id = %(account_id)s AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
         f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
         f"{' AND NOT EXISTS (SELECT 1 FROM prior)' if with_key else ''} "
-        f"RETURNING id, platform_id, balance, reserved, last_sequence, last_entry_at), "
+        f"RETURNING id, platform_id, balance, reserved, last_sequence, last_entry_at, "
+        f"CASE WHEN auto_recharge_enabled THEN auto_recharge_threshold_usd END AS recharge_below), "
         f"ins AS (INSERT INTO {_ENTRY_TABLE} ({_COLS}) SELECT {_INSERT_VALUES} FROM acct RETURNING {_COLS}) "
-        f"SELECT true, {_COLS} FROM ins"
-        f"{f' UNION ALL SELECT false, {_COLS} FROM prior' if with_key else ''}"
+        f"SELECT true, {_COLS}, (SELECT recharge_below FROM acct) FROM ins"
+        f"{f' UNION ALL SELECT false, {_COLS}, NULL FROM prior' if with_key else ''}"
     )
 
 
@@ -199,10 +206,23 @@ def post(account_id: uuid.UUID | str, posting: Posting, *, savepoint: bool | Non
         row = _prior_row(account_id, posting.idempotency_key)
     if row is None:
         _raise_refusal(account_id, posting)
-    created, entry = row[0], _entry_from_row(row[1:])
+    created, entry = row[0], _entry_from_row(row[1 : 1 + len(_COLS_LIST)])
     if not created and entry.request_hash != digest:
         raise IdempotencyConflict(details={"idempotency_key": posting.idempotency_key})
+    # The account's auto-recharge threshold came back with the update (NULL when auto-recharge is off), so
+    # checking it costs no query on the hot path.
+    below = row[-1] if len(row) > 1 + len(_COLS_LIST) else None
+    if created and below is not None and posting.balance_delta < 0 and entry.balance_after - entry.reserved_after < below:
+        low_balance_hook()(account_id)
     return PostResult(entry=entry, replayed=not created)
+
+
+@lru_cache(maxsize=1)
+def low_balance_hook() -> Callable[[uuid.UUID | str], None]:
+    """``settings.CREDITS_LOW_BALANCE_HOOK``: called after a debit leaves an account with auto-recharge on
+    below its threshold (payments schedules a recharge after commit). Credits does not import payments."""
+    path = getattr(settings, "CREDITS_LOW_BALANCE_HOOK", "")
+    return import_string(path) if path else (lambda account_id: None)
 
 
 def _entry_from_row(raw: tuple | list) -> LedgerEntry:
@@ -255,7 +275,8 @@ def _raise_refusal(account_id: uuid.UUID | str, posting: Posting) -> None:
 
 _STATE_COLUMNS = ["balance", "reserved", "last_sequence", *(f"count_{t}" for t in TransactionType.values)]
 _LOCK_ACCOUNTS = (
-    f"SELECT id, platform_id, last_entry_at, {', '.join(_STATE_COLUMNS)}, clock_timestamp() "
+    f"SELECT id, platform_id, last_entry_at, {', '.join(_STATE_COLUMNS)}, clock_timestamp(), "
+    f"CASE WHEN auto_recharge_enabled THEN auto_recharge_threshold_usd END "
     f"FROM {_ACCOUNT_TABLE} WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
 )
 _UPDATE_ACCOUNTS = (
@@ -290,6 +311,7 @@ class _AccountState:
     platform_id: int
     last_entry_at: Any
     values: dict[str, Any]
+    recharge_below: Decimal | None = None  # the auto-recharge threshold, None when auto-recharge is off
 
 
 def post_many(
@@ -312,6 +334,7 @@ def post_many(
     results: list[Posted | InsufficientCredits] = []
     rows: list[tuple] = []
     changed: set[uuid.UUID] = set()
+    low: set[uuid.UUID] = set()
     for account_id, posting in postings:
         state = states.get(account_id)
         if state is None:
@@ -343,6 +366,10 @@ def post_many(
             _posting_hash(posting) if posting.idempotency_key is not None else "", state.last_entry_at,
         ))
         results.append(Posted(entry_id, account_id, values["last_sequence"], balance, reserved))
+        if posting.balance_delta < 0 and state.recharge_below is not None and balance - reserved < state.recharge_below:
+            low.add(account_id)
+    for account_id in sorted(low):
+        low_balance_hook()(account_id)
     if rows:
         with server_bound_cursor() as cursor:
             with cursor.copy(_COPY_ENTRIES) as copy:
@@ -375,5 +402,6 @@ def lock_accounts(account_ids: list[uuid.UUID]) -> dict[uuid.UUID, _AccountState
             platform_id=platform_id,
             last_entry_at=max(now, last_entry_at) if last_entry_at else now,
             values=dict(zip(_STATE_COLUMNS, row[3 : 3 + n], strict=True)),
+            recharge_below=row[4 + n],
         )
     return states

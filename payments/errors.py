@@ -1,6 +1,6 @@
 """Domain errors of the payments app."""
 
-from billing_service.errors import DomainError, InvalidInput, NotFound
+from billing_service.errors import Conflict, DomainError, InvalidInput, NotFound
 
 
 class ChannelNotAvailable(DomainError):
@@ -71,3 +71,20 @@ class EventNotApplicable(Exception):
 
 class EventRetryable(Exception):
     """A failure a later delivery may get past (its order is not known here yet): recorded, answered 5xx."""
+
+
+class NoBillingCustomer(Conflict):
+    code = "no_billing_customer"
+    default_message = "This account has no customer at the payment provider yet: subscribe or buy first."
+
+
+class PaymentMethodRequired(Conflict):
+    code = "payment_method_required"
+    default_message = "Auto-recharge needs a saved payment method: complete a top-up with a card first."
+
+
+class InvalidAutoRecharge(InvalidInput):
+    """Auto-recharge settings that do not hold together (amount outside the platform's top-up range...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"Invalid input: {field}.", details={field: [message]})

@@ -1,9 +1,13 @@
-"""The only place rows of this app are locked. Order: a webhook event, then its order (then, inside
-``credits.ledger``, the credit account). Nothing here is held across a call to a provider."""
+"""The only place rows of this app are locked. Order: a webhook event, then (an advisory lock on) its payment
+intent, then its order, then the account's subscriptions (``subscriptions.locks``), then the credit account
+(``credits.locks`` / inside ``credits.ledger``), then parked refund events. Nothing here is held across a call
+to a provider."""
 
 from __future__ import annotations
 
 import uuid
+
+from django.db import connection
 
 from payments.models import Order, WebhookEvent
 
@@ -14,3 +18,15 @@ def webhook_event_lock(*, event_pk: int) -> WebhookEvent | None:
 
 def order_lock(*, order_id: uuid.UUID | str) -> Order | None:
     return Order.objects.select_for_update().filter(pk=order_id).first()
+
+
+_PAYMENT_INTENT = 0x5049  # "PI": the first key of pg_advisory_xact_lock(int, int)
+
+
+def payment_intent_lock(*, payment_intent_id: str) -> None:
+    """Serializes the events about one provider payment (taken before the order's row lock): a refund that
+    looks its order up by payment id and the event that records that id on the order cannot miss each
+    other (the refund would otherwise be parked after the order had looked for parked refunds)."""
+    if payment_intent_id:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_PAYMENT_INTENT, payment_intent_id])

@@ -21,6 +21,7 @@ from django.db.models import F, Q
 from accounts.models import Platform
 from billing_service.money import DECIMAL_PLACES, MAX_DIGITS
 from credits.models import CreditAccount, LedgerEntry
+from subscriptions.models import Plan, Subscription
 
 USD_DIGITS = 12  # NUMERIC(12, 2): up to 9,999,999,999.99 USD in one order
 DEFAULT_TOP_UP_MIN = Decimal("5.00")
@@ -115,7 +116,26 @@ class Order(models.Model):
     )
     ledger_entry = models.OneToOneField(
         LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="order",
-        help_text="The ledger add row that credited this order.",
+        help_text="The ledger add row that credited this order (a subscription: its first period's grant).",
+    )
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="orders", db_index=False,
+        help_text="The plan a subscription order buys.",
+    )
+    billing_cycle = models.CharField(max_length=8, blank=True, default="", help_text="monthly or yearly.")
+    provider_subscription_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="The provider's subscription id (Stripe: sub_...)."
+    )
+    amount_refunded_usd = usd_field(
+        default=Decimal(0), help_text="What the provider reported as refunded so far (cumulative)."
+    )
+    credits_reversed = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
+        help_text="Credits removed by refunds (``refund`` rows).",
+    )
+    refund_shortfall_credits = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
+        help_text="Credits a refund should have removed but were already spent (the order needs review).",
     )
     needs_review = models.BooleanField(
         default=False, help_text="A provider event disagreed with the order (amount, currency...); see last_error."
@@ -141,7 +161,17 @@ class Order(models.Model):
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
             models.CheckConstraint(condition=Q(currency="USD"), name="order_currency_supported"),
             models.CheckConstraint(condition=Q(amount_usd__gt=0), name="order_amount_positive"),
-            models.CheckConstraint(condition=Q(credits__gt=0), name="order_credits_positive"),
+            models.CheckConstraint(
+                condition=Q(credits__gt=0) | Q(type=OrderType.SUBSCRIPTION, credits__gte=0),
+                name="order_credits_positive",
+            ),
+            models.CheckConstraint(
+                condition=~Q(type=OrderType.SUBSCRIPTION) | Q(plan__isnull=False), name="order_subscription_has_plan"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_refunded_usd__gte=0, credits_reversed__gte=0, refund_shortfall_credits__gte=0),
+                name="order_refunds_not_negative",
+            ),
             models.CheckConstraint(
                 condition=~Q(status=OrderStatus.PAID) | Q(paid_at__isnull=False), name="order_paid_has_paid_at"
             ),
@@ -167,6 +197,53 @@ class Order(models.Model):
     def amount_cents(self) -> int:
         """The amount in the provider's smallest unit (exact: ``amount_usd`` has two decimals)."""
         return int(self.amount_usd * 100)
+
+
+class PlanCreditPeriod(models.Model):
+    """The plan credits of one billing period of a subscription: granted once when its invoice is paid.
+
+    Accounting (see ``payments.webhooks``): plan credits are spent before purchased ones. When the next
+    period's invoice is paid, this period's unused plan credits are
+    ``min(available now, granted + carried_in - spent since the grant)`` (spent: ``subtract`` rows after
+    ``grant_sequence`` minus usage refunds); the plan's rollover policy keeps some (``carried_out``, the next
+    period's ``carried_in``) and removes the rest (``expired``, one negative ``rollover`` row). Purchased
+    credits are never removed: the removal never exceeds what is available nor the unused plan credits."""
+
+    id = models.BigAutoField(primary_key=True)
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="credit_periods")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+", db_index=False)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    invoice_id = models.CharField(max_length=255, blank=True, default="")
+    granted = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES)
+    carried_in = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0))
+    grant_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The add row of the grant (none when the plan includes no credits).",
+    )
+    grant_sequence = models.BigIntegerField(help_text="The account's ledger sequence right after the grant.")
+    closed_at = models.DateTimeField(null=True, blank=True, help_text="When the next period applied rollover.")
+    unused = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
+    carried_out = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
+    expired = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
+    rollover_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The rollover row that removed the expired plan credits.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["subscription_id", "-period_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "period_start"], name="plan_period_unique_start"),
+            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="plan_period_ordered"),
+            models.CheckConstraint(
+                condition=Q(granted__gte=0, carried_in__gte=0), name="plan_period_amounts_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscription_id} {self.period_start:%Y-%m-%d}: {self.granted} + {self.carried_in}"
 
 
 class WebhookProvider(models.TextChoices):
@@ -213,3 +290,7 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.event_id} {self.type} ({self.status})"
+
+
+# Auto-recharge rows live in their own module; imported here so Django registers them with this app.
+from payments.recharge_models import Recharge, RechargeStatus, SavedPaymentMethod  # noqa: E402, F401

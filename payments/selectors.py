@@ -10,7 +10,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from accounts.models import Platform
+from credits.models import CreditAccount
 from payments.models import Order, PlatformPaymentSettings
+from subscriptions.models import Provider, Subscription
 
 _FORBIDDEN_URL_CHARS = frozenset("\\ \t\r\n\x00")
 
@@ -61,3 +63,23 @@ def order_get(*, order_id: uuid.UUID | str, platform: Platform, user: AbstractBa
     except ValueError:
         return None
     return order_list(platform=platform, user=user).filter(pk=order_id).first()
+
+
+def stripe_customer_of(*, account: CreditAccount) -> str:
+    """The account's Stripe customer id: its latest Stripe subscription's, else its latest Stripe order's
+    ("" when it has never reached Stripe checkout with a customer)."""
+    found = (
+        Subscription.objects.filter(account=account, provider=Provider.STRIPE)
+        .exclude(provider_customer_id="")
+        .order_by("-created_at")
+        .values_list("provider_customer_id", flat=True)
+        .first()
+    )
+    return found or (
+        Order.objects.filter(account=account, channel="stripe")
+        .exclude(provider_customer_id="")
+        .order_by("-created_at")
+        .values_list("provider_customer_id", flat=True)
+        .first()
+        or ""
+    )

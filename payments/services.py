@@ -3,6 +3,9 @@
 Checkout: the rules are checked first (nothing is written for a refused request), then the pending order is
 committed, then the provider is called with no transaction open (its idempotency key derives from the order
 id), then the session's ids are saved on the order. If the provider fails, the order is kept, ``failed``.
+A subscription checkout (Stripe) buys a plan for a billing cycle: the order costs the plan's price, the session
+(mode ``subscription``) charges the plan's Stripe price, and the subscription starts from the webhooks.
+The billing portal (``billing_portal_create``) opens a Stripe Billing Portal session for the account's customer.
 
 Webhooks (dj-stripe's pattern): a verified event is stored first (``INSERT ... ON CONFLICT DO NOTHING`` on
 the provider's event id), then processed in one durable transaction holding the event row's lock, so
@@ -42,11 +45,16 @@ from payments.errors import (
     CheckoutTypeNotAvailable,
     EventNotApplicable,
     InvalidCheckout,
+    NoBillingCustomer,
     PaymentProviderError,
     WebhookProcessingFailed,
 )
 from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent, WebhookStatus
 from payments.providers import stripe as stripe_provider
+from subscriptions import selectors as subscription_selectors
+from subscriptions.errors import SubscriptionExists
+from subscriptions.models import BillingCycle
+from subscriptions.services import as_uuid
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +75,32 @@ def checkout_create(
     amount: Decimal | None,
     success_url: str,
     cancel_url: str,
+    plan_id: str | None = None,
+    billing_cycle: str | None = None,
 ) -> Order:
     """A pending order and the provider's checkout session for it; returns the order with its
-    ``checkout_url``. Only Stripe top-ups exist so far: Creem and subscriptions are refused with a 400."""
+    ``checkout_url``. Stripe top-ups and Stripe subscriptions (``plan_id``, ``billing_cycle``)."""
+    if channel == Channel.CREEM:
+        from payments.creem_checkout import creem_checkout_create
+
+        return creem_checkout_create(
+            platform=platform, user=user, account=account, order_type=order_type, plan_id=plan_id,
+            billing_cycle=billing_cycle, success_url=success_url, cancel_url=cancel_url,
+        )
     if channel != Channel.STRIPE:
         raise ChannelNotAvailable(
             f"The {channel!r} channel is not available yet; use 'stripe'.",
             details={"channel": ["Not available yet: only 'stripe' is."]},
         )
+    if order_type == OrderType.SUBSCRIPTION:
+        return _subscription_checkout_create(
+            platform=platform, user=user, account=account, plan_id=plan_id, billing_cycle=billing_cycle,
+            success_url=success_url, cancel_url=cancel_url,
+        )
     if order_type != OrderType.TOP_UP:
         raise CheckoutTypeNotAvailable(
             f"Checkout of type {order_type!r} is not available yet; use 'top_up'.",
-            details={"type": ["Not available yet: only 'top_up' is."]},
+            details={"type": ["Not available yet: only 'top_up' or 'subscription' are."]},
         )
     if amount is None:
         raise InvalidCheckout("amount", "Required for a top-up.")
@@ -87,10 +109,7 @@ def checkout_create(
         raise InvalidCheckout("amount", f"Must be at least {format_money(limits.top_up_min_usd)}.")
     if amount > limits.top_up_max_usd:
         raise InvalidCheckout("amount", f"Must be at most {format_money(limits.top_up_max_usd)}.")
-    origins = selectors.allowed_redirect_origins(platform=platform)
-    for field, url in (("success_url", success_url), ("cancel_url", cancel_url)):
-        if selectors.origin_of(url) not in origins:
-            raise InvalidCheckout(field, "Must be an http(s) URL on one of the platform's allowed origins.")
+    _check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
     stripe_provider.ensure_configured()
 
     with transaction.atomic(durable=True):
@@ -126,6 +145,91 @@ def checkout_create(
             "provider_checkout_id", "provider_payment_id", "provider_customer_id", "checkout_url", "updated_at",
         ])
     return order
+
+
+def _check_redirects(platform: Platform, **urls: str) -> None:
+    origins = selectors.allowed_redirect_origins(platform=platform)
+    for field, url in urls.items():
+        if selectors.origin_of(url) not in origins:
+            raise InvalidCheckout(field, "Must be an http(s) URL on one of the platform's allowed origins.")
+
+
+def _subscription_checkout_create(
+    *,
+    platform: Platform,
+    user: AbstractBaseUser,
+    account: CreditAccount,
+    plan_id: str | None,
+    billing_cycle: str | None,
+    success_url: str,
+    cancel_url: str,
+) -> Order:
+    """A pending subscription order (the plan's price for the cycle) and a Stripe Checkout Session in mode
+    ``subscription`` for the plan's Stripe price. The subscription starts when Stripe confirms it (webhooks).
+    Refused: an unknown, inactive or unpurchasable plan, a cycle without a Stripe price or a price of 0 (400);
+    an account that already has a current subscription (409: change plans in the billing portal)."""
+    if not plan_id:
+        raise InvalidCheckout("plan_id", "Required for a subscription.")
+    if billing_cycle not in BillingCycle.values:
+        raise InvalidCheckout("billing_cycle", "Required for a subscription: 'monthly' or 'yearly'.")
+    plan = subscription_selectors.plan_get(platform=platform, plan_id=plan_id) if as_uuid(plan_id) else None
+    if plan is None or not plan.is_active or not plan.purchasable:
+        raise InvalidCheckout("plan_id", "No such plan on sale in this platform.")
+    price_id, cents = plan.stripe_price_for(billing_cycle), plan.price_for(billing_cycle)
+    if not price_id or cents <= 0:
+        raise InvalidCheckout("billing_cycle", f"The plan is not sold {billing_cycle} through Stripe.")
+    _check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
+    current = subscription_selectors.subscription_current(account_id=account.pk)
+    if current is not None:
+        raise SubscriptionExists(
+            "The account already has a current subscription: change plans in the billing portal.",
+            details={"subscription_id": str(current.pk), "plan": current.plan.slug},
+        )
+    stripe_provider.ensure_configured()
+    customer_id = selectors.stripe_customer_of(account=account)
+
+    with transaction.atomic(durable=True):
+        order = Order.objects.create(
+            platform=platform,
+            account=account,
+            user=user,
+            type=OrderType.SUBSCRIPTION,
+            channel=Channel.STRIPE,
+            amount_usd=Decimal(cents) / 100,
+            credits=plan.credits_included,
+            plan=plan,
+            billing_cycle=billing_cycle,
+            success_url=success_url,
+            cancel_url=cancel_url,
+        )
+    try:
+        session = stripe_provider.subscription_checkout_session_create(
+            order=order, price_id=price_id, customer_id=customer_id,
+            customer_email="" if customer_id else getattr(user, "email", "") or "",
+        )
+    except PaymentProviderError as exc:
+        _order_checkout_failed(order_id=order.id, reason=f"checkout session not created: {exc.message}")
+        raise
+    with transaction.atomic(durable=True):
+        order = locks.order_lock(order_id=order.id)
+        assert order is not None
+        order.provider_checkout_id = order.provider_checkout_id or session.id
+        order.provider_customer_id = order.provider_customer_id or session.customer_id or customer_id
+        order.checkout_url = session.url
+        order.save(update_fields=["provider_checkout_id", "provider_customer_id", "checkout_url", "updated_at"])
+    return order
+
+
+def billing_portal_create(*, platform: Platform, account: CreditAccount, return_url: str) -> str:
+    """The URL of the provider's billing portal for the account's Stripe customer (known from its
+    subscription or a paid order). 400 for a ``return_url`` off the allowed origins; 409
+    ``no_billing_customer`` when the account has never paid through Stripe."""
+    _check_redirects(platform, return_url=return_url)
+    customer_id = selectors.stripe_customer_of(account=account)
+    if not customer_id:
+        raise NoBillingCustomer()
+    stripe_provider.ensure_configured()
+    return stripe_provider.billing_portal_session_create(customer_id=customer_id, return_url=return_url)
 
 
 def _order_checkout_failed(*, order_id: uuid.UUID, reason: str) -> None:

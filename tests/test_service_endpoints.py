@@ -27,6 +27,7 @@ from tests.conftest import client_for
 OPERATIONS = {
     ("/healthz", "get"),
     (ACCOUNT_URL, "get"),
+    (ACCOUNT_URL, "patch"),
     (TRANSACTIONS_URL, "get"),
     (MANUAL_URL, "post"),
     (ADMIN_TRANSACTIONS_URL, "get"),
@@ -50,13 +51,15 @@ OPERATIONS = {
     ("/api/billing/admin/plans/{plan_id}/", "put"),
     ("/api/billing/admin/plans/{plan_id}/", "patch"),
     ("/api/billing/checkout/", "post"),
+    ("/api/billing/portal/", "post"),
     ("/api/billing/orders/", "get"),
     ("/api/billing/orders/{order_id}/", "get"),
     ("/api/billing/webhooks/stripe/", "post"),
+    ("/api/billing/webhooks/creem/", "post"),
 }
 BILLING_OPERATIONS = OPERATIONS - {("/healthz", "get")}
 # Called by a payment provider, authenticated by its signature: no token, so no 401/403/404.
-PUBLIC_OPERATIONS = {("/api/billing/webhooks/stripe/", "post")}
+PUBLIC_OPERATIONS = {("/api/billing/webhooks/stripe/", "post"), ("/api/billing/webhooks/creem/", "post")}
 
 
 # --- /healthz -------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ class CreditAccountSerializer(serializers.Serializer):
     last_updated = serializers.DateTimeField(source="last_entry_at", allow_null=True)
 
     def to_representation(self, account: CreditAccount) -> dict[str, Any]:
+        self.__dict__.pop("_has_method", None)
         self._plan_state: AccountPlanState = account_plan_state(account_id=account.pk)  # for the plan fields
         return super().to_representation(account)
 
@@ -71,16 +72,48 @@ class CreditAccountSerializer(serializers.Serializer):
     def get_free_trial(self, account: CreditAccount) -> bool:
         return self._plan_state.free_trial
 
-    # Payment methods arrive with payments; until then no account has one, so none can auto-recharge.
-    def get_can_use_auto_recharge(self, account: CreditAccount) -> bool:
-        return False
+    def _payment_method(self, account: CreditAccount) -> bool:
+        """Whether the account has a saved card for off-session charges (one indexed lookup, cached)."""
+        if not hasattr(self, "_has_method"):
+            from payments.recharge import account_has_payment_method  # payments builds on credits
 
+            self._has_method = account_has_payment_method(account=account)
+        return self._has_method
+
+    @extend_schema_field(serializers.BooleanField(help_text="True when a payment method is saved to charge."))
+    def get_can_use_auto_recharge(self, account: CreditAccount) -> bool:
+        return self._payment_method(account)
+
+    @extend_schema_field(serializers.BooleanField())
     def get_has_payment_method(self, account: CreditAccount) -> bool:
-        return False
+        return self._payment_method(account)
 
     @extend_schema_field(PRICING_TABLE_SCHEMA)
     def get_pricing_table(self, account: CreditAccount) -> dict[str, Any]:
         return pricing_table(platform_id=account.platform_id)
+
+
+class AutoRechargeInputSerializer(serializers.Serializer):
+    """PATCH /api/billing/account/: the auto-recharge settings, each optional; null clears an amount."""
+
+    auto_recharge_enabled = serializers.BooleanField(required=False)
+    auto_recharge_threshold_usd = MoneyField(
+        required=False, allow_null=True, max_digits=12, decimal_places=2,
+        help_text='Recharge when available credits fall below this, e.g. "10.00".',
+    )
+    auto_recharge_amount_usd = MoneyField(
+        required=False, allow_null=True, max_digits=12, decimal_places=2,
+        help_text="USD charged per recharge (within the platform's top-up range).",
+    )
+    auto_recharge_spending_limit_usd = MoneyField(
+        required=False, allow_null=True, max_digits=12, decimal_places=2,
+        help_text="Most USD auto-recharge may charge per calendar month (UTC); null: no limit.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Give at least one auto-recharge setting.")
+        return attrs
 
 
 class LedgerEntrySerializer(serializers.Serializer):

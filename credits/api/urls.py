@@ -12,7 +12,7 @@ from credits.api.views import (
 
 urlpatterns = [
     # The caller's account and ledger.
-    path("account/", CreditAccountViewSet.as_view({"get": "retrieve"}), name="billing-account"),
+    path("account/", CreditAccountViewSet.as_view({"get": "retrieve", "patch": "partial_update"}), name="billing-account"),
     path("transactions/", LedgerEntryViewSet.as_view({"get": "list"}), name="billing-transactions"),
     path("usage/stats/", UsageStatsViewSet.as_view({"get": "retrieve"}), name="billing-usage-stats"),
     path("summary/", AccountSummaryViewSet.as_view({"get": "retrieve"}), name="billing-summary"),

@@ -23,6 +23,7 @@ from billing_service.validation import validated, validated_filters
 from credits import selectors, services
 from credits.api.serializers import (
     AccountQuerySerializer,
+    AutoRechargeInputSerializer,
     CreditAccountSerializer,
     LedgerEntrySerializer,
     ManualAdjustmentInputSerializer,
@@ -65,6 +66,32 @@ class CreditAccountViewSet(CallerAccountMixin, TenantViewSet):
     )
     def retrieve(self, request: Request) -> Response:
         account = self.caller_account(request)
+        return Response(CreditAccountSerializer(account).data)
+
+    @extend_schema(
+        operation_id="billing_account_partial_update",
+        summary="Change your auto-recharge settings",
+        request=AutoRechargeInputSerializer,
+        responses={
+            200: CreditAccountSerializer,
+            409: error_response("Enabling needs a saved payment method (payment_method_required)."),
+            **ERROR_RESPONSES,
+        },
+        tags=["account"],
+    )
+    def partial_update(self, request: Request) -> Response:
+        from payments.recharge import auto_recharge_update  # payments builds on credits
+
+        tenant = self.tenant
+        if tenant.membership is None:
+            raise NotAMember("You have no account on this platform.")
+        data = validated(AutoRechargeInputSerializer, request.data)
+        account = self.caller_account(request)
+        names = {
+            "auto_recharge_enabled": "enabled", "auto_recharge_threshold_usd": "threshold_usd",
+            "auto_recharge_amount_usd": "amount_usd", "auto_recharge_spending_limit_usd": "spending_limit_usd",
+        }
+        account = auto_recharge_update(account_id=account.pk, **{names[k]: v for k, v in data.items()})
         return Response(CreditAccountSerializer(account).data)
 
 

@@ -1,11 +1,14 @@
 """Every write of the credits app. Views and other apps import from here."""
 
 from credits.services.balances import (
+    RemovalResult,
     account_ensure,
     credits_adjust,
     credits_debit,
+    credits_expire_plan,
     credits_grant,
     credits_refund,
+    credits_reverse_purchase,
 )
 from credits.services.holds import (
     DEFAULT_HOLD_SECONDS,
@@ -36,11 +39,14 @@ __all__ = [
     "DEFAULT_HOLD_SECONDS",
     "MAX_HOLD_SECONDS",
     "HoldResult",
+    "RemovalResult",
     "account_ensure",
     "credits_adjust",
     "credits_debit",
+    "credits_expire_plan",
     "credits_grant",
     "credits_refund",
+    "credits_reverse_purchase",
     "hold_capture",
     "model_price_create",
     "hold_create",

@@ -9,6 +9,7 @@ first result (``replayed=True``), with other arguments it raises ``IdempotencyCo
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -160,4 +161,82 @@ def credits_refund(
             refund_of_id=refund_of_id,
             idempotency_key=idempotency_key,
         ),
+    )
+
+
+# --- removals that stop at what is available ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalResult:
+    entry: LedgerEntry | None  # None: nothing could be removed (or nothing was asked)
+    removed: Decimal  # what the row took (positive)
+    shortfall: Decimal  # what was asked but not available (already spent or reserved)
+    replayed: bool
+
+
+def _remove_available(
+    *, account_id: uuid.UUID | str, amount: Decimal, transaction_type: str, description: str, reference: str,
+    metadata: dict[str, Any] | None, idempotency_key: str,
+) -> RemovalResult:
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
+        raise ValueError(f"amount must be a finite Decimal >= 0, got {amount!r}")
+    account = account_lock(account_id=account_id)
+    if account is None:
+        raise AccountNotFound()
+    prior = LedgerEntry.objects.filter(account_id=account_id, idempotency_key=idempotency_key).first()
+    if prior is not None:
+        return RemovalResult(prior, -prior.balance_delta, max(amount + prior.balance_delta, Decimal(0)), True)
+    removed = min(amount, max(account.available, Decimal(0)))
+    if removed == 0:
+        return RemovalResult(None, Decimal(0), amount, False)
+    result = ledger.post(
+        account_id,
+        Posting(
+            transaction_type=transaction_type,
+            balance_delta=-removed,
+            description=description,
+            reference=reference,
+            metadata={**(metadata or {}), "requested": format_money(amount)},
+            idempotency_key=idempotency_key,
+        ),
+    )
+    return RemovalResult(result.entry, removed, amount - removed, result.replayed)
+
+
+@transaction.atomic
+def credits_reverse_purchase(
+    *,
+    account_id: uuid.UUID | str,
+    amount: Decimal,
+    idempotency_key: str,
+    description: str = "",
+    reference: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> RemovalResult:
+    """Takes back credits of a refunded payment: a ``refund`` row with a negative delta. Only what is
+    available is taken (the balance never goes negative and reserved credits stay reserved); the rest is the
+    ``shortfall`` the caller records (policy: payments flag the order for review). Keyed: a replay returns
+    the first row. Runs inside the caller's transaction when there is one (the account row is locked)."""
+    return _remove_available(
+        account_id=account_id, amount=amount, transaction_type=TransactionType.REFUND, description=description,
+        reference=reference, metadata=metadata, idempotency_key=idempotency_key,
+    )
+
+
+@transaction.atomic
+def credits_expire_plan(
+    *,
+    account_id: uuid.UUID | str,
+    amount: Decimal,
+    idempotency_key: str,
+    description: str = "",
+    reference: str = "",
+    metadata: dict[str, Any] | None = None,
+) -> RemovalResult:
+    """Removes unused plan credits at a period's end: a ``rollover`` row with a negative delta, never more
+    than is available. Keyed: a replay returns the first row."""
+    return _remove_available(
+        account_id=account_id, amount=amount, transaction_type=TransactionType.ROLLOVER, description=description,
+        reference=reference, metadata=metadata, idempotency_key=idempotency_key,
     )

@@ -11,13 +11,13 @@ from payments.models import Channel, OrderStatus, OrderType
 
 @extend_schema_field({"type": "string", "format": "decimal", "example": "25.00"})
 class MoneyOutField(serializers.Field):
-    def to_representation(self, value):  # noqa: ANN001, ANN201
+    def to_representation(self, value):
         return format_money(value)
 
 
 class CheckoutInputSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(
-        choices=Channel.choices, help_text="Payment provider. Only `stripe` is available so far."
+        choices=Channel.choices, help_text="Payment provider; `creem` sells subscriptions only."
     )
     type = serializers.ChoiceField(
         choices=OrderType.choices, help_text="What is bought. Only `top_up` is available so far."
@@ -30,10 +30,11 @@ class CheckoutInputSerializer(serializers.Serializer):
         "(5.00-1000.00 unless the platform set others). Buys as many credits (1 credit = 1 USD).",
     )
     plan_id = serializers.CharField(
-        required=False, max_length=64, help_text="The plan, for a subscription (not available yet)."
+        required=False, max_length=64, help_text="The plan's id, for a subscription (active and purchasable)."
     )
     billing_cycle = serializers.ChoiceField(
-        choices=["monthly", "yearly"], required=False, help_text="For a subscription (not available yet)."
+        choices=["monthly", "yearly"], required=False,
+        help_text="For a subscription: a cycle the plan sells through a Stripe price.",
     )
     success_url = serializers.URLField(
         max_length=2000, help_text="Where the provider sends the customer after paying; on an allowed origin."
@@ -46,6 +47,16 @@ class CheckoutInputSerializer(serializers.Serializer):
 class CheckoutOutputSerializer(serializers.Serializer):
     order_id = serializers.UUIDField(source="id")
     url = serializers.URLField(source="checkout_url", help_text="The provider's checkout page: redirect there.")
+
+
+class PortalInputSerializer(serializers.Serializer):
+    return_url = serializers.URLField(
+        max_length=2000, help_text="Where the portal sends the customer back; on an allowed origin."
+    )
+
+
+class PortalOutputSerializer(serializers.Serializer):
+    url = serializers.URLField(help_text="The provider's billing portal session: redirect there.")
 
 
 class OrderSerializer(serializers.Serializer):
@@ -70,6 +81,14 @@ class OrderSerializer(serializers.Serializer):
     failed_at = serializers.DateTimeField(allow_null=True)
     canceled_at = serializers.DateTimeField(allow_null=True)
     refunded_at = serializers.DateTimeField(allow_null=True)
+    plan_id = serializers.UUIDField(allow_null=True, help_text="The plan a subscription order buys.")
+    billing_cycle = serializers.CharField(help_text="monthly or yearly (subscriptions), or empty.")
+    provider_subscription_id = serializers.CharField(help_text="Subscription id (Stripe: sub_...), or empty.")
+    amount_refunded_usd = MoneyOutField(help_text="Refunded so far, in USD.")
+    credits_reversed = MoneyOutField(help_text="Credits taken back by refunds.")
+    refund_shortfall_credits = MoneyOutField(
+        help_text="Credits a refund could not take back because they were already spent (see needs review)."
+    )
 
 
 class WebhookReceiptSerializer(serializers.Serializer):

@@ -1,10 +1,13 @@
 from django.urls import path
 
-from payments.api.views import CheckoutViewSet, OrderViewSet, StripeWebhookView
+from payments.api.creem_views import CreemWebhookView
+from payments.api.views import CheckoutViewSet, OrderViewSet, PortalViewSet, StripeWebhookView
 
 urlpatterns = [
     path("checkout/", CheckoutViewSet.as_view({"post": "create"}), name="billing-checkout"),
+    path("portal/", PortalViewSet.as_view({"post": "create"}), name="billing-portal"),
     path("orders/", OrderViewSet.as_view({"get": "list"}), name="billing-orders"),
     path("orders/<str:order_id>/", OrderViewSet.as_view({"get": "retrieve"}), name="billing-order"),
     path("webhooks/stripe/", StripeWebhookView.as_view(), name="billing-webhooks-stripe"),
+    path("webhooks/creem/", CreemWebhookView.as_view(), name="billing-webhooks-creem"),
 ]

@@ -20,6 +20,8 @@ from payments.api.serializers import (
     CheckoutInputSerializer,
     CheckoutOutputSerializer,
     OrderSerializer,
+    PortalInputSerializer,
+    PortalOutputSerializer,
     WebhookReceiptSerializer,
 )
 from payments.errors import OrderNotFound
@@ -37,10 +39,16 @@ class CheckoutViewSet(TenantViewSet):
         operation_id="billing_checkout_create",
         summary="Start a checkout: a pending order and the provider's payment page",
         description=(
-            "Available now: `channel` `stripe`, `type` `top_up` (a one-off purchase of `amount` USD of credits). "
-            "`creem` and `subscription` are answered 400 (`channel_not_available`, "
-            "`checkout_type_not_available`) until they ship. `success_url` and `cancel_url` must be on one of "
-            "the platform's allowed origins (no open redirects)."
+            "`type` `top_up`: a one-off purchase of `amount` USD of credits. `type` `subscription` (channel "
+            "`stripe`): `plan_id` (an active, purchasable plan) and `billing_cycle` (`monthly`/`yearly`, a "
+            "cycle the plan sells through a Stripe price); the order costs the plan's price for the cycle and "
+            "the subscription starts when Stripe confirms it (webhooks). An account that already has a current "
+            "subscription gets a 409 `subscription_exists` (change plans in the billing portal). Channel "
+            "`creem` sells subscriptions only (Creem checkouts are product-backed): `plan_id` (id or slug) must "
+            "name a plan with a `creem_product_id`, `billing_cycle` defaults to `monthly`, and a `top_up` is a "
+            "400 `checkout_type_not_available`; Creem has no cancel page (`cancel_url` is checked, not sent). "
+            "`success_url` "
+            "and `cancel_url` must be on one of the platform's allowed origins (no open redirects)."
         ),
         request=CheckoutInputSerializer,
         responses={
@@ -67,8 +75,42 @@ class CheckoutViewSet(TenantViewSet):
             amount=data.get("amount"),
             success_url=data["success_url"],
             cancel_url=data["cancel_url"],
+            plan_id=data.get("plan_id"),
+            billing_cycle=data.get("billing_cycle"),
         )
         return Response(CheckoutOutputSerializer(order).data, status=status.HTTP_201_CREATED)
+
+
+class PortalViewSet(TenantViewSet):
+    """The payment provider's billing portal, where a customer manages their subscription and payment
+    methods (change or cancel the plan, invoices). Changes come back through the provider's webhooks."""
+
+    @extend_schema(
+        operation_id="billing_portal_create",
+        summary="Open the provider's billing portal for your subscription",
+        description=(
+            "A short-lived Stripe Billing Portal session for the caller's Stripe customer (known once they "
+            "have subscribed or paid through Stripe checkout). `return_url` must be on one of the platform's "
+            "allowed origins. 409 `no_billing_customer` when the caller has no Stripe customer yet."
+        ),
+        request=PortalInputSerializer,
+        responses={
+            200: PortalOutputSerializer,
+            502: error_response("The provider refused or failed (payment_provider_error)."),
+            503: error_response("The provider is not configured here (payment_provider_not_configured)."),
+            **ERROR_RESPONSES,
+        },
+        tags=["payments"],
+    )
+    def create(self, request: Request) -> Response:
+        tenant = self.tenant
+        if tenant.membership is None:
+            raise NotAMember("Only members of the platform have a billing portal.")
+        data = validated(PortalInputSerializer, request.data)
+        account = credit_selectors.account_for(platform=tenant.platform, user=request.user)
+        account = account or credit_services.account_ensure(platform=tenant.platform, user=request.user)
+        url = services.billing_portal_create(platform=tenant.platform, account=account, return_url=data["return_url"])
+        return Response(PortalOutputSerializer({"url": url}).data)
 
 
 class OrderViewSet(TenantViewSet):
@@ -120,7 +162,13 @@ class StripeWebhookView(APIView):
             "currency) is recorded, flags the order and is answered 200; a failure that a later delivery may "
             "get past (unknown order, database error) is recorded and answered 500 so Stripe retries. "
             "Handled: `checkout.session.completed`, `checkout.session.async_payment_succeeded`, "
-            "`checkout.session.async_payment_failed`."
+            "`checkout.session.async_payment_failed` (top-ups and subscription checkouts), `invoice.paid` (the "
+            "plan's credits for the period, once; unused plan credits of the last period roll over per the "
+            "plan's policy, the rest leave in a `rollover` row; purchased credits never expire), "
+            "`customer.subscription.created/updated/deleted` (status, plan, period, trial, cancellation; an "
+            "older event never overrides a newer one) and `charge.refunded` (a negative `refund` row for the "
+            "newly refunded part; credits already spent are not taken below zero: the shortfall is recorded "
+            "on the order, which is flagged for review)."
         ),
         auth=[],
         request={"application/json": OpenApiTypes.OBJECT},

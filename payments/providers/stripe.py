@@ -163,6 +163,7 @@ class SessionFacts:
     currency: str
     payment_intent_id: str
     customer_id: str
+    subscription_id: str = ""
 
 
 def session_facts(event: dict[str, Any]) -> SessionFacts:
@@ -183,4 +184,244 @@ def session_facts(event: dict[str, Any]) -> SessionFacts:
         currency=obj.get("currency").lower() if isinstance(obj.get("currency"), str) else "",
         payment_intent_id=_text(obj.get("payment_intent")),
         customer_id=_text(obj.get("customer")),
+        subscription_id=_text(obj.get("subscription")),
+    )
+
+
+# --- subscriptions and the billing portal ------------------------------------------------------------------
+
+
+def _stripe_call(what: str, call):
+    try:
+        return call().to_dict()
+    except stripe.StripeError as exc:
+        logger.warning("Stripe refused %s: %s", what, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+
+
+def subscription_checkout_session_create(
+    *, order: Order, price_id: str, customer_id: str = "", customer_email: str = ""
+) -> CheckoutSession:
+    """A Checkout Session in mode ``subscription`` for the plan's Stripe price, naming the order in
+    ``client_reference_id`` and ``metadata``, and the order, account and plan in ``subscription_data.metadata``
+    (Stripe copies it onto the subscription, so its later events name them). Idempotency key: the order's."""
+    order_id = str(order.id)
+    meta = {"order_id": order_id, "account_id": str(order.account_id), "plan_id": str(order.plan_id)}
+    params: dict[str, Any] = {
+        "mode": "subscription",
+        "client_reference_id": order_id,
+        "metadata": {**meta, "order_type": order.type, "platform_id": str(order.platform_id)},
+        "subscription_data": {"metadata": meta},
+        "line_items": [{"quantity": 1, "price": price_id}],
+        "success_url": order.success_url,
+        "cancel_url": order.cancel_url,
+    }
+    if customer_id:
+        params["customer"] = customer_id
+    elif customer_email:
+        params["customer_email"] = customer_email
+    session = _stripe_call(
+        f"the checkout session of order {order_id}",
+        lambda: _client().v1.checkout.sessions.create(
+            params=params, options={"idempotency_key": f"checkout-session:{order_id}"}
+        ),
+    )
+    session_id, url = _text(session.get("id")), session.get("url")
+    if not session_id or not isinstance(url, str) or not url:
+        raise PaymentProviderError(details={"provider": "stripe"})
+    return CheckoutSession(id=session_id, url=url, customer_id=_text(session.get("customer")), payment_intent_id="")
+
+
+def billing_portal_session_create(*, customer_id: str, return_url: str) -> str:
+    """The URL of a Billing Portal session for the customer (short-lived; not stored)."""
+    session = _stripe_call(
+        f"the billing portal session of {customer_id}",
+        lambda: _client().v1.billing_portal.sessions.create(
+            params={"customer": customer_id, "return_url": return_url}
+        ),
+    )
+    url = session.get("url")
+    if not isinstance(url, str) or not url:
+        raise PaymentProviderError(details={"provider": "stripe"})
+    return url
+
+
+# --- reading invoices, subscriptions and charges out of events ---------------------------------------------
+# Both shapes are read: before API version 2025-03-31 (``invoice.subscription``, ``invoice.payment_intent``,
+# ``line.price``, ``subscription.current_period_*``, ``charge.invoice``) and after it
+# (``invoice.parent.subscription_details``, ``line.pricing.price_details.price``,
+# ``subscription.items.data[].current_period_*``).
+
+
+def _obj(event: dict[str, Any]) -> dict[str, Any]:
+    obj = (event.get("data") or {}).get("object") or {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_dict(value: Any) -> dict[str, str]:
+    return {k: v for k, v in _dict(value).items() if isinstance(k, str) and isinstance(v, str)}
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceFacts:
+    invoice_id: str
+    subscription_id: str
+    customer_id: str
+    payment_intent_id: str
+    price_id: str
+    period_start: int | None
+    period_end: int | None
+    amount_paid: int | None
+    currency: str
+    billing_reason: str
+    metadata: dict[str, str]  # the subscription's metadata (order_id, account_id, plan_id)
+
+
+def invoice_facts(event: dict[str, Any]) -> InvoiceFacts:
+    obj = _obj(event)
+    details = _dict(_dict(obj.get("parent")).get("subscription_details"))
+    lines = [line for line in (_dict(obj.get("lines")).get("data") or []) if isinstance(line, dict)]
+    sub_lines = [line for line in lines if _text(line.get("subscription")) or line.get("type") == "subscription"]
+    line = (sub_lines or lines or [{}])[0]
+    price_id = _text(line.get("price")) or _text(_dict(_dict(line.get("pricing")).get("price_details")).get("price"))
+    period = _dict(line.get("period"))
+    metadata = _str_dict(details.get("metadata")) or _str_dict(_dict(obj.get("subscription_details")).get("metadata"))
+    metadata = metadata or _str_dict(line.get("metadata"))
+    return InvoiceFacts(
+        invoice_id=_text(obj.get("id")),
+        subscription_id=_text(obj.get("subscription")) or _text(details.get("subscription"))
+        or _text(line.get("subscription")),
+        customer_id=_text(obj.get("customer")),
+        payment_intent_id=_text(obj.get("payment_intent")) or _invoice_payment_intent(obj),
+        price_id=price_id,
+        period_start=_int(period.get("start")),
+        period_end=_int(period.get("end")),
+        amount_paid=_int(obj.get("amount_paid")),
+        currency=obj.get("currency").lower() if isinstance(obj.get("currency"), str) else "",
+        billing_reason=obj.get("billing_reason") if isinstance(obj.get("billing_reason"), str) else "",
+        metadata=metadata,
+    )
+
+
+def _invoice_payment_intent(invoice: dict[str, Any]) -> str:
+    """Since 2025-03-31 an invoice names its payment intents under ``payments`` (when the list is included)."""
+    for item in _dict(invoice.get("payments")).get("data") or []:
+        payment = _dict(_dict(item).get("payment"))
+        if _text(payment.get("payment_intent")):
+            return _text(payment.get("payment_intent"))
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFacts:
+    subscription_id: str
+    customer_id: str
+    status: str
+    price_id: str
+    current_period_start: int | None
+    current_period_end: int | None
+    trial_end: int | None
+    cancel_at_period_end: bool
+    canceled_at: int | None
+    metadata: dict[str, str]
+
+
+def subscription_facts(event: dict[str, Any]) -> SubscriptionFacts:
+    obj = _obj(event)
+    items = [i for i in (_dict(obj.get("items")).get("data") or []) if isinstance(i, dict)]
+    item = items[0] if items else {}
+    return SubscriptionFacts(
+        subscription_id=_text(obj.get("id")),
+        customer_id=_text(obj.get("customer")),
+        status=obj.get("status") if isinstance(obj.get("status"), str) else "",
+        price_id=_text(item.get("price")),
+        current_period_start=_int(obj.get("current_period_start")) or _int(item.get("current_period_start")),
+        current_period_end=_int(obj.get("current_period_end")) or _int(item.get("current_period_end")),
+        trial_end=_int(obj.get("trial_end")),
+        cancel_at_period_end=obj.get("cancel_at_period_end") is True,
+        canceled_at=_int(obj.get("canceled_at")),
+        metadata=_str_dict(obj.get("metadata")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeFacts:
+    charge_id: str
+    payment_intent_id: str
+    invoice_id: str
+    amount: int | None
+    amount_refunded: int | None
+    currency: str
+    metadata: dict[str, str]
+
+
+def charge_facts(event: dict[str, Any]) -> ChargeFacts:
+    obj = _obj(event)
+    return ChargeFacts(
+        charge_id=_text(obj.get("id")),
+        payment_intent_id=_text(obj.get("payment_intent")),
+        invoice_id=_text(obj.get("invoice")),
+        amount=_int(obj.get("amount")),
+        amount_refunded=_int(obj.get("amount_refunded")),
+        currency=obj.get("currency").lower() if isinstance(obj.get("currency"), str) else "",
+        metadata=_str_dict(obj.get("metadata")),
+    )
+
+
+# --- off-session charges (auto-recharge) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OffSessionCharge:
+    """What Stripe answered to an off-session PaymentIntent: its id and status, or a decline."""
+
+    payment_intent_id: str
+    status: str  # succeeded, processing, requires_action, requires_payment_method...
+    declined: bool
+    message: str = ""
+
+
+def payment_intent_off_session_create(
+    *, amount_cents: int, customer_id: str, payment_method_id: str, metadata: dict[str, str], idempotency_key: str
+) -> OffSessionCharge:
+    """Charges a saved payment method with no customer present (``off_session=True, confirm=True``). The
+    idempotency key is derived from a local row, so a retry after a crash returns the same PaymentIntent.
+    A decline is an answer (``declined=True``), not an error; a network or server failure raises
+    ``PaymentProviderError`` and the caller may retry with the same key."""
+    params: dict[str, Any] = {
+        "amount": amount_cents,
+        "currency": "usd",
+        "customer": customer_id,
+        "payment_method": payment_method_id,
+        "off_session": True,
+        "confirm": True,
+        "metadata": metadata,
+    }
+    try:
+        intent = _client().v1.payment_intents.create(
+            params=params, options={"idempotency_key": idempotency_key}
+        ).to_dict()
+    except stripe.CardError as exc:
+        error_intent = getattr(exc.error, "payment_intent", None) if exc.error else None
+        return OffSessionCharge(
+            payment_intent_id=_text(error_intent), status="requires_payment_method", declined=True,
+            message=exc.user_message or str(exc),
+        )
+    except stripe.StripeError as exc:
+        logger.warning("Stripe failed the off-session charge %s: %s", idempotency_key, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+    status = intent.get("status") if isinstance(intent.get("status"), str) else ""
+    return OffSessionCharge(
+        payment_intent_id=_text(intent.get("id")),
+        status=status,
+        declined=status in ("requires_payment_method", "canceled"),
+        message="" if status not in ("requires_payment_method", "canceled") else "the payment was declined",
     )

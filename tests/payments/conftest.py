@@ -171,3 +171,6 @@ def deliver(event: dict[str, Any] | str, *, header: str | None = "sign", **sign:
     elif header is not None:
         extra["HTTP_STRIPE_SIGNATURE"] = header
     return Client().post(WEBHOOK_URL, data=payload, content_type="application/json", **extra)
+
+
+from tests.payments.creem_support import fake_creem  # noqa: E402, F401 - for tests/payments/test_creem_*

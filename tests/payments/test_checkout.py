@@ -132,16 +132,17 @@ def test_malformed_json_and_nan_literal_are_400(fake_stripe, member):
     assert Order.objects.count() == 0
 
 
-def test_creem_is_not_available_yet(fake_stripe, member):
-    error = error_of(checkout(member, channel="creem"), 400, "channel_not_available")
-    assert "channel" in error["details"]
+def test_a_creem_top_up_is_refused(fake_stripe, member):
+    # Creem sells fixed-price products: its checkouts are subscriptions only (tests/payments/test_creem_*).
+    error = error_of(checkout(member, channel="creem"), 400, "checkout_type_not_available")
+    assert "type" in error["details"]
     assert Order.objects.count() == 0 and fake_stripe.requests == []
 
 
-def test_subscription_checkout_is_not_available_yet(fake_stripe, member):
-    error = error_of(checkout(member, type="subscription", plan_id="pro", billing_cycle="monthly"), 400,
-                     "checkout_type_not_available")
-    assert "type" in error["details"]
+def test_a_subscription_checkout_of_an_unknown_plan_is_refused(fake_stripe, member):
+    # Subscription checkouts: tests/payments/test_subscription_checkout.py.
+    error = error_of(checkout(member, type="subscription", plan_id="pro", billing_cycle="monthly"), 400, "invalid")
+    assert "plan_id" in error["details"]
     assert Order.objects.count() == 0 and fake_stripe.requests == []
 
 

@@ -1,0 +1,227 @@
+"""Single usage event over HTTP: POST /api/billing/usage/ vs a bare authenticated DRF endpoint, same server.
+
+A real gunicorn server, started by this script exactly as ``make run`` serves (``--workers 3 --worker-class
+gthread --threads 4 --preload``, access log on) with ``DATABASE_URL`` pointing at the bench database and
+``BENCH_ENDPOINTS=1`` (which routes ``/api/bench/noop/``: token authentication, ``IsAuthenticated``,
+``{"ok": true}``). The load: N threads (default 16), each on its own keep-alive ``http.client`` connection,
+sending bodies encoded before the clock starts. Three sides, alternated over several rounds (order rotates):
+
+- ``noop``:      POST /api/bench/noop/ with the same body as ``amount`` (read by the server, not parsed)
+- ``amount``:    POST /api/billing/usage/ ``{account_id, request_id, endpoint, amount}``
+- ``rate_card``: POST /api/billing/usage/ ``{account_id, request_id, endpoint, model, input_tokens,
+                 output_tokens}``, priced by a ModelPrice version
+
+Every request is a new request_id (201 expected), spread over 100 funded accounts. Prints requests/s per side
+per round, CPU per request (this client, the gunicorn processes, the PostgreSQL backends), medians and the
+ratios usage/noop of the req/s (target >= 0.6), with the ratio of the CPU per request (steadier on a shared
+machine: on two cores it is what bounds the rate); then checks the written rows (events = requests, rollups = events,
+``ledger_verify`` of a sample of accounts). The server is stopped at the end, whatever happens.
+
+``--proposed`` serves the app through ``bench/_proposed_wsgi.py`` (the same WSGI application plus two bench-only
+routes) and adds four sides running the changes proposed in bench/README.md (``bench/_usage_proposed.py``):
+``proposed`` / ``proposed_rc`` (prepared look-ups, hand-built response) and ``one`` / ``one_rc`` (the same plus
+the first recording of a charged event as one statement in autocommit), amount and rate-card bodies.
+
+Own database: ``billing_bench_usage_http`` (``BENCH_DATABASE_NAME`` overrides), created and migrated if missing.
+
+    .venv/bin/python bench/usage_http.py [--threads 16] [--seconds 8] [--rounds 3] [--proposed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    BackendCpu,
+    Request,
+    Server,
+    ensure_members,
+    load_average,
+    run_load,
+    server_facts,
+    setup_django,
+)
+
+BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "billing_bench_usage_http")
+PLATFORM_KEY = "bench-usage-http"
+ACCOUNTS = 100
+FUNDS, FLOOR = Decimal(1000000000), Decimal(10000000)
+AMOUNT = "0.0125"
+MODEL = "bench-model-1"
+ENDPOINT = "/v1/chat/completions"
+TARGET = 0.6
+SIDES = ["noop", "amount", "rate_card"]
+PATHS = {"noop": "/api/bench/noop/", "amount": "/api/billing/usage/", "rate_card": "/api/billing/usage/",
+         "proposed": "/api/bench/usage-proposed/", "proposed_rc": "/api/bench/usage-proposed/",
+         "one": "/api/bench/usage-one/", "one_rc": "/api/bench/usage-one/"}
+PROPOSED = ["proposed", "proposed_rc", "one", "one_rc"]
+EXPECT = {"noop": 200, **{side: 201 for side in ["amount", "rate_card", *PROPOSED]}}
+BODY = {"noop": "amount", "amount": "amount", "rate_card": "rate_card", "proposed": "amount",
+        "proposed_rc": "rate_card", "one": "amount", "one_rc": "rate_card"}
+
+
+def body(side: str, account_id: str, request_id: str) -> bytes:
+    event = {"account_id": account_id, "request_id": request_id, "endpoint": ENDPOINT}
+    if side == "rate_card":
+        event.update(model=MODEL, input_tokens=1200, output_tokens=350)
+    else:
+        event["amount"] = AMOUNT
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def prepare(side: str, *, run: str, tag: str, threads: int, per_thread: int, accounts: list[str]) -> list:
+    """Each thread's requests, encoded: a new request_id each, accounts in rotation."""
+    work = []
+    for t in range(threads):
+        reqs = []
+        for i in range(per_thread):
+            account = accounts[(t * per_thread + i) % len(accounts)]
+            payload = body(BODY[side], account, f"{run}-{tag}-{side}-{t}-{i}")
+            reqs.append(Request("POST", PATHS[side], payload))
+        work.append(reqs)
+    return work
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=16, help="client connections")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per side per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds per side before round 1 (discarded)")
+    parser.add_argument("--proposed", action="store_true",
+                        help="also run the changes proposed in bench/README.md (bench/_usage_proposed.py)")
+    args = parser.parse_args()
+    sides = SIDES + (PROPOSED if args.proposed else [])
+
+    conninfo = setup_django(BENCH_DB)
+
+    from django.db import connection
+
+    from accounts.models import Role
+    from accounts.services import member_add, platform_create
+    from credits.models import CreditAccount, ModelPrice, UsageEvent, UsageRollup
+    from credits.selectors import ledger_verify
+    from credits.services.rate_card import model_price_create
+
+    platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: usage over HTTP")
+    _, token = member_add(platform=platform, username="bench-http-backend", role=Role.OWNER)
+    account_ids = [str(a) for a in ensure_members(platform, "http", ACCOUNTS, funds=FUNDS, floor=FLOOR)]
+    if not ModelPrice.objects.filter(platform=platform, model=MODEL).exists():
+        model_price_create(platform=platform, model=MODEL, input_per_million=Decimal(3),
+                           output_per_million=Decimal(15), effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+                           actor=None)
+    version, sync_commit = server_facts()
+    connection.close()
+
+    run = uuid.uuid4().hex[:10]
+    headers = {"Authorization": f"Token {token.key}", "Content-Type": "application/json"}
+    sent = {side: 0 for side in sides}
+
+    print(f"Single usage event over HTTP: {args.threads} connections, {args.seconds:g} s per side, "
+          f"{args.rounds} rounds (side order rotates); gunicorn as `make run` (3 workers x 4 threads, gthread)")
+    print(f"database {BENCH_DB!r} ({version}, synchronous_commit={sync_commit}); {ACCOUNTS} accounts; run {run}")
+    print(f"load average before: {load_average()} on {os.cpu_count()} CPUs")
+    print()
+
+    results: dict[str, list[dict]] = {side: [] for side in sides}
+    backends = BackendCpu(conninfo)
+    app = "_proposed_wsgi:application" if args.proposed else "billing_service.wsgi:application"
+    try:
+        with Server(conninfo, app=app) as server:
+            estimate = {}
+            for side in sides:  # warm-up: every worker thread connects, imports and plans everything
+                work = prepare(side, run=run, tag="w", threads=args.threads, per_thread=3000 // args.threads + 400,
+                               accounts=account_ids)
+                res = run_load(server.port, work, headers=headers, seconds=args.warmup, expect=EXPECT[side])
+                estimate[side] = res["rate"]
+                sent[side] += res["requests"]
+
+            header = (f"{'round':>5}  {'side':<11} {'requests':>8} {'secs':>5} {'req/s':>7} {'p50 ms':>7} "
+                      f"{'p99 ms':>7}  CPU per request: {'client':>7} {'gunicorn':>9} {'postgres':>9}")
+            print(header)
+            print("-" * len(header))
+            for r in range(args.rounds):
+                order = sides[r % len(sides):] + sides[: r % len(sides)]
+                if r % 2:
+                    order = order[::-1]
+                for side in order:
+                    # generous: connections are not served evenly, and the warm-up rate is an underestimate
+                    per_thread = int(max(estimate.values()) * args.seconds * 4 / args.threads) + 300
+                    work = prepare(side, run=run, tag=f"r{r}", threads=args.threads, per_thread=per_thread,
+                                   accounts=account_ids)
+                    res = run_load(server.port, work, headers=headers, seconds=args.seconds, expect=EXPECT[side],
+                                   server=server, backends=backends)
+                    del work
+                    estimate[side] = max(estimate[side], res["rate"])
+                    results[side].append(res)
+                    sent[side] += res["requests"]
+                    n = res["requests"]
+                    print(f"{r + 1:>5}  {side:<11} {n:>8} {res['elapsed']:>5.1f} {res['rate']:>7.0f} "
+                          f"{res['p50_ms']:>7.2f} {res['p99_ms']:>7.2f}  {'':>16} "
+                          f"{res['client_cpu'] / n * 1e6:>4.0f} us {res['server_cpu'] / n * 1e6:>6.0f} us "
+                          f"{res['db_cpu'] / n * 1e6:>6.0f} us", flush=True)
+    finally:
+        backends.close()
+    print(f"load average after:  {load_average()}")
+    print()
+
+    # --- the rows written --------------------------------------------------------------------------
+    events = UsageEvent.objects.filter(platform=platform, request_id__startswith=f"{run}-").count()
+    expected = sum(n for side, n in sent.items() if side != "noop")
+    accounts = list(CreditAccount.objects.filter(pk__in=account_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), count(ledger_entry_id) FROM credits_usageevent WHERE account_id = ANY(%s::uuid[])",
+            [account_ids],
+        )
+        all_events, charged = cursor.fetchone()
+    rolled = sum(r.total_requests for r in UsageRollup.objects.filter(account_id__in=account_ids))
+    subtracts = sum(a.count_subtract for a in accounts)
+    consistent = events == expected and rolled == all_events and charged == subtracts
+    print(f"usage events of this run {events:,} = 201 responses {expected:,}; all-time events {all_events:,} = "
+          f"rollup total {rolled:,}; charged events {charged:,} = subtract rows {subtracts:,}: "
+          f"{'consistent' if consistent else 'MISMATCH'}")
+    started = time.perf_counter()
+    checks = [ledger_verify(account=a) for a in accounts[:10]]
+    ok = all(c.ok for c in checks)
+    print(f"ledger_verify of 10 accounts: ok={ok} ({time.perf_counter() - started:.1f} s)"
+          + ("" if ok else f" problems={[c.problems[:3] for c in checks if not c.ok]}"))
+    print()
+
+    def med(side: str, key: str) -> float:
+        values = [x[key] / (x["requests"] if key.endswith("cpu") else 1) for x in results[side]]
+        return statistics.median(values)
+
+    for side in sides:
+        print(f"{side:<11} median {med(side, 'rate'):6.0f} req/s, p50 {med(side, 'p50_ms'):5.2f} ms; CPU/request "
+              f"client {med(side, 'client_cpu') * 1e6:4.0f} us, gunicorn {med(side, 'server_cpu') * 1e6:5.0f} us, "
+              f"postgres {med(side, 'db_cpu') * 1e6:5.0f} us")
+    def cpu_per_request(res: dict) -> float:  # client + gunicorn + postgres: what bounds the rate on 2 cores
+        return (res["client_cpu"] + res["server_cpu"] + res["db_cpu"]) / res["requests"]
+
+    met = True
+    for side in sides[1:]:
+        per_round = [s["rate"] / b["rate"] for s, b in zip(results[side], results["noop"], strict=True)]
+        ratio = med(side, "rate") / med("noop", "rate")
+        if side in SIDES:
+            met &= ratio >= TARGET
+        cpu = statistics.median(cpu_per_request(b) / cpu_per_request(x)
+                                for x, b in zip(results[side], results["noop"], strict=True))
+        print(f"ratio {side}/noop = {ratio:.2f}  (per round {', '.join(f'{x:.2f}' for x in per_round)}; "
+              f"CPU per request noop/{side} {cpu:.2f}; target >= {TARGET}: {'MET' if ratio >= TARGET else 'MISSED'})")
+    return 0 if consistent and ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

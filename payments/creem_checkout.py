@@ -1,0 +1,121 @@
+"""Checkout through Creem (``POST /api/billing/checkout/`` with ``channel: "creem"``).
+
+Creem checkouts are product-backed (reference: "For Creem flows, plan_id must reference a billing plan that
+has creem_product_id configured in admin"): the customer pays the price of the Creem product, not an amount
+this service chooses. Hence:
+- ``type: "subscription"``: ``plan_id`` (the plan's id or slug) must name an active, purchasable plan of the
+  platform with a ``creem_product_id``; the order's amount is the plan's price for ``billing_cycle`` (monthly
+  unless given) and its credits are the plan's ``credits_included`` per period. An account that already has a
+  current subscription is refused (409, as for Stripe: plans change in the billing portal). The cycle the
+  subscription is finally recorded with is the Creem product's ``billing_period`` (what Creem bills), see
+  ``creem_webhooks``.
+- ``type: "top_up"``: refused (400 ``checkout_type_not_available``). A top-up buys an amount the customer
+  picks, which a fixed-price Creem product cannot charge; top-ups stay on Stripe.
+
+Same shape as the Stripe checkout (``services.checkout_create``): rules first (nothing written for a refused
+request), then the pending order is committed, then Creem is called with no transaction open, then the
+checkout's id and URL are saved. If Creem fails, the order is kept, ``failed``, and the answer is a 502.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Platform
+from credits.models import CreditAccount
+from payments import locks, selectors
+from payments.errors import CheckoutTypeNotAvailable, InvalidCheckout, PaymentProviderError
+from payments.models import Channel, Order, OrderStatus, OrderType
+from payments.providers import creem as creem_provider
+from subscriptions import selectors as subscription_selectors
+from subscriptions.errors import SubscriptionExists
+from subscriptions.models import BillingCycle, Plan
+from subscriptions.services import as_uuid
+
+
+def creem_checkout_create(
+    *,
+    platform: Platform,
+    user: AbstractBaseUser,
+    account: CreditAccount,
+    order_type: str,
+    plan_id: str | None,
+    billing_cycle: str | None,
+    success_url: str,
+    cancel_url: str,
+) -> Order:
+    """A pending subscription order and its Creem checkout; returns the order with its ``checkout_url``."""
+    if order_type != OrderType.SUBSCRIPTION:
+        raise CheckoutTypeNotAvailable(
+            "Creem sells fixed-price products: top-ups are only available through 'stripe'.",
+            details={"type": ["Only 'subscription' is available through 'creem'; top-ups use 'stripe'."]},
+        )
+    if not plan_id:
+        raise InvalidCheckout("plan_id", "Required for a subscription.")
+    plan = _purchasable_plan(platform, plan_id)
+    if plan is None:
+        raise InvalidCheckout("plan_id", "No active, purchasable plan of this platform has this id.")
+    if not plan.creem_product_id:
+        raise InvalidCheckout("plan_id", "This plan is not sold through Creem: it has no creem_product_id.")
+    cycle = billing_cycle or BillingCycle.MONTHLY
+    price_cents = plan.price_for(cycle)
+    if price_cents <= 0:
+        raise InvalidCheckout("plan_id", f"This plan has no {cycle} price to pay through Creem.")
+    origins = selectors.allowed_redirect_origins(platform=platform)
+    for field, url in (("success_url", success_url), ("cancel_url", cancel_url)):
+        if selectors.origin_of(url) not in origins:
+            raise InvalidCheckout(field, "Must be an http(s) URL on one of the platform's allowed origins.")
+    current = subscription_selectors.subscription_current(account_id=account.pk)
+    if current is not None:
+        raise SubscriptionExists(
+            "The account already has a current subscription: change plans in the billing portal.",
+            details={"subscription_id": str(current.pk), "plan": current.plan.slug},
+        )
+    creem_provider.ensure_configured()
+
+    with transaction.atomic(durable=True):
+        order = Order.objects.create(
+            platform=platform,
+            account=account,
+            user=user,
+            type=OrderType.SUBSCRIPTION,
+            channel=Channel.CREEM,
+            amount_usd=Decimal(price_cents) / 100,
+            credits=plan.credits_included,
+            plan=plan,
+            billing_cycle=cycle,
+            success_url=success_url,
+            cancel_url=cancel_url,
+        )
+    try:
+        checkout = creem_provider.checkout_create(
+            order=order, product_id=plan.creem_product_id, customer_email=getattr(user, "email", "") or ""
+        )
+    except PaymentProviderError:
+        _order_checkout_failed(order=order, reason="Creem refused or failed the checkout")
+        raise
+    with transaction.atomic(durable=True):
+        order.provider_checkout_id = checkout.id
+        order.checkout_url = checkout.url
+        order.save(update_fields=["provider_checkout_id", "checkout_url", "updated_at"])
+    return order
+
+
+def _purchasable_plan(platform: Platform, plan_id: str) -> Plan | None:
+    plans = Plan.objects.filter(platform=platform, is_active=True, purchasable=True)
+    plan_uuid = as_uuid(plan_id)
+    return plans.filter(pk=plan_uuid).first() if plan_uuid is not None else plans.filter(slug=plan_id).first()
+
+
+def _order_checkout_failed(*, order: Order, reason: str) -> None:
+    with transaction.atomic(durable=True):
+        locked = locks.order_lock(order_id=order.id)
+        if locked is not None and locked.status == OrderStatus.PENDING:
+            locked.status = OrderStatus.FAILED
+            locked.failed_at = timezone.now()
+            locked.last_error = reason
+            locked.save(update_fields=["status", "failed_at", "last_error", "updated_at"])

@@ -1,0 +1,421 @@
+"""What each Creem event does. Called (through ``payments.webhooks.handle``) by
+``services.webhook_event_process`` inside its transaction, with the event row locked: storing first, one
+atomic transaction, duplicates, unhandled types and failures are handled there exactly as for Stripe. These
+handlers lock the order, then the subscription (``subscriptions.services``), then the credit account
+(``credits``), and never call Creem.
+
+The events, as Creem documents them (docs.creem.io/learn/webhooks/event-types, source
+github.com/armitage-labs/creem ``learn/webhooks/event-types.mdx``): ``{"id": "evt_...", "eventType": ...,
+"created_at": <ms>, "object": {...}}``.
+- ``checkout.completed``: ``object`` is the checkout: ``id`` (``ch_...``), ``request_id`` (our order id),
+  ``metadata`` (ours: ``order_id``), ``order`` (``id``, ``amount`` in cents, ``currency``, ``status:
+  "paid"``), ``product`` (``id``, ``billing_period`` such as ``every-month`` / ``every-year``), ``customer``,
+  ``subscription`` (``id`` ``sub_...``; the period dates may be absent).
+- ``subscription.active`` / ``.paid`` / ``.canceled`` / ``.expired`` / ``.update``: ``object`` is the
+  subscription: ``id``, ``product``, ``customer``, ``status``, ``current_period_start_date``,
+  ``current_period_end_date``, ``canceled_at``, and the checkout's ``metadata`` (so ``metadata.order_id``
+  names our order on every subscription event). ``subscription.paid`` is "a subscription transaction was
+  paid": the first period and every renewal. ``subscription.expired`` is *not* terminal in Creem ("payment
+  retries can happen at this stage, and the subscription status will be terminal only when status is changed
+  to canceled"), so it is recorded here as ``past_due``.
+- ``refund.created``: ``object`` is the refund: ``id`` (``ref_...``), ``refund_amount`` / ``refund_currency``,
+  ``transaction`` (``id``, ``amount_paid``, ``order``, ``subscription``, ``period_start`` in ms),
+  ``subscription``, ``checkout`` (``request_id``, ``metadata``), ``order``. The refunded transaction's period
+  names the grant it paid for (``period_start`` equals that period's ``current_period_start_date``); the share
+  of it refunded (``refund_amount / amount_paid``, at most all of it) is taken back with
+  ``credits_reverse_purchase``: one ``refund`` row (negative), keyed ``creem:refund:<refund id>``, never more
+  than is available; what was already spent is the order's ``refund_shortfall_credits`` and flags it for
+  review. A refund that arrives before the grant it reverses is a 5xx (retried), so arrival order does not
+  matter here either.
+
+Credits: each paid period of a subscription grants the plan's ``credits_included`` once, under the ledger key
+``creem:<subscription id>:<period start>``. ``checkout.completed`` (when it carries the period) and the
+``subscription.paid`` of the first period therefore write one row between them, whichever arrives first, and a
+renewal's ``subscription.paid`` writes one more. A ``checkout.completed`` without period dates marks the order
+paid and starts the subscription; its credits come with the ``subscription.paid`` that Creem sends for the
+same payment. Every argument of the grant derives from the plan, the subscription and the period, never from
+which event carried it, so a replay is always an exact one. Arrival order does not matter: whichever event
+first names an unknown subscription starts it (from the order its metadata names), status changes carry the
+event's time as ``as_of`` (an older event arriving late changes nothing), and an ended subscription stays
+ended.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from credits.models import LedgerEntry
+from credits.services import credits_grant, credits_reverse_purchase
+from payments import locks
+from payments.errors import EventNotApplicable, EventRetryable
+from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent, WebhookStatus
+from payments.webhooks import Handled
+from subscriptions import selectors as subscription_selectors
+from subscriptions.errors import SubscriptionOwnerMismatch
+from subscriptions.models import BillingCycle, Plan, Provider, Subscription, SubscriptionStatus
+from subscriptions.services import subscription_set_status, subscription_start
+
+CHECKOUT_COMPLETED = "checkout.completed"
+SUBSCRIPTION_ACTIVE = "subscription.active"
+SUBSCRIPTION_PAID = "subscription.paid"
+SUBSCRIPTION_CANCELED = "subscription.canceled"
+SUBSCRIPTION_EXPIRED = "subscription.expired"
+SUBSCRIPTION_UPDATE = "subscription.update"
+REFUND_CREATED = "refund.created"
+SUBSCRIPTION_EVENTS = frozenset(
+    {SUBSCRIPTION_ACTIVE, SUBSCRIPTION_PAID, SUBSCRIPTION_CANCELED, SUBSCRIPTION_EXPIRED, SUBSCRIPTION_UPDATE}
+)
+CREEM_HANDLED = frozenset({CHECKOUT_COMPLETED, REFUND_CREATED, *SUBSCRIPTION_EVENTS})
+CREDITS_QUANTUM = Decimal("0.000001")  # the ledger's 6 decimal places
+
+# Creem subscription status -> ours (``subscription.update`` carries the status; unknown ones keep ours).
+_STATUS_OF = {
+    "active": SubscriptionStatus.ACTIVE,
+    "trialing": SubscriptionStatus.TRIALING,
+    "past_due": SubscriptionStatus.PAST_DUE,
+    "unpaid": SubscriptionStatus.PAST_DUE,
+    "expired": SubscriptionStatus.PAST_DUE,  # not terminal in Creem (see the module docstring)
+    "canceled": SubscriptionStatus.CANCELED,
+}
+_STATUS_OF_EVENT = {
+    SUBSCRIPTION_ACTIVE: SubscriptionStatus.ACTIVE,
+    SUBSCRIPTION_PAID: SubscriptionStatus.ACTIVE,
+    SUBSCRIPTION_CANCELED: SubscriptionStatus.CANCELED,
+    SUBSCRIPTION_EXPIRED: SubscriptionStatus.PAST_DUE,
+}
+
+
+# --- reading an event ---------------------------------------------------------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    """An id field: a string, or an expanded object with an id."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return value["id"]
+    return ""
+
+
+def _moment(value: Any) -> datetime | None:
+    """An ISO 8601 date (``"2024-10-12T11:58:38.000Z"``) or epoch milliseconds, as an aware datetime."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str) and value:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFacts:
+    subscription_id: str
+    product_id: str
+    billing_cycle: str | None  # from the product's billing_period, when the product is expanded
+    customer_id: str
+    status: str
+    period_start: datetime | None
+    period_end: datetime | None
+    canceled_at: datetime | None
+    order_ref: str  # metadata.order_id, "" if none
+
+
+def subscription_facts(
+    obj: dict[str, Any], *, product: Any = None, metadata: Any = None
+) -> SubscriptionFacts:
+    product = obj.get("product") if product is None else product
+    period = _dict(product).get("billing_period")
+    cycle = None
+    if isinstance(period, str):
+        cycle = BillingCycle.YEARLY if period == "every-year" else BillingCycle.MONTHLY
+    start, end = _moment(obj.get("current_period_start_date")), _moment(obj.get("current_period_end_date"))
+    if start is not None and end is not None and end <= start:
+        end = None  # Creem's own expired sample has start == end: keep the start, drop the empty period
+    meta = _dict(obj.get("metadata") if metadata is None else metadata)
+    return SubscriptionFacts(
+        subscription_id=_text(obj.get("id")),
+        product_id=_text(product),
+        billing_cycle=cycle,
+        customer_id=_text(obj.get("customer")),
+        status=obj.get("status") if isinstance(obj.get("status"), str) else "",
+        period_start=start,
+        period_end=end,
+        canceled_at=_moment(obj.get("canceled_at")),
+        order_ref=meta.get("order_id") if isinstance(meta.get("order_id"), str) else "",
+    )
+
+
+# --- dispatch -----------------------------------------------------------------------------------------------
+
+
+def handle(event: WebhookEvent) -> Handled:
+    payload = _dict(event.payload)
+    obj = _dict(payload.get("object"))
+    as_of = _moment(payload.get("created_at"))
+    if event.type == CHECKOUT_COMPLETED:
+        return _checkout_completed(obj, as_of)
+    if event.type in SUBSCRIPTION_EVENTS:
+        return _subscription_event(event.type, obj, as_of)
+    if event.type == REFUND_CREATED:
+        return _refund_created(obj)
+    return Handled(WebhookStatus.IGNORED, note="event type not handled")
+
+
+def _order_for(ref: str) -> Order | None:
+    """The order ``ref`` names, locked; None for a reference that is not ours. Raises ``EventRetryable`` for
+    one of ours that is not here (yet)."""
+    try:
+        order_id = uuid.UUID(ref)
+    except ValueError:
+        return None
+    order = locks.order_lock(order_id=order_id)
+    if order is None:
+        raise EventRetryable(f"order {order_id} not found")
+    if order.channel != Channel.CREEM:
+        raise EventNotApplicable(f"the order is paid through {order.channel}, not creem", order_id=order.id)
+    if order.type != OrderType.SUBSCRIPTION:
+        raise EventNotApplicable(f"{order.type} orders are not sold through creem", order_id=order.id)
+    return order
+
+
+def _checkout_completed(obj: dict[str, Any], as_of: datetime | None) -> Handled:
+    metadata = _dict(obj.get("metadata"))
+    request_ref = obj.get("request_id") if isinstance(obj.get("request_id"), str) else ""
+    meta_ref = metadata.get("order_id") if isinstance(metadata.get("order_id"), str) else ""
+    if request_ref and meta_ref and request_ref != meta_ref:
+        raise EventNotApplicable("request_id and metadata.order_id name different orders")
+    order = _order_for(request_ref or meta_ref)
+    if order is None:
+        return Handled(WebhookStatus.IGNORED, note="the checkout names no order of this service")
+    checkout_id = _text(obj.get("id"))
+    if order.provider_checkout_id and checkout_id and order.provider_checkout_id != checkout_id:
+        raise EventNotApplicable(
+            f"checkout {checkout_id} is not the order's ({order.provider_checkout_id})", order_id=order.id
+        )
+    creem_order = _dict(obj.get("order"))
+    if creem_order.get("status") not in (None, "paid"):
+        raise EventNotApplicable(
+            f"the Creem order is {creem_order.get('status')!r}, not paid", order_id=order.id
+        )
+    subscription_obj = obj.get("subscription")
+    facts = subscription_facts(
+        _dict(subscription_obj) or {"id": _text(subscription_obj)},
+        product=obj.get("product") or creem_order.get("product"),
+        metadata={"order_id": str(order.id)},
+    )
+    if not facts.subscription_id:
+        raise EventNotApplicable("the completed checkout has no subscription", order_id=order.id)
+    order.provider_checkout_id = order.provider_checkout_id or checkout_id
+    order.provider_payment_id = order.provider_payment_id or _text(creem_order.get("id"))
+    order.provider_customer_id = order.provider_customer_id or _text(obj.get("customer"))
+    order.provider_subscription_id = order.provider_subscription_id or facts.subscription_id
+    amount = creem_order.get("amount")
+    if creem_order.get("currency") == "USD" and isinstance(amount, int) and not isinstance(amount, bool):
+        order.amount_paid_usd = Decimal(amount) / 100
+
+    plan = _plan_of(order.platform_id, facts)
+    subscription = _ensure_subscription(order, plan, facts, as_of)
+    _mark_paid(order)
+    if facts.period_start is None:
+        return Handled(WebhookStatus.PROCESSED, order.id, "credits come with subscription.paid (no period)")
+    _grant_period(subscription, plan, facts, order)
+    return Handled(WebhookStatus.PROCESSED, order.id)
+
+
+def _subscription_event(event_type: str, obj: dict[str, Any], as_of: datetime | None) -> Handled:
+    facts = subscription_facts(obj)
+    if not facts.subscription_id:
+        raise EventNotApplicable("the event names no subscription")
+    order = _order_for(facts.order_ref) if facts.order_ref else None
+    subscription = subscription_selectors.subscription_by_provider(
+        provider=Provider.CREEM, provider_subscription_id=facts.subscription_id
+    )
+    if order is None and subscription is None:
+        return Handled(WebhookStatus.IGNORED, note="names no order or subscription of this service")
+    platform_id = order.platform_id if order is not None else subscription.account.platform_id
+    plan = subscription_selectors.plan_for_creem_product(platform_id=platform_id, product_id=facts.product_id)
+    if plan is None and subscription is None:
+        raise EventNotApplicable(f"no plan of the platform sells Creem product {facts.product_id!r}",
+                                 order_id=order.id if order else None)
+    if subscription is None:
+        subscription = _ensure_subscription(order, plan, facts, as_of)
+    plan = plan or subscription.plan
+
+    status = _STATUS_OF_EVENT.get(event_type) or _STATUS_OF.get(facts.status) or subscription.status
+    _sync(subscription, status, facts, as_of)
+    if event_type != SUBSCRIPTION_PAID:
+        return Handled(WebhookStatus.PROCESSED, order.id if order else None)
+    if order is not None:
+        order.provider_subscription_id = order.provider_subscription_id or facts.subscription_id
+        _mark_paid(order)
+    if facts.period_start is None:
+        raise EventNotApplicable("subscription.paid without current_period_start_date",
+                                 order_id=order.id if order else None)
+    _grant_period(subscription, plan, facts, order)
+    return Handled(WebhookStatus.PROCESSED, order.id if order else None)
+
+
+# --- effects ------------------------------------------------------------------------------------------------
+
+
+def _plan_of(platform_id: int, facts: SubscriptionFacts) -> Plan:
+    plan = subscription_selectors.plan_for_creem_product(platform_id=platform_id, product_id=facts.product_id)
+    if plan is None:
+        raise EventNotApplicable(f"no plan of the platform sells Creem product {facts.product_id!r}")
+    return plan
+
+
+def _ensure_subscription(
+    order: Order, plan: Plan, facts: SubscriptionFacts, as_of: datetime | None
+) -> Subscription:
+    """The local subscription of ``facts``; started on ``order``'s account (replacing whatever plan the
+    account was on: the customer has paid for this one) when it is not known yet."""
+    try:
+        result = subscription_start(
+            account_id=order.account_id,
+            plan_id=plan.pk,
+            billing_cycle=facts.billing_cycle or BillingCycle.MONTHLY,
+            provider=Provider.CREEM,
+            provider_customer_id=facts.customer_id,
+            provider_subscription_id=facts.subscription_id,
+            current_period_start=facts.period_start,
+            current_period_end=facts.period_end,
+            replace_current=True,
+            as_of=as_of,
+        )
+    except SubscriptionOwnerMismatch as exc:
+        raise EventNotApplicable(
+            f"subscription {facts.subscription_id} belongs to another account", order_id=order.id
+        ) from exc
+    return result.subscription
+
+
+def _sync(subscription: Subscription, status: str, facts: SubscriptionFacts, as_of: datetime | None) -> None:
+    """Status and period as of the event; an ended subscription stays ended (a late event changes nothing)."""
+    if not subscription.is_current:
+        return
+    changes: dict[str, Any] = {}
+    if facts.period_start is not None:
+        changes["current_period_start"] = facts.period_start
+        end = facts.period_end
+        current_end = subscription.current_period_end
+        if end is not None or (current_end is not None and current_end <= facts.period_start):
+            changes["current_period_end"] = end
+    if status == SubscriptionStatus.CANCELED and facts.canceled_at is not None:
+        changes["canceled_at"] = facts.canceled_at
+    subscription_set_status(status=status, subscription_id=subscription.pk, as_of=as_of, **changes)
+
+
+def _mark_paid(order: Order) -> None:
+    if order.status in (OrderStatus.PENDING, OrderStatus.FAILED):
+        order.status = OrderStatus.PAID
+        order.paid_at = timezone.now()
+        order.last_error = ""
+    order.save()
+
+
+def _grant_key(subscription_id: str, period_start: datetime) -> str:
+    return f"creem:{subscription_id}:{period_start.astimezone(UTC).isoformat(timespec='seconds')}"
+
+
+def _grant_period(
+    subscription: Subscription, plan: Plan, facts: SubscriptionFacts, order: Order | None
+) -> None:
+    """The plan's credits for the period starting at ``facts.period_start``, once (ledger key). The first
+    grant of the subscription is also the order's ``ledger_entry``."""
+    if plan.credits_included <= 0:
+        return
+    start = facts.period_start.astimezone(UTC).isoformat(timespec="seconds")
+    price_cents = plan.price_for(subscription.billing_cycle)
+    result = credits_grant(
+        account_id=subscription.account_id,
+        amount=plan.credits_included,
+        payment_amount_usd=Decimal(price_cents) / 100 if price_cents > 0 else None,
+        description=f"{plan.name} plan credits for the period from {start[:10]} (creem)",
+        reference=f"creem:{facts.subscription_id}",
+        metadata={"channel": Channel.CREEM, "subscription_id": facts.subscription_id, "period_start": start,
+                  "plan_id": str(plan.pk)},
+        idempotency_key=_grant_key(facts.subscription_id, facts.period_start),
+    )
+    if order is not None and order.ledger_entry_id is None:
+        earlier = LedgerEntry.objects.filter(
+            account_id=subscription.account_id, reference=f"creem:{facts.subscription_id}",
+            transaction_type=result.entry.transaction_type,
+        ).exclude(pk=result.entry.pk)
+        if not earlier.exists():
+            order.ledger_entry_id = result.entry.pk
+            order.save(update_fields=["ledger_entry", "updated_at"])
+
+
+def _refund_created(obj: dict[str, Any]) -> Handled:
+    refund_id = _text(obj.get("id"))
+    transaction = _dict(obj.get("transaction"))
+    checkout = _dict(obj.get("checkout"))
+    subscription_id = _text(obj.get("subscription")) or _text(transaction.get("subscription"))
+    if not refund_id:
+        raise EventNotApplicable("the refund has no id")
+    meta = _dict(checkout.get("metadata"))
+    ref = checkout.get("request_id") if isinstance(checkout.get("request_id"), str) else ""
+    ref = ref or (meta.get("order_id") if isinstance(meta.get("order_id"), str) else "")
+    order = _order_for(ref) if ref else None
+    subscription = subscription_selectors.subscription_by_provider(
+        provider=Provider.CREEM, provider_subscription_id=subscription_id
+    )
+    if order is None and subscription is None:
+        return Handled(WebhookStatus.IGNORED, note="names no order or subscription of this service")
+    period_start = _moment(transaction.get("period_start"))
+    if subscription is None or period_start is None:
+        raise EventRetryable("the refunded payment's subscription or period is not known here yet")
+    grant = LedgerEntry.objects.filter(
+        account_id=subscription.account_id, idempotency_key=_grant_key(subscription_id, period_start)
+    ).first()
+    order_id = order.id if order is not None else None
+    if grant is None:
+        if subscription.plan.credits_included <= 0:
+            return Handled(WebhookStatus.PROCESSED, order_id, "the refunded period granted no credits")
+        raise EventRetryable("the refunded period's credits are not granted yet")
+    refunded, paid = obj.get("refund_amount"), transaction.get("amount_paid")
+    share = Decimal(1)
+    if isinstance(refunded, int) and isinstance(paid, int) and paid > 0 and refunded < paid:
+        share = Decimal(max(refunded, 0)) / Decimal(paid)
+    credits = (grant.balance_delta * share).quantize(CREDITS_QUANTUM, rounding=ROUND_DOWN)
+    transaction_id = _text(transaction)
+    result = credits_reverse_purchase(
+        account_id=subscription.account_id,
+        amount=credits,
+        idempotency_key=f"creem:refund:{refund_id}",
+        description=f"Refund {refund_id} of the period from {str(grant.metadata.get('period_start'))[:10]}",
+        reference=f"creem:{subscription_id}",
+        metadata={"channel": Channel.CREEM, "refund_id": refund_id, "transaction_id": transaction_id,
+                  "subscription_id": subscription_id, "refund_of": str(grant.pk)},
+    )
+    if order is not None and not result.replayed:
+        if obj.get("refund_currency") == "USD" and isinstance(refunded, int):
+            order.amount_refunded_usd += Decimal(refunded) / 100
+        order.credits_reversed += result.removed
+        order.refund_shortfall_credits += result.shortfall
+        if result.shortfall > 0:
+            order.needs_review = True
+            order.last_error = (
+                f"refund {refund_id}: {result.shortfall} credits were already spent, not taken back"
+            )
+        if transaction.get("order") and transaction.get("order") == order.provider_payment_id:
+            order.status = OrderStatus.REFUNDED if share >= 1 else OrderStatus.PARTIALLY_REFUNDED
+            order.refunded_at = timezone.now()
+        order.save()
+    return Handled(WebhookStatus.PROCESSED, order_id)

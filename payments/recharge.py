@@ -1,0 +1,309 @@
+"""Auto-recharge: when a debit leaves an account below its threshold, charge its saved card off-session.
+
+The flow, each step its own short transaction and no row lock held across a Stripe call:
+1. ``recharge_after_debit`` (called by ``credits.ledger`` through ``settings.CREDITS_LOW_BALANCE_HOOK``, only
+   when the debit's own statement returned an enabled threshold above the new ``available``: no extra query
+   on the hot path) enqueues ``payments.tasks.recharge_charge_task`` from ``transaction.on_commit``.
+2. ``recharge_start`` locks the account and re-checks everything: enabled, below threshold, a saved payment
+   method, no recharge in flight (also a partial unique index), the calendar month's (UTC) spending limit.
+   It records a ``pending`` Recharge and ``auto_recharge_last_triggered_at``.
+3. ``recharge_charge`` creates the off-session PaymentIntent with the Stripe idempotency key
+   ``recharge:<id>``: a worker killed after the charge and before recording it leaves the recharge pending,
+   and the next run (the beat's ``recharges_resume``) sends the same key and gets the same PaymentIntent.
+4. Credits arrive only through the webhook (``payment_intent.succeeded``), keyed ``recharge:<id>`` in the
+   ledger: once, however often the event is delivered. ``payment_intent.payment_failed`` (or a decline
+   answered at once) fails the recharge; three failures in a row turn auto-recharge off.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from credits.locks import account_lock
+from credits.models import CreditAccount
+from credits.services import credits_grant
+from payments import selectors
+from payments.errors import InvalidAutoRecharge, PaymentMethodRequired, PaymentProviderError
+from payments.providers import stripe as stripe_provider
+from payments.recharge_models import IN_FLIGHT, Recharge, RechargeStatus, SavedPaymentMethod
+
+logger = logging.getLogger(__name__)
+
+CREDITS_PER_USD = Decimal(1)
+FAILURES_BEFORE_DISABLE = 3
+PI_SUCCEEDED = "payment_intent.succeeded"
+PI_FAILED = "payment_intent.payment_failed"
+STRIPE_EVENTS = frozenset({PI_SUCCEEDED, PI_FAILED})
+_UNSET: Any = object()
+
+
+# --- settings and the saved payment method -----------------------------------------------------------------
+
+
+def account_has_payment_method(*, account: CreditAccount) -> bool:
+    return SavedPaymentMethod.objects.filter(account_id=account.pk).exists()
+
+
+def auto_recharge_update(
+    *,
+    account_id: uuid.UUID | str,
+    enabled: bool | None = None,
+    threshold_usd: Decimal | None = _UNSET,
+    amount_usd: Decimal | None = _UNSET,
+    spending_limit_usd: Decimal | None = _UNSET,
+) -> CreditAccount:
+    """Changes the auto-recharge settings of an account (only the given ones). Enabled settings must be
+    complete (threshold and amount), the amount within the platform's top-up range, the monthly limit (when
+    set) at least the amount; enabling needs a saved payment method (409 ``payment_method_required``)."""
+    with transaction.atomic(durable=True):
+        account = account_lock(account_id=account_id)
+        assert account is not None
+        if enabled is not None:
+            account.auto_recharge_enabled = enabled
+        if threshold_usd is not _UNSET:
+            account.auto_recharge_threshold_usd = threshold_usd
+        if amount_usd is not _UNSET:
+            account.auto_recharge_amount_usd = amount_usd
+        if spending_limit_usd is not _UNSET:
+            account.auto_recharge_spending_limit_usd = spending_limit_usd
+        amount = account.auto_recharge_amount_usd
+        if amount is not None:
+            limits = selectors.payment_settings_for(platform=account.platform)
+            if amount < limits.top_up_min_usd or amount > limits.top_up_max_usd:
+                raise InvalidAutoRecharge(
+                    "auto_recharge_amount_usd",
+                    f"Must be between {limits.top_up_min_usd} and {limits.top_up_max_usd} (the top-up range).",
+                )
+        limit = account.auto_recharge_spending_limit_usd
+        if limit is not None and amount is not None and limit < amount:
+            raise InvalidAutoRecharge(
+                "auto_recharge_spending_limit_usd", "Must be at least the recharge amount."
+            )
+        if account.auto_recharge_enabled:
+            for field in ("auto_recharge_threshold_usd", "auto_recharge_amount_usd"):
+                if getattr(account, field) is None:
+                    raise InvalidAutoRecharge(field, "Required to enable auto-recharge.")
+            if enabled and not SavedPaymentMethod.objects.filter(account_id=account.pk).exists():
+                raise PaymentMethodRequired()
+        account.save(update_fields=[
+            "auto_recharge_enabled", "auto_recharge_threshold_usd", "auto_recharge_amount_usd",
+            "auto_recharge_spending_limit_usd",
+        ])
+    return account
+
+
+def payment_method_save(
+    *, account_id: uuid.UUID | str, customer_id: str, payment_method_id: str, brand: str = "", last4: str = ""
+) -> SavedPaymentMethod:
+    """Saves (or replaces) the account's payment method for off-session charges. Runs in the caller's
+    transaction when there is one (a webhook handler), else in its own."""
+    with transaction.atomic():
+        saved, _ = SavedPaymentMethod.objects.update_or_create(
+            account_id=account_id,
+            defaults={
+                "provider_customer_id": customer_id, "provider_payment_method_id": payment_method_id,
+                "brand": brand[:32], "last4": last4[:4],
+            },
+        )
+    return saved
+
+
+# --- the trigger ---------------------------------------------------------------------------------------------
+
+
+def recharge_after_debit(account_id: uuid.UUID | str) -> None:
+    """The low-balance hook: a recharge task after commit (never inside the debit's transaction)."""
+    from payments.tasks import recharge_charge_task  # the tasks module imports this one
+
+    account_id = str(account_id)
+    transaction.on_commit(lambda: recharge_charge_task.delay(account_id))
+
+
+def _month_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def recharge_start(*, account_id: uuid.UUID | str) -> Recharge | None:
+    """A recharge to charge now, or None when none is due. A ``pending`` one left by a crashed run is returned
+    again (charging it reuses its idempotency key); a ``processing`` one means one is already in flight."""
+    with transaction.atomic(durable=True):
+        account = account_lock(account_id=account_id)
+        if account is None:
+            return None
+        in_flight = Recharge.objects.filter(account_id=account.pk, status__in=IN_FLIGHT).first()
+        if in_flight is not None:
+            return in_flight if in_flight.status == RechargeStatus.PENDING else None
+        threshold, amount = account.auto_recharge_threshold_usd, account.auto_recharge_amount_usd
+        if not account.auto_recharge_enabled or threshold is None or amount is None:
+            return None
+        if account.available >= threshold:
+            return None
+        method = SavedPaymentMethod.objects.filter(account_id=account.pk).first()
+        if method is None:
+            return None
+        now = timezone.now()
+        limit = account.auto_recharge_spending_limit_usd
+        if limit is not None:
+            spent = (
+                Recharge.objects.filter(account_id=account.pk, created_at__gte=_month_start(now))
+                .exclude(status=RechargeStatus.FAILED)
+                .aggregate(total=Sum("amount_usd"))["total"]
+            ) or Decimal(0)
+            if spent + amount > limit:
+                logger.info("auto-recharge of %s skipped: monthly limit %s reached (%s spent)", account.pk, limit, spent)
+                return None
+        try:
+            with transaction.atomic():
+                recharge = Recharge.objects.create(
+                    account=account, amount_usd=amount, credits=amount * CREDITS_PER_USD,
+                    provider_customer_id=method.provider_customer_id,
+                    provider_payment_method_id=method.provider_payment_method_id,
+                )
+        except IntegrityError:  # pragma: no cover - the account lock serialises starts
+            return None
+        account.auto_recharge_last_triggered_at = now
+        account.save(update_fields=["auto_recharge_last_triggered_at"])
+    return recharge
+
+
+def recharge_charge(*, recharge_id: uuid.UUID | str) -> Recharge:
+    """Sends the recharge's off-session PaymentIntent (no transaction open) and records Stripe's answer. A
+    provider failure leaves it pending for a later retry with the same key."""
+    recharge = Recharge.objects.get(pk=recharge_id)
+    if recharge.status != RechargeStatus.PENDING:
+        return recharge
+    Recharge.objects.filter(pk=recharge.pk).update(attempts=recharge.attempts + 1, updated_at=timezone.now())
+    try:
+        charge = stripe_provider.payment_intent_off_session_create(
+            amount_cents=recharge.amount_cents,
+            customer_id=recharge.provider_customer_id,
+            payment_method_id=recharge.provider_payment_method_id,
+            metadata={"recharge_id": str(recharge.id), "account_id": str(recharge.account_id)},
+            idempotency_key=f"recharge:{recharge.id}",
+        )
+    except PaymentProviderError as exc:
+        Recharge.objects.filter(pk=recharge.pk).update(last_error=exc.message[:2000], updated_at=timezone.now())
+        raise
+    with transaction.atomic(durable=True):
+        recharge = Recharge.objects.select_for_update().get(pk=recharge.pk)
+        recharge.provider_payment_id = recharge.provider_payment_id or charge.payment_intent_id
+        if recharge.status == RechargeStatus.PENDING:
+            if charge.declined:
+                _fail(recharge, charge.message or "declined")
+            else:
+                recharge.status = RechargeStatus.PROCESSING  # credited when payment_intent.succeeded arrives
+        recharge.save()
+    return recharge
+
+
+def _fail(recharge: Recharge, reason: str) -> None:
+    """Marks a locked in-flight recharge failed; the third failure in a row turns auto-recharge off."""
+    recharge.status = RechargeStatus.FAILED
+    recharge.last_error = reason[:2000]
+    recharge.settled_at = timezone.now()
+    recharge.save()
+    recent = list(
+        Recharge.objects.filter(account_id=recharge.account_id, status__in=[RechargeStatus.SUCCEEDED, RechargeStatus.FAILED])
+        .order_by("-created_at").values_list("status", flat=True)[:FAILURES_BEFORE_DISABLE]
+    )
+    if len(recent) == FAILURES_BEFORE_DISABLE and all(s == RechargeStatus.FAILED for s in recent):
+        CreditAccount.objects.filter(pk=recharge.account_id).update(auto_recharge_enabled=False)
+        logger.warning("auto-recharge of %s turned off after %s failures", recharge.account_id, len(recent))
+
+
+# --- webhook events ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    status: str  # processed or ignored
+    note: str = ""
+
+
+def recharge_event_apply(event_type: str, payload: dict[str, Any]) -> EventResult:
+    """``payment_intent.succeeded`` / ``payment_failed``: settles the recharge the PaymentIntent names (inside the
+    webhook's transaction), and saves the card of a top-up paid with ``setup_future_usage``."""
+    obj = (payload.get("data") or {}).get("object") or {}
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    recharge_ref = metadata.get("recharge_id")
+    if not isinstance(recharge_ref, str):
+        if event_type == PI_SUCCEEDED and isinstance(metadata.get("order_id"), str):
+            return _save_card_of_order(obj, metadata["order_id"])
+        return EventResult("ignored", "the payment intent names no recharge")
+    try:
+        recharge_id = uuid.UUID(recharge_ref)
+    except ValueError:
+        return EventResult("ignored", "the payment intent names no recharge of this service")
+    recharge = Recharge.objects.select_for_update().filter(pk=recharge_id).first()
+    if recharge is None:
+        return EventResult("ignored", "unknown recharge")
+    if obj.get("id") and recharge.provider_payment_id and obj["id"] != recharge.provider_payment_id:
+        return EventResult("ignored", f"payment intent {obj['id']} is not the recharge's")
+    recharge.provider_payment_id = recharge.provider_payment_id or str(obj.get("id") or "")
+    if event_type == PI_FAILED:
+        if recharge.status in IN_FLIGHT:
+            error = obj.get("last_payment_error") if isinstance(obj.get("last_payment_error"), dict) else {}
+            _fail(recharge, str(error.get("message") or "the payment failed"))
+            return EventResult("processed")
+        recharge.save()
+        return EventResult("processed", f"failure ignored: the recharge is {recharge.status}")
+    if recharge.status == RechargeStatus.SUCCEEDED:
+        return EventResult("processed", "already credited")
+    received = obj.get("amount_received", obj.get("amount"))
+    if received != recharge.amount_cents or str(obj.get("currency", "")).lower() != "usd":
+        return EventResult("ignored", f"amount {received} differs from the recharge's {recharge.amount_cents} cents")
+    result = credits_grant(
+        account_id=recharge.account_id,
+        amount=recharge.credits,
+        payment_amount_usd=recharge.amount_usd,
+        description="Auto-recharge",
+        reference=f"recharge:{recharge.id}",
+        metadata={"recharge_id": str(recharge.id), "payment_intent": recharge.provider_payment_id},
+        idempotency_key=f"recharge:{recharge.id}",
+    )
+    recharge.status = RechargeStatus.SUCCEEDED
+    recharge.ledger_entry_id = result.entry.id
+    recharge.settled_at = timezone.now()
+    recharge.last_error = ""
+    recharge.save()
+    return EventResult("processed")
+
+
+def _save_card_of_order(obj: dict[str, Any], order_ref: str) -> EventResult:
+    from payments.models import Order  # payments.models imports recharge_models, not this module
+
+    customer, method = obj.get("customer"), obj.get("payment_method")
+    if obj.get("setup_future_usage") != "off_session" or not isinstance(customer, str) or not isinstance(method, str):
+        return EventResult("ignored", "a top-up payment without a card saved for later")
+    try:
+        order = Order.objects.filter(pk=uuid.UUID(order_ref)).only("account_id").first()
+    except ValueError:
+        order = None
+    if order is None:
+        return EventResult("ignored", "the payment intent names no order of this service")
+    card = ((obj.get("payment_method_details") or {}).get("card") or {}) if isinstance(obj.get("payment_method_details"), dict) else {}
+    payment_method_save(
+        account_id=order.account_id, customer_id=customer, payment_method_id=method,
+        brand=str(card.get("brand") or ""), last4=str(card.get("last4") or ""),
+    )
+    return EventResult("processed", "payment method saved for auto-recharge")
+
+
+# --- upkeep --------------------------------------------------------------------------------------------------
+
+
+def recharges_stalled(*, older_than_seconds: int = 60) -> list[uuid.UUID]:
+    """Pending recharges whose charge was never recorded (a worker died): charged again with the same key."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    return list(
+        Recharge.objects.filter(status=RechargeStatus.PENDING, updated_at__lt=cutoff).values_list("id", flat=True)
+    )

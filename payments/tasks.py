@@ -1,0 +1,67 @@
+"""Celery tasks of the payments app: auto-recharge charges and the upkeep the beat schedules."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from payments import recharge
+from payments.errors import PaymentProviderError, WebhookProcessingFailed
+
+logger = logging.getLogger(__name__)
+
+MAX_WEBHOOK_ATTEMPTS = 10
+
+
+@shared_task(name="payments.tasks.recharge_charge_task", acks_late=True)
+def recharge_charge_task(account_id: str) -> str | None:
+    """Starts (or resumes) the account's recharge and charges it; returns the recharge id, if any."""
+    started = recharge.recharge_start(account_id=account_id)
+    if started is None:
+        return None
+    try:
+        recharge.recharge_charge(recharge_id=started.id)
+    except PaymentProviderError:
+        logger.warning("recharge %s not charged yet; recharges_resume retries it", started.id)
+    return str(started.id)
+
+
+@shared_task(name="payments.tasks.recharges_resume")
+def recharges_resume() -> int:
+    """Charges the recharges a dead worker left pending (same Stripe idempotency key: never twice)."""
+    count = 0
+    for recharge_id in recharge.recharges_stalled():
+        try:
+            recharge.recharge_charge(recharge_id=recharge_id)
+            count += 1
+        except PaymentProviderError:
+            continue
+    return count
+
+
+@shared_task(name="payments.tasks.webhook_events_reprocess")
+def webhook_events_reprocess(*, older_than_seconds: int = 60) -> int:
+    """Processes again the stored events whose processing failed for a passing reason (or never ran), so a
+    provider that stopped retrying does not lose a payment. Refused events (an order flagged for review)
+    are left to an operator."""
+    from django.utils import timezone
+
+    from payments.models import WebhookEvent, WebhookStatus
+    from payments.services import webhook_event_process
+
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    pending = (
+        WebhookEvent.objects.filter(status__in=[WebhookStatus.RECEIVED, WebhookStatus.FAILED],
+                                    updated_at__lt=cutoff, attempts__lt=MAX_WEBHOOK_ATTEMPTS)
+        .exclude(order__needs_review=True)
+        .order_by("id").values_list("pk", flat=True)[:500]
+    )
+    done = 0
+    for pk in list(pending):
+        try:
+            webhook_event_process(event_pk=pk)
+            done += 1
+        except WebhookProcessingFailed:
+            continue
+    return done
