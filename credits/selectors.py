@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet, Sum
 
 from accounts.models import Platform
+from billing_service.db import server_bound_cursor
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, ModelPrice, TransactionType
 
 
@@ -209,6 +210,20 @@ def model_prices_for(*, platform_id: int, models: list[str]) -> dict[str, list[M
     ):
         versions[price.model].append(price)
     return versions
+
+
+_PRICE_FIELDS = [f.attname for f in ModelPrice._meta.concrete_fields]
+_PRICE_VERSIONS = (
+    f"SELECT {', '.join(f.column for f in ModelPrice._meta.concrete_fields)} FROM {ModelPrice._meta.db_table} "
+    "WHERE platform_id = %s AND model = %s ORDER BY effective_from DESC"
+)
+
+
+def model_price_versions(*, platform_id: int, model: str) -> list[ModelPrice]:
+    """Every price version of one model, newest first (the single-event path: a prepared statement)."""
+    with server_bound_cursor() as cursor:
+        cursor.execute(_PRICE_VERSIONS, [platform_id, model], prepare=True)
+        return [ModelPrice.from_db("default", _PRICE_FIELDS, row) for row in cursor.fetchall()]
 
 
 def model_price_at(*, platform_id: int, model: str, at: datetime) -> ModelPrice | None:

@@ -11,8 +11,9 @@ from accounts.api.views import TenantViewSet
 from billing_service.errors import InvalidInput
 from billing_service.money import MoneyField, format_money
 from billing_service.schema import ERROR_RESPONSES, error_response
-from credits.api.serializers import LedgerEntrySerializer, MoneyOutField
+from credits.api.serializers import LedgerEntrySerializer, MoneyOutField, iso_instant
 from credits.api.usage_input import EventErrors, parse_event
+from credits.models import UsageEvent
 from credits.services import usage_record, usage_record_batch
 
 MAX_BATCH = 1000
@@ -52,6 +53,28 @@ class UsageEventSerializer(serializers.Serializer):
     hold_id = serializers.UUIDField(allow_null=True)
     occurred_at = serializers.DateTimeField()
     recorded_at = serializers.DateTimeField()
+
+    def to_representation(self, event: UsageEvent) -> dict:
+        # Written out, like LedgerEntrySerializer's: the same output as the declared fields, much cheaper.
+        return {
+            "id": str(event.id),
+            "account_id": str(event.account_id),
+            "request_id": event.request_id,
+            "endpoint": event.endpoint,
+            "model": event.model,
+            "input_tokens": event.input_tokens,
+            "output_tokens": event.output_tokens,
+            "cost": format_money(event.cost),
+            "priced_by": event.priced_by,
+            "price_version_id": event.price_id,
+            "success": event.success,
+            "description": event.description,
+            "metadata": event.metadata,
+            "transaction_id": str(event.ledger_entry_id) if event.ledger_entry_id else None,
+            "hold_id": str(event.hold_id) if event.hold_id else None,
+            "occurred_at": iso_instant(event.occurred_at),
+            "recorded_at": iso_instant(event.recorded_at),
+        }
 
 
 UsageRecordedSerializer = inline_serializer(

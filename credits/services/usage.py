@@ -47,7 +47,7 @@ from credits.models import (
     TransactionType,
     UsageEvent,
 )
-from credits.selectors import model_prices_for
+from credits.selectors import model_price_versions, model_prices_for
 from credits.services.common import actor_id_of
 from credits.services.holds import HoldResult, hold_capture
 
@@ -86,6 +86,7 @@ _INSERT_ONE = (
     f"SELECT count(*) FROM ev"
 )
 # The columns of the rows a batch builds, in their order.
+_ACCOUNT_OF_PLATFORM = f"SELECT 1 FROM {CreditAccount._meta.db_table} WHERE id = %s AND platform_id = %s"
 _COPY_EVENTS = (
     f"COPY {_EVENT_TABLE} (id, account_id, platform_id, request_id, endpoint, model, input_tokens, output_tokens, "
     f"cost, priced_by, price_id, success, description, metadata, ledger_entry_id, hold_id, request_hash, "
@@ -279,13 +280,14 @@ def usage_record(
         input_tokens=input_tokens, output_tokens=output_tokens, amount=amount, success=success,
         description=description, metadata=metadata, occurred_at=occurred_at,
     )
-    account = CreditAccount.objects.filter(pk=usage.account_id, platform=platform).only("balance", "reserved").first()
-    if account is None:
-        raise AccountNotFound(details={"account_id": str(usage.account_id)})
+    with server_bound_cursor() as cursor:
+        cursor.execute(_ACCOUNT_OF_PLATFORM, [usage.account_id, platform.pk], prepare=True)
+        if cursor.fetchone() is None:
+            raise AccountNotFound(details={"account_id": str(usage.account_id)})
     now = timezone.now()
     at = usage.occurred_at or now
     needs_price = usage.success and usage.amount is None and usage.model
-    versions = model_prices_for(platform_id=platform.pk, models=[usage.model])[usage.model] if needs_price else []
+    versions = model_price_versions(platform_id=platform.pk, model=usage.model) if needs_price else []
     cost, price = usage_cost(usage, versions, at)
     digest = usage.digest()
     actor_id = actor_id_of(actor)
@@ -314,8 +316,8 @@ def usage_record(
             usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=price,
             entry_id=entry.id if entry else None, digest=digest, occurred_at=at, recorded_at=now,
         )
-        with connection.cursor() as cursor:
-            cursor.execute(_INSERT_ONE, _row(event))
+        with server_bound_cursor() as cursor:
+            cursor.execute(_INSERT_ONE, _row(event), prepare=True)
             inserted = cursor.fetchone()[0]
         if not inserted:
             existing = UsageEvent.objects.select_related("ledger_entry").get(
