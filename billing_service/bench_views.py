@@ -1,15 +1,13 @@
-"""A bare authenticated endpoint for the benchmarks (bench/usage_http.py): token auth, a permission check and
-constant JSON, nothing else. Routed only when ``BENCH_ENDPOINTS`` is on (see billing_service/urls.py)."""
+"""A bare authenticated endpoint for the benchmarks (bench/usage_http.py): the API's own authentication (the
+same classes as every endpoint), a permission check and constant JSON, nothing else. Routed only when ``BENCH_ENDPOINTS`` is on (see billing_service/urls.py)."""
 
-from rest_framework.authentication import TokenAuthentication
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.decorators import api_view, permission_classes
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 
 @api_view(["GET", "POST"])
-@authentication_classes([TokenAuthentication])
 @permission_classes([IsAuthenticated])
 def noop(request: Request) -> Response:
     return Response({"ok": True})

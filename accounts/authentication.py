@@ -1,0 +1,29 @@
+"""Token authentication as DRF's (``Authorization: Token <key>``), looked up with one prepared statement:
+every API request authenticates, and the ORM would compile the same query each time."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from rest_framework import exceptions
+from rest_framework.authentication import TokenAuthentication
+
+from billing_service.db import server_bound_cursor
+
+
+class PreparedTokenAuthentication(TokenAuthentication):
+    def authenticate_credentials(self, key: str):  # noqa: ANN201
+        user_model = get_user_model()
+        fields = [f for f in user_model._meta.concrete_fields]
+        sql = (
+            f"SELECT {', '.join('u.' + f.column for f in fields)} FROM authtoken_token t "
+            f"JOIN {user_model._meta.db_table} u ON u.{user_model._meta.pk.column} = t.user_id WHERE t.key = %s"
+        )
+        with server_bound_cursor() as cursor:
+            cursor.execute(sql, [key], prepare=True)
+            row = cursor.fetchone()
+        if row is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        user = user_model.from_db("default", [f.attname for f in fields], row)
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        return user, key
