@@ -276,13 +276,13 @@ _STATE_COLUMNS = ["balance", "reserved", "last_sequence", *(f"count_{t}" for t i
 _LOCK_ACCOUNTS = (
     f"SELECT id, platform_id, last_entry_at, {', '.join(_STATE_COLUMNS)}, clock_timestamp(), "
     f"CASE WHEN auto_recharge_enabled THEN auto_recharge_threshold_usd END "
-    f"FROM {_ACCOUNT_TABLE} WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+    f"FROM {_ACCOUNT_TABLE} WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE"
 )
 _UPDATE_ACCOUNTS = (
     f"UPDATE {_ACCOUNT_TABLE} AS a SET last_entry_at = v.last_entry_at, "
     + ", ".join(f"{c} = v.{c}" for c in _STATE_COLUMNS)
-    + " FROM unnest(%s::uuid[], %s::timestamptz[], "
-    + ", ".join("%s::numeric[]" if c in ("balance", "reserved") else "%s::bigint[]" for c in _STATE_COLUMNS)
+    + " FROM unnest(%b::uuid[], %b::timestamptz[], "
+    + ", ".join("%b::numeric[]" if c in ("balance", "reserved") else "%b::bigint[]" for c in _STATE_COLUMNS)
     + f") AS v(id, last_entry_at, {', '.join(_STATE_COLUMNS)}) WHERE a.id = v.id"
 )
 # The columns of the rows post_many builds, in their order.

@@ -94,12 +94,12 @@ _COPY_EVENTS = (
 )
 _UPSERT_ROLLUPS = (
     f"INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
-    f"SELECT * FROM unnest(%s::uuid[], %s::date[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    f"%s::numeric[], %s::bigint[], %s::bigint[]){_ROLLUP_UPSERT_TAIL}"
+    f"SELECT * FROM unnest(%b::uuid[], %b::date[], %s::text[], %b::bigint[], %b::bigint[], %b::bigint[], "
+    f"%b::numeric[], %b::bigint[], %b::bigint[]){_ROLLUP_UPSERT_TAIL}"
 )
 _FIND_EVENTS = (
     f"SELECT account_id, request_id, request_hash, id, ledger_entry_id FROM {_EVENT_TABLE} "
-    f"WHERE (account_id, request_id) IN (SELECT * FROM unnest(%s::uuid[], %s::text[]))"
+    f"WHERE (account_id, request_id) IN (SELECT * FROM unnest(%b::uuid[], %s::text[]))"
 )
 
 
