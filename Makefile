@@ -38,6 +38,9 @@ test: setup
 bench: migrate
 	$(PY) bench/debit_hot.py
 	$(PY) bench/transactions_list.py
+	$(PY) bench/usage_http.py
+	$(PY) bench/usage_batch.py
+	$(PY) bench/usage_stats.py
 
 # Stops the embedded PostgreSQL (it keeps running between commands so they can share it).
 db-stop: setup
