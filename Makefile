@@ -41,6 +41,7 @@ bench: migrate
 	$(PY) bench/usage_http.py
 	$(PY) bench/usage_batch.py
 	$(PY) bench/usage_stats.py
+	$(PY) bench/webhooks.py
 
 # Stops the embedded PostgreSQL (it keeps running between commands so they can share it).
 db-stop: setup

@@ -15,10 +15,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-if settings.BENCH_ENDPOINTS:  # bench/usage_http.py's baseline: token auth + constant JSON
-    from billing_service.bench_views import noop
+if settings.BENCH_ENDPOINTS:  # baselines: bench/usage_http.py (token auth), bench/webhooks.py (Stripe signature)
+    from billing_service.bench_views import noop, webhook_verify
 
     urlpatterns.append(path("api/bench/noop/", noop, name="bench-noop"))
+    urlpatterns.append(path("api/bench/webhook-verify/", webhook_verify, name="bench-webhook-verify"))
 
 handler400 = "billing_service.exceptions.handler400"
 handler403 = "billing_service.exceptions.handler403"
