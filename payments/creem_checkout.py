@@ -23,16 +23,13 @@ from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
 
 from accounts.models import Platform
 from credits.models import CreditAccount
-from payments import locks, selectors
 from payments.errors import CheckoutTypeNotAvailable, InvalidCheckout, PaymentProviderError
-from payments.models import Channel, Order, OrderStatus, OrderType
+from payments.models import Channel, Order, OrderType
 from payments.providers import creem as creem_provider
-from subscriptions import selectors as subscription_selectors
-from subscriptions.errors import SubscriptionExists
+from payments.services import check_redirects, order_checkout_failed, refuse_second_subscription
 from subscriptions.models import BillingCycle, Plan
 from subscriptions.services import as_uuid
 
@@ -65,16 +62,8 @@ def creem_checkout_create(
     price_cents = plan.price_for(cycle)
     if price_cents <= 0:
         raise InvalidCheckout("plan_id", f"This plan has no {cycle} price to pay through Creem.")
-    origins = selectors.allowed_redirect_origins(platform=platform)
-    for field, url in (("success_url", success_url), ("cancel_url", cancel_url)):
-        if selectors.origin_of(url) not in origins:
-            raise InvalidCheckout(field, "Must be an http(s) URL on one of the platform's allowed origins.")
-    current = subscription_selectors.subscription_current(account_id=account.pk)
-    if current is not None:
-        raise SubscriptionExists(
-            "The account already has a current subscription: change plans in the billing portal.",
-            details={"subscription_id": str(current.pk), "plan": current.plan.slug},
-        )
+    check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
+    refuse_second_subscription(account=account)
     creem_provider.ensure_configured()
 
     with transaction.atomic(durable=True):
@@ -96,7 +85,7 @@ def creem_checkout_create(
             order=order, product_id=plan.creem_product_id, customer_email=getattr(user, "email", "") or ""
         )
     except PaymentProviderError:
-        _order_checkout_failed(order=order, reason="Creem refused or failed the checkout")
+        order_checkout_failed(order_id=order.id, reason="Creem refused or failed the checkout")
         raise
     with transaction.atomic(durable=True):
         order.provider_checkout_id = checkout.id
@@ -109,13 +98,3 @@ def _purchasable_plan(platform: Platform, plan_id: str) -> Plan | None:
     plans = Plan.objects.filter(platform=platform, is_active=True, purchasable=True)
     plan_uuid = as_uuid(plan_id)
     return plans.filter(pk=plan_uuid).first() if plan_uuid is not None else plans.filter(slug=plan_id).first()
-
-
-def _order_checkout_failed(*, order: Order, reason: str) -> None:
-    with transaction.atomic(durable=True):
-        locked = locks.order_lock(order_id=order.id)
-        if locked is not None and locked.status == OrderStatus.PENDING:
-            locked.status = OrderStatus.FAILED
-            locked.failed_at = timezone.now()
-            locked.last_error = reason
-            locked.save(update_fields=["status", "failed_at", "last_error", "updated_at"])

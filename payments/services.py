@@ -109,7 +109,7 @@ def checkout_create(
         raise InvalidCheckout("amount", f"Must be at least {format_money(limits.top_up_min_usd)}.")
     if amount > limits.top_up_max_usd:
         raise InvalidCheckout("amount", f"Must be at most {format_money(limits.top_up_max_usd)}.")
-    _check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
+    check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
     stripe_provider.ensure_configured()
 
     with transaction.atomic(durable=True):
@@ -131,7 +131,7 @@ def checkout_create(
             customer_email=getattr(user, "email", "") or "",
         )
     except PaymentProviderError as exc:
-        _order_checkout_failed(order_id=order.id, reason=f"checkout session not created: {exc.message}")
+        order_checkout_failed(order_id=order.id, reason=f"checkout session not created: {exc.message}")
         raise
     with transaction.atomic(durable=True):
         order = locks.order_lock(order_id=order.id)
@@ -147,7 +147,7 @@ def checkout_create(
     return order
 
 
-def _check_redirects(platform: Platform, **urls: str) -> None:
+def check_redirects(platform: Platform, **urls: str) -> None:
     origins = selectors.allowed_redirect_origins(platform=platform)
     for field, url in urls.items():
         if selectors.origin_of(url) not in origins:
@@ -178,13 +178,8 @@ def _subscription_checkout_create(
     price_id, cents = plan.stripe_price_for(billing_cycle), plan.price_for(billing_cycle)
     if not price_id or cents <= 0:
         raise InvalidCheckout("billing_cycle", f"The plan is not sold {billing_cycle} through Stripe.")
-    _check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
-    current = subscription_selectors.subscription_current(account_id=account.pk)
-    if current is not None:
-        raise SubscriptionExists(
-            "The account already has a current subscription: change plans in the billing portal.",
-            details={"subscription_id": str(current.pk), "plan": current.plan.slug},
-        )
+    check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
+    refuse_second_subscription(account=account)
     stripe_provider.ensure_configured()
     customer_id = selectors.stripe_customer_of(account=account)
 
@@ -208,7 +203,7 @@ def _subscription_checkout_create(
             customer_email="" if customer_id else getattr(user, "email", "") or "",
         )
     except PaymentProviderError as exc:
-        _order_checkout_failed(order_id=order.id, reason=f"checkout session not created: {exc.message}")
+        order_checkout_failed(order_id=order.id, reason=f"checkout session not created: {exc.message}")
         raise
     with transaction.atomic(durable=True):
         order = locks.order_lock(order_id=order.id)
@@ -224,7 +219,7 @@ def billing_portal_create(*, platform: Platform, account: CreditAccount, return_
     """The URL of the provider's billing portal for the account's Stripe customer (known from its
     subscription or a paid order). 400 for a ``return_url`` off the allowed origins; 409
     ``no_billing_customer`` when the account has never paid through Stripe."""
-    _check_redirects(platform, return_url=return_url)
+    check_redirects(platform, return_url=return_url)
     customer_id = selectors.stripe_customer_of(account=account)
     if not customer_id:
         raise NoBillingCustomer()
@@ -232,7 +227,17 @@ def billing_portal_create(*, platform: Platform, account: CreditAccount, return_
     return stripe_provider.billing_portal_session_create(customer_id=customer_id, return_url=return_url)
 
 
-def _order_checkout_failed(*, order_id: uuid.UUID, reason: str) -> None:
+def refuse_second_subscription(*, account: CreditAccount) -> None:
+    """A new subscription checkout while one is current is refused: plan changes go through the portal."""
+    current = subscription_selectors.subscription_current(account_id=account.pk)
+    if current is not None:
+        raise SubscriptionExists(
+            "The account already has a current subscription: change plans in the billing portal.",
+            details={"subscription_id": str(current.pk), "plan": current.plan.slug},
+        )
+
+
+def order_checkout_failed(*, order_id: uuid.UUID, reason: str) -> None:
     with transaction.atomic(durable=True):
         order = locks.order_lock(order_id=order_id)
         if order is not None and order.status == OrderStatus.PENDING:
