@@ -308,17 +308,22 @@ class BackendCpu:
 
 
 class Request:
-    __slots__ = ("body", "method", "path")
+    """One prepared request. ``headers`` replace the run's shared headers for this request (a webhook
+    delivery carries its own signature); ``tag`` names what it sent (an event id), reported back as ``sent``."""
 
-    def __init__(self, method: str, path: str, body: bytes | None) -> None:
-        self.method, self.path, self.body = method, path, body
+    __slots__ = ("body", "headers", "method", "path", "tag")
+
+    def __init__(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None = None, tag: str = ""
+    ) -> None:
+        self.method, self.path, self.body, self.headers, self.tag = method, path, body, headers, tag
 
 
 def run_load(
     port: int,
     work: Sequence[Sequence[Request]],
     *,
-    headers: dict[str, str],
+    headers: dict[str, str] | None = None,
     seconds: float,
     expect: int,
     count: Callable[[bytes], int] | None = None,
@@ -338,6 +343,7 @@ def run_load(
     ends = [0.0] * threads
     errors: list[BaseException] = []
     statuses: Counter = Counter()
+    sent: list[set[str]] = [set() for _ in range(threads)]
     lock = threading.Lock()
 
     def go() -> None:
@@ -363,7 +369,7 @@ def run_load(
                 t0 = clock()
                 if t0 >= deadline:
                     break
-                conn.request(req.method, req.path, body=req.body, headers=headers)
+                conn.request(req.method, req.path, body=req.body, headers=req.headers or headers or {})
                 response = conn.getresponse()
                 body = response.read()
                 lat.append(clock() - t0)
@@ -375,6 +381,8 @@ def run_load(
                     continue
                 n += 1
                 got += count(body) if count else 1
+                if req.tag:
+                    sent[i].add(req.tag)
             else:
                 if clock() < deadline:
                     with lock:
@@ -412,4 +420,5 @@ def run_load(
         "server_cpu": server_cpu,
         "db_cpu": db_cpu,
         "spread": (min(done), max(done)),
+        "sent": set().union(*sent),
     }

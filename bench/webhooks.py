@@ -34,14 +34,11 @@ Own database: ``billing_bench_webhooks`` (``BENCH_DATABASE_NAME`` overrides), cr
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import random
-import socket
 import statistics
 import sys
-import threading
 import time
 import uuid
 from decimal import Decimal
@@ -49,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BackendCpu, Server, ensure_members, load_average, server_facts, setup_django
+from _common import BackendCpu, Request, Server, ensure_members, load_average, run_load, server_facts, setup_django
 
 BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "billing_bench_webhooks")
 PLATFORM_KEY = "bench-webhooks"
@@ -104,13 +101,13 @@ def orders_create(platform, accounts: list[tuple], n: int, tag: str) -> list[tup
     return [(str(o.id), o.provider_checkout_id) for o in orders]
 
 
-def deliveries(orders: list[tuple[str, str]], *, tag: str, total: int, threads: int, rng: random.Random):
+def deliveries(orders: list[tuple[str, str]], *, path: str, tag: str, total: int, threads: int, rng: random.Random):
     """``total`` signed deliveries, every DUPLICATE_EVERY-th one a redelivery of an earlier event, dealt round-robin
-    to the threads; returns (per-thread lists of (body, headers, event id), number of distinct events)."""
+    to the threads; returns (per-thread lists of signed requests, number of distinct events)."""
     import stripe
 
     stamp = int(time.time())
-    events: list[tuple[bytes, dict, str]] = []
+    events: list[Request] = []
     sequence = []
     for i in range(total):
         if i % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 and events:
@@ -122,90 +119,11 @@ def deliveries(orders: list[tuple[str, str]], *, tag: str, total: int, threads: 
         event_id = f"evt_bench_{tag}_{len(events)}"
         body = event_body(event_id, order_id, session_id, f"pi_bench_{tag}_{len(events)}")
         header = stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET, timestamp=stamp)
-        item = (body.encode(), {"Content-Type": "application/json", "Stripe-Signature": header}, event_id)
+        item = Request("POST", path, body.encode(),
+                       headers={"Content-Type": "application/json", "Stripe-Signature": header}, tag=event_id)
         events.append(item)
         sequence.append(item)
     return [sequence[t::threads] for t in range(threads)], len(events)
-
-
-def run_load(port: int, path: str, work: list[list], *, seconds: float, server=None, backends=None) -> dict:
-    """One thread per entry of ``work``, each on its own keep-alive connection, POSTing its deliveries in order
-    until ``seconds`` have passed since they all lined up on a barrier (every response must be a 200). Like
-    ``_common.run_load``, with a header set per request (each delivery carries its own signature)."""
-    threads = len(work)
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    done = [0] * threads
-    ends = [0.0] * threads
-    sent_ids: list[set[str]] = [set() for _ in range(threads)]
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    state: dict = {}
-
-    def go() -> None:
-        state["server_cpu"] = server.cpu_seconds() if server else 0.0
-        state["backends"] = backends.snapshot() if backends else {}
-        state["client_cpu"] = time.process_time()
-        state["start"] = time.perf_counter()
-
-    barrier = threading.Barrier(threads, action=go)
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        try:
-            conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            barrier.wait()
-            deadline = state["start"] + seconds
-            clock = time.perf_counter
-            lat, ids = latencies[i], sent_ids[i]
-            n = 0
-            for body, headers, event_id in work[i]:
-                t0 = clock()
-                if t0 >= deadline:
-                    break
-                conn.request("POST", path, body=body, headers=headers)
-                response = conn.getresponse()
-                answer = response.read()
-                lat.append(clock() - t0)
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status} for {event_id}: {answer[:300]!r}")
-                ids.add(event_id)
-                n += 1
-            else:
-                if clock() < deadline:
-                    raise RuntimeError(f"thread {i} ran out of prepared deliveries ({len(work[i])})")
-            done[i], ends[i] = n, clock()
-        except BaseException as exc:  # noqa: BLE001
-            with lock:
-                errors.append(exc)
-            barrier.abort()
-        finally:
-            conn.close()
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} error(s); first: {errors[0]}") from errors[0]
-    client_cpu = time.process_time() - state["client_cpu"]
-    server_cpu = (server.cpu_seconds() - state["server_cpu"]) if server else float("nan")
-    db_cpu = BackendCpu.used(state["backends"], backends.snapshot()) if backends else float("nan")
-    elapsed = max(ends) - state["start"]
-    total = sum(done)
-    lat = sorted(x for per in latencies for x in per)
-    return {
-        "requests": total,
-        "elapsed": elapsed,
-        "rate": total / elapsed,
-        "p50_ms": lat[len(lat) // 2] * 1000,
-        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-        "client_cpu": client_cpu,
-        "server_cpu": server_cpu,
-        "db_cpu": db_cpu,
-        "events": set().union(*sent_ids),
-    }
 
 
 def main() -> int:
@@ -242,7 +160,7 @@ def main() -> int:
             connection.close()
         else:  # verified only: the orders need not exist
             orders = [(str(uuid.uuid4()), f"cs_bench_{run}_{tag}_{i}") for i in range(unique)]
-        return deliveries(orders, tag=f"{run}_{tag}", total=total, threads=args.threads, rng=rng)
+        return deliveries(orders, path=PATHS[side], tag=f"{run}_{tag}", total=total, threads=args.threads, rng=rng)
 
     print(f"Stripe webhook deliveries over HTTP: {args.threads} connections, {args.seconds:g} s per side, "
           f"{args.rounds} rounds (side order flips); gunicorn as `make run` (3 workers x 4 threads, gthread)")
@@ -260,10 +178,10 @@ def main() -> int:
             estimate = {}
             for side in SIDES:  # warm-up: every worker thread connects, imports and plans everything
                 work, _ = prepare(side, "w" + side[0], 1500 if side == "webhook" else 4000)
-                res = run_load(server.port, PATHS[side], work, seconds=args.warmup)
+                res = run_load(server.port, work, seconds=args.warmup, expect=200)
                 estimate[side] = res["rate"]
                 if side == "webhook":
-                    distinct_sent |= res["events"]
+                    distinct_sent |= res["sent"]
 
             header = (f"{'round':>5}  {'side':<8} {'deliveries':>10} {'secs':>5} {'deliv/s':>8} {'p50 ms':>7} "
                       f"{'p99 ms':>7}  CPU per delivery: {'client':>7} {'gunicorn':>9} {'postgres':>9}")
@@ -274,13 +192,13 @@ def main() -> int:
                     # generous: connections are not served evenly, and the warm-up rate is an underestimate
                     total = int(estimate[side] * args.seconds * 5) + 100 * args.threads
                     work, _ = prepare(side, f"r{r}{side[0]}", total)  # signed just now: well within 300 s
-                    res = run_load(server.port, PATHS[side], work, seconds=args.seconds, server=server,
+                    res = run_load(server.port, work, seconds=args.seconds, expect=200, server=server,
                                    backends=backends)
                     del work
                     estimate[side] = max(estimate[side], res["rate"])
                     results[side].append(res)
                     if side == "webhook":
-                        distinct_sent |= res["events"]
+                        distinct_sent |= res["sent"]
                     n = res["requests"]
                     print(f"{r + 1:>5}  {side:<8} {n:>10} {res['elapsed']:>5.1f} {res['rate']:>8.0f} "
                           f"{res['p50_ms']:>7.2f} {res['p99_ms']:>7.2f}  {'':>17} "
