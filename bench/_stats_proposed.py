@@ -107,19 +107,6 @@ def stats_json(stats: UsageStats) -> dict[str, Any]:
 
 
 class ProposedUsageStatsViewSet(UsageStatsViewSet):
-    @property
-    def tenant(self):  # type: ignore[override]
-        from _usage_proposed import tenant_fast
-
-        from accounts.tenancy import PLATFORM_HEADER
-
-        cached = self.__dict__.get("_tenant")
-        if cached is None:
-            cached = self.__dict__["_tenant"] = tenant_fast(
-                user=self.request.user, platform_key=self.request.headers.get(PLATFORM_HEADER)
-            )
-        return cached
-
     def retrieve(self, request: Request) -> Response:
         query = _valid(UsageStatsQuerySerializer, request.query_params)
         account = None

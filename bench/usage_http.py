@@ -17,10 +17,9 @@ ratios usage/noop of the req/s (target >= 0.6), with the ratio of the CPU per re
 machine: on two cores it is what bounds the rate); then checks the written rows (events = requests, rollups = events,
 ``ledger_verify`` of a sample of accounts). The server is stopped at the end, whatever happens.
 
-``--proposed`` serves the app through ``bench/_proposed_wsgi.py`` (the same WSGI application plus two bench-only
-routes) and adds four sides running the changes proposed in bench/README.md (``bench/_usage_proposed.py``):
-``proposed`` / ``proposed_rc`` (prepared look-ups, hand-built response) and ``one`` / ``one_rc`` (the same plus
-the first recording of a charged event as one statement in autocommit), amount and rate-card bodies.
+``--proposed`` serves the app through ``bench/_proposed_wsgi.py`` (the same WSGI application plus a bench-only
+route) and adds two sides running proposal 4 of bench/README.md (``bench/_usage_proposed.py``): ``one`` /
+``one_rc``, the first recording of a charged event as one statement in autocommit, amount and rate-card bodies.
 
 Own database: ``billing_bench_usage_http`` (``BENCH_DATABASE_NAME`` overrides), created and migrated if missing.
 
@@ -63,12 +62,10 @@ ENDPOINT = "/v1/chat/completions"
 TARGET = 0.6
 SIDES = ["noop", "amount", "rate_card"]
 PATHS = {"noop": "/api/bench/noop/", "amount": "/api/billing/usage/", "rate_card": "/api/billing/usage/",
-         "proposed": "/api/bench/usage-proposed/", "proposed_rc": "/api/bench/usage-proposed/",
          "one": "/api/bench/usage-one/", "one_rc": "/api/bench/usage-one/"}
-PROPOSED = ["proposed", "proposed_rc", "one", "one_rc"]
+PROPOSED = ["one", "one_rc"]
 EXPECT = {"noop": 200, **{side: 201 for side in ["amount", "rate_card", *PROPOSED]}}
-BODY = {"noop": "amount", "amount": "amount", "rate_card": "rate_card", "proposed": "amount",
-        "proposed_rc": "rate_card", "one": "amount", "one_rc": "rate_card"}
+BODY = {"noop": "amount", "amount": "amount", "rate_card": "rate_card", "one": "amount", "one_rc": "rate_card"}
 
 
 def body(side: str, account_id: str, request_id: str) -> bytes:
