@@ -281,6 +281,12 @@ class WebhookEvent(models.Model):
         indexes = [
             models.Index(fields=["status", "-received_at"], name="webhook_status_received"),
             models.Index(fields=["order"], condition=Q(order__isnull=False), name="webhook_order"),
+            # refunds waiting for their order to be credited (payments.webhooks, PARKED): looked for on every
+            # credited order, so the lookup reads only them
+            models.Index(
+                fields=["provider"], condition=Q(type="charge.refunded", status=WebhookStatus.IGNORED),
+                name="webhook_parked_refunds",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_unique_provider_event"),
