@@ -156,12 +156,15 @@ def _whole_micros(value: Decimal) -> bool:
     return extra <= 0 or not any(digits[-extra:])
 
 
-def post(account_id: uuid.UUID | str, posting: Posting, *, savepoint: bool | None = None) -> PostResult:
+def post(
+    account_id: uuid.UUID | str, posting: Posting, *, savepoint: bool | None = None, entry_id: uuid.UUID | None = None
+) -> PostResult:
     """Writes one ledger row and moves the account, or raises; never writes one without the other.
 
     Inside a transaction, a keyed post runs in a savepoint so that losing a race for the key can be
     answered with the winner's row. ``savepoint=False`` skips it (two fewer round trips): losing the race
-    then raises the ``IntegrityError`` and the caller retries its whole transaction."""
+    then raises the ``IntegrityError`` and the caller retries its whole transaction. ``entry_id``: the new row's
+    id chosen by the caller (a row of its own that points at the entry is written in the same transaction)."""
     # PostgreSQL would round the account's new balance and the row's delta separately (half away from zero),
     # so a finer amount could leave them disagreeing (10 - 0.0000005 keeps 10.000000 but records -0.000001).
     if not (_whole_micros(posting.balance_delta) and _whole_micros(posting.reserved_delta)):
@@ -172,7 +175,7 @@ def post(account_id: uuid.UUID | str, posting: Posting, *, savepoint: bool | Non
     with_key = posting.idempotency_key is not None
     digest = _posting_hash(posting) if with_key else ""
     params = {
-        "id": uuid.uuid4(),
+        "id": entry_id or uuid.uuid4(),
         "account_id": account_id,
         "transaction_type": posting.transaction_type,
         "status": "completed",

@@ -20,7 +20,7 @@ def order_lock(*, order_id: uuid.UUID | str) -> Order | None:
     return Order.objects.select_for_update().filter(pk=order_id).first()
 
 
-_PAYMENT_INTENT = 0x5049  # "PI": the first key of pg_advisory_xact_lock(int, int)
+PAYMENT_INTENT_LOCK = 0x5049  # "PI": the first key of pg_advisory_xact_lock(int, int)
 
 
 def payment_intent_lock(*, payment_intent_id: str) -> None:
@@ -29,4 +29,4 @@ def payment_intent_lock(*, payment_intent_id: str) -> None:
     other (the refund would otherwise be parked after the order had looked for parked refunds)."""
     if payment_intent_id:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_PAYMENT_INTENT, payment_intent_id])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [PAYMENT_INTENT_LOCK, payment_intent_id])

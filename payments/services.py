@@ -33,13 +33,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Platform
+from billing_service.db import server_bound_cursor
 from billing_service.money import format_money
 from credits.models import CreditAccount
-from payments import locks, selectors, webhooks
+from payments import locks, selectors, webhook_fast_path, webhooks
 from payments.errors import (
     ChannelNotAvailable,
     CheckoutTypeNotAvailable,
@@ -49,7 +50,15 @@ from payments.errors import (
     PaymentProviderError,
     WebhookProcessingFailed,
 )
-from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent, WebhookStatus
+from payments.models import (
+    Channel,
+    Order,
+    OrderStatus,
+    OrderType,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookStatus,
+)
 from payments.providers import stripe as stripe_provider
 from subscriptions import selectors as subscription_selectors
 from subscriptions.errors import SubscriptionExists
@@ -257,34 +266,49 @@ class WebhookOutcome:
     duplicate: bool  # it had already been processed or ignored: nothing changed
 
 
-_INSERT_EVENT = (
-    f"INSERT INTO {WebhookEvent._meta.db_table} "
-    "(provider, event_id, type, payload, status, attempts, last_error, received_at, updated_at) "
-    "VALUES (%s, %s, %s, %s::jsonb, %s, 0, '', now(), now()) "
-    "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id"
+_STORE_EVENT = f"""
+WITH stored AS (
+    INSERT INTO {WebhookEvent._meta.db_table}
+           (provider, event_id, type, payload, status, attempts, last_error, received_at, updated_at)
+    VALUES (%(provider)s, %(event_id)s, %(type)s, %(payload)s::jsonb, '{WebhookStatus.RECEIVED}', 0, '', now(), now())
+    ON CONFLICT (provider, event_id) DO NOTHING
+    RETURNING id
 )
+SELECT id, true, '{WebhookStatus.RECEIVED}' FROM stored
+UNION ALL
+SELECT id, false, status FROM {WebhookEvent._meta.db_table}
+ WHERE provider = %(provider)s AND event_id = %(event_id)s AND NOT EXISTS (SELECT FROM stored)
+"""
 
 
-def webhook_event_store(*, provider: str, event: dict[str, Any]) -> tuple[int, bool]:
-    """Stores a verified event (its own statement, committed at once); returns its row id and whether this
-    delivery stored it. A second delivery of one event id stores nothing."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_EVENT,
-            [provider, event["id"], event["type"], json.dumps(event), WebhookStatus.RECEIVED],
-        )
+def webhook_event_store(*, provider: str, event: dict[str, Any]) -> tuple[int, bool, str]:
+    """Stores a verified event (its own statement, committed at once); returns its row id, whether this
+    delivery stored it, and its status. A second delivery of one event id stores nothing."""
+    params = {"provider": provider, "event_id": event["id"], "type": event["type"], "payload": json.dumps(event)}
+    with server_bound_cursor() as cursor:
+        cursor.execute(_STORE_EVENT, params, prepare=True)
         row = cursor.fetchone()
     if row is not None:
-        return row[0], True
-    pk = WebhookEvent.objects.filter(provider=provider, event_id=event["id"]).values_list("pk", flat=True).first()
-    if pk is None:  # pragma: no cover - a stored event is never deleted
+        return row
+    # stored by a delivery that committed after this statement's snapshot was taken
+    stored = WebhookEvent.objects.filter(provider=provider, event_id=event["id"]).values_list("pk", "status").first()
+    if stored is None:  # pragma: no cover - a stored event is never deleted
         raise WebhookProcessingFailed()
-    return pk, False
+    return stored[0], False, stored[1]
 
 
 def webhook_event_receive(*, provider: str, event: dict[str, Any]) -> WebhookOutcome:
-    """Stores then processes one delivery (see the module docstring for the outcomes)."""
-    pk, _ = webhook_event_store(provider=provider, event=event)
+    """Stores then processes one delivery (see the module docstring for the outcomes). The first delivery of a
+    plainly paid Stripe top-up takes ``payments.webhook_fast_path`` (same rows, fewer statements)."""
+    if provider == WebhookProvider.STRIPE and webhook_fast_path.applies(event):
+        receipt = webhook_fast_path.receive(event)
+        if receipt is not None:
+            if receipt.event_pk is None or receipt.duplicate:
+                return WebhookOutcome(event_id=event["id"], status=receipt.status, duplicate=receipt.duplicate)
+            return webhook_event_process(event_pk=receipt.event_pk)
+    pk, _, status = webhook_event_store(provider=provider, event=event)
+    if status in DONE_STATUSES:  # a redelivery: answered without a transaction
+        return WebhookOutcome(event_id=event["id"], status=status, duplicate=True)
     return webhook_event_process(event_pk=pk)
 
 
