@@ -207,7 +207,13 @@ class PlanCreditPeriod(models.Model):
     ``min(available now, granted + carried_in - spent since the grant)`` (spent: ``subtract`` rows after
     ``grant_sequence`` minus usage refunds); the plan's rollover policy keeps some (``carried_out``, the next
     period's ``carried_in``) and removes the rest (``expired``, one negative ``rollover`` row). Purchased
-    credits are never removed: the removal never exceeds what is available nor the unused plan credits."""
+    credits are never removed: the removal never exceeds what is available nor the unused plan credits.
+
+    A mid-period upgrade (``payments.plan_periods``) tops the period up to the new plan's credits
+    (``upgrade_granted``; ``plan`` becomes that plan, whose rollover policy then applies), and a refund of the
+    period's invoice takes back a share of ``granted`` (``credits_reversed``, what was already spent being
+    ``refund_shortfall_credits``): both count in the unused plan credits above (granted + upgrade_granted +
+    carried_in - spent - credits_reversed)."""
 
     id = models.BigAutoField(primary_key=True)
     subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="credit_periods")
@@ -222,6 +228,25 @@ class PlanCreditPeriod(models.Model):
         help_text="The add row of the grant (none when the plan includes no credits).",
     )
     grant_sequence = models.BigIntegerField(help_text="The account's ledger sequence right after the grant.")
+    upgrade_granted = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
+        help_text="Credits added by mid-period upgrades (``upgrade`` grants), on top of ``granted``.",
+    )
+    payment_intent_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="The payment intent of the period's invoice (pi_...)."
+    )
+    amount_paid_usd = usd_field(null=True, blank=True, help_text="What the period's invoice paid.")
+    amount_refunded_usd = usd_field(
+        default=Decimal(0), help_text="Refunded so far of the invoice's payment (cumulative, as processed)."
+    )
+    credits_reversed = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
+        help_text="Plan credits taken back by refunds of the period's invoice.",
+    )
+    refund_shortfall_credits = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
+        help_text="Credits a refund should have taken back but were already spent.",
+    )
     closed_at = models.DateTimeField(null=True, blank=True, help_text="When the next period applied rollover.")
     unused = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
     carried_out = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
@@ -240,6 +265,16 @@ class PlanCreditPeriod(models.Model):
             models.CheckConstraint(
                 condition=Q(granted__gte=0, carried_in__gte=0), name="plan_period_amounts_not_negative"
             ),
+            models.CheckConstraint(
+                condition=Q(upgrade_granted__gte=0, amount_refunded_usd__gte=0, credits_reversed__gte=0,
+                            refund_shortfall_credits__gte=0),
+                name="plan_period_changes_not_negative",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["payment_intent_id"], condition=~Q(payment_intent_id=""),
+                         name="plan_period_payment_intent"),
+            models.Index(fields=["invoice_id"], condition=~Q(invoice_id=""), name="plan_period_invoice"),
         ]
 
     def __str__(self) -> str:

@@ -20,7 +20,8 @@ from credits.models import CreditAccount, LedgerEntry
 
 
 class SavedPaymentMethod(models.Model):
-    """The card an account's owner saved for off-session charges (Stripe customer + payment method)."""
+    """The card an account's owner saved for off-session charges (Stripe customer + payment method). A removed
+    one keeps its row (``removed_at``): only rows without it count (``ACTIVE``)."""
 
     account = models.OneToOneField(
         CreditAccount, on_delete=models.PROTECT, primary_key=True, related_name="saved_payment_method"
@@ -30,6 +31,13 @@ class SavedPaymentMethod(models.Model):
     provider_payment_method_id = models.CharField(max_length=255, help_text="Stripe: pm_...")
     brand = models.CharField(max_length=32, blank=True, default="")
     last4 = models.CharField(max_length=4, blank=True, default="")
+    synced_at = models.DateTimeField(
+        null=True, blank=True, help_text="Time of the provider event that saved it: an older event changes nothing."
+    )
+    removed_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the owner removed it (kept, so that a late event from before cannot bring it back).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -44,6 +52,9 @@ class SavedPaymentMethod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.brand or 'card'} ...{self.last4 or '????'} of {self.account_id}"
+
+
+ACTIVE = Q(removed_at__isnull=True)  # a saved payment method that has not been removed
 
 
 class RechargeStatus(models.TextChoices):
