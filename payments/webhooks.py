@@ -14,7 +14,9 @@ equal to the order's amount in cents. A mismatch raises ``EventNotApplicable`` (
 Stripe subscriptions (orders of type subscription, and the subscriptions they start):
 - ``checkout.session.completed`` (mode "subscription"): the order is paid and the subscription started
   (``subscriptions.services.subscription_start``, provider "stripe") with the session's subscription id.
-- ``invoice.paid``: the subscription (found by its Stripe id; started from the invoice's price and the
+- ``invoice.paid``, or ``invoice.payment_succeeded`` (sent for the same payment; some endpoints subscribe
+  only to it, and localstripe sends only it; handled alike: whichever comes first grants, the other finds the
+  period granted): the subscription (found by its Stripe id; started from the invoice's price and the
   subscription metadata's ``account_id`` when its other events have not arrived yet) gets the plan's
   ``credits_included`` for the invoice's period, once per (subscription, period start): a ``PlanCreditPeriod``
   row and an ``add`` row keyed ``period:<subscription>:<period start>``. The previous period is closed first:
@@ -93,12 +95,14 @@ ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
 ASYNC_FAILED = "checkout.session.async_payment_failed"
 SESSION_EVENTS = frozenset({COMPLETED, ASYNC_SUCCEEDED, ASYNC_FAILED})
 INVOICE_PAID = "invoice.paid"
+INVOICE_PAYMENT_SUCCEEDED = "invoice.payment_succeeded"  # sent with invoice.paid for a payment
+INVOICE_EVENTS = frozenset({INVOICE_PAID, INVOICE_PAYMENT_SUCCEEDED})
 SUBSCRIPTION_CREATED = "customer.subscription.created"
 SUBSCRIPTION_UPDATED = "customer.subscription.updated"
 SUBSCRIPTION_DELETED = "customer.subscription.deleted"
 SUBSCRIPTION_EVENTS = frozenset({SUBSCRIPTION_CREATED, SUBSCRIPTION_UPDATED, SUBSCRIPTION_DELETED})
 CHARGE_REFUNDED = "charge.refunded"
-STRIPE_HANDLED = SESSION_EVENTS | SUBSCRIPTION_EVENTS | {INVOICE_PAID, CHARGE_REFUNDED}
+STRIPE_HANDLED = SESSION_EVENTS | SUBSCRIPTION_EVENTS | INVOICE_EVENTS | {CHARGE_REFUNDED}
 PARKED = "parked: "  # the note of a refund waiting for its order to be credited
 
 STRIPE_STATUSES = {
@@ -131,7 +135,7 @@ def handle(event: WebhookEvent) -> Handled:
         return Handled(applied.status, note=applied.note)
     if event.type not in STRIPE_HANDLED:
         return Handled(WebhookStatus.IGNORED, note="event type not handled")
-    if event.type == INVOICE_PAID:
+    if event.type in INVOICE_EVENTS:
         return _invoice_paid(event)
     if event.type in SUBSCRIPTION_EVENTS:
         return _subscription_event(event)

@@ -249,10 +249,14 @@ def billing_portal_session_create(*, customer_id: str, return_url: str) -> str:
 
 
 # --- reading invoices, subscriptions and charges out of events ---------------------------------------------
-# Both shapes are read: before API version 2025-03-31 (``invoice.subscription``, ``invoice.payment_intent``,
-# ``line.price``, ``subscription.current_period_*``, ``charge.invoice``) and after it
-# (``invoice.parent.subscription_details``, ``line.pricing.price_details.price``,
-# ``subscription.items.data[].current_period_*``).
+# Both shapes are read, the newer first and the older as the fallback (an account pinned to an older API version
+# still sends the older one): after API version 2025-03-31 (``invoice.parent.subscription_details``,
+# ``invoice.payments``, ``line.parent.subscription_item_details``, ``line.pricing.price_details.price``,
+# ``subscription.items.data[].price`` and ``.current_period_*``) and before it (``invoice.subscription``,
+# ``invoice.subscription_details.metadata``, ``invoice.payment_intent``, ``line.type``/``line.subscription``,
+# ``line.price``, or ``line.plan`` and ``subscription.items.data[].plan`` / ``subscription.plan`` before prices,
+# ``subscription.current_period_*``, ``charge.invoice``). A subscription line's ``metadata`` is the subscription's
+# in the older shape, the last place an invoice names the account.
 
 
 def _obj(event: dict[str, Any]) -> dict[str, Any]:
@@ -288,22 +292,23 @@ class InvoiceFacts:
 
 
 def invoice_facts(event: dict[str, Any]) -> InvoiceFacts:
+    """The newer shape is read first, the older one as the fallback (see the note above this section)."""
     obj = _obj(event)
     details = _dict(_dict(obj.get("parent")).get("subscription_details"))
     lines = [line for line in (_dict(obj.get("lines")).get("data") or []) if isinstance(line, dict)]
-    sub_lines = [line for line in lines if _text(line.get("subscription")) or line.get("type") == "subscription"]
-    line = (sub_lines or lines or [{}])[0]
-    price_id = _text(line.get("price")) or _text(_dict(_dict(line.get("pricing")).get("price_details")).get("price"))
+    line = _subscription_line(lines)
+    item_details = _line_item_details(line)
     period = _dict(line.get("period"))
     metadata = _str_dict(details.get("metadata")) or _str_dict(_dict(obj.get("subscription_details")).get("metadata"))
     metadata = metadata or _str_dict(line.get("metadata"))
     return InvoiceFacts(
         invoice_id=_text(obj.get("id")),
-        subscription_id=_text(obj.get("subscription")) or _text(details.get("subscription"))
-        or _text(line.get("subscription")),
+        subscription_id=_text(details.get("subscription")) or _text(obj.get("subscription"))
+        or _text(item_details.get("subscription")) or _text(line.get("subscription")),
         customer_id=_text(obj.get("customer")),
-        payment_intent_id=_text(obj.get("payment_intent")) or _invoice_payment_intent(obj),
-        price_id=price_id,
+        payment_intent_id=_invoice_payment_intent(obj) or _text(obj.get("payment_intent")),
+        price_id=_text(_dict(_dict(line.get("pricing")).get("price_details")).get("price"))
+        or _text(line.get("price")) or _text(line.get("plan")),
         period_start=_int(period.get("start")),
         period_end=_int(period.get("end")),
         amount_paid=_int(obj.get("amount_paid")),
@@ -311,6 +316,35 @@ def invoice_facts(event: dict[str, Any]) -> InvoiceFacts:
         billing_reason=obj.get("billing_reason") if isinstance(obj.get("billing_reason"), str) else "",
         metadata=metadata,
     )
+
+
+def _line_item_details(line: dict[str, Any]) -> dict[str, Any]:
+    return _dict(_dict(line.get("parent")).get("subscription_item_details"))
+
+
+def _subscription_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The line of the subscription's price for the period: a subscription item's line (``parent.type``
+    "subscription_item_details" in the newer shape, ``type`` "subscription" in the older) that is not a proration
+    (the lines of a plan change come before it); else any line naming a subscription; else the first."""
+
+    def is_item(line: dict[str, Any]) -> bool:
+        parent_type = _dict(line.get("parent")).get("type")
+        return parent_type == "subscription_item_details" or line.get("type") == "subscription"
+
+    def is_proration(line: dict[str, Any]) -> bool:
+        return line.get("proration") is True or _line_item_details(line).get("proration") is True
+
+    def names_subscription(line: dict[str, Any]) -> bool:
+        return bool(_text(_line_item_details(line).get("subscription")) or _text(line.get("subscription")))
+
+    for candidates in (
+        [line for line in lines if is_item(line) and not is_proration(line)],
+        [line for line in lines if is_item(line) or names_subscription(line)],
+        lines,
+    ):
+        if candidates:
+            return candidates[0]
+    return {}
 
 
 def _invoice_payment_intent(invoice: dict[str, Any]) -> str:
@@ -337,6 +371,8 @@ class SubscriptionFacts:
 
 
 def subscription_facts(event: dict[str, Any]) -> SubscriptionFacts:
+    """The newer shape is read first (price and period on the item), the older one as the fallback (the item's
+    ``plan``, or the subscription's own ``plan`` and ``current_period_*``)."""
     obj = _obj(event)
     items = [i for i in (_dict(obj.get("items")).get("data") or []) if isinstance(i, dict)]
     item = items[0] if items else {}
@@ -344,14 +380,18 @@ def subscription_facts(event: dict[str, Any]) -> SubscriptionFacts:
         subscription_id=_text(obj.get("id")),
         customer_id=_text(obj.get("customer")),
         status=obj.get("status") if isinstance(obj.get("status"), str) else "",
-        price_id=_text(item.get("price")),
-        current_period_start=_int(obj.get("current_period_start")) or _int(item.get("current_period_start")),
-        current_period_end=_int(obj.get("current_period_end")) or _int(item.get("current_period_end")),
+        price_id=_text(item.get("price")) or _text(item.get("plan")) or _text(obj.get("plan")),
+        current_period_start=_first_int(item.get("current_period_start"), obj.get("current_period_start")),
+        current_period_end=_first_int(item.get("current_period_end"), obj.get("current_period_end")),
         trial_end=_int(obj.get("trial_end")),
         cancel_at_period_end=obj.get("cancel_at_period_end") is True,
         canceled_at=_int(obj.get("canceled_at")),
         metadata=_str_dict(obj.get("metadata")),
     )
+
+
+def _first_int(*values: Any) -> int | None:
+    return next((v for v in map(_int, values) if v is not None), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,12 @@ redis-server, each started on a free port and stopped at the end.
 localstripe does not implement Stripe's idempotency keys, so it sits behind a small front that does what
 Stripe documents: the first request with a key is forwarded, a later one with the same key gets the first
 answer again. The front also records every key it saw, so a test can tell how many PaymentIntents a key
-really created."""
+really created, and it can answer some paths itself (``LocalStripe.routes``: what localstripe lacks, such as
+Checkout Sessions; see tests/payments/localstripe_billing.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -18,6 +20,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -65,6 +68,9 @@ class LocalStripe:
     proc: subprocess.Popen
     keys: Counter = field(default_factory=Counter)  # idempotency key -> requests that carried it
     forwarded: Counter = field(default_factory=Counter)  # idempotency key -> requests passed to localstripe
+    # (method, path) -> a handler of the request (body, headers) answering (status, JSON body) itself
+    routes: dict[tuple[str, str], Callable[[bytes, Mapping[str, str]], tuple[int, bytes]]] = field(
+        default_factory=dict)
 
     def client(self) -> stripe.StripeClient:
         return stripe.StripeClient(SECRET_KEY, base_addresses={"api": self.url}, max_network_retries=0)
@@ -83,6 +89,16 @@ class LocalStripe:
     def payment_intent(self, intent_id: str) -> dict:
         return self.client().v1.payment_intents.retrieve(intent_id).to_dict()
 
+    def webhook_register(self, name: str, *, url: str, secret: str, events: list[str] | None = None) -> None:
+        """localstripe's own configuration endpoint: it then posts its events (of ``events``, or all) to ``url``,
+        signed with ``secret`` like Stripe (``Stripe-Signature: t=<event created>,v1=<HMAC-SHA256>``), once, about
+        a second after each event, with no retry. Registering ``name`` again replaces it."""
+        body = json.dumps({"url": url, "secret": secret, "events": events}).encode()
+        request = urllib.request.Request(f"{self.backend_url}/_config/webhooks/{name}", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
 
 def _front(backend: str, stripe_: LocalStripe) -> ThreadingHTTPServer:
     cache: dict[str, tuple[int, bytes]] = {}
@@ -97,6 +113,9 @@ def _front(backend: str, stripe_: LocalStripe) -> ThreadingHTTPServer:
             key = self.headers.get("Idempotency-Key")
 
             def call() -> tuple[int, bytes]:
+                route = stripe_.routes.get((self.command, self.path.split("?")[0]))
+                if route is not None:
+                    return route(body, self.headers)
                 request = urllib.request.Request(backend + self.path, data=body or None, method=self.command)
                 for name in ("Authorization", "Content-Type", "Stripe-Version"):
                     if self.headers.get(name):
