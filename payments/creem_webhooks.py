@@ -29,7 +29,12 @@ github.com/armitage-labs/creem ``learn/webhooks/event-types.mdx``): ``{"id": "ev
   matter here either.
 
 Credits: each paid period of a subscription grants the plan's ``credits_included`` once, under the ledger key
-``creem:<subscription id>:<period start>``. ``checkout.completed`` (when it carries the period) and the
+``creem:<subscription id>:<period start>``, through the Stripe handlers' ``webhooks._period_grant``: a
+``PlanCreditPeriod`` per period, and the previous period closed first with its plan's rollover policy (unused
+plan credits kept: none, all, or up to ``rollover_cap``; the rest leave in one ``rollover`` row), exactly as for
+Stripe renewals. A period whose event carries no end date ends one billing cycle after its start (or at the
+subscription's known period end). A refund's reversal is recorded on its period, so the rollover never counts
+credits already taken back. ``checkout.completed`` (when it carries the period) and the
 ``subscription.paid`` of the first period therefore write one row between them, whichever arrives first, and a
 renewal's ``subscription.paid`` writes one more. A ``checkout.completed`` without period dates marks the order
 paid and starts the subscription; its credits come with the ``subscription.paid`` that Creem sends for the
@@ -42,6 +47,7 @@ ended.
 
 from __future__ import annotations
 
+import calendar
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,12 +56,13 @@ from typing import Any
 
 from django.utils import timezone
 
-from credits.models import LedgerEntry
-from credits.services import credits_grant, credits_reverse_purchase
+from credits.models import LedgerEntry, TransactionType
+from credits.services import credits_reverse_purchase
 from payments import locks
 from payments.errors import EventNotApplicable, EventRetryable
 from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent, WebhookStatus
-from payments.webhooks import Handled
+from payments.plan_periods import grant_reversed
+from payments.webhooks import Handled, _period_grant
 from subscriptions import selectors as subscription_selectors
 from subscriptions.errors import SubscriptionOwnerMismatch
 from subscriptions.models import BillingCycle, Plan, Provider, Subscription, SubscriptionStatus
@@ -336,30 +343,44 @@ def _grant_key(subscription_id: str, period_start: datetime) -> str:
 def _grant_period(
     subscription: Subscription, plan: Plan, facts: SubscriptionFacts, order: Order | None
 ) -> None:
-    """The plan's credits for the period starting at ``facts.period_start``, once (ledger key). The first
-    grant of the subscription is also the order's ``ledger_entry``."""
-    if plan.credits_included <= 0:
-        return
+    """The plan's credits for the period starting at ``facts.period_start``, once (``webhooks._period_grant``:
+    the previous period's rollover first). The ledger row keeps Creem's key and wording, so a replay is exact.
+    The first grant of the subscription is also the order's ``ledger_entry``."""
     start = facts.period_start.astimezone(UTC).isoformat(timespec="seconds")
     price_cents = plan.price_for(subscription.billing_cycle)
-    result = credits_grant(
-        account_id=subscription.account_id,
-        amount=plan.credits_included,
-        payment_amount_usd=Decimal(price_cents) / 100 if price_cents > 0 else None,
-        description=f"{plan.name} plan credits for the period from {start[:10]} (creem)",
-        reference=f"creem:{facts.subscription_id}",
-        metadata={"channel": Channel.CREEM, "subscription_id": facts.subscription_id, "period_start": start,
-                  "plan_id": str(plan.pk)},
-        idempotency_key=_grant_key(facts.subscription_id, facts.period_start),
+    period, _ = _period_grant(
+        subscription, plan=plan, start=facts.period_start, end=_period_end(subscription, facts), invoice_id="",
+        grant={
+            "payment_amount_usd": Decimal(price_cents) / 100 if price_cents > 0 else None,
+            "description": f"{plan.name} plan credits for the period from {start[:10]} (creem)",
+            "reference": f"creem:{facts.subscription_id}",
+            "metadata": {"channel": Channel.CREEM, "subscription_id": facts.subscription_id, "period_start": start,
+                         "plan_id": str(plan.pk)},
+            "idempotency_key": _grant_key(facts.subscription_id, facts.period_start),
+        },
     )
-    if order is not None and order.ledger_entry_id is None:
+    entry_id = period.grant_entry_id
+    if order is not None and order.ledger_entry_id is None and entry_id is not None:
         earlier = LedgerEntry.objects.filter(
             account_id=subscription.account_id, reference=f"creem:{facts.subscription_id}",
-            transaction_type=result.entry.transaction_type,
-        ).exclude(pk=result.entry.pk)
+            transaction_type=TransactionType.ADD,
+        ).exclude(pk=entry_id)
         if not earlier.exists():
-            order.ledger_entry_id = result.entry.pk
+            order.ledger_entry_id = entry_id
             order.save(update_fields=["ledger_entry", "updated_at"])
+
+
+def _period_end(subscription: Subscription, facts: SubscriptionFacts) -> datetime:
+    """The period's end: the event's, else the subscription's known one (after the start), else one billing
+    cycle after the start (Creem's events may leave it out)."""
+    start = facts.period_start
+    for end in (facts.period_end, subscription.current_period_end):
+        if end is not None and end > start:
+            return end
+    months = 12 if subscription.billing_cycle == BillingCycle.YEARLY else 1
+    year, month = divmod(start.month - 1 + months, 12)
+    year, month = start.year + year, month + 1
+    return start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1]))
 
 
 def _refund_created(obj: dict[str, Any]) -> Handled:
@@ -404,6 +425,8 @@ def _refund_created(obj: dict[str, Any]) -> Handled:
         metadata={"channel": Channel.CREEM, "refund_id": refund_id, "transaction_id": transaction_id,
                   "subscription_id": subscription_id, "refund_of": str(grant.pk)},
     )
+    if not result.replayed:
+        grant_reversed(grant.pk, removed=result.removed, shortfall=result.shortfall)
     if order is not None and not result.replayed:
         if obj.get("refund_currency") == "USD" and isinstance(refunded, int):
             order.amount_refunded_usd += Decimal(refunded) / 100

@@ -20,16 +20,27 @@ Stripe subscriptions (orders of type subscription, and the subscriptions they st
   subscription metadata's ``account_id`` when its other events have not arrived yet) gets the plan's
   ``credits_included`` for the invoice's period, once per (subscription, period start): a ``PlanCreditPeriod``
   row and an ``add`` row keyed ``period:<subscription>:<period start>``. The previous period is closed first:
-  its unused plan credits are ``min(available, granted + carried_in - spent since its grant)`` (plan credits
-  are spent before purchased ones; spent = usage ``subtract`` rows minus usage refunds after the grant). The
+  its unused plan credits are ``min(available, granted + upgrade_granted + carried_in - credits_reversed - spent
+  since its grant)`` (plan credits are spent before purchased ones; spent = usage ``subtract`` rows minus usage
+  refunds after the grant; ``upgrade_granted`` and ``credits_reversed``: below). The
   plan's rollover policy keeps none, all, or up to ``rollover_cap`` of them; the rest leave in one negative
   ``rollover`` row (keyed ``rollover:<subscription>:<period start>``). Purchased credits never expire.
-  The invoice that created the subscription pays its order and links the order to the first grant.
+  The invoice that created the subscription pays its order and links the order to the first grant. The period
+  records the invoice's payment intent (matched by refunds, below). An invoice of a mid-period plan change
+  (``billing_reason`` "subscription_update", only proration lines) starts no period and grants nothing.
 - ``customer.subscription.created/updated/deleted``: status (mapped below), plan (price -> plan), period,
   trial end and cancel-at-period-end, applied with ``as_of`` = the event's ``created``: an older event
   never overrides newer state. Stripe statuses: trialing, active; past_due, unpaid, paused -> past_due;
   canceled (and every ``deleted`` event) -> canceled; incomplete_expired -> expired; incomplete -> not
   started yet (ignored until it becomes active).
+  Mid-period plan change, the policy (``payments.plan_periods``): moving an active (or trialing) subscription
+  within its period to a plan that includes more credits grants the difference for the current period at once,
+  once (an ``add`` row keyed ``upgrade:<subscription>:<period start>:<plan>``, recorded on the period's
+  ``PlanCreditPeriod`` as ``upgrade_granted``, so the rollover counts it; the period then follows the new
+  plan's rollover policy). A period never gets more than the most generous plan it was on. A downgrade grants
+  nothing and takes nothing back; the new plan's credits arrive with the next invoice. An older event never
+  grants (it changes nothing), and an upgrade seen before its period's ``invoice.paid`` is granted when that
+  invoice arrives. Stripe's proration charge for the change is not credits: it buys the plan change.
 - ``charge.refunded`` (the order: ``metadata.order_id`` or its payment intent): the refunded part, from the
   cumulative ``amount_refunded`` (only the part not processed before), is taken back as a negative ``refund``
   row of ``credits * refunded / amount`` credits. Policy when those credits are already spent: only what is
@@ -38,9 +49,14 @@ Stripe subscriptions (orders of type subscription, and the subscriptions they st
   order is flagged ``needs_review`` for an operator. The order becomes refunded or partially refunded.
   Since API version 2025-03-31 an invoice names its payment intent only in ``payments`` (when included);
   without it, the refund of a subscription's first charge can only be matched by ``metadata.order_id``.
-  Refunds of renewal invoices are not matched to any order (ignored; see the report).
+  A refund matching no order is matched to a renewal period by the payment intent its invoice recorded (or,
+  in the older shapes, the charge's invoice): the same share of the credits that invoice granted is taken back
+  with the same policy (only what is available; the shortfall recorded on the ``PlanCreditPeriod`` and named
+  in the event's note). A refund matching neither (another integration's charge; a proration invoice; an
+  invoice whose event named no payment intent) is stored ``ignored`` with a note saying so.
   A refund that arrives before its order is credited (events out of order) is parked (stored ``ignored``
-  with a "parked" note) and applied when the order is credited, so arrival order does not change the end.
+  with a "parked" note) and applied when the order is credited, or when the renewal invoice it refunds
+  records its period, so arrival order does not change the end.
 """
 
 from __future__ import annotations
@@ -49,6 +65,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Sum
@@ -58,7 +75,7 @@ from billing_service.money import QUANTUM, format_money
 from credits.locks import account_lock
 from credits.models import CreditAccount, LedgerEntry, TransactionType
 from credits.services import credits_expire_plan, credits_grant, credits_reverse_purchase
-from payments import locks, recharge
+from payments import locks, plan_periods, recharge
 from payments.errors import EventNotApplicable, EventRetryable
 from payments.models import (
     Channel,
@@ -377,6 +394,9 @@ def _invoice_paid(event: WebhookEvent) -> Handled:
     facts = invoice_facts(event.payload)
     if not facts.subscription_id:
         return Handled(WebhookStatus.IGNORED, note="not a subscription invoice")
+    if plan_periods.is_proration_invoice(event.payload, facts.billing_reason):
+        return Handled(WebhookStatus.IGNORED, note="the invoice of a mid-period plan change (prorations): no new "
+                       "period; the change's credits come with customer.subscription.updated")
     start, end = _when(facts.period_start), _when(facts.period_end)
     if start is None or end is None or end <= start:
         raise EventNotApplicable("the invoice has no subscription period")
@@ -423,14 +443,26 @@ def _invoice_paid(event: WebhookEvent) -> Handled:
         order.save()
         if first:
             _apply_parked_refunds(order)
+    if granted_now:
+        plan_periods.upgrade_apply(subscription)  # a plan change seen before this invoice
+    # After the order (a parked refund of the first invoice is the order's) and last (parked events are locked last).
+    plan_periods.payment_record(period, payment_intent_id=facts.payment_intent_id, amount_paid_cents=facts.amount_paid)
     note = "" if granted_now else "the period's credits were already granted"
     return Handled(WebhookStatus.PROCESSED, order.id if order else None, note)
 
 
 def _period_grant(
-    subscription: Subscription, *, plan: Plan, start: datetime, end: datetime, invoice_id: str
+    subscription: Subscription,
+    *,
+    plan: Plan,
+    start: datetime,
+    end: datetime,
+    invoice_id: str,
+    grant: dict[str, Any] | None = None,
 ) -> tuple[PlanCreditPeriod, bool]:
-    """Closes the previous period (rollover) and grants this one's plan credits; once per period."""
+    """Closes the previous period (rollover) and grants this one's plan credits; once per period. ``grant``
+    replaces the ledger row's description, reference, metadata and key (another provider's grants keep their own,
+    so that a redelivered event replays the same row)."""
     account_subscriptions_lock(account_id=subscription.account_id)
     existing = PlanCreditPeriod.objects.filter(subscription=subscription, period_start=start).first()
     if existing is not None:
@@ -448,11 +480,13 @@ def _period_grant(
         entry = credits_grant(
             account_id=subscription.account_id,
             amount=plan.credits_included,
-            description=f"{plan.name} plan credits, {start:%Y-%m-%d} to {end:%Y-%m-%d}",
-            reference=f"subscription:{subscription.pk}",
-            metadata={"subscription_id": str(subscription.pk), "plan": plan.slug, "invoice_id": invoice_id,
-                      "period_start": start.isoformat(), "period_end": end.isoformat()},
-            idempotency_key=f"period:{subscription.pk}:{int(start.timestamp())}",
+            **(grant or {
+                "description": f"{plan.name} plan credits, {start:%Y-%m-%d} to {end:%Y-%m-%d}",
+                "reference": f"subscription:{subscription.pk}",
+                "metadata": {"subscription_id": str(subscription.pk), "plan": plan.slug, "invoice_id": invoice_id,
+                             "period_start": start.isoformat(), "period_end": end.isoformat()},
+                "idempotency_key": f"period:{subscription.pk}:{int(start.timestamp())}",
+            }),
         ).entry
     sequence = entry.sequence if entry is not None else CreditAccount.objects.filter(
         pk=subscription.account_id).values_list("last_sequence", flat=True).get()
@@ -477,7 +511,8 @@ def _period_close(period: PlanCreditPeriod) -> Decimal:
     account_id = period.subscription.account_id
     account = account_lock(account_id=account_id)
     spent = plan_credits_spent(account_id=account_id, after_sequence=period.grant_sequence)
-    unused = max(min(account.available, period.granted + period.carried_in - spent), Decimal(0))
+    plan_credits = period.granted + period.upgrade_granted + period.carried_in - period.credits_reversed
+    unused = max(min(account.available, plan_credits - spent), Decimal(0))
     policy = period.plan.rollover_policy
     keep = unused if policy == RolloverPolicy.ALL else (
         min(unused, period.plan.rollover_cap) if policy == RolloverPolicy.CAPPED else Decimal(0)
@@ -548,10 +583,13 @@ def _subscription_event(event: WebhookEvent) -> Handled:
         changes |= {"current_period_start": period[0], "current_period_end": period[1]}
     if status == SubscriptionStatus.CANCELED and facts.canceled_at is not None:
         changes["canceled_at"] = _when(facts.canceled_at)
-    subscription_services.subscription_set_status(
+    stale = as_of is not None and subscription.synced_at is not None and as_of < subscription.synced_at
+    result = subscription_services.subscription_set_status(
         status=status, subscription_id=subscription.pk, as_of=as_of, **changes
     )
-    return Handled(WebhookStatus.PROCESSED, order_id)
+    upgraded = Decimal(0) if stale else plan_periods.upgrade_apply(result.subscription)
+    note = f"upgrade: {format_money(upgraded)} credits for the current period" if upgraded else ""
+    return Handled(WebhookStatus.PROCESSED, order_id, note)
 
 
 # --- charge.refunded ---------------------------------------------------------------------------------------
@@ -570,7 +608,13 @@ def _charge_refunded(event: WebhookEvent) -> Handled:
             .first()
         )
     order = locks.order_lock(order_id=order_id) if order_id else None
-    if order is None or not _is_credited(order):
+    if order is None:
+        period = plan_periods.period_for_charge(facts)
+        if period is not None:
+            return Handled(WebhookStatus.PROCESSED, None, plan_periods.refund_apply(period, facts))
+        return Handled(WebhookStatus.IGNORED, None, f"{PARKED}no order or plan period of this service matches "
+                       "its payment intent (not ours, or its order or invoice has not arrived yet)")
+    if not _is_credited(order):
         # Not ours, or its order is not credited yet (events out of order): parked until it is.
         return Handled(WebhookStatus.IGNORED, order.id if order else None, f"{PARKED}waiting for its order")
     note = _refund_apply(order, facts)
@@ -612,6 +656,7 @@ def _refund_apply(order: Order, facts: ChargeFacts) -> str:
         )
         order.credits_reversed += result.removed
         order.refund_shortfall_credits += result.shortfall
+        plan_periods.order_refund_recorded(order, removed=result.removed, shortfall=result.shortfall)
         if result.shortfall > 0:
             order.needs_review = True
             note = order.last_error = (

@@ -1,0 +1,250 @@
+"""What happens to a subscription period's plan credits after its grant (``webhooks._period_grant``): mid-period
+upgrades, refunds of the period's invoice, and the invoices that start no period. Called by ``payments.webhooks``
+(and ``payments.creem_webhooks``) inside the webhook's transaction, after the account's subscriptions lock;
+these helpers lock the period row, then the credit account (``credits``), and never call a provider.
+
+Mid-period plan change (``upgrade_apply``), the policy:
+- A current subscription (active or trialing) whose plan now includes more credits than its current period has
+  received (``granted + upgrade_granted``) gets the difference at once, for that period only: one ``add`` row
+  keyed ``upgrade:<subscription>:<period start>:<plan>``, recorded on the period's ``PlanCreditPeriod``
+  (``upgrade_granted``, and ``plan`` becomes the new plan, whose rollover policy applies when the period closes).
+  The period is the one the subscription is in (``current_period_start``), and only once its invoice has
+  granted it: whichever of ``customer.subscription.updated`` and ``invoice.paid`` arrives second tops it up,
+  so arrival order does not matter. Each plan tops a period up at most once (the key), and a period never
+  receives more than the most generous plan it was on: moving up, down and up again grants nothing more.
+- A downgrade grants nothing and takes nothing back: the period keeps what it has, and the next invoice grants
+  the new plan's credits for the next period.
+- An older event never grants: a ``customer.subscription.updated`` older than the state already applied changes
+  nothing, and the check reads the subscription's newest state. A past-due subscription is topped up once it is
+  active again.
+- Stripe bills the change itself (proration): by default on the next invoice; with ``always_invoice`` on an
+  invoice (``billing_reason`` "subscription_update") whose subscription lines are all prorations. Such an
+  invoice starts no period and grants nothing here (``is_proration_invoice``).
+
+Refunds of a period's invoice (``refund_apply``): a ``charge.refunded`` that names no order is matched to the
+period whose invoice recorded its payment intent (``payment_intent_id``; or, in the older shapes, whose invoice
+the charge names). The share refunded (cumulative ``amount_refunded`` / the charge's ``amount``) of the credits
+the invoice granted (``granted``; an upgrade's credits are not part of it) is taken back with the order refunds'
+policy: only what is available is removed (one negative ``refund`` row keyed ``refund:<charge>:<refunded>``),
+the rest is recorded on the period (``refund_shortfall_credits``) and named in the event's note. A refund that
+arrives before its invoice is parked (as order refunds are) and applied when the invoice records the period.
+The first invoice's refund is its order's (matched by the order first); its reversal is recorded on the period too
+(``order_refund_recorded``), as is a Creem refund's, so the rollover at the period's end never counts credits
+that a refund already took back.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing_service.money import QUANTUM, format_money
+from credits.models import LedgerEntry
+from credits.services import credits_grant, credits_reverse_purchase
+from payments import webhooks
+from payments.errors import EventNotApplicable
+from payments.models import (
+    Channel,
+    Order,
+    OrderType,
+    PlanCreditPeriod,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookStatus,
+)
+from payments.providers.stripe import ChargeFacts, charge_facts
+from subscriptions.locks import account_subscriptions_lock
+from subscriptions.models import Subscription, SubscriptionStatus
+
+UPGRADE_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING)
+MID_PERIOD_REASON = "subscription_update"
+
+
+# --- mid-period plan changes ------------------------------------------------------------------------------------
+
+
+def upgrade_key(period: PlanCreditPeriod, plan_id: object) -> str:
+    return f"upgrade:{period.subscription_id}:{int(period.period_start.timestamp())}:{plan_id}"
+
+
+def upgrade_apply(subscription: Subscription) -> Decimal:
+    """Tops the subscription's current period up to its plan's credits (see the module docstring); returns the
+    credits granted now (0 when nothing is due)."""
+    if subscription.status not in UPGRADE_STATUSES or subscription.current_period_start is None:
+        return Decimal(0)
+    account_subscriptions_lock(account_id=subscription.account_id)
+    period = (
+        PlanCreditPeriod.objects.select_for_update()
+        .select_related("plan")
+        .filter(subscription_id=subscription.pk, period_start=subscription.current_period_start, closed_at__isnull=True)
+        .first()
+    )
+    plan = subscription.plan
+    if period is None or plan.pk == period.plan_id:
+        return Decimal(0)
+    missing = plan.credits_included - period.granted - period.upgrade_granted
+    key = upgrade_key(period, plan.pk)
+    if missing <= 0 or LedgerEntry.objects.filter(account_id=subscription.account_id, idempotency_key=key).exists():
+        return Decimal(0)
+    credits_grant(
+        account_id=subscription.account_id,
+        amount=missing,
+        description=f"Upgrade from the {period.plan.name} plan to {plan.name}: the difference for "
+        f"{period.period_start:%Y-%m-%d} to {period.period_end:%Y-%m-%d}",
+        reference=f"subscription:{subscription.pk}",
+        metadata={"subscription_id": str(subscription.pk), "period_start": period.period_start.isoformat(),
+                  "from_plan": period.plan.slug, "plan": plan.slug},
+        idempotency_key=key,
+    )
+    period.upgrade_granted += missing
+    period.plan = plan
+    period.save(update_fields=["upgrade_granted", "plan"])
+    return missing
+
+
+def is_proration_invoice(payload: dict[str, Any], billing_reason: str) -> bool:
+    """An invoice of a mid-period plan change: ``billing_reason`` "subscription_update" and every subscription
+    line a proration (``line.parent.subscription_item_details.proration`` since API version 2025-03-31,
+    ``line.proration`` before). A change that restarts the billing cycle (another interval) has a line for the
+    new period that is no proration: that invoice starts a period as usual."""
+    if billing_reason != MID_PERIOD_REASON:
+        return False
+    obj = (payload.get("data") or {}).get("object") or {}
+    lines = ((obj.get("lines") if isinstance(obj, dict) else None) or {}).get("data") or []
+    flags = []
+    for line in lines:
+        if not isinstance(line, dict):
+            continue
+        parent = line.get("parent") if isinstance(line.get("parent"), dict) else {}
+        details = parent.get("subscription_item_details") or parent.get("invoice_item_details") or {}
+        flag = details.get("proration") if isinstance(details, dict) and "proration" in details else line.get(
+            "proration")
+        flags.append(flag is True)
+    return bool(flags) and all(flags)
+
+
+# --- the invoice's payment, and its refunds ------------------------------------------------------------------
+
+
+def payment_record(period: PlanCreditPeriod, *, payment_intent_id: str, amount_paid_cents: int | None) -> None:
+    """Records the payment intent (and amount) of the period's invoice, when the period has none yet (an
+    invoice event without the ``payments`` list names none), then applies the refunds parked for it."""
+    period = PlanCreditPeriod.objects.select_for_update().select_related("plan", "subscription").get(pk=period.pk)
+    changed = []
+    if payment_intent_id and not period.payment_intent_id:
+        period.payment_intent_id = payment_intent_id
+        changed.append("payment_intent_id")
+    if amount_paid_cents is not None and period.amount_paid_usd is None:
+        period.amount_paid_usd = Decimal(amount_paid_cents) / 100
+        changed.append("amount_paid_usd")
+    if changed:
+        period.save(update_fields=changed)
+    parked_refunds_apply(period)
+
+
+def period_for_charge(facts: ChargeFacts) -> PlanCreditPeriod | None:
+    """The (locked) period whose invoice the charge paid: by its payment intent, or by its invoice (older API
+    shapes name it on the charge). None when no period recorded either."""
+    rows = PlanCreditPeriod.objects.values_list("pk", "subscription__account_id")
+    found = rows.filter(payment_intent_id=facts.payment_intent_id).first() if facts.payment_intent_id else None
+    if found is None and facts.invoice_id:
+        found = rows.filter(invoice_id=facts.invoice_id).first()
+    if found is None:
+        return None
+    account_subscriptions_lock(account_id=found[1])  # the lock order of webhooks._period_grant
+    return PlanCreditPeriod.objects.select_for_update().select_related("plan", "subscription").get(pk=found[0])
+
+
+def refund_apply(period: PlanCreditPeriod, facts: ChargeFacts) -> str:
+    """Takes back the period's share of the refunded part not processed before; returns the event's note."""
+    subscription = period.subscription
+    if facts.currency and facts.currency != "usd":
+        raise EventNotApplicable(f"refunded in {facts.currency}; plan periods are paid in usd")
+    if not facts.amount or facts.amount <= 0 or facts.amount_refunded is None:
+        raise EventNotApplicable("the refunded charge has no amount")
+    if facts.amount_refunded > facts.amount:
+        raise EventNotApplicable(f"amount_refunded {facts.amount_refunded} exceeds the charge's {facts.amount}")
+    refunded = Decimal(facts.amount_refunded) / 100
+    if refunded <= period.amount_refunded_usd:
+        return "refund already processed"
+    target = period.granted if facts.amount_refunded == facts.amount else (
+        period.granted * facts.amount_refunded / facts.amount
+    ).quantize(QUANTUM, rounding=ROUND_DOWN)
+    owed = target - period.credits_reversed - period.refund_shortfall_credits
+    note = f"refund of the plan period from {period.period_start:%Y-%m-%d}"
+    if owed > 0:
+        result = credits_reverse_purchase(
+            account_id=subscription.account_id,
+            amount=owed,
+            description=f"Refund of the {period.plan.name} plan period {period.period_start:%Y-%m-%d} to "
+            f"{period.period_end:%Y-%m-%d} ({format_money(refunded)} USD refunded)",
+            reference=f"subscription:{subscription.pk}",
+            metadata={"subscription_id": str(subscription.pk), "period_start": period.period_start.isoformat(),
+                      "charge_id": facts.charge_id, "amount_refunded_usd": format_money(refunded)},
+            idempotency_key=f"refund:{facts.charge_id}:{facts.amount_refunded}",
+        )
+        period.credits_reversed += result.removed
+        period.refund_shortfall_credits += result.shortfall
+        if result.shortfall > 0:
+            note += (f"; {format_money(result.shortfall)} of {format_money(owed)} credits were already spent, "
+                     f"{format_money(result.removed)} removed")
+    period.amount_refunded_usd = refunded
+    period.save(update_fields=["amount_refunded_usd", "credits_reversed", "refund_shortfall_credits"])
+    return note
+
+
+def parked_refunds_apply(period: PlanCreditPeriod) -> None:
+    """Applies the refunds of the period's payment that arrived before its invoice: the largest cumulative one
+    (each one only adds what the ones before did not)."""
+    if not period.payment_intent_id and not period.invoice_id:
+        return
+    parked = WebhookEvent.objects.select_for_update().filter(
+        provider=WebhookProvider.STRIPE, type=webhooks.CHARGE_REFUNDED, status=WebhookStatus.IGNORED,
+        last_error__startswith=webhooks.PARKED,
+    )
+    found = []
+    if period.payment_intent_id:
+        found += list(parked.filter(payload__data__object__payment_intent=period.payment_intent_id))
+    if period.invoice_id:
+        found += list(parked.filter(payload__data__object__invoice=period.invoice_id))
+    events = sorted({e.pk: e for e in found}.values(), key=lambda e: charge_facts(e.payload).amount_refunded or 0)
+    for event in events:
+        if _names_an_order(charge_facts(event.payload)):
+            continue  # an order's refund: applied with its order (webhooks._apply_parked_refunds)
+        try:
+            with transaction.atomic():
+                note = refund_apply(period, charge_facts(event.payload))
+        except EventNotApplicable as exc:
+            period.refresh_from_db()
+            event.status, event.last_error = WebhookStatus.FAILED, str(exc)
+        else:
+            event.status, event.last_error = WebhookStatus.PROCESSED, f"applied once its invoice was paid: {note}"
+        event.processed_at = timezone.now()
+        event.save(update_fields=["status", "last_error", "processed_at", "updated_at"])
+
+
+def _names_an_order(facts: ChargeFacts) -> bool:
+    order_ref = facts.metadata.get("order_id")
+    if order_ref and Order.objects.filter(pk=webhooks._as_uuid(order_ref)).exists():
+        return True
+    return bool(facts.payment_intent_id) and Order.objects.filter(
+        channel=Channel.STRIPE, provider_payment_id=facts.payment_intent_id
+    ).exists()
+
+
+def order_refund_recorded(order: Order, *, removed: Decimal, shortfall: Decimal) -> None:
+    """A subscription order's refund took back its first period's credits: recorded on that period too."""
+    if order.type == OrderType.SUBSCRIPTION and order.ledger_entry_id is not None:
+        grant_reversed(order.ledger_entry_id, removed=removed, shortfall=shortfall)
+
+
+def grant_reversed(grant_entry_id: object, *, removed: Decimal, shortfall: Decimal) -> None:
+    """Records on the period granted by ``grant_entry_id`` (if any) credits a refund took back of it."""
+    period = PlanCreditPeriod.objects.select_for_update().filter(grant_entry_id=grant_entry_id).first()
+    if period is not None and (removed or shortfall):
+        period.credits_reversed += removed
+        period.refund_shortfall_credits += shortfall
+        period.save(update_fields=["credits_reversed", "refund_shortfall_credits"])

@@ -1,0 +1,151 @@
+"""charge.refunded of a renewal invoice: matched to its PlanCreditPeriod by the payment intent the invoice
+recorded (or, in the older shapes, the charge's invoice); the refunded share of the period's credits leaves with
+the order refunds' policy (only what is available; the shortfall recorded). Unmatched refunds stay ignored with a
+note; a refund that arrives before its invoice is applied when the invoice comes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from credits.models import LedgerEntry
+from credits.services import credits_debit, credits_grant
+from payments.models import PlanCreditPeriod, WebhookEvent
+from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
+from tests.payments import stripe_subscriptions
+from tests.payments.conftest import deliver
+from tests.payments.stripe_subscriptions import DAY, T0, charge_refunded, invoice_paid
+from tests.payments.test_subscription_webhooks import at, balance, pay, plan_of, rows
+
+stripe_billing = stripe_subscriptions.stripe_billing  # the fake Stripe fixture
+
+pytestmark = pytest.mark.django_db
+
+P1, P2, P3 = T0, T0 + 31 * DAY, T0 + 59 * DAY
+
+
+@pytest.fixture
+def ren(platform):
+    from tests.conftest import make_member
+
+    return make_member(platform, "ren")
+
+
+def refund(cents: int, *, pi: str = "pi_renew_2", charge: str = "ch_renew_2", **kwargs) -> dict:
+    event = charge_refunded(charge_id=charge, payment_intent=pi, amount=1000, amount_refunded=cents, **kwargs)
+    response = deliver(event)
+    assert response.status_code == 200, response.content
+    return {**response.json(), "note": WebhookEvent.objects.get(event_id=event["id"]).last_error}
+
+
+def refund_rows(account) -> list[Decimal]:
+    return [r.balance_delta for r in LedgerEntry.objects.filter(account_id=account.id, transaction_type="refund")
+            .order_by("sequence")]
+
+
+@pytest.fixture
+def renewed(stripe_billing, platform, ren):
+    """Two paid periods of 100 credits; the renewal's invoice names payment intent pi_renew_2."""
+    plan = plan_of(platform)
+    pay(ren.account, plan, P1, P2, payment_intent="pi_first_1", billing_reason="subscription_create")
+    pay(ren.account, plan, P2, P3, payment_intent="pi_renew_2")
+    return plan
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_the_renewal_records_its_payment_intent(stripe_billing, platform, ren, legacy):
+    plan = plan_of(platform)
+    pay(ren.account, plan, P1, P2, payment_intent="pi_renew_2", legacy=legacy)
+    period = PlanCreditPeriod.objects.get()
+    assert (period.payment_intent_id, period.amount_paid_usd) == ("pi_renew_2", Decimal("10.00"))
+
+
+def test_a_partial_then_full_refund_takes_back_the_renewals_share_once(renewed, ren):
+    assert refund(250)["status"] == "processed"
+    assert refund(250)["status"] == "processed"  # the same cumulative amount again: nothing more
+    assert refund(1000)["status"] == "processed"
+
+    assert refund_rows(ren.account) == [Decimal(-25), Decimal(-75)]
+    period = PlanCreditPeriod.objects.get(period_start=at(P2))
+    assert (period.amount_refunded_usd, period.credits_reversed, period.refund_shortfall_credits) == (
+        Decimal("10.00"), Decimal(100), 0)
+    first = PlanCreditPeriod.objects.get(period_start=at(P1))
+    assert first.credits_reversed == 0
+    assert_ledger_invariants(ren.account)
+
+
+def test_credits_already_spent_are_a_recorded_shortfall(renewed, ren):
+    credits_debit(account_id=ren.account.id, amount=Decimal(80))  # 20 left of the renewal's 100
+    body = refund(1000)
+
+    assert body["status"] == "processed"
+    assert "80.00 of 100.00 credits were already spent" in body["note"]
+    assert refund_rows(ren.account) == [Decimal(-20)]
+    assert balance(ren.account) == 0
+    period = PlanCreditPeriod.objects.get(period_start=at(P2))
+    assert (period.credits_reversed, period.refund_shortfall_credits) == (Decimal(20), Decimal(80))
+    assert_ledger_invariants(ren.account)
+
+
+def test_a_legacy_charge_is_matched_by_its_invoice(stripe_billing, platform, ren):
+    plan = plan_of(platform)
+    pay(ren.account, plan, P1, P2, invoice_id="in_renew_legacy")  # the invoice event named no payment intent
+    event = charge_refunded(charge_id="ch_l", payment_intent="pi_unknown", amount=1000, amount_refunded=1000)
+    event["data"]["object"]["invoice"] = "in_renew_legacy"
+    assert deliver(event).json()["status"] == "processed"
+    assert refund_rows(ren.account) == [Decimal(-100)]
+
+
+def test_an_unmatched_refund_is_ignored_with_a_note(renewed, ren):
+    body = refund(1000, pi="pi_somebody_else", charge="ch_x")
+    assert body["status"] == "ignored"
+    assert body["note"].startswith("parked: no order or plan period of this service matches")
+    assert refund_rows(ren.account) == []
+
+
+def test_a_refund_before_its_invoice_is_applied_when_the_invoice_arrives(stripe_billing, platform, ren):
+    plan = plan_of(platform)
+    pay(ren.account, plan, P1, P2)
+    early = refund(400)
+    assert early["status"] == "ignored"
+
+    pay(ren.account, plan, P2, P3, payment_intent="pi_renew_2")
+
+    assert refund_rows(ren.account) == [Decimal(-40)]
+    parked = WebhookEvent.objects.get(type="charge.refunded")
+    assert parked.status == "processed" and parked.last_error.startswith("applied once its invoice was paid")
+    assert PlanCreditPeriod.objects.get(period_start=at(P2)).credits_reversed == Decimal(40)
+
+
+def test_a_refunded_period_does_not_expire_purchased_credits_at_rollover(renewed, ren, platform):
+    refund(1000)  # the renewal's 100 plan credits leave
+    credits_grant(account_id=ren.account.id, amount=Decimal(50), description="top-up")
+
+    pay(ren.account, renewed, P3, P3 + 31 * DAY)
+
+    period = PlanCreditPeriod.objects.get(period_start=at(P2))
+    assert (period.unused, period.expired) == (0, 0)
+    assert balance(ren.account) == Decimal(150)  # 50 purchased + the new period's 100
+    assert [t for t, _ in rows(ren.account)].count("rollover") == 1  # only the first period's, at renewal
+
+
+def test_the_first_invoices_refund_is_the_orders_and_is_recorded_on_its_period(stripe_billing, platform, ren):
+    from payments.models import Order
+
+    plan = plan_of(platform)
+    order = Order.objects.create(
+        platform=platform, account=ren.account, user=ren.user, type="subscription", channel="stripe",
+        amount_usd=Decimal("10.00"), credits=plan.credits_included, plan=plan, billing_cycle="monthly",
+        success_url="https://app.acme.test/", cancel_url="https://app.acme.test/",
+    )
+    deliver(invoice_paid(subscription_id="sub_first", price_id=plan.stripe_price_monthly, period_start=P1,
+                         period_end=P2, metadata={"order_id": str(order.id), "account_id": str(ren.account.id)},
+                         payment_intent="pi_first_1", billing_reason="subscription_create", created=P1 + 10))
+    body = refund(1000, pi="pi_first_1", charge="ch_first")
+
+    assert body["status"] == "processed"
+    order.refresh_from_db()
+    assert (order.status, order.credits_reversed) == ("refunded", Decimal(100))
+    period = PlanCreditPeriod.objects.get()
+    assert (period.credits_reversed, period.amount_refunded_usd) == (Decimal(100), 0)  # the order kept the amount
