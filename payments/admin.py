@@ -1,5 +1,6 @@
-"""Django admin: payment settings are editable; orders and webhook events are read-only records (they change
-only through the checkout and webhook services). A failed webhook event can be processed again from here."""
+"""Django admin: payment settings are editable; orders, webhook events and plan credit periods are read-only
+records (they change only through the checkout and webhook services). A failed webhook event can be processed
+again from here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from billing_service.errors import DomainError
-from payments.models import Order, PlatformPaymentSettings, WebhookEvent, WebhookStatus
+from payments.models import Order, PlanCreditPeriod, PlatformPaymentSettings, WebhookEvent, WebhookStatus
 from payments.selectors import origin_of
 from payments.services import webhook_event_process
 
@@ -100,3 +101,37 @@ class WebhookEventAdmin(ReadOnlyAdmin):
                 failed += 1
         self.message_user(request, f"{done} processed, {failed} failed again.",
                           messages.WARNING if failed else messages.SUCCESS)
+
+
+class PeriodStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):  # noqa: ANN001, ANN201
+        return [("open", "Open (current period)"), ("closed", "Closed (rollover applied)"),
+                ("upgraded", "Upgraded mid-period"), ("refunded", "Refunded"),
+                ("shortfall", "Refund shortfall (credits already spent)")]
+
+    def queryset(self, request, queryset):  # noqa: ANN001, ANN201
+        return {
+            "open": lambda: queryset.filter(closed_at__isnull=True),
+            "closed": lambda: queryset.filter(closed_at__isnull=False),
+            "upgraded": lambda: queryset.filter(upgrade_granted__gt=0),
+            "refunded": lambda: queryset.filter(amount_refunded_usd__gt=0),
+            "shortfall": lambda: queryset.filter(refund_shortfall_credits__gt=0),
+        }.get(self.value(), lambda: queryset)()
+
+
+@admin.register(PlanCreditPeriod)
+class PlanCreditPeriodAdmin(ReadOnlyAdmin):
+    """The plan credits of each paid period: granted, upgraded, carried in and out, expired, refunded."""
+
+    list_display = ["subscription", "plan", "period_start", "period_end", "granted", "upgrade_granted", "carried_in",
+                    "carried_out", "expired", "credits_reversed", "closed_at"]
+    list_filter = [PeriodStateFilter, "subscription__provider", "plan__rollover_policy", "plan", "period_start"]
+    search_fields = ["=subscription__id", "=subscription__provider_subscription_id", "=invoice_id",
+                     "=payment_intent_id", "=subscription__account__id"]
+    list_select_related = ["subscription", "plan"]
+    date_hierarchy = "period_start"
+    ordering = ["-period_start", "-id"]
+    readonly_fields = [f.name for f in PlanCreditPeriod._meta.fields]
