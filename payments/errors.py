@@ -88,3 +88,8 @@ class InvalidAutoRecharge(InvalidInput):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"Invalid input: {field}.", details={field: [message]})
+
+
+class PaymentMethodNotFound(NotFound):
+    code = "payment_method_not_found"
+    default_message = "No saved payment method: save one through POST /api/billing/payment-method/."

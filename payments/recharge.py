@@ -34,7 +34,7 @@ from credits.services import credits_grant
 from payments import selectors
 from payments.errors import InvalidAutoRecharge, PaymentMethodRequired, PaymentProviderError
 from payments.providers import stripe as stripe_provider
-from payments.recharge_models import IN_FLIGHT, Recharge, RechargeStatus, SavedPaymentMethod
+from payments.recharge_models import ACTIVE, IN_FLIGHT, Recharge, RechargeStatus, SavedPaymentMethod
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ _UNSET: Any = object()
 
 
 def account_has_payment_method(*, account: CreditAccount) -> bool:
-    return SavedPaymentMethod.objects.filter(account_id=account.pk).exists()
+    return SavedPaymentMethod.objects.filter(ACTIVE, account_id=account.pk).exists()
 
 
 def auto_recharge_update(
@@ -92,7 +92,7 @@ def auto_recharge_update(
             for field in ("auto_recharge_threshold_usd", "auto_recharge_amount_usd"):
                 if getattr(account, field) is None:
                     raise InvalidAutoRecharge(field, "Required to enable auto-recharge.")
-            if enabled and not SavedPaymentMethod.objects.filter(account_id=account.pk).exists():
+            if enabled and not SavedPaymentMethod.objects.filter(ACTIVE, account_id=account.pk).exists():
                 raise PaymentMethodRequired()
         account.save(update_fields=[
             "auto_recharge_enabled", "auto_recharge_threshold_usd", "auto_recharge_amount_usd",
@@ -102,16 +102,35 @@ def auto_recharge_update(
 
 
 def payment_method_save(
-    *, account_id: uuid.UUID | str, customer_id: str, payment_method_id: str, brand: str = "", last4: str = ""
-) -> SavedPaymentMethod:
+    *,
+    account_id: uuid.UUID | str,
+    customer_id: str,
+    payment_method_id: str,
+    brand: str = "",
+    last4: str = "",
+    as_of: datetime | None = None,
+) -> SavedPaymentMethod | None:
     """Saves (or replaces) the account's payment method for off-session charges. Runs in the caller's
-    transaction when there is one (a webhook handler), else in its own."""
+    transaction when there is one (a webhook handler), else in its own. ``as_of`` (the provider event's time)
+    orders the saves: an event older than the last save, or than the owner's removal of the method, changes
+    nothing (returns None). The same method saved again keeps the brand and last4 it had when none are given."""
     with transaction.atomic():
+        current = SavedPaymentMethod.objects.select_for_update().filter(account_id=account_id).first()
+        if current is not None and as_of is not None and any(
+            moment is not None and as_of < moment for moment in (current.synced_at, current.removed_at)
+        ):
+            return None
+        same = current is not None and current.removed_at is None and (
+            current.provider_payment_method_id == payment_method_id
+        )
+        if same and not (brand or last4):
+            brand, last4 = current.brand, current.last4
         saved, _ = SavedPaymentMethod.objects.update_or_create(
             account_id=account_id,
             defaults={
                 "provider_customer_id": customer_id, "provider_payment_method_id": payment_method_id,
-                "brand": brand[:32], "last4": last4[:4],
+                "brand": brand[:32], "last4": last4[:4], "removed_at": None,
+                "synced_at": max(filter(None, [as_of, current.synced_at if current else None]), default=None),
             },
         )
     return saved
@@ -147,7 +166,7 @@ def recharge_start(*, account_id: uuid.UUID | str) -> Recharge | None:
             return None
         if account.available >= threshold:
             return None
-        method = SavedPaymentMethod.objects.filter(account_id=account.pk).first()
+        method = SavedPaymentMethod.objects.filter(ACTIVE, account_id=account.pk).first()
         if method is None:
             return None
         now = timezone.now()
@@ -231,13 +250,12 @@ class EventResult:
 
 def recharge_event_apply(event_type: str, payload: dict[str, Any]) -> EventResult:
     """``payment_intent.succeeded`` / ``payment_failed``: settles the recharge the PaymentIntent names (inside the
-    webhook's transaction), and saves the card of a top-up paid with ``setup_future_usage``."""
+    webhook's transaction). (A top-up's PaymentIntent, naming an order, is routed to ``payments.payment_methods``
+    before this.)"""
     obj = (payload.get("data") or {}).get("object") or {}
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     recharge_ref = metadata.get("recharge_id")
     if not isinstance(recharge_ref, str):
-        if event_type == PI_SUCCEEDED and isinstance(metadata.get("order_id"), str):
-            return _save_card_of_order(obj, metadata["order_id"])
         return EventResult("ignored", "the payment intent names no recharge")
     try:
         recharge_id = uuid.UUID(recharge_ref)
@@ -276,26 +294,6 @@ def recharge_event_apply(event_type: str, payload: dict[str, Any]) -> EventResul
     recharge.last_error = ""
     recharge.save()
     return EventResult("processed")
-
-
-def _save_card_of_order(obj: dict[str, Any], order_ref: str) -> EventResult:
-    from payments.models import Order  # payments.models imports recharge_models, not this module
-
-    customer, method = obj.get("customer"), obj.get("payment_method")
-    if obj.get("setup_future_usage") != "off_session" or not isinstance(customer, str) or not isinstance(method, str):
-        return EventResult("ignored", "a top-up payment without a card saved for later")
-    try:
-        order = Order.objects.filter(pk=uuid.UUID(order_ref)).only("account_id").first()
-    except ValueError:
-        order = None
-    if order is None:
-        return EventResult("ignored", "the payment intent names no order of this service")
-    card = ((obj.get("payment_method_details") or {}).get("card") or {}) if isinstance(obj.get("payment_method_details"), dict) else {}
-    payment_method_save(
-        account_id=order.account_id, customer_id=customer, payment_method_id=method,
-        brand=str(card.get("brand") or ""), last4=str(card.get("last4") or ""),
-    )
-    return EventResult("processed", "payment method saved for auto-recharge")
 
 
 # --- upkeep --------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from accounts.models import Platform
 from billing_service.db import server_bound_cursor
 from billing_service.money import format_money
 from credits.models import CreditAccount
-from payments import locks, selectors, webhook_fast_path, webhooks
+from payments import locks, payment_methods, selectors, webhook_fast_path, webhooks
 from payments.errors import (
     ChannelNotAvailable,
     CheckoutTypeNotAvailable,
@@ -86,9 +86,17 @@ def checkout_create(
     cancel_url: str,
     plan_id: str | None = None,
     billing_cycle: str | None = None,
+    save_payment_method: bool = False,
 ) -> Order:
     """A pending order and the provider's checkout session for it; returns the order with its
-    ``checkout_url``. Stripe top-ups and Stripe subscriptions (``plan_id``, ``billing_cycle``)."""
+    ``checkout_url``. Stripe top-ups and Stripe subscriptions (``plan_id``, ``billing_cycle``).
+    ``save_payment_method`` (Stripe top-ups only): the card is also kept for auto-recharge, on the account's
+    Stripe customer (one is created at checkout when it has none); see ``payments.payment_methods``."""
+    if save_payment_method and (channel != Channel.STRIPE or order_type != OrderType.TOP_UP):
+        raise InvalidCheckout(
+            "save_payment_method",
+            "Only for Stripe top-ups; save a card on its own through /api/billing/payment-method/.",
+        )
     if channel == Channel.CREEM:
         from payments.creem_checkout import creem_checkout_create
 
@@ -120,6 +128,7 @@ def checkout_create(
         raise InvalidCheckout("amount", f"Must be at most {format_money(limits.top_up_max_usd)}.")
     check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
     stripe_provider.ensure_configured()
+    customer_id = payment_methods.stripe_customer_for(account=account) if save_payment_method else ""
 
     with transaction.atomic(durable=True):
         order = Order.objects.create(
@@ -138,6 +147,8 @@ def checkout_create(
             order=order,
             product_name=f"{format_money(order.credits)} credits",
             customer_email=getattr(user, "email", "") or "",
+            save_payment_method=save_payment_method,
+            customer_id=customer_id,
         )
     except PaymentProviderError as exc:
         order_checkout_failed(order_id=order.id, reason=f"checkout session not created: {exc.message}")

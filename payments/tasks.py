@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from payments import recharge
+from payments import payment_methods, recharge
 from payments.errors import PaymentProviderError, WebhookProcessingFailed
 
 logger = logging.getLogger(__name__)
@@ -65,3 +65,20 @@ def webhook_events_reprocess(*, older_than_seconds: int = 60) -> int:
         except WebhookProcessingFailed:
             continue
     return done
+
+
+# A provider failure (PaymentProviderError) is retried with a growing delay: Stripe may be briefly unreachable.
+_STRIPE_RETRIES = {"autoretry_for": (PaymentProviderError,), "retry_backoff": True, "max_retries": 5}
+
+
+@shared_task(name="payments.tasks.payment_method_describe_task", **_STRIPE_RETRIES)
+def payment_method_describe_task(account_id: str, payment_method_id: str) -> bool:
+    """Records the brand and last 4 digits of a payment method saved from a webhook (read from Stripe)."""
+    return payment_methods.payment_method_describe(account_id=account_id, payment_method_id=payment_method_id)
+
+
+@shared_task(name="payments.tasks.payment_method_from_setup_task", **_STRIPE_RETRIES)
+def payment_method_from_setup_task(account_id: str, setup_intent_id: str, as_of: int | None) -> bool:
+    """Saves the card of a completed setup session, read from its SetupIntent at Stripe."""
+    return payment_methods.payment_method_from_setup(account_id=account_id, setup_intent_id=setup_intent_id,
+                                                     as_of=as_of)

@@ -57,6 +57,11 @@ Stripe subscriptions (orders of type subscription, and the subscriptions they st
   A refund that arrives before its order is credited (events out of order) is parked (stored ``ignored``
   with a "parked" note) and applied when the order is credited, or when the renewal invoice it refunds
   records its period, so arrival order does not change the end.
+
+Saving a payment method for auto-recharge (``payments.payment_methods``, routed first, by the event's
+metadata): ``payment_intent.succeeded`` of a top-up paid with ``setup_future_usage``, ``setup_intent.succeeded``
+and ``checkout.session.completed`` (mode "setup") of the setup sessions opened by the API. A payment intent
+naming a ``recharge_id`` settles an auto-recharge (``payments.recharge``).
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ from billing_service.money import QUANTUM, format_money
 from credits.locks import account_lock
 from credits.models import CreditAccount, LedgerEntry, TransactionType
 from credits.services import credits_expire_plan, credits_grant, credits_reverse_purchase
-from payments import locks, plan_periods, recharge
+from payments import locks, payment_methods, plan_periods, recharge
 from payments.errors import EventNotApplicable, EventRetryable
 from payments.models import (
     Channel,
@@ -147,6 +152,8 @@ def handle(event: WebhookEvent) -> Handled:
         return creem_webhooks.handle(event)
     if event.provider != WebhookProvider.STRIPE:
         return Handled(WebhookStatus.IGNORED, note=f"events of {event.provider} are not handled yet")
+    if payment_methods.handles(event):  # a card saved for auto-recharge (payments/payment_methods.py)
+        return payment_methods.event_apply(event)
     if event.type in recharge.STRIPE_EVENTS:  # auto-recharge PaymentIntents (payments/recharge.py)
         applied = recharge.recharge_event_apply(event.type, event.payload)
         return Handled(applied.status, note=applied.note)

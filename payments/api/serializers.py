@@ -42,6 +42,10 @@ class CheckoutInputSerializer(serializers.Serializer):
     cancel_url = serializers.URLField(
         max_length=2000, help_text="Where the provider sends the customer who gives up; on an allowed origin."
     )
+    save_payment_method = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Stripe top-ups only: also keep the card for auto-recharge (off-session charges).",
+    )
 
 
 class CheckoutOutputSerializer(serializers.Serializer):
@@ -99,3 +103,23 @@ class WebhookReceiptSerializer(serializers.Serializer):
         help_text="`failed` here is a permanent disagreement with the order (recorded, flagged, not retried).",
     )
     duplicate = serializers.BooleanField(help_text="The event had already been handled: nothing changed.")
+
+
+class PaymentMethodSetupInputSerializer(serializers.Serializer):
+    success_url = serializers.URLField(
+        max_length=2000, help_text="Where Stripe sends the customer once the card is saved; on an allowed origin."
+    )
+    cancel_url = serializers.URLField(
+        max_length=2000, help_text="Where Stripe sends the customer who gives up; on an allowed origin."
+    )
+
+
+class PaymentMethodSetupOutputSerializer(serializers.Serializer):
+    url = serializers.URLField(help_text="Stripe's page where the customer enters the card: redirect there.")
+
+
+class PaymentMethodSerializer(serializers.Serializer):
+    provider = serializers.CharField(help_text="Where the card is kept: `stripe`.")
+    brand = serializers.CharField(help_text="Card brand (`visa`, `mastercard`...); empty until Stripe told us.")
+    last4 = serializers.CharField(help_text="The card's last 4 digits; empty until Stripe told us.")
+    updated_at = serializers.DateTimeField(help_text="When it was last saved (or its brand and digits read).")

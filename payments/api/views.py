@@ -47,7 +47,9 @@ class CheckoutViewSet(TenantViewSet):
             "`creem` sells subscriptions only (Creem checkouts are product-backed): `plan_id` (id or slug) must "
             "name a plan with a `creem_product_id`, `billing_cycle` defaults to `monthly`, and a `top_up` is a "
             "400 `checkout_type_not_available`; Creem has no cancel page (`cancel_url` is checked, not sent). "
-            "`success_url` "
+            "`save_payment_method` (Stripe top-ups only, default false): Stripe also keeps the card for "
+            "off-session charges, on the caller's Stripe customer (created at checkout when there is none), and "
+            "it becomes the payment method auto-recharge charges once the payment succeeds. `success_url` "
             "and `cancel_url` must be on one of the platform's allowed origins (no open redirects)."
         ),
         request=CheckoutInputSerializer,
@@ -77,6 +79,7 @@ class CheckoutViewSet(TenantViewSet):
             cancel_url=data["cancel_url"],
             plan_id=data.get("plan_id"),
             billing_cycle=data.get("billing_cycle"),
+            save_payment_method=data.get("save_payment_method", False),
         )
         return Response(CheckoutOutputSerializer(order).data, status=status.HTTP_201_CREATED)
 
@@ -166,9 +169,13 @@ class StripeWebhookView(APIView):
             "plan's credits for the period, once; unused plan credits of the last period roll over per the "
             "plan's policy, the rest leave in a `rollover` row; purchased credits never expire), "
             "`customer.subscription.created/updated/deleted` (status, plan, period, trial, cancellation; an "
-            "older event never overrides a newer one) and `charge.refunded` (a negative `refund` row for the "
-            "newly refunded part; credits already spent are not taken below zero: the shortfall is recorded "
-            "on the order, which is flagged for review)."
+            "older event never overrides a newer one; an upgrade within the period grants the new plan's extra "
+            "credits for it once), `charge.refunded` (of an order or of a renewal invoice: a negative `refund` "
+            "row for the newly refunded part; credits already spent are not taken below zero: the shortfall is "
+            "recorded on the order, which is flagged for review, or on the plan period), and the events that "
+            "save a card for auto-recharge: `payment_intent.succeeded` (of a top-up with "
+            "`save_payment_method`; of an auto-recharge, it credits the recharge), `setup_intent.succeeded` and "
+            "`checkout.session.completed` of a setup session opened by `POST /api/billing/payment-method/`."
         ),
         auth=[],
         request={"application/json": OpenApiTypes.OBJECT},

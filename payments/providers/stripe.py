@@ -74,10 +74,20 @@ def _text(value: Any) -> str:
     return ""
 
 
-def checkout_session_create(*, order: Order, product_name: str, customer_email: str = "") -> CheckoutSession:
+def checkout_session_create(
+    *,
+    order: Order,
+    product_name: str,
+    customer_email: str = "",
+    save_payment_method: bool = False,
+    customer_id: str = "",
+) -> CheckoutSession:
     """A Checkout Session (mode ``payment``) charging the order's exact amount, naming the order in
     ``client_reference_id`` and ``metadata.order_id`` (and on the PaymentIntent's metadata). The Stripe
-    idempotency key is derived from the order id, so a retry can never open a second session for it."""
+    idempotency key is derived from the order id, so a retry can never open a second session for it.
+    ``save_payment_method``: the card is kept for off-session charges (``payment_intent_data.setup_future_usage``
+    "off_session"), attached to ``customer_id`` or, without one, to a customer Checkout creates
+    (``customer_creation`` "always"; Stripe attaches a saved card only to a customer)."""
     order_id = str(order.id)
     params: dict[str, Any] = {
         "mode": "payment",
@@ -97,7 +107,13 @@ def checkout_session_create(*, order: Order, product_name: str, customer_email: 
         "success_url": order.success_url,
         "cancel_url": order.cancel_url,
     }
-    if customer_email:
+    if save_payment_method:
+        params["payment_intent_data"]["setup_future_usage"] = "off_session"
+        if not customer_id:
+            params["customer_creation"] = "always"
+    if customer_id:
+        params["customer"] = customer_id  # Stripe refuses customer_email beside it: the customer has one
+    elif customer_email:
         params["customer_email"] = customer_email
     try:
         session = _client().v1.checkout.sessions.create(
@@ -467,3 +483,96 @@ def payment_intent_off_session_create(
         declined=status in ("requires_payment_method", "canceled"),
         message="" if status not in ("requires_payment_method", "canceled") else "the payment was declined",
     )
+
+
+# --- saving a payment method (Checkout in setup mode) ----------------------------------------------------------
+
+
+def setup_checkout_session_create(
+    *, customer_id: str, customer_email: str, metadata: dict[str, str], success_url: str, cancel_url: str
+) -> CheckoutSession:
+    """A Checkout Session in mode ``setup``: the customer enters a card, which Stripe saves (a SetupIntent, usage
+    "off_session") on ``customer_id`` or, without one, on a customer Checkout creates (``customer_creation``
+    "always"). ``metadata`` goes on the session and on its SetupIntent (``setup_intent_data.metadata``), so both
+    events name the account. Cards only (auto-recharge charges cards); the currency is required in setup mode.
+    No idempotency key of ours: no local row backs the session, and a second session is harmless (the library
+    sends its own key on its retries)."""
+    params: dict[str, Any] = {
+        "mode": "setup",
+        "currency": "usd",
+        "payment_method_types": ["card"],
+        "metadata": metadata,
+        "setup_intent_data": {"metadata": metadata},
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+    }
+    if customer_id:
+        params["customer"] = customer_id
+    else:
+        params["customer_creation"] = "always"
+        if customer_email:
+            params["customer_email"] = customer_email
+    session = _stripe_call(
+        f"the setup session of account {metadata.get('account_id')}",
+        lambda: _client().v1.checkout.sessions.create(params=params),
+    )
+    session_id, url = _text(session.get("id")), session.get("url")
+    if not session_id or not isinstance(url, str) or not url:
+        raise PaymentProviderError(details={"provider": "stripe"})
+    return CheckoutSession(id=session_id, url=url, customer_id=_text(session.get("customer")), payment_intent_id="")
+
+
+@dataclass(frozen=True, slots=True)
+class CardFacts:
+    brand: str
+    last4: str
+
+
+def card_facts(payment_method: Any) -> CardFacts:
+    """Brand and last 4 digits of a payment method object (empty for an id or a method that is not a card)."""
+    card = _dict(_dict(payment_method).get("card"))
+    brand, last4 = card.get("brand"), card.get("last4")
+    return CardFacts(brand=brand if isinstance(brand, str) else "", last4=last4 if isinstance(last4, str) else "")
+
+
+def payment_method_card(*, payment_method_id: str) -> CardFacts:
+    """Brand and last 4 digits of a saved payment method, read from Stripe."""
+    method = _stripe_call(
+        f"payment method {payment_method_id}",
+        lambda: _client().v1.payment_methods.retrieve(payment_method_id),
+    )
+    return card_facts(method)
+
+
+@dataclass(frozen=True, slots=True)
+class SetupIntentFacts:
+    setup_intent_id: str
+    status: str
+    usage: str
+    customer_id: str
+    payment_method_id: str
+    card: CardFacts
+    metadata: dict[str, str]
+
+
+def setup_intent_facts(obj: Any) -> SetupIntentFacts:
+    """What saving a card needs from a SetupIntent (an event's object, or one read from Stripe)."""
+    obj = _dict(obj)
+    return SetupIntentFacts(
+        setup_intent_id=_text(obj.get("id")),
+        status=obj.get("status") if isinstance(obj.get("status"), str) else "",
+        usage=obj.get("usage") if isinstance(obj.get("usage"), str) else "",
+        customer_id=_text(obj.get("customer")),
+        payment_method_id=_text(obj.get("payment_method")),
+        card=card_facts(obj.get("payment_method")),
+        metadata=_str_dict(obj.get("metadata")),
+    )
+
+
+def setup_intent_get(*, setup_intent_id: str) -> SetupIntentFacts:
+    """A SetupIntent read from Stripe, its payment method expanded (for the card's brand and last 4)."""
+    intent = _stripe_call(
+        f"setup intent {setup_intent_id}",
+        lambda: _client().v1.setup_intents.retrieve(setup_intent_id, params={"expand": ["payment_method"]}),
+    )
+    return setup_intent_facts(intent)

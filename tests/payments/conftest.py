@@ -51,6 +51,11 @@ class FakeStripe:
             return self._error(400, "invalid_request_error", "form-encoded body expected")
         if self.fail_status is not None:
             return self._error(self.fail_status, "api_error", "Something went wrong on Stripe's end.")
+        if "customer" in form and ("customer_email" in form or "customer_creation" in form):
+            return self._error(400, "invalid_request_error", "customer_email and customer_creation cannot be "
+                               "used with customer.")
+        if form.get("mode") == "setup":
+            return self._setup_session(form)
         missing = [k for k in ("mode", "success_url", "line_items[0][quantity]") if k not in form]
         if missing:
             return self._error(400, "invalid_request_error", f"Missing required param: {missing[0]}.")
@@ -67,11 +72,28 @@ class FakeStripe:
             "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")},
             "amount_total": unit * quantity,
             "currency": form["line_items[0][price_data][currency]"],
-            "customer": None,
+            "customer": form.get("customer"),
             "payment_intent": None,
             "success_url": form["success_url"],
             "cancel_url": form.get("cancel_url"),
             "url": f"https://checkout.stripe.test/c/pay/{session_id}",
+        }
+        return Response(json.dumps(body), status=200, content_type="application/json")
+
+    def _setup_session(self, form: dict[str, str]) -> Response:
+        """Mode ``setup``: no line items; a currency (or payment method types); no payment intent data."""
+        if "line_items[0][quantity]" in form or any(k.startswith("payment_intent_data") for k in form):
+            return self._error(400, "invalid_request_error", "line_items and payment_intent_data are for payment "
+                               "mode.")
+        if "currency" not in form and "payment_method_types[0]" not in form:
+            return self._error(400, "invalid_request_error", "currency is required in setup mode.")
+        session_id = f"cs_test_{next(_ids):06d}"
+        body = {
+            "id": session_id, "object": "checkout.session", "mode": "setup", "status": "open",
+            "payment_status": "no_payment_required", "customer": form.get("customer"), "setup_intent": None,
+            "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")},
+            "success_url": form["success_url"], "cancel_url": form.get("cancel_url"),
+            "url": f"https://checkout.stripe.test/c/setup/{session_id}",
         }
         return Response(json.dumps(body), status=200, content_type="application/json")
 
