@@ -64,7 +64,9 @@ _INSERT_VALUES = ", ".join(
 )
 
 
-def _statement(transaction_type: str, *, with_key: bool) -> str:
+def _statement(transaction_type: str, *, with_key: bool, then: str = "") -> str:
+    """``then``: more CTEs after ``ins`` (the new row); with it, the account must also be of %(platform_id)s and
+    the statement returns the new row only (nothing on a replay)."""
     counter = f"count_{transaction_type}"
     prior = (
         f"prior AS (SELECT {_COLS} FROM {_ENTRY_TABLE} "
@@ -77,15 +79,23 @@ def _statement(transaction_type: str, *, with_key: bool) -> str:
         f"UPDATE {_ACCOUNT_TABLE} SET balance = balance + %(balance_delta)s, "
         f"reserved = reserved + %(reserved_delta)s, last_sequence = last_sequence + 1, "
         f"{counter} = {counter} + 1, last_entry_at = GREATEST(clock_timestamp(), last_entry_at) "
-        f"WHERE id = %(account_id)s AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
+        f"WHERE id = %(account_id)s{' AND platform_id = %(platform_id)s' if then else ''} "
+        f"AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
         f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
         f"{' AND NOT EXISTS (SELECT 1 FROM prior)' if with_key else ''} "
         f"RETURNING id, platform_id, balance, reserved, last_sequence, last_entry_at, "
         f"CASE WHEN auto_recharge_enabled THEN auto_recharge_threshold_usd END AS recharge_below), "
-        f"ins AS (INSERT INTO {_ENTRY_TABLE} ({_COLS}) SELECT {_INSERT_VALUES} FROM acct RETURNING {_COLS}) "
-        f"SELECT true, {_COLS}, (SELECT recharge_below FROM acct) FROM ins"
-        f"{f' UNION ALL SELECT false, {_COLS}, NULL FROM prior' if with_key else ''}"
+        f"ins AS (INSERT INTO {_ENTRY_TABLE} ({_COLS}) SELECT {_INSERT_VALUES} FROM acct RETURNING {_COLS})"
+        f"{then} SELECT true, {_COLS}, (SELECT recharge_below FROM acct) FROM ins"
+        f"{f' UNION ALL SELECT false, {_COLS}, NULL FROM prior' if with_key and not then else ''}"
     )
+
+
+def chained_statement(transaction_type: str, *, then: str) -> str:
+    """A keyed post of an account of %(platform_id)s in one statement with the caller's own writes: ``then``
+    is more CTEs (``, name AS (...)``) that read the new ledger row from ``ins``. Run with
+    ``chained_params`` plus the caller's parameters through ``post_chained``."""
+    return _statement(transaction_type, with_key=True, then=then)
 
 
 _STATEMENTS = {
@@ -165,33 +175,10 @@ def post(
     answered with the winner's row. ``savepoint=False`` skips it (two fewer round trips): losing the race
     then raises the ``IntegrityError`` and the caller retries its whole transaction. ``entry_id``: the new row's
     id chosen by the caller (a row of its own that points at the entry is written in the same transaction)."""
-    # PostgreSQL would round the account's new balance and the row's delta separately (half away from zero),
-    # so a finer amount could leave them disagreeing (10 - 0.0000005 keeps 10.000000 but records -0.000001).
-    if not (_whole_micros(posting.balance_delta) and _whole_micros(posting.reserved_delta)):
-        raise ValueError(
-            f"amounts have at most {DECIMAL_PLACES} decimal places, got "
-            f"{posting.balance_delta!r} / {posting.reserved_delta!r}"
-        )
+    _require_whole_micros(posting)
     with_key = posting.idempotency_key is not None
     digest = _posting_hash(posting) if with_key else ""
-    params = {
-        "id": entry_id or uuid.uuid4(),
-        "account_id": account_id,
-        "transaction_type": posting.transaction_type,
-        "status": "completed",
-        "balance_delta": posting.balance_delta,
-        "reserved_delta": posting.reserved_delta,
-        "payment_amount_usd": posting.payment_amount_usd,
-        "description": posting.description,
-        "reference": posting.reference,
-        "metadata": json.dumps(posting.metadata or {}),
-        "actor_id": posting.actor_id,
-        "hold_id": posting.hold_id,
-        "refund_of_id": posting.refund_of_id,
-        "idempotency_key": posting.idempotency_key,
-        "request_hash": digest,
-        "max_balance": MAX_BALANCE,
-    }
+    params = _params(account_id, posting, digest, entry_id)
     sql = _STATEMENTS[(posting.transaction_type, with_key)]
     in_transaction = connection.in_atomic_block
     use_savepoint = with_key and in_transaction and savepoint is not False
@@ -211,12 +198,74 @@ def post(
     created, entry = row[0], _entry_from_row(row[1 : 1 + len(_COLS_LIST)])
     if not created and entry.request_hash != digest:
         raise IdempotencyConflict(details={"idempotency_key": posting.idempotency_key})
+    if created:
+        _check_low_balance(account_id, posting, entry, row)
+    return PostResult(entry=entry, replayed=not created)
+
+
+def chained_params(
+    account_id: uuid.UUID, posting: Posting, *, platform_id: int, entry_id: uuid.UUID
+) -> dict[str, Any]:
+    """The parameters of a ``chained_statement`` for this posting (the caller adds its own)."""
+    _require_whole_micros(posting)
+    if posting.idempotency_key is None:
+        raise ValueError("a chained post is keyed")
+    return _params(account_id, posting, _posting_hash(posting), entry_id) | {"platform_id": platform_id}
+
+
+def post_chained(sql: str, params: dict[str, Any], posting: Posting) -> LedgerEntry | None:
+    """Runs a ``chained_statement`` in autocommit (one statement, its own transaction): the new row, or None
+    when nothing was written (the key is used, the account is not the platform's or lacks the credits: the
+    caller's general path finds out which). A unique violation (a concurrent twin) raises IntegrityError."""
+    with server_bound_cursor() as cursor:
+        cursor.execute(sql, params, prepare=True)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    entry = _entry_from_row(row[1 : 1 + len(_COLS_LIST)])
+    _check_low_balance(params["account_id"], posting, entry, row)
+    return entry
+
+
+def _require_whole_micros(posting: Posting) -> None:
+    # PostgreSQL would round the account's new balance and the row's delta separately (half away from zero),
+    # so a finer amount could leave them disagreeing (10 - 0.0000005 keeps 10.000000 but records -0.000001).
+    if not (_whole_micros(posting.balance_delta) and _whole_micros(posting.reserved_delta)):
+        raise ValueError(
+            f"amounts have at most {DECIMAL_PLACES} decimal places, got "
+            f"{posting.balance_delta!r} / {posting.reserved_delta!r}"
+        )
+
+
+def _params(
+    account_id: uuid.UUID | str, posting: Posting, digest: str, entry_id: uuid.UUID | None
+) -> dict[str, Any]:
+    return {
+        "id": entry_id or uuid.uuid4(),
+        "account_id": account_id,
+        "transaction_type": posting.transaction_type,
+        "status": "completed",
+        "balance_delta": posting.balance_delta,
+        "reserved_delta": posting.reserved_delta,
+        "payment_amount_usd": posting.payment_amount_usd,
+        "description": posting.description,
+        "reference": posting.reference,
+        "metadata": json.dumps(posting.metadata or {}),
+        "actor_id": posting.actor_id,
+        "hold_id": posting.hold_id,
+        "refund_of_id": posting.refund_of_id,
+        "idempotency_key": posting.idempotency_key,
+        "request_hash": digest,
+        "max_balance": MAX_BALANCE,
+    }
+
+
+def _check_low_balance(account_id: uuid.UUID | str, posting: Posting, entry: LedgerEntry, row: tuple) -> None:
     # The account's auto-recharge threshold came back with the update (NULL when auto-recharge is off), so
     # checking it costs no query on the hot path.
     below = row[-1] if len(row) > 1 + len(_COLS_LIST) else None
-    if created and below is not None and posting.balance_delta < 0 and entry.balance_after - entry.reserved_after < below:
+    if below is not None and posting.balance_delta < 0 and entry.balance_after - entry.reserved_after < below:
         low_balance_hook()(account_id)
-    return PostResult(entry=entry, replayed=not created)
 
 
 @lru_cache(maxsize=1)

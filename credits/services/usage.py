@@ -60,6 +60,7 @@ _USAGE_CONSTRAINT = "usage_unique_request_per_account"
 _EVENT_FIELDS = [f for f in UsageEvent._meta.concrete_fields]
 _EVENT_COLS = ", ".join(f.column for f in _EVENT_FIELDS)
 _EVENT_ATTNAMES = [f.attname for f in _EVENT_FIELDS]
+_EVENT_PARAMS = [f"ev_{name}" for name in _EVENT_ATTNAMES]
 
 _ROLLUP_UPSERT_TAIL = (
     " ON CONFLICT (account_id, day, endpoint) DO UPDATE SET "
@@ -84,6 +85,19 @@ _INSERT_ONE = (
     f"SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, endpoint, 1, success::int, (NOT success)::int, "
     f"cost, coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{_ROLLUP_UPSERT_TAIL}) "
     f"SELECT count(*) FROM ev"
+)
+# A charged event recorded for the first time, in one statement (``_record_charged_at_once``): the ledger's
+# keyed debit of an account of the platform, then the event (only if the debit was written) and its rollup.
+_RECORD_CHARGED = ledger.chained_statement(
+    TransactionType.SUBTRACT,
+    then=(
+        f", ev AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLS}) SELECT "
+        + ", ".join(f"%(ev_{f.attname})s::{f.cast_db_type(connection)}" for f in _EVENT_FIELDS)
+        + " FROM ins RETURNING account_id, occurred_at, endpoint, cost, input_tokens, output_tokens), "
+        f"ru AS (INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
+        f"SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, endpoint, 1, 1, 0, cost, "
+        f"coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{_ROLLUP_UPSERT_TAIL})"
+    ),
 )
 # The columns of the rows a batch builds, in their order.
 _ACCOUNT_OF_PLATFORM = f"SELECT 1 FROM {CreditAccount._meta.db_table} WHERE id = %s AND platform_id = %s"
@@ -242,7 +256,7 @@ def _is_usage_race(exc: IntegrityError) -> bool:
     return getattr(diag, "constraint_name", None) == _USAGE_CONSTRAINT
 
 
-def _retrying(work):  # noqa: ANN001, ANN202
+def _retrying(work):
     """Runs ``work`` in a transaction; a lost race for a request_id is retried once it has committed."""
     for attempt in range(3):
         try:
@@ -280,6 +294,10 @@ def usage_record(
         input_tokens=input_tokens, output_tokens=output_tokens, amount=amount, success=success,
         description=description, metadata=metadata, occurred_at=occurred_at,
     )
+    if not connection.in_atomic_block:
+        recorded = _record_charged_at_once(platform, usage, actor)
+        if recorded is not None:
+            return recorded
     with server_bound_cursor() as cursor:
         cursor.execute(_ACCOUNT_OF_PLATFORM, [usage.account_id, platform.pk], prepare=True)
         if cursor.fetchone() is None:
@@ -331,6 +349,41 @@ def usage_record(
         return UsageResult(event=event, entry=entry, available=available)
 
     return _retrying(work)
+
+
+def _record_charged_at_once(
+    platform: Platform, usage: UsageInput, actor: AbstractBaseUser | None
+) -> UsageResult | None:
+    """The common case, a charged event recorded for the first time, as one statement in autocommit
+    (``_RECORD_CHARGED``): no account check, no BEGIN, no COMMIT round trip. None when it is not that case or
+    the statement wrote nothing (a replay, a refusal, an account of another platform, a request_id already used
+    by a free event or by a concurrent twin): the general path then answers, exactly as without this one."""
+    if not usage.success:
+        return None
+    now = timezone.now()
+    at = usage.occurred_at or now
+    try:
+        versions = model_price_versions(platform_id=platform.pk, model=usage.model) if (
+            usage.amount is None and usage.model) else []
+        cost, price = usage_cost(usage, versions, at)
+    except DomainError:
+        return None
+    if cost <= 0:
+        return None
+    digest = usage.digest()
+    event_id, entry_id = uuid.uuid4(), uuid.uuid4()
+    posting = _debit_posting(usage, cost, event_id, digest, actor_id_of(actor))
+    event = _event(usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=price, entry_id=entry_id,
+                   digest=digest, occurred_at=at, recorded_at=now)
+    params = ledger.chained_params(usage.account_id, posting, platform_id=platform.pk, entry_id=entry_id)
+    params.update(zip(_EVENT_PARAMS, _row(event), strict=True))
+    try:
+        entry = ledger.post_chained(_RECORD_CHARGED, params, posting)
+    except IntegrityError:
+        return None
+    if entry is None:
+        return None
+    return UsageResult(event=event, entry=entry, available=entry.balance_after - entry.reserved_after)
 
 
 def _available_now(account_id: uuid.UUID) -> Decimal:
