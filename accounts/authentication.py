@@ -1,5 +1,7 @@
 """Token authentication as DRF's (``Authorization: Token <key>``), looked up with one prepared statement:
-every API request authenticates, and the ORM would compile the same query each time."""
+every API request authenticates, and the ORM would compile the same query each time. The same statement
+brings the user's memberships (``accounts.selectors.membership_list_for_user`` uses them), so resolving the
+request's platform costs no second query."""
 
 from __future__ import annotations
 
@@ -7,23 +9,26 @@ from django.contrib.auth import get_user_model
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
+from accounts.selectors import memberships_attach, memberships_of_user_json
 from billing_service.db import server_bound_cursor
 
 
 class PreparedTokenAuthentication(TokenAuthentication):
-    def authenticate_credentials(self, key: str):  # noqa: ANN201
+    def authenticate_credentials(self, key: str):
         user_model = get_user_model()
         fields = [f for f in user_model._meta.concrete_fields]
+        pk = user_model._meta.pk.column
         sql = (
-            f"SELECT {', '.join('u.' + f.column for f in fields)} FROM authtoken_token t "
-            f"JOIN {user_model._meta.db_table} u ON u.{user_model._meta.pk.column} = t.user_id WHERE t.key = %s"
+            f"SELECT {', '.join('u.' + f.column for f in fields)}, {memberships_of_user_json(f'u.{pk}')} "
+            f"FROM authtoken_token t JOIN {user_model._meta.db_table} u ON u.{pk} = t.user_id WHERE t.key = %s"
         )
         with server_bound_cursor() as cursor:
             cursor.execute(sql, [key], prepare=True)
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
-        user = user_model.from_db("default", [f.attname for f in fields], row)
+        user = user_model.from_db("default", [f.attname for f in fields], row[:-1])
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        memberships_attach(user, row[-1])
         return user, key

@@ -12,7 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from accounts.errors import AdminRequired, NotAMember, PlatformNotFound, PlatformRequired
 from accounts.models import Membership, Platform
-from accounts.selectors import membership_get, membership_list_for_user, platform_get
+from accounts.selectors import membership_get, membership_list_for_user, memberships_attached, platform_get
 
 PLATFORM_HEADER = "X-Platform-Key"
 
@@ -38,6 +38,9 @@ class Tenant:
 
 def tenant_resolve(*, user: AbstractBaseUser, platform_key: str | None) -> Tenant:
     if platform_key:
+        for membership in memberships_attached(user) or []:
+            if membership.platform.platform_key == platform_key:
+                return Tenant(platform=membership.platform, user=user, membership=membership)
         platform = platform_get(platform_key=platform_key)
         if platform is None:
             # Operators learn that the key is wrong; others cannot probe which platforms exist.

@@ -283,3 +283,23 @@ def test_operator_without_a_platform_must_name_one(platform):
     error_of(client_for(token=token, platform_key="nope").get(ADMIN_TRANSACTIONS_URL), 404, "platform_not_found")
     # an operator has no account of their own in a platform they do not belong to
     error_of(client_for(token=token, platform_key="acme").get(ACCOUNT_URL), 403, "not_a_member")
+
+
+@pytest.mark.parametrize("platform_key", [None, "globex"])
+def test_the_token_lookup_brings_the_memberships(two_platform_user, platform_key, django_assert_num_queries):
+    """One statement authenticates and resolves the platform (the memberships come with the user)."""
+    from accounts.authentication import PreparedTokenAuthentication
+    from accounts.selectors import membership_list_for_user, memberships_attached
+    from accounts.tenancy import tenant_resolve
+
+    in_acme, in_globex = two_platform_user
+    member = in_globex if platform_key else make_member(in_acme.membership.platform, "solo")
+    with django_assert_num_queries(0):  # the lookup goes through psycopg directly; nothing else runs
+        user, _ = PreparedTokenAuthentication().authenticate_credentials(member.token)
+        tenant = tenant_resolve(user=user, platform_key=platform_key)
+
+    assert (tenant.platform.pk, tenant.membership.pk, tenant.membership.role) == (
+        member.membership.platform_id, member.membership.pk, member.membership.role)
+    assert tenant.platform.platform_key == member.membership.platform.platform_key
+    assert tenant.membership.created_at == member.membership.created_at
+    assert [m.pk for m in memberships_attached(user)] == [m.pk for m in membership_list_for_user(user=user)]
