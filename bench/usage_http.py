@@ -17,13 +17,9 @@ ratios usage/noop of the req/s (target >= 0.6), with the ratio of the CPU per re
 machine: on two cores it is what bounds the rate); then checks the written rows (events = requests, rollups = events,
 ``ledger_verify`` of a sample of accounts). The server is stopped at the end, whatever happens.
 
-``--proposed`` serves the app through ``bench/_proposed_wsgi.py`` (the same WSGI application plus a bench-only
-route) and adds two sides running proposal 4 of bench/README.md (``bench/_usage_proposed.py``): ``one`` /
-``one_rc``, the first recording of a charged event as one statement in autocommit, amount and rate-card bodies.
-
 Own database: ``billing_bench_usage_http`` (``BENCH_DATABASE_NAME`` overrides), created and migrated if missing.
 
-    .venv/bin/python bench/usage_http.py [--threads 16] [--seconds 8] [--rounds 3] [--proposed]
+    .venv/bin/python bench/usage_http.py [--threads 16] [--seconds 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -61,11 +57,9 @@ MODEL = "bench-model-1"
 ENDPOINT = "/v1/chat/completions"
 TARGET = 0.6
 SIDES = ["noop", "amount", "rate_card"]
-PATHS = {"noop": "/api/bench/noop/", "amount": "/api/billing/usage/", "rate_card": "/api/billing/usage/",
-         "one": "/api/bench/usage-one/", "one_rc": "/api/bench/usage-one/"}
-PROPOSED = ["one", "one_rc"]
-EXPECT = {"noop": 200, **{side: 201 for side in ["amount", "rate_card", *PROPOSED]}}
-BODY = {"noop": "amount", "amount": "amount", "rate_card": "rate_card", "one": "amount", "one_rc": "rate_card"}
+PATHS = {"noop": "/api/bench/noop/", "amount": "/api/billing/usage/", "rate_card": "/api/billing/usage/"}
+EXPECT = {"noop": 200, "amount": 201, "rate_card": 201}
+BODY = {"noop": "amount", "amount": "amount", "rate_card": "rate_card"}
 
 
 def body(side: str, account_id: str, request_id: str) -> bytes:
@@ -96,10 +90,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="per side per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds per side before round 1 (discarded)")
-    parser.add_argument("--proposed", action="store_true",
-                        help="also run the changes proposed in bench/README.md (bench/_usage_proposed.py)")
     args = parser.parse_args()
-    sides = SIDES + (PROPOSED if args.proposed else [])
+    sides = SIDES
 
     conninfo = setup_django(BENCH_DB)
 
@@ -133,7 +125,7 @@ def main() -> int:
 
     results: dict[str, list[dict]] = {side: [] for side in sides}
     backends = BackendCpu(conninfo)
-    app = "_proposed_wsgi:application" if args.proposed else "billing_service.wsgi:application"
+    app = "billing_service.wsgi:application"
     try:
         with Server(conninfo, app=app) as server:
             estimate = {}
