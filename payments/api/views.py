@@ -165,7 +165,8 @@ class StripeWebhookView(APIView):
             "currency) is recorded, flags the order and is answered 200; a failure that a later delivery may "
             "get past (unknown order, database error) is recorded and answered 500 so Stripe retries. "
             "Handled: `checkout.session.completed`, `checkout.session.async_payment_succeeded`, "
-            "`checkout.session.async_payment_failed` (top-ups and subscription checkouts), `invoice.paid` (the "
+            "`checkout.session.async_payment_failed` (top-ups and subscription checkouts), `invoice.paid` and "
+            "`invoice.payment_succeeded` (either or both: the "
             "plan's credits for the period, once; unused plan credits of the last period roll over per the "
             "plan's policy, the rest leave in a `rollover` row; purchased credits never expire), "
             "`customer.subscription.created/updated/deleted` (status, plan, period, trial, cancellation; an "
@@ -175,7 +176,8 @@ class StripeWebhookView(APIView):
             "recorded on the order, which is flagged for review, or on the plan period), and the events that "
             "save a card for auto-recharge: `payment_intent.succeeded` (of a top-up with "
             "`save_payment_method`; of an auto-recharge, it credits the recharge), `setup_intent.succeeded` and "
-            "`checkout.session.completed` of a setup session opened by `POST /api/billing/payment-method/`."
+            "`checkout.session.completed` of a setup session opened by `POST /api/billing/payment-method/`; "
+            "`payment_intent.payment_failed` of an auto-recharge marks it failed."
         ),
         auth=[],
         request={"application/json": OpenApiTypes.OBJECT},
