@@ -3,10 +3,11 @@
 order, in one transaction of two prepared statements:
 
 1. store the event, already ``processed`` (the new row stays invisible, so locked, until commit); take the payment
-   intent's advisory lock (the general path's lock order: event, payment intent, order); make sure no refund is
-   parked for the order (``payments_parked_refund_exists``, whose query runs after the lock with a fresh
-   snapshot); and mark the order paid, but only if it is a pending or failed Stripe top-up of this checkout
-   session, currency and amount (what ``webhooks._stripe_checkout_session`` requires before ``_credit``);
+   intent's advisory lock and the order's row lock (the general path's lock order: event, payment intent,
+   order); make sure no refund is parked for the order (``payments_parked_refund_exists``, whose query runs
+   after both locks with a fresh snapshot: a refund that parked itself holding either lock is seen); and mark
+   the order paid, but only if it is a pending or failed Stripe top-up of this checkout session, payment intent,
+   currency and amount (what ``webhooks._stripe_checkout_session`` requires before ``_credit``);
 2. post the order's ``add`` row (``credits.ledger.post``, keyed ``order:<id>`` as in ``webhooks._credit``), with
    the id the order already points at.
 
@@ -62,21 +63,22 @@ WITH stored AS (
     RETURNING id
 ), intent AS (
     SELECT pg_advisory_xact_lock({PAYMENT_INTENT_LOCK}, hashtext(%(payment_intent)s)) FROM stored
-     WHERE %(payment_intent)s <> ''
+), locked AS (
+    SELECT id FROM {_ORDERS} WHERE id = %(order_id)s AND (SELECT count(*) FROM intent) = 1 FOR UPDATE
 ), parked AS (
-    SELECT payments_parked_refund_exists(%(order_id)s, %(order_text)s, %(payment_intent)s) AS found
-      FROM stored WHERE (SELECT count(*) FROM intent) >= 0
+    SELECT payments_parked_refund_exists(%(order_id)s, %(order_text)s, %(payment_intent)s) AS found FROM locked
 ), paid AS (
     UPDATE {_ORDERS}
        SET status = '{OrderStatus.PAID}', paid_at = now(), amount_paid_usd = %(amount_total)s / 100.0,
            ledger_entry_id = %(entry_id)s, last_error = '',
            provider_checkout_id = CASE provider_checkout_id WHEN '' THEN %(session_id)s ELSE provider_checkout_id END,
-           provider_payment_id = CASE provider_payment_id WHEN '' THEN %(payment_intent)s ELSE provider_payment_id END,
+           provider_payment_id = %(payment_intent)s,
            provider_customer_id = CASE provider_customer_id WHEN '' THEN %(customer_id)s ELSE provider_customer_id END,
            updated_at = now()
      WHERE id = %(order_id)s AND type = '{OrderType.TOP_UP}' AND channel = '{Channel.STRIPE}'
        AND status IN ('{OrderStatus.PENDING}', '{OrderStatus.FAILED}')
        AND (provider_checkout_id = '' OR %(session_id)s = '' OR provider_checkout_id = %(session_id)s)
+       AND (provider_payment_id = '' OR provider_payment_id = %(payment_intent)s)
        AND lower(currency) = %(currency)s AND amount_usd * 100 = %(amount_total)s
        AND (SELECT NOT found FROM parked)
     RETURNING account_id, credits, amount_usd
@@ -155,6 +157,8 @@ def receive(event: dict[str, Any]) -> Receipt | None:
 
 def _plain_session(facts: SessionFacts) -> bool:
     if facts.conflicting_refs or facts.mode != "payment" or facts.payment_status != "paid":
+        return False
+    if not facts.payment_intent_id:  # a paid payment-mode session names its PaymentIntent; without one, not plain
         return False
     if facts.amount_total is None or not facts.currency:
         return False

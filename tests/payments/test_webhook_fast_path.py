@@ -5,9 +5,12 @@ written."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
+from django.db import connection, connections, transaction
 from django.forms.models import model_to_dict
 
 from credits.models import LedgerEntry
@@ -109,18 +112,32 @@ def test_an_event_the_general_path_refused_is_left_to_it(fake_stripe, platform):
         {"mode": "subscription"},
         {"client_reference_id": "not-an-order"},
         {"client_reference_id": "00000000-0000-0000-0000-000000000000", "metadata": {}},
+        {"payment_intent": ""},
     ],
 )
 def test_anything_not_plain_is_handed_over_with_nothing_written(fake_stripe, platform, change):
     member = make_member(platform, "ida")
     order = start_top_up(member)
+    change = dict(change)
+    intent = change.pop("payment_intent", "pi_test_1")
     event = session_event(COMPLETED, order, **change)
+    event["data"]["object"]["payment_intent"] = intent
 
     assert webhook_fast_path.receive(event) is None
 
     assert not WebhookEvent.objects.filter(event_id=event["id"]).exists()
     assert Order.objects.get(pk=order["id"]).status == OrderStatus.PENDING
     assert not LedgerEntry.objects.filter(account_id=member.account.id).exists()
+
+
+def test_an_order_paid_by_another_payment_intent_is_handed_over(fake_stripe, platform):
+    member = make_member(platform, "ola")
+    order = start_top_up(member)
+    Order.objects.filter(pk=order["id"]).update(provider_payment_id="pi_recorded_before")
+    event = session_event(COMPLETED, order)  # names pi_test_1
+
+    assert webhook_fast_path.receive(event) is None
+    assert not WebhookEvent.objects.filter(event_id=event["id"]).exists()
 
 
 @pytest.mark.parametrize("status", [OrderStatus.PAID, OrderStatus.CANCELED])
@@ -163,3 +180,64 @@ def test_the_endpoint_takes_the_fast_path(fake_stripe, platform, django_assert_m
     assert response.json() == {"received": True, "event_id": event["id"], "status": "processed", "duplicate": False}
     with django_assert_max_num_queries(2):
         assert deliver(event).json()["duplicate"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refund_parked_while_the_fast_path_waits_for_the_order_is_not_lost(fake_stripe, platform):
+    """A refund handler holding the order's row lock parks its refund (the order is not credited yet) while the
+    fast path waits for that lock: once it gets the lock the fast path must see the parked refund and hand over,
+    and the general path then credits the order and applies the refund."""
+    member = make_member(platform, "wes")
+    order = start_top_up(member, "40.00")
+    event = session_event(COMPLETED, order)
+    refund = charge_refunded(charge_id="ch_race", payment_intent="pi_other", amount=4000, amount_refunded=4000,
+                             metadata={"order_id": order["id"]})
+    parked, go_on, outcome = threading.Event(), threading.Event(), {}
+
+    def refund_handler() -> None:  # what webhooks._charge_refunded does for an order not credited yet
+        try:
+            with transaction.atomic():
+                Order.objects.select_for_update().get(pk=order["id"])
+                WebhookEvent.objects.create(provider="stripe", event_id=refund["id"], type="charge.refunded",
+                                            payload=refund, status="ignored", order_id=order["id"],
+                                            last_error="parked: waiting for its order")
+                parked.set()
+                go_on.wait(10)
+        finally:
+            connections.close_all()
+
+    def fast_path() -> None:
+        try:
+            outcome["receipt"] = webhook_fast_path.receive(event)
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=refund_handler)
+    first.start()
+    assert parked.wait(10)
+    second = threading.Thread(target=fast_path)
+    second.start()
+    _wait_for_a_lock_wait()
+    go_on.set()
+    first.join(10)
+    second.join(10)
+
+    assert outcome["receipt"] is None  # handed over, nothing written
+    assert Order.objects.get(pk=order["id"]).status == OrderStatus.PENDING
+    assert deliver(event).json()["status"] == "processed"  # the general path credits and applies the refund
+    deltas = sorted(str(d) for d in LedgerEntry.objects.filter(account_id=member.account.id)
+                    .values_list("balance_delta", flat=True))
+    assert deltas == ["-40.000000", "40.000000"]
+    assert Order.objects.get(pk=order["id"]).status == OrderStatus.REFUNDED
+
+
+def _wait_for_a_lock_wait() -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.02)
+    raise AssertionError("the fast path never waited for the order's lock")
