@@ -86,13 +86,19 @@ _INSERT_ONE = (
     f"cost, coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{_ROLLUP_UPSERT_TAIL}) "
     f"SELECT count(*) FROM ev"
 )
+def _param_type(field: Any) -> str:
+    """A parameter's type: the column's, but ``text`` for strings (a cast to ``varchar(n)`` would truncate a
+    longer value silently; the column itself refuses it)."""
+    return "text" if field.get_internal_type() in ("CharField", "TextField") else field.cast_db_type(connection)
+
+
 # A charged event recorded for the first time, in one statement (``_record_charged_at_once``): the ledger's
 # keyed debit of an account of the platform, then the event (only if the debit was written) and its rollup.
 _RECORD_CHARGED = ledger.chained_statement(
     TransactionType.SUBTRACT,
     then=(
         f", ev AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLS}) SELECT "
-        + ", ".join(f"%(ev_{f.attname})s::{f.cast_db_type(connection)}" for f in _EVENT_FIELDS)
+        + ", ".join(f"%(ev_{f.attname})s::{_param_type(f)}" for f in _EVENT_FIELDS)
         + " FROM ins RETURNING account_id, occurred_at, endpoint, cost, input_tokens, output_tokens), "
         f"ru AS (INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
         f"SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, endpoint, 1, 1, 0, cost, "
@@ -294,7 +300,7 @@ def usage_record(
         input_tokens=input_tokens, output_tokens=output_tokens, amount=amount, success=success,
         description=description, metadata=metadata, occurred_at=occurred_at,
     )
-    if not connection.in_atomic_block:
+    if connection.get_autocommit() and not connection.in_atomic_block:
         recorded = _record_charged_at_once(platform, usage, actor)
         if recorded is not None:
             return recorded

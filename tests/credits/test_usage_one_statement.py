@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 
@@ -143,3 +143,15 @@ def test_many_events_keep_the_ledger_whole(accounts):
     assert_ledger_invariants(account)
     assert sum(r.total_requests for r in UsageRollup.objects.filter(account=account)) == 40
     assert usage_service.UsageEvent.objects.filter(account=account).count() == 40
+
+
+@pytest.mark.parametrize("field", ["endpoint", "model", "description"])
+def test_a_value_longer_than_its_column_is_refused_not_cut(accounts, field):
+    """The API's validation refuses these first; a direct caller of the service gets the column's error."""
+    platform, (account, _) = accounts
+    before = written(account)
+
+    with pytest.raises(DataError):
+        record(platform, account, **{field: "x" * 501})
+
+    assert written(account) == before
