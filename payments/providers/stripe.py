@@ -156,6 +156,7 @@ def webhook_event_verify(*, payload: bytes, signature_header: str | None) -> dic
         raise WebhookPayloadInvalid() from exc
     if not (
         isinstance(event, dict)
+        and event.get("object") != "v2.core.event"  # a thin event notification: not what this endpoint takes
         and isinstance(event.get("id"), str)
         and 0 < len(event["id"]) <= 255
         and isinstance(event.get("type"), str)

@@ -167,7 +167,8 @@ def test_a_timestamp_within_the_tolerance_is_accepted(fake_stripe, member):
 
 
 @pytest.mark.parametrize("payload", ["not json", "[1, 2]", '{"object": "event", "type": "x"}',
-                                      '{"id": 5, "type": "x", "object": "event"}'])
+                                      '{"id": 5, "type": "x", "object": "event"}',
+                                      '{"id": "evt_thin_1", "type": "v1.x", "object": "v2.core.event"}'])
 def test_a_signed_body_that_is_not_an_event_is_400(fake_stripe, db, payload):
     error_of(deliver(payload), 400, "invalid_payload")
     assert WebhookEvent.objects.count() == 0
