@@ -16,14 +16,20 @@ Saving:
   usage off_session, with a customer and a payment method) saves the card. ``checkout.session.completed`` of that
   session saves it too, whichever comes first; it names its SetupIntent only by id, so the card is read from
   Stripe after commit (``payment_method_from_setup``), unless the event carries it expanded.
+- The card must be the account's: the metadata of a setup session (and of its SetupIntent) names the account's
+  platform (``platform_id``, as written here), and the customer is the account's known Stripe customer
+  (``stripe_customer_for``) when it has one: the order's when a top-up recorded one, else the account's.
+  Anything else is ignored with a note, nothing saved.
 - The newest event wins: saves are ordered by the events' ``created`` (``recharge.payment_method_save``'s
   ``as_of``), so an event older than the last save, or than the owner's removal, changes nothing.
 - Stripe's events name the payment method by id: its brand and last 4 digits are read from Stripe after commit
   (``payment_method_describe``), never inside the webhook's transaction.
 
 Removing (``payment_method_remove``): the method is forgotten here (its row kept with ``removed_at``, so a late
-event cannot bring it back) and auto-recharge is turned off. The card stays on the Stripe customer: it may also
-pay the account's subscription, which Stripe charges from the customer's default method.
+event, or one without a time, cannot bring it back), auto-recharge is turned off and a recharge not yet sent to
+Stripe fails ("payment method removed"); ``recharge.recharge_charge`` also re-checks the card right before
+charging. The card stays on the Stripe customer: it may also pay the account's subscription, which Stripe charges
+from the customer's default method.
 """
 
 from __future__ import annotations
@@ -32,17 +38,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Platform
+from credits import selectors as credit_selectors
+from credits import services as credit_services
 from credits.locks import account_lock
 from credits.models import CreditAccount
 from payments import selectors, webhooks
 from payments.errors import PaymentMethodNotFound
 from payments.models import Channel, Order, OrderType, WebhookEvent, WebhookStatus
 from payments.providers import stripe as stripe_provider
-from payments.recharge import PI_SUCCEEDED, payment_method_save
+from payments.recharge import PAYMENT_METHOD_REMOVED, PI_SUCCEEDED, payment_method_save, recharges_cancel
 from payments.recharge_models import ACTIVE, SavedPaymentMethod
 
 PURPOSE = "auto_recharge_payment_method"  # metadata.purpose of the setup sessions (and SetupIntents) opened here
@@ -72,14 +81,17 @@ def stripe_customer_for(*, account: CreditAccount) -> str:
 
 
 def payment_method_setup_create(
-    *, platform: Platform, account: CreditAccount, customer_email: str, success_url: str, cancel_url: str
+    *, platform: Platform, user: AbstractBaseUser, customer_email: str, success_url: str, cancel_url: str
 ) -> str:
-    """The URL of a Stripe Checkout page (mode ``setup``) where the account's owner saves a card for
-    auto-recharge; the card is saved when Stripe's events arrive. 400 for redirects off the allowed origins."""
+    """The URL of a Stripe Checkout page (mode ``setup``) where the member saves a card for auto-recharge; the
+    card is saved when Stripe's events arrive. 400 for redirects off the allowed origins (and 503 when Stripe is
+    not configured) before anything is written: the member's credit account is created only after."""
     from payments.services import check_redirects  # services imports webhooks, which imports this module
 
     check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
     stripe_provider.ensure_configured()
+    account = credit_selectors.account_for(platform=platform, user=user)
+    account = account or credit_services.account_ensure(platform=platform, user=user)
     customer_id = stripe_customer_for(account=account)
     session = stripe_provider.setup_checkout_session_create(
         customer_id=customer_id,
@@ -92,7 +104,9 @@ def payment_method_setup_create(
 
 
 def payment_method_remove(*, account: CreditAccount | None) -> None:
-    """Forgets the account's saved payment method and turns auto-recharge off (404 when it has none)."""
+    """Forgets the account's saved payment method and turns auto-recharge off (404 when it has none). A recharge
+    not sent to Stripe yet (``pending``) fails with it; one already sent (``processing``) is settled by its
+    webhook."""
     if account is None:
         raise PaymentMethodNotFound()
     with transaction.atomic(durable=True):
@@ -105,6 +119,7 @@ def payment_method_remove(*, account: CreditAccount | None) -> None:
         if locked.auto_recharge_enabled:
             locked.auto_recharge_enabled = False
             locked.save(update_fields=["auto_recharge_enabled"])
+        recharges_cancel(account_id=locked.pk, reason=PAYMENT_METHOD_REMOVED)
 
 
 # --- after commit: details read from Stripe ------------------------------------------------------------------
@@ -172,6 +187,8 @@ def _top_up_intent(obj: dict[str, Any], as_of: datetime | None) -> webhooks.Hand
         return _ignored(f"payment intent {intent_id} is not the order's ({order.provider_payment_id})", order.id)
     if order.provider_customer_id and order.provider_customer_id != customer:
         return _ignored(f"customer {customer} is not the order's ({order.provider_customer_id})", order.id)
+    if not order.provider_customer_id and (refusal := _foreign_customer(order.account, customer)):
+        return _ignored(refusal, order.id)
     card = _charge_card(obj)
     return _save(order.account_id, customer, method, card, as_of, order_id=order.id)
 
@@ -180,28 +197,34 @@ def _setup_intent_save(
     intent: stripe_provider.SetupIntentFacts, as_of: datetime | None, *, account_ref: str | None = None,
     describe: bool = True,
 ) -> webhooks.Handled:
-    """A succeeded SetupIntent of a setup session opened here: its card is kept for the account it names."""
-    account_id = _account_of(intent.metadata)
-    if account_id is None:
-        return _ignored("the setup intent names no account of this service")
-    if account_ref is not None and str(account_id) != account_ref:
-        return _ignored(f"the setup intent names account {account_id}, not {account_ref}")
+    """A succeeded SetupIntent of a setup session opened here: its card is kept for the account it names, when
+    the platform it names is the account's and its customer the account's (when it has one already)."""
+    account, refusal = _account_of(intent.metadata, "the setup intent")
+    if account is None:
+        return _ignored(refusal)
+    if account_ref is not None and str(account.pk) != account_ref:
+        return _ignored(f"the setup intent names account {account.pk}, not {account_ref}")
     if intent.status != "succeeded":
         return _ignored(f"the setup intent is {intent.status or '(no status)'}, not succeeded")
     if intent.usage == "on_session":
         return _ignored("the setup intent saved the card for on-session use only")
     if not intent.customer_id or not intent.payment_method_id:
         return _ignored("the setup intent names no customer or payment method")
-    return _save(account_id, intent.customer_id, intent.payment_method_id, intent.card, as_of, describe=describe)
+    if refusal := _foreign_customer(account, intent.customer_id):
+        return _ignored(refusal)
+    return _save(account.pk, intent.customer_id, intent.payment_method_id, intent.card, as_of, describe=describe)
 
 
 def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) -> webhooks.Handled:
     """``checkout.session.completed`` of a setup session opened here (mode ``setup``)."""
-    account_id = _account_of(_metadata(obj))
-    if account_id is None:
-        return _ignored("the setup session names no account of this service")
+    account, refusal = _account_of(_metadata(obj), "the setup session")
+    if account is None:
+        return _ignored(refusal)
+    account_id = account.pk
     if obj.get("status") not in (None, "complete"):
         return _ignored(f"the setup session is {obj.get('status')}, not complete")
+    if (customer := _text(obj.get("customer"))) and (refusal := _foreign_customer(account, customer)):
+        return _ignored(refusal)
     setup_intent = obj.get("setup_intent")
     if isinstance(setup_intent, dict):  # expanded: everything is here
         facts = stripe_provider.setup_intent_facts(setup_intent)
@@ -271,12 +294,26 @@ def _uuid(value: Any) -> uuid.UUID | None:
         return None
 
 
-def _account_of(metadata: dict[str, Any]) -> uuid.UUID | None:
-    """The account a setup session's (or SetupIntent's) metadata names, when it is ours and exists."""
+def _account_of(metadata: dict[str, Any], what: str) -> tuple[CreditAccount | None, str]:
+    """The account a setup session's (or SetupIntent's) metadata names, when it is ours, exists and belongs to
+    the platform the metadata names (as ``payment_method_setup_create`` writes it); else None and why."""
     account_id = _uuid(metadata.get("account_id")) if metadata.get("purpose") == PURPOSE else None
-    if account_id is None or not CreditAccount.objects.filter(pk=account_id).exists():
-        return None
-    return account_id
+    account = None if account_id is None else CreditAccount.objects.filter(pk=account_id).first()
+    if account is None:
+        return None, f"{what} names no account of this service"
+    if metadata.get("platform_id") != str(account.platform_id):
+        named = metadata.get("platform_id") or "(none)"
+        return None, f"{what} names platform {named}, not the platform of account {account.pk}"
+    return account, ""
+
+
+def _foreign_customer(account: CreditAccount, customer: str) -> str:
+    """Why a card on ``customer`` cannot be the account's ("" when it can): the account already has a Stripe
+    customer (``stripe_customer_for``: its saved method's, its subscription's, its orders') and this is another."""
+    known = stripe_customer_for(account=account)
+    if known and known != customer:
+        return f"customer {customer} is not the account's ({known})"
+    return ""
 
 
 def _order_of(ref: Any) -> Order | None:

@@ -10,6 +10,11 @@ The flow, each step its own short transaction and no row lock held across a Stri
 3. ``recharge_charge`` creates the off-session PaymentIntent with the Stripe idempotency key
    ``recharge:<id>``: a worker killed after the charge and before recording it leaves the recharge pending,
    and the next run (the beat's ``recharges_resume``) sends the same key and gets the same PaymentIntent.
+   Right before each call it re-checks, with the recharge row locked, that auto-recharge is still on and the
+   recharge's card is still the account's saved one; otherwise the recharge is cancelled (``failed``, its
+   ``last_error`` starting "cancelled: ", not counted as a decline) and Stripe is not called. Removing the card
+   (``payment_methods.payment_method_remove``) cancels a pending recharge at once; one already sent
+   (``processing``) is settled by its webhook as usual.
 4. Credits arrive only through the webhook (``payment_intent.succeeded``), keyed ``recharge:<id>`` in the
    ledger: once, however often the event is delivered. ``payment_intent.payment_failed`` (or a decline
    answered at once) fails the recharge; three failures in a row turn auto-recharge off.
@@ -40,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 CREDITS_PER_USD = Decimal(1)
 FAILURES_BEFORE_DISABLE = 3
+CANCELLED = "cancelled: "  # last_error of a recharge failed before it was sent to Stripe (not a decline)
+PAYMENT_METHOD_REMOVED = f"{CANCELLED}payment method removed"
 PI_SUCCEEDED = "payment_intent.succeeded"
 PI_FAILED = "payment_intent.payment_failed"
 STRIPE_EVENTS = frozenset({PI_SUCCEEDED, PI_FAILED})
@@ -113,11 +120,16 @@ def payment_method_save(
     """Saves (or replaces) the account's payment method for off-session charges. Runs in the caller's
     transaction when there is one (a webhook handler), else in its own. ``as_of`` (the provider event's time)
     orders the saves: an event older than the last save, or than the owner's removal of the method, changes
-    nothing (returns None). The same method saved again keeps the brand and last4 it had when none are given."""
+    nothing (returns None); one without a time counts as older than a removal (it cannot bring a removed method
+    back). The account row is locked first, so that two first saves (no row to lock yet) are ordered too. The
+    same method saved again keeps the brand and last4 it had when none are given."""
     with transaction.atomic():
+        if account_lock(account_id=account_id) is None:
+            return None
         current = SavedPaymentMethod.objects.select_for_update().filter(account_id=account_id).first()
-        if current is not None and as_of is not None and any(
-            moment is not None and as_of < moment for moment in (current.synced_at, current.removed_at)
+        if current is not None and (
+            (current.removed_at is not None and (as_of is None or as_of < current.removed_at))
+            or (current.synced_at is not None and as_of is not None and as_of < current.synced_at)
         ):
             return None
         same = current is not None and current.removed_at is None and (
@@ -196,11 +208,19 @@ def recharge_start(*, account_id: uuid.UUID | str) -> Recharge | None:
 
 def recharge_charge(*, recharge_id: uuid.UUID | str) -> Recharge:
     """Sends the recharge's off-session PaymentIntent (no transaction open) and records Stripe's answer. A
-    provider failure leaves it pending for a later retry with the same key."""
-    recharge = Recharge.objects.get(pk=recharge_id)
-    if recharge.status != RechargeStatus.PENDING:
-        return recharge
-    Recharge.objects.filter(pk=recharge.pk).update(attempts=recharge.attempts + 1, updated_at=timezone.now())
+    provider failure leaves it pending for a later retry with the same key. Before sending, with the recharge
+    locked, a recharge whose card is no longer the account's saved one, or whose account turned auto-recharge
+    off, is cancelled instead (``_not_chargeable``): Stripe is not called."""
+    with transaction.atomic(durable=True):
+        recharge = Recharge.objects.select_for_update().get(pk=recharge_id)
+        if recharge.status != RechargeStatus.PENDING:
+            return recharge
+        reason = _not_chargeable(recharge)
+        if reason:
+            _cancel(recharge, reason)
+            return recharge
+        recharge.attempts += 1
+        recharge.save(update_fields=["attempts", "updated_at"])
     try:
         charge = stripe_provider.payment_intent_off_session_create(
             amount_cents=recharge.amount_cents,
@@ -224,6 +244,36 @@ def recharge_charge(*, recharge_id: uuid.UUID | str) -> Recharge:
     return recharge
 
 
+def _not_chargeable(recharge: Recharge) -> str:
+    """Why a pending recharge must not be sent ("" when it may): auto-recharge turned off, or its card no longer
+    the account's saved one (removed or replaced since the recharge was recorded)."""
+    if not CreditAccount.objects.filter(pk=recharge.account_id, auto_recharge_enabled=True).exists():
+        return f"{CANCELLED}auto-recharge is off"
+    still_saved = SavedPaymentMethod.objects.filter(
+        ACTIVE, account_id=recharge.account_id, provider_customer_id=recharge.provider_customer_id,
+        provider_payment_method_id=recharge.provider_payment_method_id,
+    ).exists()
+    return "" if still_saved else f"{CANCELLED}the payment method was removed or replaced"
+
+
+def _cancel(recharge: Recharge, reason: str) -> None:
+    """Fails a locked pending recharge that was never sent to Stripe (not a decline: no failure streak)."""
+    recharge.status = RechargeStatus.FAILED
+    recharge.last_error = reason[:2000]
+    recharge.settled_at = timezone.now()
+    recharge.save(update_fields=["status", "last_error", "settled_at", "updated_at"])
+    logger.info("recharge %s of %s not sent: %s", recharge.pk, recharge.account_id, reason)
+
+
+def recharges_cancel(*, account_id: uuid.UUID | str, reason: str) -> int:
+    """Fails the account's recharges not yet sent to Stripe (``pending``); for a caller holding the account's
+    lock, inside its transaction (``payment_methods.payment_method_remove``). A ``processing`` one was sent and
+    is left to its webhook. Returns how many it failed."""
+    return Recharge.objects.filter(account_id=account_id, status=RechargeStatus.PENDING).update(
+        status=RechargeStatus.FAILED, last_error=reason[:2000], settled_at=timezone.now(), updated_at=timezone.now()
+    )
+
+
 def _fail(recharge: Recharge, reason: str) -> None:
     """Marks a locked in-flight recharge failed; the third failure in a row turns auto-recharge off."""
     recharge.status = RechargeStatus.FAILED
@@ -232,6 +282,7 @@ def _fail(recharge: Recharge, reason: str) -> None:
     recharge.save()
     recent = list(
         Recharge.objects.filter(account_id=recharge.account_id, status__in=[RechargeStatus.SUCCEEDED, RechargeStatus.FAILED])
+        .exclude(last_error__startswith=CANCELLED)
         .order_by("-created_at").values_list("status", flat=True)[:FAILURES_BEFORE_DISABLE]
     )
     if len(recent) == FAILURES_BEFORE_DISABLE and all(s == RechargeStatus.FAILED for s in recent):

@@ -13,7 +13,6 @@ from accounts.errors import NotAMember
 from billing_service.schema import ERROR_RESPONSES, error_response
 from billing_service.validation import validated
 from credits import selectors as credit_selectors
-from credits import services as credit_services
 from payments import payment_methods
 from payments.api.serializers import (
     PaymentMethodSerializer,
@@ -54,11 +53,9 @@ class PaymentMethodViewSet(TenantViewSet):
     def create(self, request: Request) -> Response:
         self._member()
         data = validated(PaymentMethodSetupInputSerializer, request.data)
-        platform = self.tenant.platform
-        account = credit_selectors.account_for(platform=platform, user=request.user)
-        account = account or credit_services.account_ensure(platform=platform, user=request.user)
         url = payment_methods.payment_method_setup_create(
-            platform=platform, account=account, customer_email=getattr(request.user, "email", "") or "",
+            platform=self.tenant.platform, user=request.user,
+            customer_email=getattr(request.user, "email", "") or "",
             success_url=data["success_url"], cancel_url=data["cancel_url"],
         )
         return Response(PaymentMethodSetupOutputSerializer({"url": url}).data, status=status.HTTP_201_CREATED)

@@ -10,10 +10,12 @@ from decimal import Decimal
 
 import pytest
 import psycopg
+from django.utils import timezone
 
 from credits.models import CreditAccount, LedgerEntry, TransactionType
 from credits.services import credits_debit, credits_grant, hold_capture, hold_create
 from payments import recharge as recharge_service
+from payments.errors import PaymentProviderError
 from payments.models import PlatformPaymentSettings, WebhookEvent
 from payments.providers import stripe as stripe_provider
 from payments.recharge_models import Recharge, RechargeStatus, SavedPaymentMethod
@@ -287,3 +289,96 @@ def test_a_batch_of_debits_triggers_one_recharge(platform, stripe_settings, djan
         ledger.post_many(debits)
     assert len(callbacks) == 1  # one hook per account, however many of its debits
     assert Recharge.objects.get().status == RechargeStatus.PROCESSING
+
+
+# --- a removed (or replaced) card is never charged -------------------------------------------------------------
+
+
+def _pending_recharge(member: Member, monkeypatch) -> Recharge:
+    """A recharge left pending: its first charge failed at the provider (the beat retries it later)."""
+    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_m")
+    CreditAccount.objects.filter(pk=member.account.id).update(
+        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(100000),
+        auto_recharge_amount_usd=Decimal(10))
+    recharge = recharge_service.recharge_start(account_id=member.account.id)
+    assert recharge is not None
+
+    def fail(**kwargs) -> None:
+        raise PaymentProviderError(details={"provider": "stripe"})
+
+    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", fail)
+    with pytest.raises(PaymentProviderError):
+        recharge_service.recharge_charge(recharge_id=recharge.id)
+    recharge.refresh_from_db()
+    assert recharge.status == RechargeStatus.PENDING
+    return recharge
+
+
+def _charges(monkeypatch) -> list:
+    calls: list = []
+    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", lambda **kw: calls.append(kw) or
+                        stripe_provider.OffSessionCharge("pi_x", "succeeded", False))
+    return calls
+
+
+def test_removing_the_card_fails_the_pending_recharge_and_the_retry_charges_nothing(platform, monkeypatch):
+    from payments import payment_methods
+
+    member = make_member(platform, "ada")
+    recharge = _pending_recharge(member, monkeypatch)
+    payment_methods.payment_method_remove(account=member.account)
+    recharge.refresh_from_db()
+    assert (recharge.status, recharge.last_error) == (RechargeStatus.FAILED, "cancelled: payment method removed")
+    assert recharge.settled_at is not None
+    calls = _charges(monkeypatch)
+    recharge_service.recharge_charge(recharge_id=recharge.id)  # what recharges_resume's task does
+    assert calls == []
+    assert recharge_service.recharge_start(account_id=member.account.id) is None  # auto-recharge is off
+
+
+@pytest.mark.parametrize("change", ["auto_recharge_off", "card_replaced", "card_removed_behind_its_back"])
+def test_a_pending_recharge_is_charged_only_on_the_accounts_active_card(platform, monkeypatch, change):
+    member = make_member(platform, "ada")
+    recharge = _pending_recharge(member, monkeypatch)
+    if change == "auto_recharge_off":
+        CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_enabled=False)
+    elif change == "card_replaced":
+        recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m",
+                                             payment_method_id="pm_new")
+    else:
+        SavedPaymentMethod.objects.filter(account_id=member.account.id).update(removed_at=timezone.now())
+    calls = _charges(monkeypatch)
+    recharge = recharge_service.recharge_charge(recharge_id=recharge.id)
+    assert calls == []
+    assert recharge.status == RechargeStatus.FAILED and "cancelled" in recharge.last_error
+    following = recharge_service.recharge_start(account_id=member.account.id)
+    if change == "card_replaced":  # the slot is free again: the next recharge charges the new card
+        assert following is not None and following.provider_payment_method_id == "pm_new"
+    else:
+        assert following is None
+
+
+def test_the_pending_recharge_is_charged_while_the_card_is_still_there(platform, monkeypatch):
+    member = make_member(platform, "ada")
+    recharge = _pending_recharge(member, monkeypatch)
+    calls = _charges(monkeypatch)
+    recharge = recharge_service.recharge_charge(recharge_id=recharge.id)
+    assert [c["payment_method_id"] for c in calls] == ["pm_m"]
+    assert recharge.status == RechargeStatus.PROCESSING
+
+
+def test_a_recharge_sent_before_the_card_was_removed_is_still_credited(platform, fake_stripe, monkeypatch):
+    from payments import payment_methods
+
+    member = make_member(platform, "ada")
+    recharge = _pending_recharge(member, monkeypatch)
+    _charges(monkeypatch)
+    assert recharge_service.recharge_charge(recharge_id=recharge.id).status == RechargeStatus.PROCESSING
+    payment_methods.payment_method_remove(account=member.account)
+    recharge.refresh_from_db()
+    assert recharge.status == RechargeStatus.PROCESSING  # sent to Stripe: its webhook settles it
+    intent = {"id": "pi_x", "object": "payment_intent", "amount": 1000, "currency": "usd", "status": "succeeded",
+              "metadata": {"recharge_id": str(recharge.id), "account_id": str(member.account.id)}}
+    assert deliver(intent_event(intent)).status_code == 200
+    recharge.refresh_from_db()
+    assert recharge.status == RechargeStatus.SUCCEEDED and len(add_rows(member.account.id)) == 1

@@ -6,10 +6,14 @@ Checkout Sessions (plus the payment method and SetupIntent reads), or localstrip
 from __future__ import annotations
 
 import json
+import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection, transaction
+from django.utils import timezone
 from werkzeug import Response
 
 from credits.models import CreditAccount
@@ -17,7 +21,7 @@ from payments import recharge
 from payments.models import Order, WebhookEvent
 from payments.recharge_models import SavedPaymentMethod
 from subscriptions.models import Provider, Subscription
-from tests.api_helpers import ACCOUNT_URL, error_of, invalid_field, post_json
+from tests.api_helpers import ACCOUNT_URL, db_snapshot, error_of, invalid_field, post_json
 from tests.conftest import client_for, make_member
 from tests.payments.conftest import APP_ORIGIN, CANCEL_URL, SUCCESS_URL, checkout, deliver
 from tests.payments.local_servers import LocalStripe, localstripe, stripe_settings  # noqa: F401 - fixtures
@@ -41,10 +45,15 @@ def intent(order: Order | dict, **fields) -> dict:
             "setup_future_usage": "off_session", "metadata": {"order_id": order_id}} | fields
 
 
+def ours(account_id) -> dict:
+    """The metadata of a setup session (and its SetupIntent) opened here for the account."""
+    platform_id = CreditAccount.objects.filter(pk=account_id).values_list("platform_id", flat=True).first()
+    return {"account_id": str(account_id), "purpose": PURPOSE, "platform_id": str(platform_id)}
+
+
 def setup_intent(account_id, *, pm: str = "pm_setup_1", customer: str = "cus_setup_1", **fields) -> dict:
     return {"id": "seti_test_1", "object": "setup_intent", "status": "succeeded", "usage": "off_session",
-            "customer": customer, "payment_method": pm,
-            "metadata": {"account_id": str(account_id), "purpose": PURPOSE}} | fields
+            "customer": customer, "payment_method": pm, "metadata": ours(account_id)} | fields
 
 
 def saved(member) -> SavedPaymentMethod | None:
@@ -175,6 +184,7 @@ def test_post_opens_a_setup_session_for_the_account(fake_stripe, member):
     for prefix in ("metadata", "setup_intent_data[metadata]"):
         assert form[f"{prefix}[account_id]"] == str(member.account.id)
         assert form[f"{prefix}[purpose]"] == PURPOSE
+        assert form[f"{prefix}[platform_id]"] == str(member.platform.pk)
 
 
 def test_post_uses_the_customer_the_account_already_has(fake_stripe, member):
@@ -281,7 +291,7 @@ def test_delete_without_a_card_or_an_account_is_404(fake_stripe, member, platfor
 
 
 def _setup_session_object(member, setup: dict | str) -> dict:
-    metadata = {"account_id": str(member.account.id), "purpose": PURPOSE}
+    metadata = ours(member.account.id)
     return {"id": next_id("cs"), "object": "checkout.session", "mode": "setup", "status": "complete",
             "payment_status": "no_payment_required", "customer": "cus_setup_1", "setup_intent": setup,
             "metadata": metadata}
@@ -290,12 +300,11 @@ def _setup_session_object(member, setup: dict | str) -> dict:
 def test_a_completed_setup_session_reads_its_setup_intent_from_stripe(fake_stripe, member,
                                                                       django_capture_on_commit_callbacks):
     reads: list = []
+    body = setup_intent(member.account.id, payment_method={
+        "id": "pm_setup_1", "object": "payment_method", "type": "card", "card": {"brand": "amex", "last4": "0005"}})
 
     def answer(request):
         reads.append(request.args.to_dict(flat=False))
-        body = setup_intent(member.account.id, payment_method={
-            "id": "pm_setup_1", "object": "payment_method", "type": "card",
-            "card": {"brand": "amex", "last4": "0005"}})
         return Response(json.dumps(body), status=200, content_type="application/json")
 
     fake_stripe.server.expect_request("/v1/setup_intents/seti_test_1", method="GET").respond_with_handler(answer)
@@ -322,7 +331,7 @@ def test_the_setup_intent_read_from_localstripe_saves_the_card(stripe_settings, 
     customer, method = stripe_settings.customer_with_card("4242424242424242")
     client = stripe_settings.client()
     created = client.v1.setup_intents.create(params={
-        "customer": customer, "metadata": {"account_id": str(member.account.id), "purpose": PURPOSE}})
+        "customer": customer, "metadata": ours(member.account.id)})
     client.v1.setup_intents.confirm(created.id, params={"payment_method": method})
     obj = _setup_session_object(member, created.id) | {"customer": customer}
     with django_capture_on_commit_callbacks(execute=True):
@@ -355,3 +364,115 @@ def test_real_responses_match_the_schema(fake_stripe, member, outsider):
     _check(schema, PM_URL, "get", client_for(member).get(PM_URL))
     _check(schema, PM_URL, "get", client_for(outsider, platform_key="acme").get(PM_URL))
     assert client_for(member).delete(PM_URL).status_code == 204
+
+
+# --- the card must be the account's: its platform, its Stripe customer ----------------------------------------
+
+
+def test_a_setup_intent_naming_another_platform_or_a_foreign_customer_saves_nothing(
+    fake_stripe, member, other_member, other_platform
+):
+    recharge.payment_method_save(account_id=member.account.id, customer_id="cus_member", payment_method_id="pm_m")
+    recharge.payment_method_save(account_id=other_member.account.id, customer_id="cus_other",
+                                 payment_method_id="pm_o")
+    later = int(time.time()) + 5
+    wrong_platform = setup_intent(member.account.id, customer="cus_member", pm="pm_new")
+    wrong_platform["metadata"]["platform_id"] = str(other_platform.pk)
+    no_platform = setup_intent(member.account.id, customer="cus_member", pm="pm_new")
+    del no_platform["metadata"]["platform_id"]
+    foreign_customer = setup_intent(member.account.id, customer="cus_other", pm="pm_o")
+    for obj, note in [(wrong_platform, "names platform"), (no_platform, "names platform"),
+                      (foreign_customer, "not the account's (cus_member)")]:
+        delivery = event("setup_intent.succeeded", obj, created=later)
+        assert deliver(delivery).json()["status"] == "ignored"
+        assert note in WebhookEvent.objects.get(event_id=delivery["id"]).last_error
+    card = SavedPaymentMethod.objects.get(account_id=member.account.id)
+    assert (card.provider_customer_id, card.provider_payment_method_id) == ("cus_member", "pm_m")
+    # The same event for the account's own customer and platform is saved.
+    own = setup_intent(member.account.id, customer="cus_member", pm="pm_new")
+    assert deliver(event("setup_intent.succeeded", own, created=later)).json()["status"] == "processed"
+    assert saved(member).provider_payment_method_id == "pm_new"
+
+
+def test_a_setup_session_naming_another_platform_reads_nothing_from_stripe(fake_stripe, member, other_platform):
+    obj = _setup_session_object(member, "seti_x")
+    obj["metadata"]["platform_id"] = str(other_platform.pk)
+    delivery = event("checkout.session.completed", obj)
+    assert deliver(delivery).json()["status"] == "ignored"
+    assert "names platform" in WebhookEvent.objects.get(event_id=delivery["id"]).last_error
+    assert fake_stripe.requests == [] and saved(member) is None
+
+
+def test_a_top_up_without_a_recorded_customer_keeps_only_the_accounts_customer(fake_stripe, member):
+    recharge.payment_method_save(account_id=member.account.id, customer_id="cus_member", payment_method_id="pm_m")
+    order = Order.objects.create(
+        platform=member.platform, account=member.account, user=member.user, type="top_up", channel="stripe",
+        amount_usd=Decimal("25.00"), credits=Decimal(25), success_url=SUCCESS_URL, cancel_url=CANCEL_URL,
+    )
+    assert order.provider_customer_id == ""
+    delivery = event("payment_intent.succeeded", intent(order, customer="cus_other", payment_method="pm_o"))
+    assert deliver(delivery).json()["status"] == "ignored"
+    assert "not the account's (cus_member)" in WebhookEvent.objects.get(event_id=delivery["id"]).last_error
+    assert saved(member).provider_payment_method_id == "pm_m"
+    delivery = event("payment_intent.succeeded", intent(order, customer="cus_member", payment_method="pm_new"))
+    assert deliver(delivery).json()["status"] == "processed"
+    assert saved(member).provider_payment_method_id == "pm_new"
+
+
+# --- saves ordered by the events' time ------------------------------------------------------------------------
+
+
+def test_an_event_without_a_time_cannot_bring_a_removed_card_back(fake_stripe, member):
+    recharge.payment_method_save(account_id=member.account.id, customer_id="cus_setup_1", payment_method_id="pm_1")
+    assert client_for(member).delete(PM_URL).status_code == 204
+    assert recharge.payment_method_save(
+        account_id=member.account.id, customer_id="cus_setup_1", payment_method_id="pm_1", as_of=None) is None
+    assert saved(member) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_saves_keep_the_newest(platform):
+    """No row yet: the account's lock serialises the first saves, so the newer event wins although the older
+    one commits last (without it, the older one's insert waited on the newer one's and then overwrote it)."""
+    account_id = make_member(platform, "nina").account.id
+    newer = timezone.now()
+    first_saved, errors = threading.Event(), []
+
+    def save_newer() -> None:
+        try:
+            with transaction.atomic():
+                recharge.payment_method_save(account_id=account_id, customer_id="cus_1", payment_method_id="pm_new",
+                                             as_of=newer)
+                first_saved.set()
+                time.sleep(0.5)  # the older save is now waiting
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            first_saved.set()
+            connection.close()
+
+    def save_older() -> None:
+        try:
+            first_saved.wait(5)
+            recharge.payment_method_save(account_id=account_id, customer_id="cus_1", payment_method_id="pm_old",
+                                         as_of=newer - timedelta(seconds=60))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, daemon=True) for work in (save_newer, save_older)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == []
+    assert SavedPaymentMethod.objects.get(account_id=account_id).provider_payment_method_id == "pm_new"
+
+
+def test_post_with_a_bad_redirect_writes_nothing(fake_stripe, platform):
+    newcomer = make_member(platform, "nina")
+    CreditAccount.objects.filter(pk=newcomer.account.id).delete()
+    before = db_snapshot()
+    invalid_field(open_setup(newcomer, success_url="https://evil.test/x"), "success_url")
+    assert db_snapshot() == before and fake_stripe.requests == []
