@@ -312,9 +312,11 @@ def recharge_event_apply(event_type: str, payload: dict[str, Any]) -> EventResul
         recharge_id = uuid.UUID(recharge_ref)
     except ValueError:
         return EventResult("ignored", "the payment intent names no recharge of this service")
-    recharge = Recharge.objects.select_for_update().filter(pk=recharge_id).first()
-    if recharge is None:
+    account_id = Recharge.objects.filter(pk=recharge_id).values_list("account_id", flat=True).first()
+    if account_id is None:
         return EventResult("ignored", "unknown recharge")
+    account_lock(account_id=account_id)  # the account before its recharge, as the start and a card removal lock them
+    recharge = Recharge.objects.select_for_update().get(pk=recharge_id)
     if obj.get("id") and recharge.provider_payment_id and obj["id"] != recharge.provider_payment_id:
         return EventResult("ignored", f"payment intent {obj['id']} is not the recharge's")
     recharge.provider_payment_id = recharge.provider_payment_id or str(obj.get("id") or "")
