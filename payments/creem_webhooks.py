@@ -25,8 +25,10 @@ github.com/armitage-labs/creem ``learn/webhooks/event-types.mdx``): ``{"id": "ev
   of it refunded (``refund_amount / amount_paid``, at most all of it) is taken back with
   ``credits_reverse_purchase``: one ``refund`` row (negative), keyed ``creem:refund:<refund id>``, never more
   than is available; what was already spent is the order's ``refund_shortfall_credits`` and flags it for
-  review. A refund that arrives before the grant it reverses is a 5xx (retried), so arrival order does not
-  matter here either.
+  review. Once the refunded period has closed, only what it carried out can still be taken back (the rest had
+  left with its close, recorded on the period: ``payments.plan_periods``). The period row is locked (after the
+  account's subscriptions lock) before the credit account, as renewals lock them. A refund that arrives before
+  the grant it reverses is a 5xx (retried), so arrival order does not matter here either.
 
 Credits: each paid period of a subscription grants the plan's ``credits_included`` once, under the ledger key
 ``creem:<subscription id>:<period start>``, through the Stripe handlers' ``webhooks._period_grant``: a
@@ -61,7 +63,7 @@ from credits.services import credits_reverse_purchase
 from payments import locks
 from payments.errors import EventNotApplicable, EventRetryable
 from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent, WebhookStatus
-from payments.plan_periods import grant_reversed
+from payments.plan_periods import grant_period_lock, grant_reversed, reversal_plan
 from payments.webhooks import Handled, _period_grant
 from subscriptions import selectors as subscription_selectors
 from subscriptions.errors import SubscriptionOwnerMismatch
@@ -416,9 +418,12 @@ def _refund_created(obj: dict[str, Any]) -> Handled:
         share = Decimal(max(refunded, 0)) / Decimal(paid)
     credits = (grant.balance_delta * share).quantize(CREDITS_QUANTUM, rounding=ROUND_DOWN)
     transaction_id = _text(transaction)
+    # The period before the credit account (payments.locks); a closed period gives back only what it carried out.
+    period = grant_period_lock(account_id=subscription.account_id, grant_entry_id=grant.pk)
+    reversal = reversal_plan(period, credits)
     result = credits_reverse_purchase(
         account_id=subscription.account_id,
-        amount=credits,
+        amount=reversal.take,
         idempotency_key=f"creem:refund:{refund_id}",
         description=f"Refund {refund_id} of the period from {str(grant.metadata.get('period_start'))[:10]}",
         reference=f"creem:{subscription_id}",
@@ -426,7 +431,7 @@ def _refund_created(obj: dict[str, Any]) -> Handled:
                   "subscription_id": subscription_id, "refund_of": str(grant.pk)},
     )
     if not result.replayed:
-        grant_reversed(grant.pk, removed=result.removed, shortfall=result.shortfall)
+        grant_reversed(period, reversal, removed=result.removed, shortfall=result.shortfall)
     if order is not None and not result.replayed:
         if obj.get("refund_currency") == "USD" and isinstance(refunded, int):
             order.amount_refunded_usd += Decimal(refunded) / 100
@@ -441,4 +446,8 @@ def _refund_created(obj: dict[str, Any]) -> Handled:
             order.status = OrderStatus.REFUNDED if share >= 1 else OrderStatus.PARTIALLY_REFUNDED
             order.refunded_at = timezone.now()
         order.save()
-    return Handled(WebhookStatus.PROCESSED, order_id)
+    note = ""
+    if reversal.expired > 0 and not result.replayed:
+        note = (f"{reversal.expired} of {credits} credits had left with the period's close (expired or spent), "
+                "not taken back")
+    return Handled(WebhookStatus.PROCESSED, order_id, note)

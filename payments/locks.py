@@ -1,6 +1,8 @@
 """The only place rows of this app are locked. Order: a webhook event, then (an advisory lock on) its payment
-intent, then its order, then the account's subscriptions (``subscriptions.locks``), then the credit account
-(``credits.locks`` / inside ``credits.ledger``), then parked refund events. Nothing here is held across a call
+intent, then its order, then the account's subscriptions (``subscriptions.locks``), then its plan periods
+(``PlanCreditPeriod`` rows, in ``payments.webhooks`` / ``payments.plan_periods``: a refund locks its period
+before reversing credits, as a renewal does before its rollover), then the credit account (``credits.locks`` /
+inside ``credits.ledger``), then parked refund events. Nothing here is held across a call
 to a provider."""
 
 from __future__ import annotations

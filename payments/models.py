@@ -213,7 +213,9 @@ class PlanCreditPeriod(models.Model):
     (``upgrade_granted``; ``plan`` becomes that plan, whose rollover policy then applies), and a refund of the
     period's invoice takes back a share of ``granted`` (``credits_reversed``, what was already spent being
     ``refund_shortfall_credits``): both count in the unused plan credits above (granted + upgrade_granted +
-    carried_in - spent - credits_reversed)."""
+    carried_in - spent - credits_reversed). A refund that arrives after the period closed can only take back what
+    the period carried out (``carried_reversed``, taken off the next open period's ``carried_in``); the rest had
+    left with the close and is recorded, not debited (``refund_expired_credits``)."""
 
     id = models.BigAutoField(primary_key=True)
     subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="credit_periods")
@@ -247,6 +249,16 @@ class PlanCreditPeriod(models.Model):
         max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
         help_text="Credits a refund should have taken back but were already spent.",
     )
+    refund_expired_credits = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
+        help_text="Credits a refund after the period's close did not take back: they had left with the close "
+        "(expired by its rollover, or spent); only what it carried out could still be taken back.",
+    )
+    carried_reversed = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
+        help_text="Of credits_reversed, what refunds took back after the close out of carried_out (the next open "
+        "period's carried_in was lowered by as much).",
+    )
     closed_at = models.DateTimeField(null=True, blank=True, help_text="When the next period applied rollover.")
     unused = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
     carried_out = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
@@ -269,6 +281,10 @@ class PlanCreditPeriod(models.Model):
                 condition=Q(upgrade_granted__gte=0, amount_refunded_usd__gte=0, credits_reversed__gte=0,
                             refund_shortfall_credits__gte=0),
                 name="plan_period_changes_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(refund_expired_credits__gte=0, carried_reversed__gte=0),
+                name="plan_period_late_refunds_not_negative",
             ),
         ]
         indexes = [

@@ -18,8 +18,14 @@ Mid-period plan change (``upgrade_apply``), the policy:
   nothing, and the check reads the subscription's newest state. A past-due subscription is topped up once it is
   active again.
 - Stripe bills the change itself (proration): by default on the next invoice; with ``always_invoice`` on an
-  invoice (``billing_reason`` "subscription_update") whose subscription lines are all prorations. Such an
-  invoice starts no period and grants nothing here (``is_proration_invoice``).
+  invoice (``billing_reason`` "subscription_update") whose subscription lines are all prorations, possibly with
+  one-off invoice items besides. Such an invoice starts no period and grants nothing here
+  (``is_proration_invoice``; it is stored ignored with a note): a period only ever starts from a subscription
+  line that is no proration (``stripe.subscription_period_line`` never falls back to a proration line).
+- A late ``customer.subscription.updated`` (an upgrade during period N that arrives after period N+1's invoice
+  was applied) is older than the subscription's state and changes nothing: period N, already closed, gets no
+  difference (its rollover is done); period N+1 was granted the plan its invoice paid for. The subscription's
+  state is newer, so this is the policy, not a gap.
 
 Refunds of a period's invoice (``refund_apply``): a ``charge.refunded`` that names no order is matched to the
 period whose invoice recorded its payment intent (``payment_intent_id``; or, in the older shapes, whose invoice
@@ -31,10 +37,25 @@ arrives before its invoice is parked (as order refunds are) and applied when the
 The first invoice's refund is its order's (matched by the order first); its reversal is recorded on the period too
 (``order_refund_recorded``), as is a Creem refund's, so the rollover at the period's end never counts credits
 that a refund already took back.
+
+A refund that arrives after its period has closed (the next invoice applied the rollover), the policy
+(``reversal_plan``, the same for renewals, the first invoice's order and Creem): the period's unused credits have
+already left, expired by its rollover, except what it carried out into the next period. Only that can still be
+taken back: at most ``carried_out`` less what refunds took back of it before (``carried_reversed``), no more than
+the open period after it still carries in, and (as always) no more than is available. What is taken back also
+leaves the open period's ``carried_in``, so that its rollover does not count it a second time (which would expire
+purchased credits). The rest of the refunded share is recorded on the period (``refund_expired_credits``), named
+in the event's note and not owed again, and nothing is debited for it: what expired or was spent during the
+period is not taken out of the credits the customer has now (the next period's, or purchased ones).
+
+Lock order: a refund takes the account's subscriptions lock and locks its period (and the open period after it)
+before ``credits_reverse_purchase`` locks the credit account, as ``_period_grant`` / ``_period_close`` and
+``upgrade_apply`` do (``payments.locks``), so a refund and a renewal of one account never deadlock.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -55,7 +76,7 @@ from payments.models import (
     WebhookProvider,
     WebhookStatus,
 )
-from payments.providers.stripe import ChargeFacts, charge_facts
+from payments.providers.stripe import ChargeFacts, charge_facts, subscription_period_line
 from subscriptions.locks import account_subscriptions_lock
 from subscriptions.models import Subscription, SubscriptionStatus
 
@@ -106,24 +127,17 @@ def upgrade_apply(subscription: Subscription) -> Decimal:
 
 
 def is_proration_invoice(payload: dict[str, Any], billing_reason: str) -> bool:
-    """An invoice of a mid-period plan change: ``billing_reason`` "subscription_update" and every subscription
-    line a proration (``line.parent.subscription_item_details.proration`` since API version 2025-03-31,
-    ``line.proration`` before). A change that restarts the billing cycle (another interval) has a line for the
-    new period that is no proration: that invoice starts a period as usual."""
+    """An invoice of a mid-period plan change: ``billing_reason`` "subscription_update" and no subscription line
+    for a billing period (``stripe.subscription_period_line``): its subscription lines are all prorations
+    (``line.parent.subscription_item_details.proration`` since API version 2025-03-31, ``line.proration``
+    before), whatever one-off invoice items it carries besides. A change that restarts the billing cycle (another
+    interval) has a line for the new period that is no proration: that invoice starts a period as usual. A
+    proration line never starts a period: its period is the rest of the current one."""
     if billing_reason != MID_PERIOD_REASON:
         return False
     obj = (payload.get("data") or {}).get("object") or {}
     lines = ((obj.get("lines") if isinstance(obj, dict) else None) or {}).get("data") or []
-    flags = []
-    for line in lines:
-        if not isinstance(line, dict):
-            continue
-        parent = line.get("parent") if isinstance(line.get("parent"), dict) else {}
-        details = parent.get("subscription_item_details") or parent.get("invoice_item_details") or {}
-        flag = details.get("proration") if isinstance(details, dict) and "proration" in details else line.get(
-            "proration")
-        flags.append(flag is True)
-    return bool(flags) and all(flags)
+    return not subscription_period_line([line for line in lines if isinstance(line, dict)])
 
 
 # --- the invoice's payment, and its refunds ------------------------------------------------------------------
@@ -173,12 +187,13 @@ def refund_apply(period: PlanCreditPeriod, facts: ChargeFacts) -> str:
     target = period.granted if facts.amount_refunded == facts.amount else (
         period.granted * facts.amount_refunded / facts.amount
     ).quantize(QUANTUM, rounding=ROUND_DOWN)
-    owed = target - period.credits_reversed - period.refund_shortfall_credits
+    owed = target - period.credits_reversed - period.refund_shortfall_credits - period.refund_expired_credits
     note = f"refund of the plan period from {period.period_start:%Y-%m-%d}"
     if owed > 0:
+        reversal = reversal_plan(period, owed)
         result = credits_reverse_purchase(
             account_id=subscription.account_id,
-            amount=owed,
+            amount=reversal.take,
             description=f"Refund of the {period.plan.name} plan period {period.period_start:%Y-%m-%d} to "
             f"{period.period_end:%Y-%m-%d} ({format_money(refunded)} USD refunded)",
             reference=f"subscription:{subscription.pk}",
@@ -186,13 +201,10 @@ def refund_apply(period: PlanCreditPeriod, facts: ChargeFacts) -> str:
                       "charge_id": facts.charge_id, "amount_refunded_usd": format_money(refunded)},
             idempotency_key=f"refund:{facts.charge_id}:{facts.amount_refunded}",
         )
-        period.credits_reversed += result.removed
-        period.refund_shortfall_credits += result.shortfall
-        if result.shortfall > 0:
-            note += (f"; {format_money(result.shortfall)} of {format_money(owed)} credits were already spent, "
-                     f"{format_money(result.removed)} removed")
+        grant_reversed(period, reversal, removed=result.removed, shortfall=result.shortfall)
+        note += reversal_note(reversal, owed=owed, removed=result.removed, shortfall=result.shortfall)
     period.amount_refunded_usd = refunded
-    period.save(update_fields=["amount_refunded_usd", "credits_reversed", "refund_shortfall_credits"])
+    period.save(update_fields=["amount_refunded_usd"])
     return note
 
 
@@ -235,16 +247,95 @@ def _names_an_order(facts: ChargeFacts) -> bool:
     ).exists()
 
 
-def order_refund_recorded(order: Order, *, removed: Decimal, shortfall: Decimal) -> None:
+# --- taking a period's credits back ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reversal:
+    """What a refund of ``owed`` credits of a period may take back now (``take``), what it leaves because the
+    period's close already expired (or saw spent) it (``expired``), and the open period whose ``carried_in``
+    holds what a closed period carried out (``successor``; None while the period is open)."""
+
+    take: Decimal
+    expired: Decimal = Decimal(0)
+    successor: PlanCreditPeriod | None = None
+
+
+def grant_period_lock(*, account_id: object, grant_entry_id: object) -> PlanCreditPeriod | None:
+    """The (locked) period granted by ``grant_entry_id``, if any, after the account's subscriptions lock: the
+    lock order of ``webhooks._period_grant``, so a refund that locks its period before the credit account
+    (``credits_reverse_purchase``) never waits for a renewal in the opposite order (``payments.locks``)."""
+    if grant_entry_id is None:
+        return None
+    account_subscriptions_lock(account_id=account_id)
+    return PlanCreditPeriod.objects.select_for_update().select_related("plan").filter(
+        grant_entry_id=grant_entry_id).first()
+
+
+def order_period_lock(order: Order) -> PlanCreditPeriod | None:
+    """A subscription order's first period (locked, see ``grant_period_lock``); None for other orders."""
+    if order.type != OrderType.SUBSCRIPTION or order.ledger_entry_id is None:
+        return None
+    return grant_period_lock(account_id=order.account_id, grant_entry_id=order.ledger_entry_id)
+
+
+def reversal_plan(period: PlanCreditPeriod | None, owed: Decimal) -> Reversal:
+    """How much of ``owed`` credits of the (locked) period a refund may take back now (see the module
+    docstring): all of it while the period is open; once it closed, at most what it carried out and refunds
+    have not taken back yet, and no more than the open period after it still carries in."""
+    owed = max(owed, Decimal(0))
+    if period is None or period.closed_at is None:
+        return Reversal(take=owed)
+    successor = (
+        PlanCreditPeriod.objects.select_for_update()
+        .filter(subscription_id=period.subscription_id, period_start__gt=period.period_start, closed_at__isnull=True)
+        .order_by("-period_start")
+        .first()
+    )
+    left = (period.carried_out or Decimal(0)) - period.carried_reversed
+    if successor is None:
+        left = Decimal(0)
+    else:
+        left = min(left, successor.carried_in)
+    take = max(min(owed, left), Decimal(0))
+    return Reversal(take=take, expired=owed - take, successor=successor)
+
+
+def reversal_note(reversal: Reversal, *, owed: Decimal, removed: Decimal, shortfall: Decimal) -> str:
+    note = ""
+    if reversal.expired > 0:
+        note += (f"; {format_money(reversal.expired)} of {format_money(owed)} credits had left with the period's "
+                 f"close (expired or spent), not taken back")
+    if shortfall > 0:
+        note += (f"; {format_money(shortfall)} of {format_money(owed)} credits were already spent, "
+                 f"{format_money(removed)} removed")
+    return note
+
+
+def order_refund_recorded(
+    order: Order, period: PlanCreditPeriod | None, reversal: Reversal, *, removed: Decimal, shortfall: Decimal
+) -> None:
     """A subscription order's refund took back its first period's credits: recorded on that period too."""
-    if order.type == OrderType.SUBSCRIPTION and order.ledger_entry_id is not None:
-        grant_reversed(order.ledger_entry_id, removed=removed, shortfall=shortfall)
+    if order.type == OrderType.SUBSCRIPTION and period is not None:
+        grant_reversed(period, reversal, removed=removed, shortfall=shortfall)
 
 
-def grant_reversed(grant_entry_id: object, *, removed: Decimal, shortfall: Decimal) -> None:
-    """Records on the period granted by ``grant_entry_id`` (if any) credits a refund took back of it."""
-    period = PlanCreditPeriod.objects.select_for_update().filter(grant_entry_id=grant_entry_id).first()
-    if period is not None and (removed or shortfall):
-        period.credits_reversed += removed
-        period.refund_shortfall_credits += shortfall
-        period.save(update_fields=["credits_reversed", "refund_shortfall_credits"])
+def grant_reversed(
+    period: PlanCreditPeriod | None, reversal: Reversal, *, removed: Decimal, shortfall: Decimal
+) -> None:
+    """Records on the (locked) period what a refund took back of its credits (``removed``, planned by
+    ``reversal_plan``), what was already spent (``shortfall``) and what had left with its close; what a closed
+    period carried out and is taken back now leaves the open period's ``carried_in`` too, so that its rollover
+    never counts it."""
+    if period is None or not (removed or shortfall or reversal.expired):
+        return
+    period.credits_reversed += removed
+    period.refund_shortfall_credits += shortfall
+    period.refund_expired_credits += reversal.expired
+    fields = ["credits_reversed", "refund_shortfall_credits", "refund_expired_credits"]
+    if reversal.successor is not None and removed:
+        period.carried_reversed += removed
+        fields.append("carried_reversed")
+        reversal.successor.carried_in -= removed
+        reversal.successor.save(update_fields=["carried_in"])
+    period.save(update_fields=fields)

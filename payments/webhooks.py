@@ -27,7 +27,8 @@ Stripe subscriptions (orders of type subscription, and the subscriptions they st
   ``rollover`` row (keyed ``rollover:<subscription>:<period start>``). Purchased credits never expire.
   The invoice that created the subscription pays its order and links the order to the first grant. The period
   records the invoice's payment intent (matched by refunds, below). An invoice of a mid-period plan change
-  (``billing_reason`` "subscription_update", only proration lines) starts no period and grants nothing.
+  (``billing_reason`` "subscription_update" whose subscription lines are all prorations, whatever one-off items
+  it has besides) starts no period and grants nothing: a period never starts from a proration line.
 - ``customer.subscription.created/updated/deleted``: status (mapped below), plan (price -> plan), period,
   trial end and cancel-at-period-end, applied with ``as_of`` = the event's ``created``: an older event
   never overrides newer state. Stripe statuses: trialing, active; past_due, unpaid, paused -> past_due;
@@ -52,8 +53,12 @@ Stripe subscriptions (orders of type subscription, and the subscriptions they st
   A refund matching no order is matched to a renewal period by the payment intent its invoice recorded (or,
   in the older shapes, the charge's invoice): the same share of the credits that invoice granted is taken back
   with the same policy (only what is available; the shortfall recorded on the ``PlanCreditPeriod`` and named
-  in the event's note). A refund matching neither (another integration's charge; a proration invoice; an
-  invoice whose event named no payment intent) is stored ``ignored`` with a note saying so.
+  in the event's note). Once that period (or the first invoice's order's) has closed, only what it carried into
+  the next period can still be taken back, and no longer counts in the next period's rollover; the rest had left
+  with the close and is recorded, not debited (``payments.plan_periods``). A refund matching neither (another
+  integration's charge; a proration invoice; an invoice whose event named no payment intent) is stored
+  ``ignored`` with a note saying so. Lock order: the order, the account's subscriptions, the refunded period,
+  then the credit account (``payments.locks``), as a renewal takes them.
   A refund that arrives before its order is credited (events out of order) is parked (stored ``ignored``
   with a "parked" note) and applied when the order is credited, or when the renewal invoice it refunds
   records its period, so arrival order does not change the end.
@@ -402,8 +407,9 @@ def _invoice_paid(event: WebhookEvent) -> Handled:
     if not facts.subscription_id:
         return Handled(WebhookStatus.IGNORED, note="not a subscription invoice")
     if plan_periods.is_proration_invoice(event.payload, facts.billing_reason):
-        return Handled(WebhookStatus.IGNORED, note="the invoice of a mid-period plan change (prorations): no new "
-                       "period; the change's credits come with customer.subscription.updated")
+        return Handled(WebhookStatus.IGNORED, note="the invoice of a mid-period plan change: no subscription line "
+                       "for a new period (only prorations, and one-off items), so no new period; the change's "
+                       "credits come with customer.subscription.updated")
     start, end = _when(facts.period_start), _when(facts.period_end)
     if start is None or end is None or end <= start:
         raise EventNotApplicable("the invoice has no subscription period")
@@ -649,12 +655,18 @@ def _refund_apply(order: Order, facts: ChargeFacts) -> str:
     target = order.credits if refunded == order.amount_usd else (
         order.credits * refunded / order.amount_usd
     ).quantize(QUANTUM, rounding=ROUND_DOWN)
-    owed = target - order.credits_reversed - order.refund_shortfall_credits
+    # A subscription order's first period is locked before the credit account (payments.locks); once that period
+    # has closed, only what it carried out can still be taken back (plan_periods.reversal_plan), and what had
+    # left with its close is recorded on the period, never owed again.
+    period = plan_periods.order_period_lock(order)
+    owed = target - order.credits_reversed - order.refund_shortfall_credits - (
+        period.refund_expired_credits if period is not None else Decimal(0))
     note = ""
     if owed > 0:
+        reversal = plan_periods.reversal_plan(period, owed)
         result = credits_reverse_purchase(
             account_id=order.account_id,
-            amount=owed,
+            amount=reversal.take,
             description=f"Refund of order {order.id} ({format_money(refunded)} USD refunded)",
             reference=f"order:{order.id}",
             metadata={"order_id": str(order.id), "charge_id": facts.charge_id,
@@ -663,10 +675,13 @@ def _refund_apply(order: Order, facts: ChargeFacts) -> str:
         )
         order.credits_reversed += result.removed
         order.refund_shortfall_credits += result.shortfall
-        plan_periods.order_refund_recorded(order, removed=result.removed, shortfall=result.shortfall)
+        plan_periods.order_refund_recorded(order, period, reversal, removed=result.removed, shortfall=result.shortfall)
+        if reversal.expired > 0:
+            note = (f"refund: {format_money(reversal.expired)} of {format_money(owed)} credits had left with the "
+                    f"first period's close (expired or spent), not taken back")
         if result.shortfall > 0:
             order.needs_review = True
-            note = order.last_error = (
+            note = order.last_error = (note + "; " if note else "") + (
                 f"refund: {format_money(result.shortfall)} of {format_money(owed)} credits were already spent; "
                 f"{format_money(result.removed)} removed"
             )

@@ -313,7 +313,7 @@ def invoice_facts(event: dict[str, Any]) -> InvoiceFacts:
     obj = _obj(event)
     details = _dict(_dict(obj.get("parent")).get("subscription_details"))
     lines = [line for line in (_dict(obj.get("lines")).get("data") or []) if isinstance(line, dict)]
-    line = _subscription_line(lines)
+    line = subscription_period_line(lines)
     item_details = _line_item_details(line)
     period = _dict(line.get("period"))
     metadata = _str_dict(details.get("metadata")) or _str_dict(_dict(obj.get("subscription_details")).get("metadata"))
@@ -339,25 +339,33 @@ def _line_item_details(line: dict[str, Any]) -> dict[str, Any]:
     return _dict(_dict(line.get("parent")).get("subscription_item_details"))
 
 
-def _subscription_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
+def subscription_period_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
     """The line of the subscription's price for the period: a subscription item's line (``parent.type``
     "subscription_item_details" in the newer shape, ``type`` "subscription" in the older) that is not a proration
-    (the lines of a plan change come before it); else any line naming a subscription; else the first."""
+    (the lines of a plan change come before it); else a line naming a subscription; else any other line. Never a
+    proration line nor a one-off invoice item (``parent.type`` "invoice_item_details", ``type`` "invoiceitem"):
+    their periods are no billing period, so an invoice with only those has no period line (``{}``)."""
 
     def is_item(line: dict[str, Any]) -> bool:
         parent_type = _dict(line.get("parent")).get("type")
         return parent_type == "subscription_item_details" or line.get("type") == "subscription"
 
     def is_proration(line: dict[str, Any]) -> bool:
-        return line.get("proration") is True or _line_item_details(line).get("proration") is True
+        invoice_item = _dict(_dict(line.get("parent")).get("invoice_item_details"))
+        return (line.get("proration") is True or _line_item_details(line).get("proration") is True
+                or invoice_item.get("proration") is True)
+
+    def is_invoice_item(line: dict[str, Any]) -> bool:
+        return _dict(line.get("parent")).get("type") == "invoice_item_details" or line.get("type") == "invoiceitem"
 
     def names_subscription(line: dict[str, Any]) -> bool:
         return bool(_text(_line_item_details(line).get("subscription")) or _text(line.get("subscription")))
 
+    periodic = [line for line in lines if not is_proration(line) and not is_invoice_item(line)]
     for candidates in (
-        [line for line in lines if is_item(line) and not is_proration(line)],
-        [line for line in lines if is_item(line) or names_subscription(line)],
-        lines,
+        [line for line in periodic if is_item(line)],
+        [line for line in periodic if names_subscription(line)],
+        periodic,
     ):
         if candidates:
             return candidates[0]

@@ -135,3 +135,27 @@ def test_a_period_without_an_end_date_lasts_one_billing_cycle(fake_creem, member
     assert deliver(event).json()["status"] == "processed"
     period = PlanCreditPeriod.objects.get(period_start=PERIOD_2)
     assert period.period_end == PERIOD_2.replace(month=12)
+
+
+def test_a_refund_after_its_period_closed_takes_back_only_what_it_carried(fake_creem, member):
+    """payments.plan_periods: a closed period's expired credits are not taken out of the next period's or
+    purchased ones; what it carried out is taken back once and leaves the next period's carried_in."""
+    _plan, order = subscribe(member, rollover_policy="capped", rollover_cap=Decimal(100))
+    paid(order, PERIOD_2)  # closes PERIOD_1: 100 carried, 400 expire
+    credits_grant(account_id=member.account.id, amount=Decimal(70), description="top-up")
+    assert available(member) == Decimal(670)
+
+    response = deliver(refund_created(order, period_start=PERIOD_1))  # PERIOD_1's payment, refunded in full
+
+    assert response.json()["status"] == "processed"
+    assert [d for t, d in kinds(member) if t == "refund"] == [Decimal(-100)]
+    assert available(member) == Decimal(570)
+    first, second = PlanCreditPeriod.objects.order_by("period_start")
+    assert (first.credits_reversed, first.carried_reversed, first.refund_expired_credits) == (
+        Decimal(100), Decimal(100), Decimal(400))
+    assert second.carried_in == 0
+
+    paid(order, PERIOD_3)  # closes PERIOD_2: its own 500, 100 kept; the top-up survives
+    assert PlanCreditPeriod.objects.get(period_start=PERIOD_2).unused == Decimal(500)
+    assert available(member) == Decimal(670)  # 70 purchased + 100 carried + PERIOD_3's 500
+    assert_ledger_invariants(member.account)

@@ -208,3 +208,50 @@ def test_a_subscription_update_invoice_with_a_new_period_still_grants(stripe_bil
         line["parent"]["subscription_item_details"] = {"subscription": SUB, "proration": False}
     assert deliver(event).json()["status"] == "processed"
     assert PlanCreditPeriod.objects.count() == 2
+
+
+def test_a_change_invoice_with_prorations_and_a_one_off_item_starts_no_period(stripe_billing, sam, plans):
+    """A one-off invoice item beside the prorations is no subscription line: no period starts mid-cycle from
+    a proration line, nothing is closed or granted again."""
+    pro, _max_plan = plans
+    pay(sam.account, pro, P1, P2, payment_intent="pi_1")
+    mid = P1 + 10 * DAY
+    event = invoice_paid(subscription_id=SUB, price_id=pro.stripe_price_monthly, period_start=mid, period_end=P2,
+                         metadata={"account_id": str(sam.account.id)}, amount_paid=1200, payment_intent="pi_upd",
+                         billing_reason="subscription_update", created=mid + 5)
+    prorations = [
+        {"id": f"il_p{amount}", "object": "line_item", "amount": amount, "currency": "usd",
+         "period": {"start": mid, "end": P2},
+         "parent": {"type": "subscription_item_details",
+                    "subscription_item_details": {"subscription": SUB, "proration": True}},
+         "pricing": {"type": "price_details", "price_details": {"price": pro.stripe_price_monthly}}}
+        for amount in (-300, 1000)
+    ]
+    one_off = {"id": "il_fee", "object": "line_item", "amount": 500, "currency": "usd",
+               "period": {"start": mid, "end": mid},
+               "parent": {"type": "invoice_item_details",
+                          "invoice_item_details": {"invoice_item": "ii_1", "proration": False}},
+               "pricing": {"type": "price_details", "price_details": {"price": "price_fee"}}}
+    event["data"]["object"]["lines"]["data"] = [*prorations, one_off]
+
+    response = deliver(event)
+
+    assert response.json()["status"] == "ignored"
+    note = WebhookEvent.objects.get(event_id=event["id"]).last_error
+    assert "no subscription line for a new period" in note
+    assert PlanCreditPeriod.objects.count() == 1
+    assert PlanCreditPeriod.objects.get().closed_at is None
+    assert rows(sam.account) == [("add", Decimal(100))]
+
+
+@pytest.mark.parametrize("one_off_first", [False, True])
+def test_a_proration_line_never_names_the_invoices_period(one_off_first):
+    from payments.providers.stripe import subscription_period_line
+
+    proration = {"id": "il_p", "type": "invoiceitem", "proration": True, "subscription": SUB,
+                 "period": {"start": 1, "end": 2}}
+    item = {"id": "il_i", "type": "invoiceitem", "proration": False, "period": {"start": 1, "end": 1}}
+    lines = [item, proration] if one_off_first else [proration, item]
+    assert subscription_period_line(lines) == {}
+    subscription = {"id": "il_s", "type": "subscription", "subscription": SUB, "period": {"start": 3, "end": 4}}
+    assert subscription_period_line([*lines, subscription]) is subscription

@@ -149,3 +149,120 @@ def test_the_first_invoices_refund_is_the_orders_and_is_recorded_on_its_period(s
     assert (order.status, order.credits_reversed) == ("refunded", Decimal(100))
     period = PlanCreditPeriod.objects.get()
     assert (period.credits_reversed, period.amount_refunded_usd) == (Decimal(100), 0)  # the order kept the amount
+
+
+# --- a refund after its period has closed (payments.plan_periods: only what it carried out can come back) ----
+
+P4, P5 = T0 + 90 * DAY, T0 + 120 * DAY
+
+
+def test_a_refund_after_close_takes_back_nothing_that_expired_and_purchased_credits_survive(
+    stripe_billing, platform, ren
+):
+    plan = plan_of(platform)  # 100 credits, rollover none
+    pay(ren.account, plan, P1, P2, payment_intent="pi_first_1", billing_reason="subscription_create")
+    pay(ren.account, plan, P2, P3, payment_intent="pi_renew_2")
+    credits_grant(account_id=ren.account.id, amount=Decimal(100), description="purchased")
+    pay(ren.account, plan, P3, P4, payment_intent="pi_renew_3")  # closes P2: its 100 plan credits expire
+    assert balance(ren.account) == Decimal(200)  # 100 purchased + P3's 100
+
+    body = refund(1000)  # P2's invoice, refunded in full after P2 closed
+
+    assert body["status"] == "processed"
+    assert refund_rows(ren.account) == []  # nothing debited: those credits had already expired
+    assert balance(ren.account) == Decimal(200)
+    assert "100.00 of 100.00 credits had left with the period's close" in body["note"]
+    second = PlanCreditPeriod.objects.get(period_start=at(P2))
+    assert (second.amount_refunded_usd, second.credits_reversed, second.refund_expired_credits,
+            second.refund_shortfall_credits) == (Decimal("10.00"), 0, Decimal(100), 0)
+    assert refund(1000)["note"] == "refund already processed"
+
+    pay(ren.account, plan, P4, P5, payment_intent="pi_renew_4")  # closes P3: only its own 100 expire
+    assert balance(ren.account) == Decimal(200)  # the purchased 100 + P4's 100
+    third = PlanCreditPeriod.objects.get(period_start=at(P3))
+    assert (third.unused, third.expired) == (Decimal(100), Decimal(100))
+    assert_ledger_invariants(ren.account)
+
+
+def test_a_refund_after_close_takes_back_the_carried_credits_once_and_the_next_rollover_counts_it(
+    stripe_billing, platform, ren
+):
+    plan = plan_of(platform, rollover_policy="capped", rollover_cap=Decimal(50))
+    pay(ren.account, plan, P1, P2, payment_intent="pi_first_1", billing_reason="subscription_create")
+    pay(ren.account, plan, P2, P3, payment_intent="pi_renew_2")
+    credits_grant(account_id=ren.account.id, amount=Decimal(100), description="purchased")
+    pay(ren.account, plan, P3, P4, payment_intent="pi_renew_3")  # closes P2: 50 carried, 50 expire
+    assert balance(ren.account) == Decimal(250)
+    assert PlanCreditPeriod.objects.get(period_start=at(P3)).carried_in == Decimal(50)
+
+    assert refund(500)["status"] == "processed"  # half of P2's 100: the 50 it carried out come back
+    body = refund(1000)  # the rest: nothing left to take back of P2
+
+    assert refund_rows(ren.account) == [Decimal(-50)]
+    assert balance(ren.account) == Decimal(200)
+    assert "50.00 of 50.00 credits had left with the period's close" in body["note"]
+    second = PlanCreditPeriod.objects.get(period_start=at(P2))
+    assert (second.credits_reversed, second.carried_reversed, second.refund_expired_credits) == (
+        Decimal(50), Decimal(50), Decimal(50))
+    assert PlanCreditPeriod.objects.get(period_start=at(P3)).carried_in == 0
+
+    pay(ren.account, plan, P4, P5, payment_intent="pi_renew_4")  # closes P3: 100 unused, 50 kept
+    third = PlanCreditPeriod.objects.get(period_start=at(P3))
+    assert (third.unused, third.carried_out, third.expired) == (Decimal(100), Decimal(50), Decimal(50))
+    assert balance(ren.account) == Decimal(250)  # purchased 100 + P3's 50 carried + P4's 100
+    assert_ledger_invariants(ren.account)
+
+
+def test_a_refund_after_close_under_rollover_all_takes_the_carried_credits_back_from_the_next_period(
+    stripe_billing, platform, ren
+):
+    plan = plan_of(platform, rollover_policy="all")
+    pay(ren.account, plan, P1, P2, payment_intent="pi_first_1", billing_reason="subscription_create")
+    pay(ren.account, plan, P2, P3, payment_intent="pi_renew_2")  # P1's 100 carried into P2
+    pay(ren.account, plan, P3, P4, payment_intent="pi_renew_3")  # P2 carries out 200
+    assert PlanCreditPeriod.objects.get(period_start=at(P3)).carried_in == Decimal(200)
+
+    refund(1000)  # P2 granted 100: all of it is still carried
+
+    assert refund_rows(ren.account) == [Decimal(-100)]
+    assert balance(ren.account) == Decimal(200)
+    assert PlanCreditPeriod.objects.get(period_start=at(P3)).carried_in == Decimal(100)
+    credits_grant(account_id=ren.account.id, amount=Decimal(30), description="purchased")
+    pay(ren.account, plan, P4, P5, payment_intent="pi_renew_4")
+    assert PlanCreditPeriod.objects.get(period_start=at(P4)).carried_in == Decimal(200)  # not 230
+    assert balance(ren.account) == Decimal(330)
+    assert_ledger_invariants(ren.account)
+
+
+def test_the_first_invoices_refund_after_its_period_closed_takes_back_nothing_that_expired(
+    stripe_billing, platform, ren
+):
+    from payments.models import Order
+
+    plan = plan_of(platform)  # rollover none
+    order = Order.objects.create(
+        platform=platform, account=ren.account, user=ren.user, type="subscription", channel="stripe",
+        amount_usd=Decimal("10.00"), credits=plan.credits_included, plan=plan, billing_cycle="monthly",
+        success_url="https://app.acme.test/", cancel_url="https://app.acme.test/",
+    )
+    deliver(invoice_paid(subscription_id="sub_first", price_id=plan.stripe_price_monthly, period_start=P1,
+                         period_end=P2, metadata={"order_id": str(order.id), "account_id": str(ren.account.id)},
+                         payment_intent="pi_first_1", billing_reason="subscription_create", created=P1 + 10))
+    pay(ren.account, plan, P2, P3, sub="sub_first", payment_intent="pi_renew_2")  # P1's 100 expire
+    credits_grant(account_id=ren.account.id, amount=Decimal(100), description="purchased")
+
+    assert refund(500, pi="pi_first_1", charge="ch_first")["status"] == "processed"
+    body = refund(1000, pi="pi_first_1", charge="ch_first")
+
+    assert refund_rows(ren.account) == []
+    assert balance(ren.account) == Decimal(200)
+    assert "50.00 of 50.00 credits had left with the first period's close" in body["note"]
+    order.refresh_from_db()
+    assert (order.status, order.credits_reversed, order.refund_shortfall_credits, order.needs_review) == (
+        "refunded", 0, 0, False)
+    first = PlanCreditPeriod.objects.get(period_start=at(P1))
+    assert (first.credits_reversed, first.refund_expired_credits) == (0, Decimal(100))
+
+    pay(ren.account, plan, P3, P4, sub="sub_first", payment_intent="pi_renew_3")
+    assert balance(ren.account) == Decimal(200)  # the purchased 100 survive the next rollover
+    assert_ledger_invariants(ren.account)
