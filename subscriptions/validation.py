@@ -30,6 +30,8 @@ MAX_SORT_ORDER = 1_000_000
 PROVIDER_ID_MAX_LENGTH = 255
 PROVIDER_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 STRIPE_PRICE_PREFIX = "price_"
+# A legacy Stripe Plan id is accepted wherever a price id is (Stripe treats plans as prices).
+STRIPE_PRICE_PREFIXES = (STRIPE_PRICE_PREFIX, "plan_")
 SUPPORTED_CURRENCIES = ("USD",)
 
 # Characters PostgreSQL cannot store in text (NUL) or encode at all (a lone surrogate from a JSON "\ud800").
@@ -105,7 +107,7 @@ def features_problem(value: object) -> str | None:
     return None
 
 
-def provider_id_problem(value: object, *, prefix: str = "") -> str | None:
+def provider_id_problem(value: object, *, prefix: str | tuple[str, ...] = "") -> str | None:
     """An external id (Stripe price, Creem product): "" for none."""
     if not isinstance(value, str):
         return 'Must be a string ("" for none).'
@@ -116,7 +118,8 @@ def provider_id_problem(value: object, *, prefix: str = "") -> str | None:
     if not PROVIDER_ID_RE.fullmatch(value):
         return "Must contain only letters, digits, '_' and '-'."
     if prefix and not value.startswith(prefix):
-        return f'Must be a Stripe price id, starting with "{prefix}".'
+        starts = " or ".join(f'"{p}"' for p in ((prefix,) if isinstance(prefix, str) else prefix))
+        return f"Must be a Stripe price id, starting with {starts}."
     return None
 
 
@@ -163,8 +166,8 @@ FIELD_CHECKS = {
     "rollover_cap": rollover_cap_problem,
     "purchasable": bool_problem,
     "is_active": bool_problem,
-    "stripe_price_monthly": lambda v: provider_id_problem(v, prefix=STRIPE_PRICE_PREFIX),
-    "stripe_price_yearly": lambda v: provider_id_problem(v, prefix=STRIPE_PRICE_PREFIX),
+    "stripe_price_monthly": lambda v: provider_id_problem(v, prefix=STRIPE_PRICE_PREFIXES),
+    "stripe_price_yearly": lambda v: provider_id_problem(v, prefix=STRIPE_PRICE_PREFIXES),
     "creem_product_id": provider_id_problem,
     "sort_order": sort_order_problem,
 }

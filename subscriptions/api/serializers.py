@@ -33,7 +33,7 @@ from subscriptions.validation import (
     SLUG_HELP,
     SLUG_MAX_LENGTH,
     SLUG_RE,
-    STRIPE_PRICE_PREFIX,
+    STRIPE_PRICE_PREFIXES,
     SUPPORTED_CURRENCIES,
     bool_problem,
     cents_problem,
@@ -118,13 +118,13 @@ class ProviderIdField(CheckedField):
     {
         "type": "string",
         "maxLength": PROVIDER_ID_MAX_LENGTH,
-        "pattern": rf"^$|^{STRIPE_PRICE_PREFIX}[A-Za-z0-9_-]*$",
+        "pattern": rf"^$|^({'|'.join(STRIPE_PRICE_PREFIXES)})[A-Za-z0-9_-]*$",
     }
 )
 class StripePriceIdField(CheckedField):
     @staticmethod
     def check(value: Any) -> str | None:
-        return provider_id_problem(value, prefix=STRIPE_PRICE_PREFIX)
+        return provider_id_problem(value, prefix=STRIPE_PRICE_PREFIXES)
 
 
 @extend_schema_field({"type": "integer", "minimum": 0, "maximum": MAX_SORT_ORDER})

@@ -112,6 +112,12 @@ def test_owner_or_admin_creates_a_plan_with_defaults(request, role):
     assert (plan.price_monthly, plan.credits_included, plan.features) == (999, Decimal("10000"), [])
 
 
+def test_a_legacy_stripe_plan_id_is_a_price_id(admin):
+    response = create(client_for(admin), stripe_price_monthly="plan_legacy_gold", stripe_price_yearly="price_1Yr")
+    assert response.status_code == 201, response.content
+    assert response.json()["stripe_price_monthly"] == "plan_legacy_gold"
+
+
 def test_create_takes_every_field(admin):
     body = VALID | {
         "description": "For growing teams.\nBilled monthly or yearly.",
