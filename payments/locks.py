@@ -1,5 +1,5 @@
-"""The only place rows of this app are locked. Order: a webhook event, then (an advisory lock on) its payment
-intent, then its order, then the account's subscriptions (``subscriptions.locks``), then its plan periods
+"""The only place rows of this app are locked. Order: a webhook event, then (an advisory lock on) its invoice,
+then (an advisory lock on) its payment intent, then its order, then the account's subscriptions (``subscriptions.locks``), then its plan periods
 (``PlanCreditPeriod`` rows, in ``payments.webhooks`` / ``payments.plan_periods``: a refund locks its period
 before reversing credits, as a renewal does before its rollover), then the credit account (``credits.locks`` /
 inside ``credits.ledger``), then parked refund events. Nothing here is held across a call
@@ -23,6 +23,16 @@ def order_lock(*, order_id: uuid.UUID | str) -> Order | None:
 
 
 PAYMENT_INTENT_LOCK = 0x5049  # "PI": the first key of pg_advisory_xact_lock(int, int)
+INVOICE_LOCK = 0x494E  # "IN"
+
+
+def invoice_lock(*, invoice_id: str) -> None:
+    """Serializes ``invoice.paid`` and ``invoice_payment.paid`` of one invoice (taken before the payment intent's
+    lock): whichever comes second finds the other (the period, or the stored payment), so the period always
+    learns the payment intent its refunds are matched by."""
+    if invoice_id:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [INVOICE_LOCK, invoice_id])
 
 
 def payment_intent_lock(*, payment_intent_id: str) -> None:

@@ -59,13 +59,13 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from billing_service.money import QUANTUM, format_money
 from credits.models import LedgerEntry
 from credits.services import credits_grant, credits_reverse_purchase
-from payments import webhooks
+from payments import locks, webhooks
 from payments.errors import EventNotApplicable
 from payments.models import (
     Channel,
@@ -76,7 +76,12 @@ from payments.models import (
     WebhookProvider,
     WebhookStatus,
 )
-from payments.providers.stripe import ChargeFacts, charge_facts, subscription_period_line
+from payments.providers.stripe import (
+    ChargeFacts,
+    charge_facts,
+    invoice_payment_facts,
+    subscription_period_line,
+)
 from subscriptions.locks import account_subscriptions_lock
 from subscriptions.models import Subscription, SubscriptionStatus
 
@@ -157,6 +162,48 @@ def payment_record(period: PlanCreditPeriod, *, payment_intent_id: str, amount_p
     if changed:
         period.save(update_fields=changed)
     parked_refunds_apply(period)
+
+
+_STORED_INVOICE_PAYMENT = (
+    "SELECT payload -> 'data' -> 'object' -> 'payment' ->> 'payment_intent' FROM payments_webhookevent "
+    "WHERE provider = 'stripe' AND type = 'invoice_payment.paid' "
+    "AND payload -> 'data' -> 'object' ->> 'invoice' = %s AND payload -> 'data' -> 'object' ->> 'status' = 'paid' "
+    "AND payload -> 'data' -> 'object' -> 'payment' ->> 'payment_intent' <> '' ORDER BY id LIMIT 1"
+)
+
+
+def invoice_payment_apply(payload: dict[str, Any]) -> tuple[str, str]:
+    """``invoice_payment.paid``: the payment intent that paid an invoice. Since API version 2025-03-31 an invoice
+    event names its payment intents only in ``payments``, a list webhooks leave out, and a charge no longer names
+    its invoice; this event is where a renewal's refunds learn their period. Recorded on the invoice's period
+    (``payment_record``, which applies the refunds parked for it); when the period is not there yet, the event
+    stays stored and ``invoice.paid`` reads it (``stored_invoice_payment_intent``; both hold the invoice's lock).
+    Returns the event's (status, note)."""
+    facts = invoice_payment_facts(payload)
+    if facts.status != "paid" or not facts.invoice_id or not facts.payment_intent_id:
+        return WebhookStatus.IGNORED, "not a paid invoice payment by a payment intent"
+    locks.invoice_lock(invoice_id=facts.invoice_id)
+    locks.payment_intent_lock(payment_intent_id=facts.payment_intent_id)
+    found = PlanCreditPeriod.objects.filter(invoice_id=facts.invoice_id).values_list(
+        "pk", "subscription__account_id").first()
+    if found is None:
+        return WebhookStatus.IGNORED, f"no plan period of invoice {facts.invoice_id} yet: its invoice.paid reads this"
+    account_subscriptions_lock(account_id=found[1])  # the lock order of webhooks._period_grant
+    period = PlanCreditPeriod.objects.get(pk=found[0])
+    if period.payment_intent_id and period.payment_intent_id != facts.payment_intent_id:
+        return WebhookStatus.IGNORED, f"the period already records payment intent {period.payment_intent_id}"
+    payment_record(period, payment_intent_id=facts.payment_intent_id, amount_paid_cents=facts.amount_paid)
+    return WebhookStatus.PROCESSED, ""
+
+
+def stored_invoice_payment_intent(invoice_id: str) -> str:
+    """The payment intent a stored ``invoice_payment.paid`` names for the invoice, or ""."""
+    if not invoice_id:
+        return ""
+    with connection.cursor() as cursor:
+        cursor.execute(_STORED_INVOICE_PAYMENT, [invoice_id])
+        row = cursor.fetchone()
+    return row[0] if row else ""
 
 
 def period_for_charge(facts: ChargeFacts) -> PlanCreditPeriod | None:

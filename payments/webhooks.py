@@ -72,7 +72,7 @@ naming a ``recharge_id`` settles an auto-recharge (``payments.recharge``).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
@@ -124,12 +124,13 @@ SESSION_EVENTS = frozenset({COMPLETED, ASYNC_SUCCEEDED, ASYNC_FAILED})
 INVOICE_PAID = "invoice.paid"
 INVOICE_PAYMENT_SUCCEEDED = "invoice.payment_succeeded"  # sent with invoice.paid for a payment
 INVOICE_EVENTS = frozenset({INVOICE_PAID, INVOICE_PAYMENT_SUCCEEDED})
+INVOICE_PAYMENT_PAID = "invoice_payment.paid"  # names the payment intent an invoice event leaves out (2025-03-31+)
 SUBSCRIPTION_CREATED = "customer.subscription.created"
 SUBSCRIPTION_UPDATED = "customer.subscription.updated"
 SUBSCRIPTION_DELETED = "customer.subscription.deleted"
 SUBSCRIPTION_EVENTS = frozenset({SUBSCRIPTION_CREATED, SUBSCRIPTION_UPDATED, SUBSCRIPTION_DELETED})
 CHARGE_REFUNDED = "charge.refunded"
-STRIPE_HANDLED = SESSION_EVENTS | SUBSCRIPTION_EVENTS | INVOICE_EVENTS | {CHARGE_REFUNDED}
+STRIPE_HANDLED = SESSION_EVENTS | SUBSCRIPTION_EVENTS | INVOICE_EVENTS | {CHARGE_REFUNDED, INVOICE_PAYMENT_PAID}
 PARKED = "parked: "  # the note of a refund waiting for its order to be credited
 
 STRIPE_STATUSES = {
@@ -166,6 +167,9 @@ def handle(event: WebhookEvent) -> Handled:
         return Handled(WebhookStatus.IGNORED, note="event type not handled")
     if event.type in INVOICE_EVENTS:
         return _invoice_paid(event)
+    if event.type == INVOICE_PAYMENT_PAID:
+        status, note = plan_periods.invoice_payment_apply(event.payload)
+        return Handled(status, note=note)
     if event.type in SUBSCRIPTION_EVENTS:
         return _subscription_event(event)
     if event.type == CHARGE_REFUNDED:
@@ -414,6 +418,9 @@ def _invoice_paid(event: WebhookEvent) -> Handled:
     if start is None or end is None or end <= start:
         raise EventNotApplicable("the invoice has no subscription period")
     as_of = _event_time(event)
+    locks.invoice_lock(invoice_id=facts.invoice_id)
+    if not facts.payment_intent_id:  # left out of the invoice: named by an invoice_payment.paid stored before
+        facts = replace(facts, payment_intent_id=plan_periods.stored_invoice_payment_intent(facts.invoice_id))
     locks.payment_intent_lock(payment_intent_id=facts.payment_intent_id)
     order = _order_named(facts.metadata.get("order_id"))
     if order is not None and (order.type != OrderType.SUBSCRIPTION or order.channel != Channel.STRIPE):

@@ -373,12 +373,35 @@ def subscription_period_line(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _invoice_payment_intent(invoice: dict[str, Any]) -> str:
-    """Since 2025-03-31 an invoice names its payment intents under ``payments`` (when the list is included)."""
-    for item in _dict(invoice.get("payments")).get("data") or []:
-        payment = _dict(_dict(item).get("payment"))
+    """Since 2025-03-31 an invoice names its payment intents under ``payments`` (when the list is included; a
+    webhook's invoice usually leaves it out: ``invoice_payment.paid`` then names it): the paid one first."""
+    items = [_dict(item) for item in _dict(invoice.get("payments")).get("data") or []]
+    for item in sorted(items, key=lambda item: item.get("status") != "paid"):
+        payment = _dict(item.get("payment"))
         if _text(payment.get("payment_intent")):
             return _text(payment.get("payment_intent"))
     return ""
+
+
+@dataclass(frozen=True, slots=True)
+class InvoicePaymentFacts:
+    """What processing needs from an ``invoice_payment.*`` event's object (an InvoicePayment)."""
+
+    invoice_id: str
+    payment_intent_id: str
+    status: str
+    amount_paid: int | None
+
+
+def invoice_payment_facts(event: dict[str, Any]) -> InvoicePaymentFacts:
+    obj = _dict(_dict(event.get("data")).get("object"))
+    amount = obj.get("amount_paid")
+    return InvoicePaymentFacts(
+        invoice_id=_text(obj.get("invoice")),
+        payment_intent_id=_text(_dict(obj.get("payment")).get("payment_intent")),
+        status=_text(obj.get("status")),
+        amount_paid=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

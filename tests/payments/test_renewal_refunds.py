@@ -266,3 +266,52 @@ def test_the_first_invoices_refund_after_its_period_closed_takes_back_nothing_th
     pay(ren.account, plan, P3, P4, sub="sub_first", payment_intent="pi_renew_3")
     assert balance(ren.account) == Decimal(200)  # the purchased 100 survive the next rollover
     assert_ledger_invariants(ren.account)
+
+
+# --- invoice_payment.paid: the payment intent a current-version invoice event leaves out ----------------------
+
+
+def invoice_payment_paid(invoice_id: str, payment_intent: str, *, status: str = "paid") -> dict:
+    return stripe_subscriptions._event("invoice_payment.paid", {
+        "id": stripe_subscriptions.next_id("inpay"), "object": "invoice_payment", "invoice": invoice_id,
+        "amount_paid": 1000, "amount_requested": 1000, "currency": "usd", "status": status, "is_default": True,
+        "payment": {"type": "payment_intent", "payment_intent": payment_intent},
+    }, created=None, event_id=None)
+
+
+@pytest.mark.parametrize("payment_first", [False, True])
+def test_invoice_payment_paid_names_the_renewals_payment_intent(stripe_billing, platform, ren, payment_first):
+    plan = plan_of(platform)
+    pay(ren.account, plan, P1, P2, payment_intent="pi_first_1", billing_reason="subscription_create")
+    payment = invoice_payment_paid("in_renew_2", "pi_renew_2")
+    if payment_first:
+        assert deliver(payment).json()["status"] == "ignored"  # no period yet: invoice.paid reads it
+    pay(ren.account, plan, P2, P3, invoice_id="in_renew_2")  # the invoice event names no payment intent
+    if not payment_first:
+        assert deliver(payment).json()["status"] == "processed"
+
+    period = PlanCreditPeriod.objects.get(period_start=at(P2))
+    assert period.payment_intent_id == "pi_renew_2"
+    assert refund(500)["status"] == "processed"
+    assert refund_rows(ren.account) == [Decimal(-50)]
+    assert deliver(payment).json()["duplicate"] is True
+
+
+def test_a_refund_parked_before_invoice_payment_paid_is_applied_by_it(stripe_billing, platform, ren):
+    plan = plan_of(platform)
+    pay(ren.account, plan, P1, P2, payment_intent="pi_first_1", billing_reason="subscription_create")
+    pay(ren.account, plan, P2, P3, invoice_id="in_renew_2")
+    assert refund(1000)["status"] == "ignored"  # parked: no period knows pi_renew_2 yet
+
+    assert deliver(invoice_payment_paid("in_renew_2", "pi_renew_2")).json()["status"] == "processed"
+
+    assert refund_rows(ren.account) == [Decimal(-100)]
+    assert WebhookEvent.objects.get(type="charge.refunded").status == "processed"
+
+
+@pytest.mark.parametrize("status", ["open", "canceled"])
+def test_an_invoice_payment_that_is_not_paid_records_nothing(stripe_billing, platform, ren, status):
+    plan = plan_of(platform)
+    pay(ren.account, plan, P1, P2, invoice_id="in_renew_1")
+    assert deliver(invoice_payment_paid("in_renew_1", "pi_x", status=status)).json()["status"] == "ignored"
+    assert PlanCreditPeriod.objects.get().payment_intent_id == ""
