@@ -105,8 +105,8 @@ def payment_method_setup_create(
 
 def payment_method_remove(*, account: CreditAccount | None) -> None:
     """Forgets the account's saved payment method and turns auto-recharge off (404 when it has none). A recharge
-    not sent to Stripe yet (``pending``) fails with it; one already sent (``processing``) is settled by its
-    webhook."""
+    never sent to Stripe (``recharge.recharges_cancel``) fails with it; one already sent, whether its answer was
+    recorded (``processing``) or not yet (``pending``), is settled by its webhook or the resume."""
     if account is None:
         raise PaymentMethodNotFound()
     with transaction.atomic(durable=True):

@@ -10,14 +10,26 @@ The flow, each step its own short transaction and no row lock held across a Stri
 3. ``recharge_charge`` creates the off-session PaymentIntent with the Stripe idempotency key
    ``recharge:<id>``: a worker killed after the charge and before recording it leaves the recharge pending,
    and the next run (the beat's ``recharges_resume``) sends the same key and gets the same PaymentIntent.
-   Right before each call it re-checks, with the recharge row locked, that auto-recharge is still on and the
-   recharge's card is still the account's saved one; otherwise the recharge is cancelled (``failed``, its
-   ``last_error`` starting "cancelled: ", not counted as a decline) and Stripe is not called. Removing the card
-   (``payment_methods.payment_method_remove``) cancels a pending recharge at once; one already sent
-   (``processing``) is settled by its webhook as usual.
+   Right before each call it re-checks, with the account and the recharge locked, that auto-recharge is still
+   on and the recharge's card is still the account's saved one; otherwise the recharge is cancelled
+   (``failed``, its ``last_error`` starting "cancelled: ", not counted as a decline) and Stripe is not called.
+   The same transaction marks the recharge sent (``attempts`` > 0) before it commits and the call is made.
+   Removing the card (``payment_methods.payment_method_remove``) cancels at once only a recharge never sent
+   (``pending`` with ``attempts`` 0): one sent, even if its answer was never recorded (a removal committing
+   while the call is on its way, a worker killed, a provider error), may have been charged, so it stays in
+   flight (it still counts against a second recharge and the monthly limit) until its webhook settles it or
+   the resume re-checks the card (a removed one: cancelled without calling Stripe; a charge that did go
+   through is still credited by its ``payment_intent.succeeded``).
 4. Credits arrive only through the webhook (``payment_intent.succeeded``), keyed ``recharge:<id>`` in the
    ledger: once, however often the event is delivered. ``payment_intent.payment_failed`` (or a decline
    answered at once) fails the recharge; three failures in a row turn auto-recharge off.
+
+Locks, in every transaction here and in ``payments.payment_methods``: the credit account first
+(``credits.locks.account_lock``), then its saved payment method, then its recharges. A transaction that starts
+from a recharge id reads the recharge's ``account_id`` unlocked (it never changes), locks the account, then the
+recharge: the webhook (``recharge_event_apply``), the start, the charge and a card removal never wait for each
+other in opposite orders (the third failure in a row turns auto-recharge off on the account row while the
+recharge is held).
 """
 
 from __future__ import annotations
@@ -208,18 +220,23 @@ def recharge_start(*, account_id: uuid.UUID | str) -> Recharge | None:
 
 def recharge_charge(*, recharge_id: uuid.UUID | str) -> Recharge:
     """Sends the recharge's off-session PaymentIntent (no transaction open) and records Stripe's answer. A
-    provider failure leaves it pending for a later retry with the same key. Before sending, with the recharge
-    locked, a recharge whose card is no longer the account's saved one, or whose account turned auto-recharge
-    off, is cancelled instead (``_not_chargeable``): Stripe is not called."""
+    provider failure leaves it pending for a later retry with the same key. Before sending, with the account and
+    the recharge locked (in that order), a recharge whose card is no longer the account's saved one, or whose
+    account turned auto-recharge off, is cancelled instead (``_not_chargeable``): Stripe is not called.
+    Otherwise it is marked sent (``attempts``) in that same transaction, so that a card removal committing
+    before the call reaches Stripe leaves it in flight rather than cancelling a recharge Stripe then charges."""
     with transaction.atomic(durable=True):
-        recharge = Recharge.objects.select_for_update().get(pk=recharge_id)
+        locked = _recharge_lock(recharge_id)
+        if locked is None:
+            raise Recharge.DoesNotExist(f"recharge {recharge_id} not found")
+        account, recharge = locked
         if recharge.status != RechargeStatus.PENDING:
             return recharge
-        reason = _not_chargeable(recharge)
+        reason = _not_chargeable(account, recharge)
         if reason:
             _cancel(recharge, reason)
             return recharge
-        recharge.attempts += 1
+        recharge.attempts += 1  # sent: from now on a card removal leaves it to its webhook or the resume
         recharge.save(update_fields=["attempts", "updated_at"])
     try:
         charge = stripe_provider.payment_intent_off_session_create(
@@ -233,7 +250,9 @@ def recharge_charge(*, recharge_id: uuid.UUID | str) -> Recharge:
         Recharge.objects.filter(pk=recharge.pk).update(last_error=exc.message[:2000], updated_at=timezone.now())
         raise
     with transaction.atomic(durable=True):
-        recharge = Recharge.objects.select_for_update().get(pk=recharge.pk)
+        locked = _recharge_lock(recharge.pk)
+        assert locked is not None  # a recharge is never deleted
+        recharge = locked[1]
         recharge.provider_payment_id = recharge.provider_payment_id or charge.payment_intent_id
         if recharge.status == RechargeStatus.PENDING:
             if charge.declined:
@@ -244,10 +263,21 @@ def recharge_charge(*, recharge_id: uuid.UUID | str) -> Recharge:
     return recharge
 
 
-def _not_chargeable(recharge: Recharge) -> str:
+def _recharge_lock(recharge_id: uuid.UUID | str) -> tuple[CreditAccount, Recharge] | None:
+    """The recharge's account, then the recharge, locked in that order (the module's lock order); None for an
+    unknown recharge. The account id is read unlocked first: a recharge never changes account."""
+    account_id = Recharge.objects.filter(pk=recharge_id).values_list("account_id", flat=True).first()
+    if account_id is None:
+        return None
+    account = account_lock(account_id=account_id)
+    assert account is not None  # accounts are never deleted (PROTECT)
+    return account, Recharge.objects.select_for_update().get(pk=recharge_id)
+
+
+def _not_chargeable(account: CreditAccount, recharge: Recharge) -> str:
     """Why a pending recharge must not be sent ("" when it may): auto-recharge turned off, or its card no longer
-    the account's saved one (removed or replaced since the recharge was recorded)."""
-    if not CreditAccount.objects.filter(pk=recharge.account_id, auto_recharge_enabled=True).exists():
+    the account's saved one (removed or replaced since the recharge was recorded). ``account`` is locked."""
+    if not account.auto_recharge_enabled:
         return f"{CANCELLED}auto-recharge is off"
     still_saved = SavedPaymentMethod.objects.filter(
         ACTIVE, account_id=recharge.account_id, provider_customer_id=recharge.provider_customer_id,
@@ -266,10 +296,11 @@ def _cancel(recharge: Recharge, reason: str) -> None:
 
 
 def recharges_cancel(*, account_id: uuid.UUID | str, reason: str) -> int:
-    """Fails the account's recharges not yet sent to Stripe (``pending``); for a caller holding the account's
-    lock, inside its transaction (``payment_methods.payment_method_remove``). A ``processing`` one was sent and
-    is left to its webhook. Returns how many it failed."""
-    return Recharge.objects.filter(account_id=account_id, status=RechargeStatus.PENDING).update(
+    """Fails the account's recharges never sent to Stripe (``pending`` with no ``attempts``); for a caller
+    holding the account's lock, inside its transaction (``payments.payment_methods.payment_method_remove``). One
+    sent (``processing``, or ``pending`` with its answer not recorded yet) may have been charged: it is left to
+    its webhook or to the resume, which re-checks the card. Returns how many it failed."""
+    return Recharge.objects.filter(account_id=account_id, status=RechargeStatus.PENDING, attempts=0).update(
         status=RechargeStatus.FAILED, last_error=reason[:2000], settled_at=timezone.now(), updated_at=timezone.now()
     )
 
@@ -312,11 +343,10 @@ def recharge_event_apply(event_type: str, payload: dict[str, Any]) -> EventResul
         recharge_id = uuid.UUID(recharge_ref)
     except ValueError:
         return EventResult("ignored", "the payment intent names no recharge of this service")
-    account_id = Recharge.objects.filter(pk=recharge_id).values_list("account_id", flat=True).first()
-    if account_id is None:
+    locked = _recharge_lock(recharge_id)  # the account before its recharge (the module's lock order)
+    if locked is None:
         return EventResult("ignored", "unknown recharge")
-    account_lock(account_id=account_id)  # the account before its recharge, as the start and a card removal lock them
-    recharge = Recharge.objects.select_for_update().get(pk=recharge_id)
+    recharge = locked[1]
     if obj.get("id") and recharge.provider_payment_id and obj["id"] != recharge.provider_payment_id:
         return EventResult("ignored", f"payment intent {obj['id']} is not the recharge's")
     recharge.provider_payment_id = recharge.provider_payment_id or str(obj.get("id") or "")

@@ -321,11 +321,16 @@ def _charges(monkeypatch) -> list:
     return calls
 
 
-def test_removing_the_card_fails_the_pending_recharge_and_the_retry_charges_nothing(platform, monkeypatch):
+def test_removing_the_card_fails_a_recharge_never_sent_and_the_retry_charges_nothing(platform, monkeypatch):
     from payments import payment_methods
 
     member = make_member(platform, "ada")
-    recharge = _pending_recharge(member, monkeypatch)
+    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_m")
+    CreditAccount.objects.filter(pk=member.account.id).update(
+        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(100000),
+        auto_recharge_amount_usd=Decimal(10))
+    recharge = recharge_service.recharge_start(account_id=member.account.id)
+    assert recharge is not None and recharge.attempts == 0  # recorded, not sent yet
     payment_methods.payment_method_remove(account=member.account)
     recharge.refresh_from_db()
     assert (recharge.status, recharge.last_error) == (RechargeStatus.FAILED, "cancelled: payment method removed")
@@ -334,6 +339,108 @@ def test_removing_the_card_fails_the_pending_recharge_and_the_retry_charges_noth
     recharge_service.recharge_charge(recharge_id=recharge.id)  # what recharges_resume's task does
     assert calls == []
     assert recharge_service.recharge_start(account_id=member.account.id) is None  # auto-recharge is off
+
+
+def test_removing_the_card_leaves_a_sent_recharge_in_flight_and_the_resume_charges_nothing(platform, monkeypatch):
+    """A recharge sent once (its answer lost: a provider error) may have been charged: a removal does not cancel
+    it; it keeps its place in flight until the resume re-checks the card, which cancels it without calling Stripe."""
+    from payments import payment_methods
+
+    member = make_member(platform, "ada")
+    recharge = _pending_recharge(member, monkeypatch)
+    assert recharge.attempts == 1
+    payment_methods.payment_method_remove(account=member.account)
+    recharge.refresh_from_db()
+    assert (recharge.status, recharge.settled_at) == (RechargeStatus.PENDING, None)
+    calls = _charges(monkeypatch)
+    recharge = recharge_service.recharge_charge(recharge_id=recharge.id)  # what recharges_resume's task does
+    assert calls == []
+    assert recharge.status == RechargeStatus.FAILED and recharge.last_error.startswith("cancelled: ")
+    assert recharge_service.recharge_start(account_id=member.account.id) is None  # auto-recharge is off
+
+
+def test_a_card_removed_while_the_charge_is_on_its_way_leaves_the_recharge_in_flight(platform, monkeypatch):
+    """The card is checked (and the recharge marked sent) before the Stripe call, which no lock spans: a removal
+    committing in between must not cancel a recharge that Stripe then charges, or re-enabling with a new card
+    could start a second charge while the first is still being paid."""
+    from payments import payment_methods
+
+    member = make_member(platform, "ada")
+    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_m")
+    CreditAccount.objects.filter(pk=member.account.id).update(
+        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(100000),
+        auto_recharge_amount_usd=Decimal(10))
+    recharge = recharge_service.recharge_start(account_id=member.account.id)
+    calls: list = []
+
+    def create(**kwargs):  # the owner's DELETE /api/billing/payment-method/ commits just before the call lands
+        payment_methods.payment_method_remove(account=CreditAccount.objects.get(pk=member.account.id))
+        calls.append(kwargs)
+        return stripe_provider.OffSessionCharge("pi_x", "processing", False)
+
+    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", create)
+    recharge = recharge_service.recharge_charge(recharge_id=recharge.id)
+    recharge.refresh_from_db()
+    assert len(calls) == 1
+    assert (recharge.status, recharge.provider_payment_id, recharge.last_error) == (
+        RechargeStatus.PROCESSING, "pi_x", "")
+    assert not CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled
+
+    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m",
+                                         payment_method_id="pm_new", as_of=timezone.now())  # a new card
+    recharge_service.auto_recharge_update(account_id=member.account.id, enabled=True)
+    assert recharge_service.recharge_start(account_id=member.account.id) is None  # the first is still in flight
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_third_decline_locks_the_account_before_the_recharge_as_the_webhook_does(platform, monkeypatch):
+    """The third failure in a row turns auto-recharge off on the account row: ``recharge_charge`` must hold the
+    account before the recharge, as ``payment_intent.payment_failed`` (``recharge_event_apply``) does, or the two
+    deadlock."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from credits.locks import account_lock
+
+    member = make_member(platform, "ada")
+    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_m")
+    CreditAccount.objects.filter(pk=member.account.id).update(
+        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(100000),
+        auto_recharge_amount_usd=Decimal(10))
+    for _ in range(2):
+        Recharge.objects.create(account_id=member.account.id, amount_usd=Decimal(10), credits=Decimal(10),
+                                provider_customer_id="cus_m", provider_payment_method_id="pm_m",
+                                status=RechargeStatus.FAILED, last_error="declined")
+    recharge = recharge_service.recharge_start(account_id=member.account.id)
+    assert recharge is not None
+    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", lambda **kw: (
+        stripe_provider.OffSessionCharge("pi_d", "requires_payment_method", True, "declined")))
+    errors: dict[str, BaseException] = {}
+
+    def charge() -> None:
+        try:
+            recharge_service.recharge_charge(recharge_id=recharge.id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors["charge"] = exc
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():  # what the payment_failed webhook holds: the account, then the recharge
+        account_lock(account_id=member.account.id)
+        thread = threading.Thread(target=charge)
+        thread.start()
+        time.sleep(1.5)  # the charge is now waiting for a lock
+        try:
+            list(Recharge.objects.select_for_update().filter(pk=recharge.id))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors["webhook"] = exc
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert not errors, errors
+    recharge.refresh_from_db()
+    assert (recharge.status, recharge.last_error) == (RechargeStatus.FAILED, "declined")
+    assert not CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled
 
 
 @pytest.mark.parametrize("change", ["auto_recharge_off", "card_replaced", "card_removed_behind_its_back"])
