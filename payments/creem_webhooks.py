@@ -28,7 +28,9 @@ github.com/armitage-labs/creem ``learn/webhooks/event-types.mdx``): ``{"id": "ev
   review. Once the refunded period has closed, only what it carried out can still be taken back (the rest had
   left with its close, recorded on the period: ``payments.plan_periods``). The period row is locked (after the
   account's subscriptions lock) before the credit account, as renewals lock them. A refund that arrives before
-  the grant it reverses is a 5xx (retried), so arrival order does not matter here either.
+  the grant it reverses is a 5xx (retried), so arrival order does not matter here either. One refund delivered
+  again under another event id changes nothing: a processed ``refund.created`` of the same refund id is looked
+  for (the ledger key alone would not do: a reversal that takes nothing writes no row).
 
 Credits: each paid period of a subscription grants the plan's ``credits_included`` once, under the ledger key
 ``creem:<subscription id>:<period start>``, through the Stripe handlers' ``webhooks._period_grant``: a
@@ -62,7 +64,15 @@ from credits.models import LedgerEntry, TransactionType
 from credits.services import credits_reverse_purchase
 from payments import locks
 from payments.errors import EventNotApplicable, EventRetryable
-from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent, WebhookStatus
+from payments.models import (
+    Channel,
+    Order,
+    OrderStatus,
+    OrderType,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookStatus,
+)
 from payments.plan_periods import grant_period_lock, grant_reversed, reversal_plan
 from payments.webhooks import Handled, _period_grant
 from subscriptions import selectors as subscription_selectors
@@ -181,7 +191,7 @@ def handle(event: WebhookEvent) -> Handled:
     if event.type in SUBSCRIPTION_EVENTS:
         return _subscription_event(event.type, obj, as_of)
     if event.type == REFUND_CREATED:
-        return _refund_created(obj)
+        return _refund_created(obj, event_pk=event.pk)
     return Handled(WebhookStatus.IGNORED, note="event type not handled")
 
 
@@ -385,7 +395,7 @@ def _period_end(subscription: Subscription, facts: SubscriptionFacts) -> datetim
     return start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1]))
 
 
-def _refund_created(obj: dict[str, Any]) -> Handled:
+def _refund_created(obj: dict[str, Any], *, event_pk: int) -> Handled:
     refund_id = _text(obj.get("id"))
     transaction = _dict(obj.get("transaction"))
     checkout = _dict(obj.get("checkout"))
@@ -420,6 +430,12 @@ def _refund_created(obj: dict[str, Any]) -> Handled:
     transaction_id = _text(transaction)
     # The period before the credit account (payments.locks); a closed period gives back only what it carried out.
     period = grant_period_lock(account_id=subscription.account_id, grant_entry_id=grant.pk)
+    # Deduplicated on the refund id itself, not on its ledger row: a reversal that takes nothing (the credits had
+    # left with the period's close) writes none. Checked after the account's subscriptions lock (taken by
+    # grant_period_lock), which orders two events of one refund: the second sees the first one's commit.
+    earlier = _refund_event_processed(refund_id, event_pk=event_pk)
+    if earlier is not None:
+        return Handled(WebhookStatus.PROCESSED, order_id, f"refund {refund_id} already processed (event {earlier})")
     reversal = reversal_plan(period, credits)
     result = credits_reverse_purchase(
         account_id=subscription.account_id,
@@ -451,3 +467,17 @@ def _refund_created(obj: dict[str, Any]) -> Handled:
         note = (f"{reversal.expired} of {credits} credits had left with the period's close (expired or spent), "
                 "not taken back")
     return Handled(WebhookStatus.PROCESSED, order_id, note)
+
+
+def _refund_event_processed(refund_id: str, *, event_pk: int) -> str | None:
+    """The id of another, already processed Creem event about refund ``refund_id`` (Creem may deliver one refund
+    under several event ids), or None."""
+    return (
+        WebhookEvent.objects.filter(
+            provider=WebhookProvider.CREEM, type=REFUND_CREATED, status=WebhookStatus.PROCESSED,
+            payload__object__id=refund_id,
+        )
+        .exclude(pk=event_pk)
+        .values_list("event_id", flat=True)
+        .first()
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from credits.models import CreditAccount, LedgerEntry
 from credits.services import credits_debit, credits_grant
-from payments.models import PlanCreditPeriod
+from payments.models import Order, PlanCreditPeriod, WebhookEvent
 from subscriptions.models import Subscription
 from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
 from tests.payments.creem_support import (
@@ -158,4 +158,26 @@ def test_a_refund_after_its_period_closed_takes_back_only_what_it_carried(fake_c
     paid(order, PERIOD_3)  # closes PERIOD_2: its own 500, 100 kept; the top-up survives
     assert PlanCreditPeriod.objects.get(period_start=PERIOD_2).unused == Decimal(500)
     assert available(member) == Decimal(670)  # 70 purchased + 100 carried + PERIOD_3's 500
+    assert_ledger_invariants(member.account)
+
+
+def test_the_same_refund_under_a_second_event_id_after_the_close_counts_once(fake_creem, member):
+    """A refund of a closed period that takes nothing back writes no ledger row: it is deduplicated on the Creem
+    refund id itself, or a second delivery (another event id) would count the expired credits and the refunded
+    amount twice."""
+    _plan, order = subscribe(member)  # rollover none
+    paid(order, PERIOD_2)  # closes PERIOD_1: its 500 credits expire
+    rows = kinds(member)
+    answers = [
+        deliver(refund_created(order, period_start=PERIOD_1, refund_amount=1000, refund_id="ref_same",
+                               event_id=event_id)).json()
+        for event_id in ("evt_refund_a", "evt_refund_b")
+    ]
+    assert [a["status"] for a in answers] == ["processed", "processed"]
+    assert "already processed" in WebhookEvent.objects.get(event_id="evt_refund_b").last_error
+    first = PlanCreditPeriod.objects.order_by("period_start").first()
+    assert (first.refund_expired_credits, first.credits_reversed) == (Decimal(250), Decimal(0))
+    stored = Order.objects.get(pk=order["id"])
+    assert (stored.amount_refunded_usd, stored.credits_reversed) == (Decimal(10), Decimal(0))
+    assert kinds(member) == rows  # nothing to take back: no ledger row either time
     assert_ledger_invariants(member.account)
