@@ -178,6 +178,8 @@ def invoice_payment_apply(payload: dict[str, Any]) -> tuple[str, str]:
     its invoice; this event is where a renewal's refunds learn their period. Recorded on the invoice's period
     (``payment_record``, which applies the refunds parked for it); when the period is not there yet, the event
     stays stored and ``invoice.paid`` reads it (``stored_invoice_payment_intent``; both hold the invoice's lock).
+    The first invoice's payment is its order's too: recorded on the order (whose refunds are matched by it first)
+    and the refunds parked for the order applied, as ``invoice.paid`` does when it names the payment intent.
     Returns the event's (status, note)."""
     facts = invoice_payment_facts(payload)
     if facts.status != "paid" or not facts.invoice_id or not facts.payment_intent_id:
@@ -185,13 +187,21 @@ def invoice_payment_apply(payload: dict[str, Any]) -> tuple[str, str]:
     locks.invoice_lock(invoice_id=facts.invoice_id)
     locks.payment_intent_lock(payment_intent_id=facts.payment_intent_id)
     found = PlanCreditPeriod.objects.filter(invoice_id=facts.invoice_id).values_list(
-        "pk", "subscription__account_id").first()
+        "pk", "subscription__account_id", "grant_entry_id").first()
     if found is None:
         return WebhookStatus.IGNORED, f"no plan period of invoice {facts.invoice_id} yet: its invoice.paid reads this"
+    order_id = Order.objects.filter(
+        type=OrderType.SUBSCRIPTION, channel=Channel.STRIPE, ledger_entry_id=found[2]
+    ).values_list("pk", flat=True).first() if found[2] is not None else None
+    order = locks.order_lock(order_id=order_id) if order_id else None  # the order before the subscriptions
     account_subscriptions_lock(account_id=found[1])  # the lock order of webhooks._period_grant
     period = PlanCreditPeriod.objects.get(pk=found[0])
     if period.payment_intent_id and period.payment_intent_id != facts.payment_intent_id:
         return WebhookStatus.IGNORED, f"the period already records payment intent {period.payment_intent_id}"
+    if order is not None and not order.provider_payment_id:
+        order.provider_payment_id = facts.payment_intent_id
+        order.save(update_fields=["provider_payment_id", "updated_at"])
+        webhooks._apply_parked_refunds(order)  # before the period's (a first invoice's refund is the order's)
     payment_record(period, payment_intent_id=facts.payment_intent_id, amount_paid_cents=facts.amount_paid)
     return WebhookStatus.PROCESSED, ""
 

@@ -666,8 +666,12 @@ def _refund_apply(order: Order, facts: ChargeFacts) -> str:
     # has closed, only what it carried out can still be taken back (plan_periods.reversal_plan), and what had
     # left with its close is recorded on the period, never owed again.
     period = plan_periods.order_period_lock(order)
-    owed = target - order.credits_reversed - order.refund_shortfall_credits - (
-        period.refund_expired_credits if period is not None else Decimal(0))
+    # The first period records every reversal of its grant, through this order or matched to the period itself
+    # by its payment intent (plan_periods.refund_apply): what either took is not owed again.
+    owed = target - (
+        period.credits_reversed + period.refund_shortfall_credits + period.refund_expired_credits
+        if period is not None else order.credits_reversed + order.refund_shortfall_credits
+    )
     note = ""
     if owed > 0:
         reversal = plan_periods.reversal_plan(period, owed)

@@ -315,3 +315,42 @@ def test_an_invoice_payment_that_is_not_paid_records_nothing(stripe_billing, pla
     pay(ren.account, plan, P1, P2, invoice_id="in_renew_1")
     assert deliver(invoice_payment_paid("in_renew_1", "pi_x", status=status)).json()["status"] == "ignored"
     assert PlanCreditPeriod.objects.get().payment_intent_id == ""
+
+
+@pytest.mark.parametrize("payment_first", [False, True])
+def test_the_first_invoices_payment_reaches_its_order_whatever_the_order_of_events(
+    stripe_billing, platform, ren, payment_first
+):
+    """The first invoice's refunds are its order's, whether invoice_payment.paid came before or after invoice.paid;
+    and credits taken back through the period and then through the order are never taken twice."""
+    from payments.models import Order
+
+    plan = plan_of(platform)
+    order = Order.objects.create(
+        platform=platform, account=ren.account, user=ren.user, type="subscription", channel="stripe",
+        amount_usd=Decimal("10.00"), credits=plan.credits_included, plan=plan, billing_cycle="monthly",
+        success_url="https://app.acme.test/", cancel_url="https://app.acme.test/",
+    )
+    first = dict(subscription_id="sub_first", price_id=plan.stripe_price_monthly, period_start=P1, period_end=P2,
+                 metadata={"order_id": str(order.id), "account_id": str(ren.account.id)}, invoice_id="in_first",
+                 billing_reason="subscription_create", created=P1 + 10)
+    payment = invoice_payment_paid("in_first", "pi_first_1")
+    if payment_first:
+        deliver(payment)
+    deliver(invoice_paid(**first))
+    if not payment_first:
+        deliver(payment)
+    credits_grant(account_id=ren.account.id, amount=Decimal(200), description="purchased")
+
+    refund(500, pi="pi_first_1", charge="ch_first")
+    again = invoice_paid(**first)
+    again["type"] = "invoice.payment_succeeded"
+    deliver(again)
+    refund(1000, pi="pi_first_1", charge="ch_first")
+
+    order.refresh_from_db()
+    assert (order.provider_payment_id, order.status) == ("pi_first_1", "refunded")
+    assert refund_rows(ren.account) == [Decimal(-50), Decimal(-50)]  # the grant's 100, once
+    assert balance(ren.account) == Decimal(200)  # the purchased credits stay
+    assert PlanCreditPeriod.objects.get().credits_reversed == Decimal(100)
+    assert_ledger_invariants(ren.account)
