@@ -309,6 +309,10 @@ class WebhookStatus(models.TextChoices):
     FAILED = "failed", "Failed (see last_error)"
 
 
+# An event in one of these is done: a redelivery changes nothing.
+WEBHOOK_DONE_STATUSES = (WebhookStatus.PROCESSED, WebhookStatus.IGNORED)
+
+
 class WebhookEvent(models.Model):
     """One provider event, stored before it is processed. A redelivery finds it here."""
 

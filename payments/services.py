@@ -51,6 +51,7 @@ from payments.errors import (
     WebhookProcessingFailed,
 )
 from payments.models import (
+    WEBHOOK_DONE_STATUSES,
     Channel,
     Order,
     OrderStatus,
@@ -67,7 +68,7 @@ from subscriptions.services import as_uuid
 
 logger = logging.getLogger(__name__)
 
-DONE_STATUSES = (WebhookStatus.PROCESSED, WebhookStatus.IGNORED)
+DONE_STATUSES = WEBHOOK_DONE_STATUSES
 CREDITS_PER_USD = Decimal(1)
 
 

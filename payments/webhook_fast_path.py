@@ -33,6 +33,7 @@ from credits import ledger
 from credits.models import TransactionType
 from payments.locks import PAYMENT_INTENT_LOCK
 from payments.models import (
+    WEBHOOK_DONE_STATUSES,
     Channel,
     Order,
     OrderStatus,
@@ -46,7 +47,6 @@ from payments.providers.stripe import SessionFacts, session_facts
 logger = logging.getLogger(__name__)
 
 EVENT_TYPES = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
-_DONE = (WebhookStatus.PROCESSED, WebhookStatus.IGNORED)
 _EVENTS, _ORDERS = WebhookEvent._meta.db_table, Order._meta.db_table
 
 # Stores the event as processed and marks the order paid: the new event row's id and the paid order's account,
@@ -128,7 +128,7 @@ def receive(event: dict[str, Any]) -> Receipt | None:
                 return None
             event_pk, stored_status, account_id, credits, amount_usd = row
             if stored_status is not None:
-                return Receipt(stored_status, event_pk, duplicate=stored_status in _DONE)
+                return Receipt(stored_status, event_pk, duplicate=stored_status in WEBHOOK_DONE_STATUSES)
             if account_id is None:  # the order was not marked: not plain
                 raise _NotPlain
             result = ledger.post(
