@@ -42,7 +42,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from credits.locks import account_lock
@@ -196,9 +196,11 @@ def recharge_start(*, account_id: uuid.UUID | str) -> Recharge | None:
         now = timezone.now()
         limit = account.auto_recharge_spending_limit_usd
         if limit is not None:
+            # A failed recharge costs nothing, except one cancelled after it was sent: Stripe may have charged it
+            # (its late webhook still credits it), so it counts against the month's limit.
             spent = (
                 Recharge.objects.filter(account_id=account.pk, created_at__gte=_month_start(now))
-                .exclude(status=RechargeStatus.FAILED)
+                .exclude(Q(status=RechargeStatus.FAILED) & ~Q(attempts__gt=0, last_error__startswith=CANCELLED))
                 .aggregate(total=Sum("amount_usd"))["total"]
             ) or Decimal(0)
             if spent + amount > limit:

@@ -489,3 +489,20 @@ def test_a_recharge_sent_before_the_card_was_removed_is_still_credited(platform,
     assert deliver(intent_event(intent)).status_code == 200
     recharge.refresh_from_db()
     assert recharge.status == RechargeStatus.SUCCEEDED and len(add_rows(member.account.id)) == 1
+
+
+def test_a_sent_recharge_cancelled_by_the_resume_still_counts_against_the_monthly_limit(platform, monkeypatch):
+    """Its answer was lost, then the card was replaced: the resume cancels it without calling Stripe, but Stripe
+    may have charged it (a late webhook still credits it), so a second recharge may not exceed the limit."""
+    member = make_member(platform, "ada")
+    first = _pending_recharge(member, monkeypatch)  # sent once (attempts 1), answer lost
+    CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_spending_limit_usd=Decimal(15))
+    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_new")
+    calls = _charges(monkeypatch)
+    first = recharge_service.recharge_charge(recharge_id=first.id)  # the resume: card replaced -> cancelled
+    assert calls == [] and first.status == RechargeStatus.FAILED and first.last_error.startswith("cancelled: ")
+
+    assert recharge_service.recharge_start(account_id=member.account.id) is None  # 10 + 10 > 15
+
+    CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_spending_limit_usd=Decimal(20))
+    assert recharge_service.recharge_start(account_id=member.account.id) is not None  # 10 + 10 <= 20
