@@ -181,6 +181,8 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-holds": {"task": "credits.tasks.holds_release_expired_task", "schedule": 60.0},
     "reprocess-failed-webhooks": {"task": "payments.tasks.webhook_events_reprocess", "schedule": 300.0},
     "resume-stalled-recharges": {"task": "payments.tasks.recharges_resume", "schedule": 300.0},
+    # processing recharges whose webhook never came (older than 30 minutes), read back from Stripe
+    "reconcile-processing-recharges": {"task": "payments.tasks.recharges_reconcile", "schedule": 300.0},
 }
 # Called by credits.ledger after a debit leaves an account with auto-recharge on below its threshold.
 CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"

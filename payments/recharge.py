@@ -20,9 +20,19 @@ The flow, each step its own short transaction and no row lock held across a Stri
    flight (it still counts against a second recharge and the monthly limit) until its webhook settles it or
    the resume re-checks the card (a removed one: cancelled without calling Stripe; a charge that did go
    through is still credited by its ``payment_intent.succeeded``).
+   A recharge whose sends keep failing at the provider (``PaymentProviderError``) is not retried forever: once
+   sent ``MAX_CHARGE_ATTEMPTS`` times the next run cancels it instead ("cancelled: gave up after N attempts",
+   Stripe not called). Having been sent, it still counts against the monthly limit (``recharge_start``), and a
+   charge that did go through is still credited by its webhook.
 4. Credits arrive only through the webhook (``payment_intent.succeeded``), keyed ``recharge:<id>`` in the
    ledger: once, however often the event is delivered. ``payment_intent.payment_failed`` (or a decline
    answered at once) fails the recharge; three failures in a row turn auto-recharge off.
+   A ``processing`` recharge whose webhook never comes would hold the account's one slot in flight forever: the
+   beat's ``recharges_reconcile`` reads back from Stripe the PaymentIntent of each one unsettled for
+   ``RECONCILE_AFTER_SECONDS`` (no transaction open) and applies its status as the webhook would, through
+   ``recharge_event_apply`` (succeeded: credited; requires_payment_method or canceled: failed; still processing
+   or requires_action: left for the next run). The same ledger key and status checks make a late webhook, or
+   one racing the reconciliation, change nothing more.
 
 Locks, in every transaction here and in ``payments.payment_methods``: the credit account first
 (``credits.locks.account_lock``), then its saved payment method, then its recharges. A transaction that starts
@@ -57,7 +67,9 @@ logger = logging.getLogger(__name__)
 
 CREDITS_PER_USD = Decimal(1)
 FAILURES_BEFORE_DISABLE = 3
-CANCELLED = "cancelled: "  # last_error of a recharge failed before it was sent to Stripe (not a decline)
+MAX_CHARGE_ATTEMPTS = 10  # sends of one recharge (each one a provider error) before it is given up
+RECONCILE_AFTER_SECONDS = 30 * 60  # a processing recharge with no webhook by then is read back from Stripe
+CANCELLED = "cancelled: "  # last_error of a recharge failed without being sent (again) to Stripe (not a decline)
 PAYMENT_METHOD_REMOVED = f"{CANCELLED}payment method removed"
 PI_SUCCEEDED = "payment_intent.succeeded"
 PI_FAILED = "payment_intent.payment_failed"
@@ -277,10 +289,13 @@ def _recharge_lock(recharge_id: uuid.UUID | str) -> tuple[CreditAccount, Recharg
 
 
 def _not_chargeable(account: CreditAccount, recharge: Recharge) -> str:
-    """Why a pending recharge must not be sent ("" when it may): auto-recharge turned off, or its card no longer
-    the account's saved one (removed or replaced since the recharge was recorded). ``account`` is locked."""
+    """Why a pending recharge must not be sent ("" when it may): auto-recharge turned off, its card no longer
+    the account's saved one (removed or replaced since the recharge was recorded), or already sent
+    ``MAX_CHARGE_ATTEMPTS`` times (each one a provider error: given up). ``account`` is locked."""
     if not account.auto_recharge_enabled:
         return f"{CANCELLED}auto-recharge is off"
+    if recharge.attempts >= MAX_CHARGE_ATTEMPTS:
+        return f"{CANCELLED}gave up after {recharge.attempts} attempts"
     still_saved = SavedPaymentMethod.objects.filter(
         ACTIVE, account_id=recharge.account_id, provider_customer_id=recharge.provider_customer_id,
         provider_payment_method_id=recharge.provider_payment_method_id,
@@ -289,7 +304,7 @@ def _not_chargeable(account: CreditAccount, recharge: Recharge) -> str:
 
 
 def _cancel(recharge: Recharge, reason: str) -> None:
-    """Fails a locked pending recharge that was never sent to Stripe (not a decline: no failure streak)."""
+    """Fails a locked pending recharge without sending it (again) to Stripe (not a decline: no failure streak)."""
     recharge.status = RechargeStatus.FAILED
     recharge.last_error = reason[:2000]
     recharge.settled_at = timezone.now()
@@ -390,3 +405,55 @@ def recharges_stalled(*, older_than_seconds: int = 60) -> list[uuid.UUID]:
     return list(
         Recharge.objects.filter(status=RechargeStatus.PENDING, updated_at__lt=cutoff).values_list("id", flat=True)
     )
+
+
+def recharges_unconfirmed(*, older_than_seconds: int = RECONCILE_AFTER_SECONDS) -> list[uuid.UUID]:
+    """Processing recharges (accepted by Stripe, ``provider_payment_id`` known) whose webhook has not settled them
+    for ``older_than_seconds``: one lost would keep the account's slot in flight forever."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    return list(
+        Recharge.objects.filter(status=RechargeStatus.PROCESSING, updated_at__lt=cutoff)
+        .exclude(provider_payment_id="").order_by("updated_at").values_list("id", flat=True)[:500]
+    )
+
+
+_RECONCILED_EVENTS = {  # a PaymentIntent's status at Stripe -> the webhook event it stands for
+    "succeeded": PI_SUCCEEDED,
+    "requires_payment_method": PI_FAILED,
+    "canceled": PI_FAILED,
+}
+
+
+def recharge_reconcile(*, recharge_id: uuid.UUID | str) -> str:
+    """Settles a processing recharge from its PaymentIntent as Stripe has it now, exactly as the webhook would
+    (``recharge_event_apply``, in its own transaction, the account then the recharge locked): succeeded credits
+    it (once: the ledger key ``recharge:<id>``, so a late webhook changes nothing), requires_payment_method or
+    canceled fails it, anything else (processing, requires_action) leaves it for a later run. Stripe is read with
+    no transaction open; a provider failure raises ``PaymentProviderError`` and changes nothing. Returns the
+    PaymentIntent's status ("" when the recharge is no longer processing)."""
+    recharge = Recharge.objects.filter(pk=recharge_id, status=RechargeStatus.PROCESSING).first()
+    if recharge is None or not recharge.provider_payment_id:
+        return ""
+    intent = stripe_provider.payment_intent_retrieve(payment_intent_id=recharge.provider_payment_id)
+    status = str(intent.get("status") or "")
+    event_type = _RECONCILED_EVENTS.get(status)
+    if event_type is None:
+        return status
+    with transaction.atomic(durable=True):
+        result = recharge_event_apply(event_type, {"data": {"object": intent}})
+    logger.info("recharge %s reconciled from Stripe (%s): %s %s", recharge.pk, status, result.status, result.note)
+    return status
+
+
+def recharges_reconcile(*, older_than_seconds: int = RECONCILE_AFTER_SECONDS) -> int:
+    """Reconciles every processing recharge left unsettled for ``older_than_seconds`` (``recharge_reconcile``);
+    one Stripe could not answer for is left for the next run. Returns how many were settled."""
+    settled = 0
+    for recharge_id in recharges_unconfirmed(older_than_seconds=older_than_seconds):
+        try:
+            status = recharge_reconcile(recharge_id=recharge_id)
+        except PaymentProviderError:
+            logger.warning("recharge %s not reconciled: Stripe did not answer", recharge_id)
+            continue
+        settled += status in _RECONCILED_EVENTS
+    return settled

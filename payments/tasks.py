@@ -29,7 +29,8 @@ def recharge_charge_task(account_id: str) -> str | None:
 
 @shared_task(name="payments.tasks.recharges_resume")
 def recharges_resume() -> int:
-    """Charges the recharges a dead worker left pending (same Stripe idempotency key: never twice)."""
+    """Charges the recharges a dead worker or a provider error left pending (same Stripe idempotency key: never
+    twice); one already sent ``recharge.MAX_CHARGE_ATTEMPTS`` times is cancelled instead."""
     count = 0
     for recharge_id in recharge.recharges_stalled():
         try:
@@ -38,6 +39,13 @@ def recharges_resume() -> int:
         except PaymentProviderError:
             continue
     return count
+
+
+@shared_task(name="payments.tasks.recharges_reconcile")
+def recharges_reconcile(*, older_than_seconds: int = recharge.RECONCILE_AFTER_SECONDS) -> int:
+    """Settles, from their PaymentIntent at Stripe, the processing recharges whose webhook never came (one in
+    flight per account: a lost webhook would block its auto-recharge forever). Returns how many it settled."""
+    return recharge.recharges_reconcile(older_than_seconds=older_than_seconds)
 
 
 @shared_task(name="payments.tasks.webhook_events_reprocess")

@@ -517,6 +517,15 @@ def payment_intent_off_session_create(
     )
 
 
+def payment_intent_retrieve(*, payment_intent_id: str) -> dict[str, Any]:
+    """A PaymentIntent as Stripe has it now (status, amount, metadata, last_payment_error): what its
+    ``payment_intent.*`` webhook would have carried. A network, server or not-found failure raises
+    ``PaymentProviderError``. Call it with no transaction open."""
+    return _stripe_call(
+        f"payment intent {payment_intent_id}", lambda: _client().v1.payment_intents.retrieve(payment_intent_id)
+    )
+
+
 # --- saving a payment method (Checkout in setup mode) ----------------------------------------------------------
 
 
