@@ -46,7 +46,9 @@ the open period after it still carries in, and (as always) no more than is avail
 leaves the open period's ``carried_in``, so that its rollover does not count it a second time (which would expire
 purchased credits). The rest of the refunded share is recorded on the period (``refund_expired_credits``), named
 in the event's note and not owed again, and nothing is debited for it: what expired or was spent during the
-period is not taken out of the credits the customer has now (the next period's, or purchased ones).
+period is not taken out of the credits the customer has now (the next period's, or purchased ones). The carried
+part, though, is taken back from what is available, as a refund of an open period is: when the next period's own
+plan credits are already spent, that can be purchased credits (the carried credits were spent in their place).
 
 Lock order: a refund takes the account's subscriptions lock and locks its period (and the open period after it)
 before ``credits_reverse_purchase`` locks the credit account, as ``_period_grant`` / ``_period_close`` and
