@@ -21,9 +21,11 @@ The flow, each step its own short transaction and no row lock held across a Stri
    the resume re-checks the card (a removed one: cancelled without calling Stripe; a charge that did go
    through is still credited by its ``payment_intent.succeeded``).
    A recharge whose sends keep failing at the provider (``PaymentProviderError``) is not retried forever: once
-   sent ``MAX_CHARGE_ATTEMPTS`` times the next run cancels it instead ("cancelled: gave up after N attempts",
-   Stripe not called). Having been sent, it still counts against the monthly limit (``recharge_start``), and a
-   charge that did go through is still credited by its webhook.
+   sent ``MAX_CHARGE_ATTEMPTS`` times and ``GIVE_UP_AFTER`` old, the next run fails it instead ("gave up: ...",
+   Stripe not called; a failure for the three-in-a-row rule). Only ``recharges_resume`` (spaced out) re-sends a
+   sent recharge: a debit's task starts a new one or sends one never sent, nothing else. Having been sent, a
+   given-up recharge still counts against the monthly limit (``recharge_start``), and a charge that did go
+   through is still credited by its webhook.
 4. Credits arrive only through the webhook (``payment_intent.succeeded``), keyed ``recharge:<id>`` in the
    ledger: once, however often the event is delivered. ``payment_intent.payment_failed`` (or a decline
    answered at once) fails the recharge; three failures in a row turn auto-recharge off.
@@ -67,7 +69,9 @@ logger = logging.getLogger(__name__)
 
 CREDITS_PER_USD = Decimal(1)
 FAILURES_BEFORE_DISABLE = 3
-MAX_CHARGE_ATTEMPTS = 10  # sends of one recharge (each one a provider error) before it is given up
+MAX_CHARGE_ATTEMPTS = 10  # sends of one recharge (each one a provider error) before it is given up ...
+GIVE_UP_AFTER = timezone.timedelta(hours=1)  # ... and not before it is this old (Stripe keeps its key 24 h)
+GAVE_UP = "gave up: "  # last_error of a recharge sent and failed at the provider too often: counts as a failure
 RECONCILE_AFTER_SECONDS = 30 * 60  # a processing recharge with no webhook by then is read back from Stripe
 CANCELLED = "cancelled: "  # last_error of a recharge failed without being sent (again) to Stripe (not a decline)
 PAYMENT_METHOD_REMOVED = f"{CANCELLED}payment method removed"
@@ -188,15 +192,16 @@ def _month_start(now: datetime) -> datetime:
 
 
 def recharge_start(*, account_id: uuid.UUID | str) -> Recharge | None:
-    """A recharge to charge now, or None when none is due. A ``pending`` one left by a crashed run is returned
-    again (charging it reuses its idempotency key); a ``processing`` one means one is already in flight."""
+    """A recharge to charge now, or None when none is due. A ``pending`` one never sent (its run crashed before
+    the call) is returned again; one already sent is the resume's to retry (``recharges_resume``, spaced out), not
+    every debit's; a ``processing`` one means one is already in flight."""
     with transaction.atomic(durable=True):
         account = account_lock(account_id=account_id)
         if account is None:
             return None
         in_flight = Recharge.objects.filter(account_id=account.pk, status__in=IN_FLIGHT).first()
         if in_flight is not None:
-            return in_flight if in_flight.status == RechargeStatus.PENDING else None
+            return in_flight if in_flight.status == RechargeStatus.PENDING and in_flight.attempts == 0 else None
         threshold, amount = account.auto_recharge_threshold_usd, account.auto_recharge_amount_usd
         if not account.auto_recharge_enabled or threshold is None or amount is None:
             return None
@@ -212,7 +217,8 @@ def recharge_start(*, account_id: uuid.UUID | str) -> Recharge | None:
             # (its late webhook still credits it), so it counts against the month's limit.
             spent = (
                 Recharge.objects.filter(account_id=account.pk, created_at__gte=_month_start(now))
-                .exclude(Q(status=RechargeStatus.FAILED) & ~Q(attempts__gt=0, last_error__startswith=CANCELLED))
+                .exclude(Q(status=RechargeStatus.FAILED) & ~(
+                    Q(attempts__gt=0) & (Q(last_error__startswith=CANCELLED) | Q(last_error__startswith=GAVE_UP))))
                 .aggregate(total=Sum("amount_usd"))["total"]
             ) or Decimal(0)
             if spent + amount > limit:
@@ -247,6 +253,9 @@ def recharge_charge(*, recharge_id: uuid.UUID | str) -> Recharge:
         if recharge.status != RechargeStatus.PENDING:
             return recharge
         reason = _not_chargeable(account, recharge)
+        if reason.startswith(GAVE_UP):  # a failure (it counts towards turning auto-recharge off), not a cancel
+            _fail(recharge, reason)
+            return recharge
         if reason:
             _cancel(recharge, reason)
             return recharge
@@ -294,8 +303,8 @@ def _not_chargeable(account: CreditAccount, recharge: Recharge) -> str:
     ``MAX_CHARGE_ATTEMPTS`` times (each one a provider error: given up). ``account`` is locked."""
     if not account.auto_recharge_enabled:
         return f"{CANCELLED}auto-recharge is off"
-    if recharge.attempts >= MAX_CHARGE_ATTEMPTS:
-        return f"{CANCELLED}gave up after {recharge.attempts} attempts"
+    if recharge.attempts >= MAX_CHARGE_ATTEMPTS and recharge.created_at <= timezone.now() - GIVE_UP_AFTER:
+        return f"{GAVE_UP}{recharge.attempts} sends failed at the provider since {recharge.created_at:%Y-%m-%d %H:%M} UTC"
     still_saved = SavedPaymentMethod.objects.filter(
         ACTIVE, account_id=recharge.account_id, provider_customer_id=recharge.provider_customer_id,
         provider_payment_method_id=recharge.provider_payment_method_id,

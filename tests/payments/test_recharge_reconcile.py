@@ -149,17 +149,36 @@ def test_a_recharge_whose_sends_keep_failing_is_given_up_after_max_attempts(plat
     assert len(sends) == recharge_service.MAX_CHARGE_ATTEMPTS - 1
 
     age(recharge, timedelta(minutes=5))
-    assert recharges_resume() == 1  # not sent again: cancelled
+    assert recharges_resume() == 0  # sent often, but less than an hour ago: sent again
+    assert len(sends) == recharge_service.MAX_CHARGE_ATTEMPTS
+
+    Recharge.objects.filter(pk=recharge.pk).update(created_at=recharge.created_at - timedelta(hours=2))
+    age(recharge, timedelta(minutes=5))
+    assert recharges_resume() == 1  # not sent again: given up
     recharge.refresh_from_db()
-    assert len(sends) == recharge_service.MAX_CHARGE_ATTEMPTS - 1
+    assert len(sends) == recharge_service.MAX_CHARGE_ATTEMPTS
     assert recharge.status == RechargeStatus.FAILED and recharge.settled_at is not None
-    assert recharge.last_error == f"cancelled: gave up after {recharge_service.MAX_CHARGE_ATTEMPTS} attempts"
-    assert recharge.last_error.startswith(recharge_service.CANCELLED)
-    assert recharges_resume() == 0 and len(sends) == recharge_service.MAX_CHARGE_ATTEMPTS - 1
-    assert CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled is True  # not a decline
+    assert recharge.last_error.startswith(recharge_service.GAVE_UP)
+    assert recharges_resume() == 0 and len(sends) == recharge_service.MAX_CHARGE_ATTEMPTS
+    assert CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled is True  # one failure so far
 
     # Sent, so perhaps charged: it still counts against the month's limit.
     CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_spending_limit_usd=Decimal(15))
     assert recharge_service.recharge_start(account_id=member.account.id) is None  # 10 + 10 > 15
     CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_spending_limit_usd=Decimal(20))
     assert recharge_service.recharge_start(account_id=member.account.id) is not None
+
+
+def test_debits_do_not_resend_a_sent_recharge_only_the_resume_does(platform, monkeypatch):
+    """Every debit below the threshold asks for a recharge; one already sent (its answer lost) is the resume's to
+    retry, spaced out, so that a provider outage does not turn each debit into another send."""
+    member = make_member(platform, "ada")
+    recharge = _pending_recharge(member, monkeypatch)  # sent once: a provider error
+    sends: list = []
+    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", lambda **kw: sends.append(kw))
+
+    for _ in range(5):
+        assert recharge_service.recharge_start(account_id=member.account.id) is None
+
+    recharge.refresh_from_db()
+    assert (recharge.status, recharge.attempts, sends) == (RechargeStatus.PENDING, 1, [])
