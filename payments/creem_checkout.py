@@ -19,8 +19,6 @@ checkout's id and URL are saved. If Creem fails, the order is kept, ``failed``, 
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
@@ -29,9 +27,14 @@ from credits.models import CreditAccount
 from payments.errors import CheckoutTypeNotAvailable, InvalidCheckout, PaymentProviderError
 from payments.models import Channel, Order, OrderType
 from payments.providers import creem as creem_provider
-from payments.services import check_redirects, order_checkout_failed, refuse_second_subscription
-from subscriptions.models import BillingCycle, Plan
-from subscriptions.services import as_uuid
+from payments.services import (
+    check_redirects,
+    order_checkout_failed,
+    refuse_second_subscription,
+    subscription_order_create,
+)
+from subscriptions import selectors as subscription_selectors
+from subscriptions.models import BillingCycle
 
 
 def creem_checkout_create(
@@ -53,9 +56,9 @@ def creem_checkout_create(
         )
     if not plan_id:
         raise InvalidCheckout("plan_id", "Required for a subscription.")
-    plan = _purchasable_plan(platform, plan_id)
+    plan = subscription_selectors.plan_on_sale(platform=platform, plan_id=plan_id)
     if plan is None:
-        raise InvalidCheckout("plan_id", "No active, purchasable plan of this platform has this id.")
+        raise InvalidCheckout("plan_id", "No such plan on sale in this platform.")
     if not plan.creem_product_id:
         raise InvalidCheckout("plan_id", "This plan is not sold through Creem: it has no creem_product_id.")
     cycle = billing_cycle or BillingCycle.MONTHLY
@@ -66,20 +69,10 @@ def creem_checkout_create(
     refuse_second_subscription(account=account)
     creem_provider.ensure_configured()
 
-    with transaction.atomic(durable=True):
-        order = Order.objects.create(
-            platform=platform,
-            account=account,
-            user=user,
-            type=OrderType.SUBSCRIPTION,
-            channel=Channel.CREEM,
-            amount_usd=Decimal(price_cents) / 100,
-            credits=plan.credits_included,
-            plan=plan,
-            billing_cycle=cycle,
-            success_url=success_url,
-            cancel_url=cancel_url,
-        )
+    order = subscription_order_create(
+        platform=platform, account=account, user=user, channel=Channel.CREEM, plan=plan, billing_cycle=cycle,
+        price_cents=price_cents, success_url=success_url, cancel_url=cancel_url,
+    )
     try:
         checkout = creem_provider.checkout_create(
             order=order, product_id=plan.creem_product_id, customer_email=getattr(user, "email", "") or ""
@@ -92,9 +85,3 @@ def creem_checkout_create(
         order.checkout_url = checkout.url
         order.save(update_fields=["provider_checkout_id", "checkout_url", "updated_at"])
     return order
-
-
-def _purchasable_plan(platform: Platform, plan_id: str) -> Plan | None:
-    plans = Plan.objects.filter(platform=platform, is_active=True, purchasable=True)
-    plan_uuid = as_uuid(plan_id)
-    return plans.filter(pk=plan_uuid).first() if plan_uuid is not None else plans.filter(slug=plan_id).first()

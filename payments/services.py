@@ -63,12 +63,10 @@ from payments.models import (
 from payments.providers import stripe as stripe_provider
 from subscriptions import selectors as subscription_selectors
 from subscriptions.errors import SubscriptionExists
-from subscriptions.models import BillingCycle
-from subscriptions.services import as_uuid
+from subscriptions.models import BillingCycle, Plan
 
 logger = logging.getLogger(__name__)
 
-DONE_STATUSES = WEBHOOK_DONE_STATUSES
 CREDITS_PER_USD = Decimal(1)
 
 
@@ -193,8 +191,8 @@ def _subscription_checkout_create(
         raise InvalidCheckout("plan_id", "Required for a subscription.")
     if billing_cycle not in BillingCycle.values:
         raise InvalidCheckout("billing_cycle", "Required for a subscription: 'monthly' or 'yearly'.")
-    plan = subscription_selectors.plan_get(platform=platform, plan_id=plan_id) if as_uuid(plan_id) else None
-    if plan is None or not plan.is_active or not plan.purchasable:
+    plan = subscription_selectors.plan_on_sale(platform=platform, plan_id=plan_id)
+    if plan is None:
         raise InvalidCheckout("plan_id", "No such plan on sale in this platform.")
     price_id, cents = plan.stripe_price_for(billing_cycle), plan.price_for(billing_cycle)
     if not price_id or cents <= 0:
@@ -204,20 +202,10 @@ def _subscription_checkout_create(
     stripe_provider.ensure_configured()
     customer_id = selectors.stripe_customer_of(account=account)
 
-    with transaction.atomic(durable=True):
-        order = Order.objects.create(
-            platform=platform,
-            account=account,
-            user=user,
-            type=OrderType.SUBSCRIPTION,
-            channel=Channel.STRIPE,
-            amount_usd=Decimal(cents) / 100,
-            credits=plan.credits_included,
-            plan=plan,
-            billing_cycle=billing_cycle,
-            success_url=success_url,
-            cancel_url=cancel_url,
-        )
+    order = subscription_order_create(
+        platform=platform, account=account, user=user, channel=Channel.STRIPE, plan=plan,
+        billing_cycle=billing_cycle, price_cents=cents, success_url=success_url, cancel_url=cancel_url,
+    )
     try:
         session = stripe_provider.subscription_checkout_session_create(
             order=order, price_id=price_id, customer_id=customer_id,
@@ -234,6 +222,28 @@ def _subscription_checkout_create(
         order.checkout_url = session.url
         order.save(update_fields=["provider_checkout_id", "provider_customer_id", "checkout_url", "updated_at"])
     return order
+
+
+def subscription_order_create(
+    *,
+    platform: Platform,
+    account: CreditAccount,
+    user: AbstractBaseUser,
+    channel: str,
+    plan: Plan,
+    billing_cycle: str,
+    price_cents: int,
+    success_url: str,
+    cancel_url: str,
+) -> Order:
+    """The pending order of a subscription checkout (Stripe or Creem), committed before the provider is called:
+    the plan's price for the cycle, its credits per period."""
+    with transaction.atomic(durable=True):
+        return Order.objects.create(
+            platform=platform, account=account, user=user, type=OrderType.SUBSCRIPTION, channel=channel,
+            amount_usd=Decimal(price_cents) / 100, credits=plan.credits_included, plan=plan,
+            billing_cycle=billing_cycle, success_url=success_url, cancel_url=cancel_url,
+        )
 
 
 def billing_portal_create(*, platform: Platform, account: CreditAccount, return_url: str) -> str:
@@ -319,7 +329,7 @@ def webhook_event_receive(*, provider: str, event: dict[str, Any]) -> WebhookOut
                 return WebhookOutcome(event_id=event["id"], status=receipt.status, duplicate=receipt.duplicate)
             return webhook_event_process(event_pk=receipt.event_pk)
     pk, _, status = webhook_event_store(provider=provider, event=event)
-    if status in DONE_STATUSES:  # a redelivery: answered without a transaction
+    if status in WEBHOOK_DONE_STATUSES:  # a redelivery: answered without a transaction
         return WebhookOutcome(event_id=event["id"], status=status, duplicate=True)
     return webhook_event_process(event_pk=pk)
 
@@ -332,7 +342,7 @@ def webhook_event_process(*, event_pk: int) -> WebhookOutcome:
             event = locks.webhook_event_lock(event_pk=event_pk)
             if event is None:  # pragma: no cover - a stored event is never deleted
                 raise WebhookProcessingFailed()
-            if event.status in DONE_STATUSES:
+            if event.status in WEBHOOK_DONE_STATUSES:
                 return WebhookOutcome(event_id=event.event_id, status=event.status, duplicate=True)
             event.attempts += 1
             try:
@@ -372,7 +382,7 @@ def _flag_order(exc: EventNotApplicable) -> None:
 def _event_record_failure(*, event_pk: int, error: str) -> None:
     with transaction.atomic(durable=True):
         event = locks.webhook_event_lock(event_pk=event_pk)
-        if event is None or event.status in DONE_STATUSES:
+        if event is None or event.status in WEBHOOK_DONE_STATUSES:
             return
         event.status = WebhookStatus.FAILED
         event.attempts += 1

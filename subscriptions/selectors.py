@@ -47,6 +47,16 @@ def plan_get(*, platform: Platform, plan_id: uuid.UUID | str) -> Plan | None:
     return Plan.objects.filter(platform=platform, pk=plan_id).first()
 
 
+def plan_on_sale(*, platform: Platform, plan_id: str) -> Plan | None:
+    """The active, purchasable plan of ``platform`` named by its id or its slug (what a checkout buys); None when
+    there is none."""
+    plans = Plan.objects.filter(platform=platform, is_active=True, purchasable=True)
+    try:
+        return plans.filter(pk=uuid.UUID(str(plan_id))).first()
+    except ValueError:
+        return plans.filter(slug=plan_id).first()
+
+
 PRICING_TABLE_SCHEMA = {
     "type": "object",
     "required": ["plans"],
