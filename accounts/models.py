@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
+PLATFORM_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 platform_key_validator = RegexValidator(
-    r"^[a-z0-9][a-z0-9_-]{0,62}$",
+    rf"^{PLATFORM_KEY_RE.pattern}$",
     "A platform key is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
 )
 
@@ -21,7 +24,7 @@ class Platform(models.Model):
         ordering = ["platform_key"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(platform_key__regex=r"^[a-z0-9][a-z0-9_-]{0,62}$"),
+                condition=models.Q(platform_key__regex=rf"^{PLATFORM_KEY_RE.pattern}$"),
                 name="platform_key_format",
             )
         ]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser
 
 from accounts.errors import AdminRequired, NotAMember, PlatformNotFound, PlatformRequired
-from accounts.models import Membership, Platform
+from accounts.models import PLATFORM_KEY_RE, Membership, Platform
 from accounts.selectors import membership_get, membership_list_for_user, memberships_attached, platform_get
 
 PLATFORM_HEADER = "X-Platform-Key"
@@ -37,6 +37,9 @@ class Tenant:
 
 
 def tenant_resolve(*, user: AbstractBaseUser, platform_key: str | None) -> Tenant:
+    if platform_key and not PLATFORM_KEY_RE.fullmatch(platform_key):
+        # Not a key any platform can have: answered as an unknown one, without a query.
+        raise PlatformNotFound() if user.is_superuser else NotAMember()
     if platform_key:
         for membership in memberships_attached(user) or []:
             if membership.platform.platform_key == platform_key:

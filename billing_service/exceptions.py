@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+from collections.abc import Callable
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -26,13 +30,31 @@ _DRF_CODES = {
 }
 
 
+logger = logging.getLogger(__name__)
+# Seconds a client should wait before retrying a request the database could not serve.
+RETRY_AFTER_SECONDS = 5
+
+
 def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def service_unavailable_response(factory: Callable[..., Any]) -> Any:
+    """503 ``service_unavailable`` with ``Retry-After``: the database did not answer. Nothing of the request was
+    committed unless its response said so, and every write a client retries is idempotent."""
+    logger.exception("database unavailable")
+    response = factory(
+        envelope("service_unavailable", "The service is temporarily unavailable; retry shortly.", {}), status=503
+    )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
         return Response(envelope(exc.code, exc.message, exc.details), status=exc.status_code)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return service_unavailable_response(Response)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, Overflow
 from typing import Any
 
 from rest_framework import serializers
+
+from billing_service.inputs import DECIMAL_HELP, decimal_parse
 
 DECIMAL_PLACES = 6
 QUANTUM = Decimal(1).scaleb(-DECIMAL_PLACES)  # 0.000001
 # NUMERIC(20, 6) in the database; one request may move at most a billion credits.
 MAX_DIGITS = 20
 MAX_AMOUNT = Decimal("1000000000")
+
+# Exact usage costs: a price per million tokens (6 decimals) times a token count, divided by a million, has at
+# most 12 decimals, so NUMERIC(32, 12) holds every cost exactly. The ledger moves whole quanta (QUANTUM); what
+# is left of a cost below a quantum is carried on the account (``credits.ledger.charge_split``).
+EXACT_DECIMAL_PLACES = 12
+EXACT_QUANTUM = Decimal(1).scaleb(-EXACT_DECIMAL_PLACES)
+EXACT_MAX_DIGITS = 32
+# Arithmetic on exact amounts: wide enough for any sum the service makes, and any rounding raises.
+EXACT_CONTEXT = Context(prec=60, traps=[Inexact, InvalidOperation, Overflow])
+
+
+def floor_to_quantum(value: Decimal) -> Decimal:
+    """``value`` rounded down to a whole quantum (0.000001)."""
+    return value.quantize(QUANTUM, rounding=ROUND_FLOOR, context=Context(prec=60, traps=[InvalidOperation]))
 
 
 def format_money(value: Decimal | None) -> str | None:
@@ -26,15 +42,26 @@ def format_money(value: Decimal | None) -> str | None:
     return "0.00" if text in {"-0.00", "-0"} else text
 
 
+def format_exact(value: Decimal | None) -> str | None:
+    """An exact amount (up to 12 decimals) as the API writes it: "0.0000004", "12.50", "3.00"."""
+    if value is None:
+        return None
+    value = Decimal(value)
+    if value == value.quantize(QUANTUM, context=Context(prec=60)):
+        return format_money(value)
+    text = format(value.quantize(EXACT_QUANTUM, context=Context(prec=60)).normalize(Context(prec=60)), "f")
+    return text
+
+
 class MoneyField(serializers.DecimalField):
-    """A decimal amount given as a string or a JSON number (parsed exactly), never a bool or a float.
+    """A decimal amount given as a strict decimal string or a JSON number (``billing_service.inputs``).
 
     Rejects NaN, Infinity, more than six decimals, and magnitudes over ``MAX_AMOUNT``.
     ``allow_negative`` and ``allow_zero`` control the sign; output is ``format_money``.
     """
 
     default_error_messages = {
-        "not_a_number": "Must be a decimal number given as a string, e.g. \"12.50\".",
+        "not_a_number": DECIMAL_HELP,
         "zero": "Must not be zero.",
         "negative": "Must be greater than zero.",
         "too_large": f"Must be at most {MAX_AMOUNT} in magnitude.",
@@ -48,17 +75,15 @@ class MoneyField(serializers.DecimalField):
         kwargs.setdefault("coerce_to_string", True)
         super().__init__(**kwargs)
 
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        # Only null is null: DRF's DecimalField would also read "" (or spaces) as null.
+        return serializers.Field.validate_empty_values(self, data)
+
     def to_internal_value(self, data: Any) -> Decimal:
-        if isinstance(data, bool) or not isinstance(data, (str, int, Decimal)):
+        try:
+            data = decimal_parse(data)
+        except ValueError:
             self.fail("not_a_number")
-        if isinstance(data, str):
-            data = data.strip()
-            try:
-                parsed = Decimal(data)
-            except InvalidOperation:
-                self.fail("invalid")
-            if not parsed.is_finite():
-                self.fail("invalid")
         value = super().to_internal_value(data)
         if value == 0 and not self.allow_zero:
             self.fail("zero")

@@ -15,14 +15,15 @@ from rest_framework.request import Request
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from billing_service.errors import DomainError, NotFound
+from billing_service.inputs import QueryIntegerField, TextField
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 
 class PageQuerySerializer(serializers.Serializer):
-    page = serializers.IntegerField(min_value=1, max_value=10_000_000, default=1, help_text="Page number (1-based).")
-    page_size = serializers.IntegerField(
+    page = QueryIntegerField(min_value=1, max_value=10_000_000, default=1, help_text="Page number (1-based).")
+    page_size = QueryIntegerField(
         min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE, help_text="Rows per page (max 100)."
     )
     pagination = serializers.ChoiceField(
@@ -31,8 +32,8 @@ class PageQuerySerializer(serializers.Serializer):
         help_text="`cursor` switches to keyset pagination: constant cost at any depth, no `count`; "
         "follow `next` / `previous`.",
     )
-    cursor = serializers.CharField(
-        required=False, max_length=200, help_text="Opaque position from a `next` or `previous` link."
+    cursor = TextField(
+        required=False, max_length=200, blank=False, help_text="Opaque position from a `next` or `previous` link."
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
@@ -110,3 +111,22 @@ class BillingAutoSchema(AutoSchema):
                 responses[key] = self._get_response_for_code(response.response, key, direction=direction)
                 responses[key]["description"] = response.description
         return responses
+
+
+class MoneyFieldExtension(OpenApiSerializerFieldExtension):
+    """A ``MoneyField`` as the API takes it: a strict decimal string (``billing_service.inputs``), with the
+    field's own sign and number of decimals."""
+
+    target_class = "billing_service.money.MoneyField"
+
+    def map_serializer_field(self, auto_schema, direction):  # noqa: ANN001, ANN201
+        field = self.target
+        sign = "-?" if field.allow_negative else ""
+        places = field.decimal_places
+        schema = {
+            "type": "string",
+            "format": "decimal",
+            "pattern": rf"^{sign}[0-9]+(\.[0-9]{{1,{places}}})?$",
+            "example": "-12.50" if field.allow_negative else "12.50",
+        }
+        return schema

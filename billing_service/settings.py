@@ -45,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "billing_service.middleware.RequestGuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -116,6 +117,13 @@ SESSION_COOKIE_SECURE = env_bool("BEHIND_TLS_PROXY")
 CSRF_COOKIE_SECURE = env_bool("BEHIND_TLS_PROXY")
 
 # --- REST API ---
+# The largest request body an endpoint takes (billing_service.middleware: larger is a 413). A batch of usage
+# events takes more: 1,000 events with every field at its largest (4 KB of metadata, 1,055 characters of text
+# even written as \u escapes) are about 17 MB of JSON.
+API_MAX_BODY_BYTES = 1024 * 1024
+API_BATCH_MAX_BODY_BYTES = 20 * 1024 * 1024
+# Django's own limit, for anything that reads a body: no smaller than the largest endpoint limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_BATCH_MAX_BODY_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.PreparedTokenAuthentication",

@@ -73,3 +73,16 @@ class ModelPriceConflict(Conflict):
 class ModelPriceNotFound(NotFound):
     code = "model_not_found"
     default_message = "No price version of this model on the platform's rate card."
+
+
+class RequestIdHeld(Conflict):
+    code = "request_id_held"
+    default_message = (
+        "This request_id belongs to a hold of the account: capture or release the hold; a request_id names one "
+        "AI call."
+    )
+
+
+class RequestIdRecorded(Conflict):
+    code = "request_id_recorded"
+    default_message = "This request_id is already recorded as a usage event of the account: a hold needs its own."

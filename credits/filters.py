@@ -8,10 +8,9 @@ from datetime import UTC, datetime, time
 import django_filters
 from django import forms
 
+from billing_service.filters import DateFilter, TextFilter, UUIDFilter
 from credits.models import LedgerEntry, TransactionType
 from credits.selectors import LedgerFilter, day_end
-
-ISO_DATE = ["%Y-%m-%d"]
 
 
 class DateRangeForm(forms.Form):
@@ -27,11 +26,11 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
     transaction_type = django_filters.ChoiceFilter(
         choices=TransactionType.choices, help_text="Only rows of this type."
     )
-    from_date = django_filters.DateFilter(
-        input_formats=ISO_DATE, method="filter_from_date", help_text="First day included (YYYY-MM-DD, UTC)."
+    from_date = DateFilter(
+        method="filter_from_date", help_text="First day included (YYYY-MM-DD, UTC)."
     )
-    to_date = django_filters.DateFilter(
-        input_formats=ISO_DATE, method="filter_to_date", help_text="Last day included (YYYY-MM-DD, UTC)."
+    to_date = DateFilter(
+        method="filter_to_date", help_text="Last day included (YYYY-MM-DD, UTC)."
     )
 
     class Meta:
@@ -56,9 +55,9 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
 
 
 class PlatformLedgerFilterSet(LedgerEntryFilterSet):
-    account_id = django_filters.UUIDFilter(field_name="account_id", help_text="Only this credit account.")
-    username = django_filters.CharFilter(
-        field_name="account__user__username", help_text="Only the account of this member."
+    account_id = UUIDFilter(field_name="account_id", help_text="Only this credit account.")
+    username = TextFilter(
+        field_name="account__user__username", max_length=150, help_text="Only the account of this member."
     )
 
     class Meta(LedgerEntryFilterSet.Meta):
@@ -72,7 +71,7 @@ from credits.models import Hold, HoldStatus  # noqa: E402  (appended section; ke
 
 class HoldFilterSet(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=HoldStatus.choices, help_text="Only holds in this state.")
-    account_id = django_filters.UUIDFilter(
+    account_id = UUIDFilter(
         field_name="account_id", help_text="Only the holds of this credit account."
     )
 

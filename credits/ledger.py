@@ -18,7 +18,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -28,7 +28,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils.module_loading import import_string
 
 from billing_service.db import server_bound_cursor
-from billing_service.money import DECIMAL_PLACES, QUANTUM, format_money
+from billing_service.money import DECIMAL_PLACES, EXACT_CONTEXT, QUANTUM, floor_to_quantum, format_money
 from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
 from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, TransactionType
 
@@ -42,13 +42,10 @@ _COLS_LIST = _COLUMNS
 # Fields whose raw database value needs converting (jsonb arrives as text).
 _CONVERTERS = [(i, f) for i, f in enumerate(_FIELDS) if hasattr(f, "from_db_value")]
 _IDEMPOTENCY_CONSTRAINT = "ledger_unique_idempotency_key"
-# Ledger keys the service derives itself (usage debits, paid orders); a client-chosen key may not start
-# with them. The first two are the usage keys, in this order.
-RESERVED_KEY_PREFIXES = ("usage:", "usage-sha256:", "order:", "recharge:")
-
-
-def is_reserved_key(key: str) -> bool:
-    return key.startswith(RESERVED_KEY_PREFIXES)
+# Idempotency keys are unique per account and come in two namespaces that never meet: a key a client chose
+# (the Idempotency-Key header) is stored as "client:<key>" (``billing_service.idempotency.client_key``); every
+# key the service derives is "<kind>:<...>" with a kind of its own (usage, order, recharge, period, rollover,
+# refund, upgrade, creem) and never "client".
 
 # Values computed from the updated account row; the rest come from parameters.
 _FROM_ACCOUNT = {
@@ -78,8 +75,10 @@ def _statement(transaction_type: str, *, with_key: bool, then: str = "") -> str:
         f"WITH {prior}acct AS ("
         f"UPDATE {_ACCOUNT_TABLE} SET balance = balance + %(balance_delta)s, "
         f"reserved = reserved + %(reserved_delta)s, last_sequence = last_sequence + 1, "
-        f"{counter} = {counter} + 1, last_entry_at = GREATEST(clock_timestamp(), last_entry_at) "
+        f"{counter} = {counter} + 1, last_entry_at = GREATEST(clock_timestamp(), last_entry_at), "
+        f"carried_remainder = COALESCE(%(carried_after)s::numeric, carried_remainder) "
         f"WHERE id = %(account_id)s{' AND platform_id = %(platform_id)s' if then else ''} "
+        f"AND (%(carried_before)s::numeric IS NULL OR carried_remainder = %(carried_before)s::numeric) "
         f"AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
         f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
         f"{' AND NOT EXISTS (SELECT 1 FROM prior)' if with_key else ''} "
@@ -121,12 +120,37 @@ class Posting:
     # Arguments of the request that a replay must repeat exactly (defaults to the posting itself), or
     # their hash already computed.
     fingerprint: dict[str, Any] | str | None = None
+    # A usage charge: (the account's carried remainder the caller read, the remainder after this debit), from
+    # ``charge_split``. The row is written only if the account still carries the first (``post``).
+    carried: tuple[Decimal, Decimal] | None = None
+    # A usage charge of this exact cost for ``post_many``, which splits it against the account's carried
+    # remainder itself (``balance_delta`` is then ignored).
+    charge: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PostResult:
     entry: LedgerEntry
     replayed: bool
+
+
+def charge_is_whole(cost: Decimal) -> bool:
+    """Whether ``cost`` is whole quanta: then ``charge_split`` debits exactly ``cost`` and leaves the carried
+    remainder as it was, whatever that remainder is, so the debit is known without reading the account."""
+    return cost == floor_to_quantum(cost)
+
+
+def charge_split(carried: Decimal, cost: Decimal) -> tuple[Decimal, Decimal]:
+    """The one rule of usage charges: (debit, remainder carried after it). A usage event of exact ``cost``
+    debits the whole quanta (0.000001) of the account's carried remainder plus the cost, rounded down; what is
+    left, less than a quantum, is carried to the next charge. So for every account, at every moment, the usage
+    debits plus the carried remainder equal the exact costs: splitting usage into tiny events neither escapes
+    the charge nor pays more. A cost in whole quanta debits exactly itself and leaves the remainder as it was."""
+    if not (cost.is_finite() and cost >= 0 and 0 <= carried < QUANTUM):
+        raise ValueError(f"a charge needs a cost >= 0 and a remainder in [0, {QUANTUM}), got {cost!r}, {carried!r}")
+    total = EXACT_CONTEXT.add(carried, cost)
+    debit = floor_to_quantum(total)
+    return debit, EXACT_CONTEXT.subtract(total, debit)
 
 
 def request_hash(fingerprint: dict[str, Any]) -> str:
@@ -257,6 +281,8 @@ def _params(
         "idempotency_key": posting.idempotency_key,
         "request_hash": digest,
         "max_balance": MAX_BALANCE,
+        "carried_before": posting.carried[0] if posting.carried else None,
+        "carried_after": posting.carried[1] if posting.carried else None,
     }
 
 
@@ -311,9 +337,12 @@ def _prior_row(account_id: uuid.UUID | str, key: str | None) -> tuple | None:
 
 def _raise_refusal(account_id: uuid.UUID | str, posting: Posting) -> None:
     """The statement changed nothing: say why."""
-    account = CreditAccount.objects.filter(pk=account_id).only("balance", "reserved").first()
+    account = CreditAccount.objects.filter(pk=account_id).only("balance", "reserved", "carried_remainder").first()
     if account is None:
         raise AccountNotFound()
+    if posting.carried is not None and account.carried_remainder != posting.carried[0]:
+        # Only ``post_chained`` (no lock) may find the remainder moved; ``post`` runs under the account's lock.
+        raise RuntimeError("the account's carried remainder changed under a locked charge")
     if account.balance + posting.balance_delta > MAX_BALANCE:
         raise BalanceLimitExceeded()
     required = posting.reserved_delta - posting.balance_delta
@@ -324,17 +353,20 @@ def _raise_refusal(account_id: uuid.UUID | str, posting: Posting) -> None:
 
 # --- many postings at once ------------------------------------------------------------------------------
 
-_STATE_COLUMNS = ["balance", "reserved", "last_sequence", *(f"count_{t}" for t in TransactionType.values)]
+_STATE_COLUMNS = [
+    "balance", "reserved", "carried_remainder", "last_sequence", *(f"count_{t}" for t in TransactionType.values)
+]
+_NUMERIC_STATE = ("balance", "reserved", "carried_remainder")
 _LOCK_ACCOUNTS = (
     f"SELECT id, platform_id, last_entry_at, {', '.join(_STATE_COLUMNS)}, clock_timestamp(), "
     f"CASE WHEN auto_recharge_enabled THEN auto_recharge_threshold_usd END "
     f"FROM {_ACCOUNT_TABLE} WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE"
 )
 _UPDATE_ACCOUNTS = (
-    f"UPDATE {_ACCOUNT_TABLE} AS a SET last_entry_at = v.last_entry_at, "
+    f"UPDATE {_ACCOUNT_TABLE} AS a SET last_entry_at = COALESCE(v.last_entry_at, a.last_entry_at), "
     + ", ".join(f"{c} = v.{c}" for c in _STATE_COLUMNS)
     + " FROM unnest(%b::uuid[], %b::timestamptz[], "
-    + ", ".join("%b::numeric[]" if c in ("balance", "reserved") else "%b::bigint[]" for c in _STATE_COLUMNS)
+    + ", ".join("%b::numeric[]" if c in _NUMERIC_STATE else "%b::bigint[]" for c in _STATE_COLUMNS)
     + f") AS v(id, last_entry_at, {', '.join(_STATE_COLUMNS)}) WHERE a.id = v.id"
 )
 # The columns of the rows post_many builds, in their order.
@@ -348,13 +380,15 @@ _COPY_ENTRIES = f"COPY {_ENTRY_TABLE} ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
 
 @dataclass(frozen=True, slots=True)
 class Posted:
-    """A row written by ``post_many``."""
+    """What ``post_many`` applied: a row, or for a charge whose debit is below a quantum only a new carried
+    remainder (``id`` None, ``charged`` 0)."""
 
-    id: uuid.UUID
+    id: uuid.UUID | None
     account_id: uuid.UUID
     sequence: int
     balance_after: Decimal
     reserved_after: Decimal
+    charged: Decimal = Decimal(0)  # a charge's debit (positive)
 
 
 @dataclass(slots=True)
@@ -391,6 +425,16 @@ def post_many(
         if state is None:
             raise AccountNotFound(details={"account_id": str(account_id)})
         values = state.values
+        carried_after = None
+        if posting.charge is not None:
+            debit, carried_after = charge_split(values["carried_remainder"], posting.charge)
+            if debit == 0:  # below a quantum: carried, no row
+                values["carried_remainder"] = carried_after
+                changed.add(account_id)
+                results.append(Posted(None, account_id, values["last_sequence"], values["balance"],
+                                      values["reserved"]))
+                continue
+            posting = replace(posting, balance_delta=-debit, charge=None)
         balance = values["balance"] + posting.balance_delta
         reserved = values["reserved"] + posting.reserved_delta
         if balance < reserved or reserved < 0 or balance > MAX_BALANCE:
@@ -403,6 +447,8 @@ def post_many(
                 )
             )
             continue
+        if carried_after is not None:
+            values["carried_remainder"] = carried_after
         counter = f"count_{posting.transaction_type}"
         changed.add(account_id)
         values["balance"], values["reserved"] = balance, reserved
@@ -416,22 +462,26 @@ def post_many(
             posting.hold_id, posting.refund_of_id, posting.idempotency_key,
             _posting_hash(posting) if posting.idempotency_key is not None else "", state.last_entry_at,
         ))
-        results.append(Posted(entry_id, account_id, values["last_sequence"], balance, reserved))
+        results.append(Posted(entry_id, account_id, values["last_sequence"], balance, reserved,
+                              charged=-posting.balance_delta if carried_after is not None else Decimal(0)))
         if posting.balance_delta < 0 and state.recharge_below is not None and balance - reserved < state.recharge_below:
             low.add(account_id)
     for account_id in sorted(low):
         low_balance_hook()(account_id)
-    if rows:
-        with server_bound_cursor() as cursor:
+    with server_bound_cursor() as cursor:
+        if rows:
             with cursor.copy(_COPY_ENTRIES) as copy:
                 for row in rows:
                     copy.write_row(row)
+        if changed:
+            with_rows = {row[1] for row in rows}
             touched = [(account_id, states[account_id]) for account_id in sorted(changed)]
             cursor.execute(
                 _UPDATE_ACCOUNTS,
                 [
                     [account_id for account_id, _ in touched],
-                    [s.last_entry_at for _, s in touched],
+                    # an account whose carried remainder alone changed keeps the time of its last row
+                    [s.last_entry_at if account_id in with_rows else None for account_id, s in touched],
                     *([s.values[c] for _, s in touched] for c in _STATE_COLUMNS),
                 ],
             )

@@ -18,13 +18,24 @@ from django.db import models
 from django.db.models import F, Q
 
 from accounts.models import Platform
-from billing_service.money import DECIMAL_PLACES, MAX_DIGITS
+from billing_service.money import (
+    DECIMAL_PLACES,
+    EXACT_DECIMAL_PLACES,
+    EXACT_MAX_DIGITS,
+    MAX_DIGITS,
+    QUANTUM,
+)
 
 MAX_BALANCE = Decimal("100000000000000") - Decimal("0.000001")  # what NUMERIC(20, 6) holds
 
 
 def money_field(**kwargs) -> models.DecimalField:  # noqa: ANN003
     return models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, **kwargs)
+
+
+def exact_field(**kwargs) -> models.DecimalField:  # noqa: ANN003
+    """An exact usage cost or a sum of them (12 decimals: no price x tokens product is ever rounded)."""
+    return models.DecimalField(max_digits=EXACT_MAX_DIGITS, decimal_places=EXACT_DECIMAL_PLACES, **kwargs)
 
 
 class TransactionType(models.TextChoices):
@@ -59,6 +70,10 @@ class CreditAccount(models.Model):
     count_refund = models.BigIntegerField(default=0, editable=False)
     count_adjustment = models.BigIntegerField(default=0, editable=False)
     last_entry_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Usage cost not yet debited: less than one quantum (0.000001). The ledger debits whole quanta; the rest of
+    # each exact cost waits here for the next charge (credits.ledger.charge_split), so that for every account
+    # the usage debits plus this remainder equal the exact costs of its usage events.
+    carried_remainder = exact_field(default=Decimal(0), editable=False)
 
     auto_recharge_enabled = models.BooleanField(default=False)
     auto_recharge_threshold_usd = money_field(null=True, blank=True)
@@ -81,6 +96,10 @@ class CreditAccount(models.Model):
             models.CheckConstraint(condition=Q(balance__gte=F("reserved")), name="account_available_not_negative"),
             models.CheckConstraint(condition=Q(balance__lte=MAX_BALANCE), name="account_balance_within_limit"),
             models.CheckConstraint(condition=Q(currency="USD"), name="account_currency_supported"),
+            models.CheckConstraint(
+                condition=Q(carried_remainder__gte=0) & Q(carried_remainder__lt=QUANTUM),
+                name="account_carried_remainder_below_quantum",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -131,6 +150,11 @@ class Hold(models.Model):
             models.Index(fields=["account", "status", "-created_at"], name="hold_account_status"),
         ]
         constraints = [
+            # A request_id names one AI call: its hold's, or its direct usage event's (credits.services.common
+            # .call_key), never two holds.
+            models.UniqueConstraint(
+                fields=["account", "request_id"], condition=~Q(request_id=""), name="hold_unique_request_per_account"
+            ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
             models.CheckConstraint(condition=Q(status__in=HoldStatus.values), name="hold_status_valid"),
             models.CheckConstraint(
@@ -273,7 +297,11 @@ class UsageEvent(models.Model):
     model = models.CharField(max_length=100, blank=True, default="")
     input_tokens = models.BigIntegerField(null=True, blank=True)
     output_tokens = models.BigIntegerField(null=True, blank=True)
-    cost = money_field()
+    cost = exact_field(help_text="The exact cost of the call (0 when it failed).")
+    charged = money_field(
+        default=Decimal(0),
+        help_text="What its ledger row debited: whole quanta of the account's carried remainder plus the cost.",
+    )
     priced_by = models.CharField(max_length=16, choices=PricingSource.choices)
     price = models.ForeignKey(
         ModelPrice, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
@@ -300,6 +328,8 @@ class UsageEvent(models.Model):
                 name="usage_tokens_not_negative",
             ),
             models.CheckConstraint(condition=Q(success=True) | Q(cost=0), name="usage_failed_costs_nothing"),
+            models.CheckConstraint(condition=Q(charged__gte=0), name="usage_charged_not_negative"),
+            models.CheckConstraint(condition=Q(success=True) | Q(charged=0), name="usage_failed_charged_nothing"),
         ]
 
     def __str__(self) -> str:
@@ -316,7 +346,7 @@ class UsageRollup(models.Model):
     total_requests = models.BigIntegerField(default=0)
     successful_requests = models.BigIntegerField(default=0)
     failed_requests = models.BigIntegerField(default=0)
-    credits_consumed = money_field(default=Decimal(0))
+    credits_consumed = exact_field(default=Decimal(0))
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
 

@@ -9,11 +9,20 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 
 from accounts.models import Platform
 from billing_service.db import server_bound_cursor
-from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, ModelPrice, TransactionType
+from billing_service.money import EXACT_CONTEXT
+from credits.models import (
+    CreditAccount,
+    Hold,
+    HoldStatus,
+    LedgerEntry,
+    ModelPrice,
+    TransactionType,
+    UsageEvent,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +205,27 @@ def ledger_verify(*, account: CreditAccount) -> LedgerCheck:
         n = counts.get(transaction_type, 0)
         if account.count_of(transaction_type) != n:
             problems.append(f"count_{transaction_type} {account.count_of(transaction_type)} != rows {n}")
+    problems.extend(_usage_charge_problems(account))
     return LedgerCheck(account_id=account.id, problems=problems)
+
+
+def _usage_charge_problems(account: CreditAccount) -> list[str]:
+    """Usage charges are exact: the usage debits plus the carried remainder equal the events' exact costs, and
+    each event's ``charged`` is what its ledger row took."""
+    problems = []
+    events = UsageEvent.objects.filter(account=account)
+    totals = events.aggregate(cost=Sum("cost"), charged=Sum("charged"))
+    cost, charged = totals["cost"] or Decimal(0), totals["charged"] or Decimal(0)
+    if EXACT_CONTEXT.add(charged, account.carried_remainder) != cost:
+        problems.append(
+            f"usage debits {charged} + carried remainder {account.carried_remainder} != exact costs {cost}"
+        )
+    unbacked = Q(charged__gt=0, ledger_entry__isnull=True)
+    disagreeing = Q(ledger_entry__isnull=False) & ~Q(ledger_entry__balance_delta=-F("charged"))
+    mismatched = events.filter(unbacked | disagreeing).values_list("request_id", flat=True)[:5]
+    for request_id in mismatched:
+        problems.append(f"usage event {request_id!r}: charged differs from its ledger row")
+    return problems
 
 
 # --- rate card -------------------------------------------------------------------------------------------
@@ -237,7 +266,7 @@ def model_price_at(*, platform_id: int, model: str, at: datetime) -> ModelPrice 
 
 # --- rate card listing -----------------------------------------------------------------------------------
 
-from django.db.models import DateField, F  # noqa: E402
+from django.db.models import DateField  # noqa: E402
 from django.db.models.functions import TruncMonth, TruncYear  # noqa: E402
 
 from credits.models import UsageRollup  # noqa: E402
@@ -355,7 +384,7 @@ class UsageFigures:
         self.total_requests += row["total"]
         self.successful_requests += row["successful"]
         self.failed_requests += row["failed"]
-        self.credits_consumed += row["credits"]
+        self.credits_consumed = EXACT_CONTEXT.add(self.credits_consumed, row["credits"])
         self.input_tokens += row["tokens_in"]
         self.output_tokens += row["tokens_out"]
         by_endpoint = self.requests_by_endpoint

@@ -47,6 +47,7 @@ from django.utils import timezone
 
 from accounts.models import Platform
 from billing_service.errors import InvalidInput
+from billing_service.inputs import uuid_or_none
 from credits.errors import AccountNotFound
 from credits.models import CreditAccount
 from credits.services.common import actor_id_of
@@ -87,10 +88,7 @@ def as_uuid(value: object) -> uuid.UUID | None:
     """``value`` as a UUID, or None when it cannot be one (an id that names nothing)."""
     if isinstance(value, uuid.UUID):
         return value
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
+    return uuid_or_none(value)
 
 
 def _invalid(problems: dict[str, list[str]]) -> InvalidInput:

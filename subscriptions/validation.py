@@ -11,6 +11,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from billing_service.inputs import is_json_int, text_problem
 from billing_service.money import MAX_AMOUNT, QUANTUM
 
 SLUG_MAX_LENGTH = 50
@@ -34,14 +35,8 @@ STRIPE_PRICE_PREFIX = "price_"
 STRIPE_PRICE_PREFIXES = (STRIPE_PRICE_PREFIX, "plan_")
 SUPPORTED_CURRENCIES = ("USD",)
 
-# Characters PostgreSQL cannot store in text (NUL) or encode at all (a lone surrogate from a JSON "\ud800").
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_CONTROL_EXCEPT_NEWLINES = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
 def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return is_json_int(value)
 
 
 def slug_problem(value: object) -> str | None:
@@ -49,22 +44,6 @@ def slug_problem(value: object) -> str | None:
         return SLUG_HELP
     if value in RESERVED_SLUGS:
         return f'"{value}" is reserved: it stands for "no plan" in current_plan and previous_plan.'
-    return None
-
-
-def text_problem(
-    value: object, *, max_length: int, multiline: bool = False, blank: bool = True
-) -> str | None:
-    if not isinstance(value, str):
-        return "Must be a string."
-    if len(value) > max_length:
-        return f"Ensure this field has no more than {max_length} characters."
-    if not blank and not value.strip():
-        return "Must not be blank."
-    if _UNSTORABLE.search(value):
-        return "Must be valid Unicode text."
-    if (_CONTROL_EXCEPT_NEWLINES if multiline else _CONTROL).search(value):
-        return "Must not contain control characters."
     return None
 
 

@@ -84,3 +84,18 @@ def post_json(client, url: str, body: Any, **extra: Any):  # noqa: ANN001, ANN20
     """POSTs ``body`` as JSON text (a str is sent verbatim: malformed or non-standard JSON)."""
     raw = body if isinstance(body, str) else json.dumps(body)
     return client.post(url, data=raw, content_type="application/json", **extra)
+
+
+def full_state() -> tuple:
+    """Every row a request of the API can write, and every account's figures: equal before and after a
+    refused request."""
+    from django.apps import apps
+
+    tables = []
+    for label in ("credits", "subscriptions", "payments", "accounts"):
+        for model in apps.get_app_config(label).get_models():
+            tables.append((model._meta.label, model.objects.count()))
+    accounts = sorted(
+        CreditAccount.objects.values_list("pk", "balance", "reserved", "last_sequence", "carried_remainder")
+    )
+    return tuple(tables), tuple(accounts)

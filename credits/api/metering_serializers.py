@@ -12,9 +12,16 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing_service.inputs import (
+    InstantField,
+    QueryIntegerField,
+    StrictInputSerializer,
+    StrictUUIDField,
+    TextField,
+)
 from billing_service.money import MoneyField
 from billing_service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from credits.api.serializers import MoneyOutField
+from credits.api.serializers import ExactOutField, MoneyOutField
 from credits.selectors import PriceStatus, PriceVersion, UsagePeriod, usage_bucket_count
 from credits.services.rate_card import (
     MODEL_NAME_HELP,
@@ -33,24 +40,13 @@ ACCOUNT_ID_HELP = (
 )  # a bucket of the year 9999 would end past what a datetime holds
 
 
-class StrictCharField(serializers.CharField):
-    """A JSON string only (DRF's CharField would turn a number or a boolean into text)."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 @extend_schema_field({"type": "string", "pattern": MODEL_NAME_RE.pattern, "maxLength": MODEL_NAME_MAX_LENGTH})
-class ModelNameField(StrictCharField):
+class ModelNameField(TextField):
     default_error_messages = {"model_name": MODEL_NAME_HELP}
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", MODEL_NAME_MAX_LENGTH)
-        kwargs.setdefault("trim_whitespace", False)
         kwargs.setdefault("help_text", MODEL_NAME_HELP)
-        super().__init__(**kwargs)
+        super().__init__(max_length=MODEL_NAME_MAX_LENGTH, blank=False, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
@@ -67,34 +63,25 @@ class ModelNameField(StrictCharField):
         "example": "2025-01-01",
     }
 )
-class IsoInstantField(serializers.Field):
+class IsoInstantField(InstantField):
     """An ISO 8601 date or date-time from a query string, as an aware UTC datetime (a date: its midnight)."""
 
-    default_error_messages = {
-        "invalid": "Must be an ISO 8601 date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM:SSZ).",
-        "out_of_range": f"Must be before {LAST_YEAR + 1}-01-01.",
-    }
+    default_error_messages = {"out_of_range": f"Must be before {LAST_YEAR + 1}-01-01."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_date=True, **kwargs)
 
     def to_internal_value(self, data: Any) -> datetime:
-        if not isinstance(data, str) or not data or data != data.strip():
-            self.fail("invalid")
-        try:
-            moment = datetime.fromisoformat(data)
-            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        except (ValueError, OverflowError):
-            self.fail("invalid")
+        moment = super().to_internal_value(data)
         if moment.year > LAST_YEAR:
             self.fail("out_of_range")
         return moment
-
-    def to_representation(self, value: datetime) -> str:
-        return value.isoformat()
 
 
 # --- rate card -------------------------------------------------------------------------------------------
 
 
-class ModelPriceInputSerializer(serializers.Serializer):
+class ModelPriceInputSerializer(StrictInputSerializer):
     model = ModelNameField()
     input_per_million = MoneyField(
         allow_zero=True, help_text='Credits per million input tokens, a decimal string: "2.50" (0 allowed).'
@@ -102,32 +89,30 @@ class ModelPriceInputSerializer(serializers.Serializer):
     output_per_million = MoneyField(
         allow_zero=True, help_text='Credits per million output tokens, a decimal string: "10.00" (0 allowed).'
     )
-    effective_from = serializers.DateTimeField(
+    effective_from = InstantField(
         required=False,
         allow_null=True,
         default=None,
-        default_timezone=UTC,
-        help_text="When this version takes effect (ISO 8601; no offset means UTC). Default: now. May be in the "
-        "future (at most 5 years). More than 60 seconds in the past only where no earlier version of the model "
+        help_text="When this version takes effect (ISO 8601; no offset means UTC), not before "
+        "2000-01-01T00:00:00Z. Default: now. May be in the future (at most 5 years). More than 60 seconds in the past only where no earlier version of the model "
         "exists (nothing was priced from the card then): usage already charged is never repriced.",
     )
-    description = StrictCharField(
+    description = TextField(
         max_length=200,
         required=False,
-        allow_blank=True,
         default="",
         help_text="Why the price changed (kept with the version).",
     )
 
 
 class RateCardQuerySerializer(serializers.Serializer):
-    model = StrictCharField(
-        required=False, max_length=MODEL_NAME_MAX_LENGTH, help_text="Only this model (exact)."
+    model = TextField(
+        required=False, max_length=MODEL_NAME_MAX_LENGTH, blank=False, help_text="Only this model (exact)."
     )
-    page = serializers.IntegerField(
+    page = QueryIntegerField(
         min_value=1, max_value=10_000_000, default=1, help_text="Page number (1-based)."
     )
-    page_size = serializers.IntegerField(
+    page_size = QueryIntegerField(
         min_value=1,
         max_value=MAX_PAGE_SIZE,
         default=DEFAULT_PAGE_SIZE,
@@ -188,7 +173,7 @@ class UsageStatsQuerySerializer(serializers.Serializer):
         help_text="End (ISO 8601 date or date-time, UTC), not before `from`. Default: now. The whole UTC day "
         "holding it is counted.",
     )
-    account_id = serializers.UUIDField(required=False, help_text=ACCOUNT_ID_HELP)
+    account_id = StrictUUIDField(required=False, help_text=ACCOUNT_ID_HELP)
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
@@ -218,14 +203,17 @@ class UsageStatsQuerySerializer(serializers.Serializer):
 
 
 class AccountIdQuerySerializer(serializers.Serializer):
-    account_id = serializers.UUIDField(required=False, help_text=ACCOUNT_ID_HELP)
+    account_id = StrictUUIDField(required=False, help_text=ACCOUNT_ID_HELP)
 
 
 class UsageFiguresSerializer(serializers.Serializer):
     total_requests = serializers.IntegerField()
     successful_requests = serializers.IntegerField()
     failed_requests = serializers.IntegerField()
-    credits_consumed = MoneyOutField(help_text="Credits charged for the requests (decimal string).")
+    credits_consumed = ExactOutField(
+        help_text="The exact cost of the requests (decimal string, up to 12 decimals): the ledger's debits for "
+        "them plus what is still carried."
+    )
     input_tokens = serializers.IntegerField(help_text="Input tokens reported with the requests.")
     output_tokens = serializers.IntegerField(help_text="Output tokens reported with the requests.")
     requests_by_endpoint = serializers.DictField(
@@ -265,6 +253,10 @@ class CreditBalanceSerializer(serializers.Serializer):
     balance = MoneyOutField(help_text="Credits on the account, including reserved ones.")
     reserved = MoneyOutField(help_text="Credits held for calls in progress.")
     available = MoneyOutField(help_text="Credits that can be spent now: balance less reserved.")
+    carried_remainder = ExactOutField(
+        help_text="Usage cost not debited yet: less than 0.000001, charged with the next usage that makes it "
+        "a whole 0.000001."
+    )
     currency = serializers.CharField()
     last_updated = serializers.DateTimeField(
         source="last_entry_at",

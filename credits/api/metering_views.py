@@ -31,7 +31,12 @@ from credits.api.metering_serializers import (
 from credits.errors import AccountNotFound, ModelPriceNotFound
 from credits.models import CreditAccount
 from credits.selectors import UsagePeriod, UsageStats
-from credits.services.rate_card import MODEL_NAME_HELP, model_price_create
+from credits.services.rate_card import (
+    MODEL_NAME_HELP,
+    MODEL_NAME_MAX_LENGTH,
+    is_valid_model_name,
+    model_price_create,
+)
 
 # --- rate card -------------------------------------------------------------------------------------------
 
@@ -136,6 +141,8 @@ class ModelPriceViewSet(TenantViewSet):
     )
     def retrieve(self, request: Request, model: str) -> Response:
         self.tenant.require_admin()
+        if not is_valid_model_name(model):  # names no model: answered without a query
+            raise ModelPriceNotFound(details={"model": model[:MODEL_NAME_MAX_LENGTH]})
         found = selectors.rate_card_models(
             platform_id=self.tenant.platform.pk, models=[model], at=timezone.now()
         )

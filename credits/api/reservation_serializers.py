@@ -4,92 +4,41 @@ captured hold's request_id becomes its usage event's."""
 
 from __future__ import annotations
 
-from typing import Any
 
 from rest_framework import serializers
 
+from billing_service.inputs import (
+    StrictBooleanField,
+    StrictInputSerializer,
+    StrictIntegerField,
+    StrictUUIDField,
+    TextField,
+)
 from billing_service.money import MoneyField
-from credits.api.serializers import LedgerEntrySerializer, MoneyOutField, UUIDStringField
+from credits.api.serializers import LedgerEntrySerializer, MoneyOutField
 from credits.api.usage_input import MAX_TOKENS
-from credits.ledger import is_reserved_key
 from credits.models import HoldStatus
 from credits.services import DEFAULT_HOLD_SECONDS, MAX_HOLD_SECONDS
-
-# --- strict fields ------------------------------------------------------------------------------------------
-
-
-class StrictCharField(serializers.CharField):
-    """A JSON string without control characters (DRF's CharField would also take a number or a bool)."""
-
-    default_error_messages = {
-        "not_a_string": "Must be a string.",
-        "control": "Must not contain control characters.",
-    }
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("not_a_string")
-        value = super().to_internal_value(data)
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-            self.fail("control")
-        return value
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer: not a bool, not a string, not a number with a fraction (not even ``900.0``)."""
-
-    default_error_messages = {"not_an_integer": "Must be a whole number (a JSON integer)."}
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("not_an_integer")
-        return super().to_internal_value(data)
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """``true`` or ``false`` (DRF's BooleanField would also take "yes", 1, "on"...)."""
-
-    default_error_messages = {"not_a_boolean": "Must be true or false."}
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("not_a_boolean")
-        return data
-
-
-class StrictInputSerializer(serializers.Serializer):
-    """Refuses a body that is not a JSON object, and names every field it does not know (a misspelt optional
-    field would otherwise be ignored silently: ``expires_at`` for ``expires_in`` keeps the default expiry)."""
-
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
-
 
 # --- input ------------------------------------------------------------------------------------------------
 
 
 class ReservationCreateInputSerializer(StrictInputSerializer):
-    account_id = UUIDStringField(
+    account_id = StrictUUIDField(
         help_text="A credit account of your platform (a member's or the platform's own)."
     )
     amount = MoneyField(help_text='Credits to hold, greater than zero: "2.50".')
-    request_id = StrictCharField(
+    request_id = TextField(
         max_length=255,
-        trim_whitespace=False,
+        blank=False,
         help_text="Your id of the call, and the idempotency key: the same request_id and body on the same "
         "account return the first hold (200); with another body they are a 409. The usage event recorded at "
         "capture carries it.",
     )
-    reference = StrictCharField(
+    reference = TextField(
         max_length=255,
         required=False,
         default="",
-        allow_blank=True,
-        trim_whitespace=False,
         help_text="Free text kept on the hold and its ledger rows.",
     )
     expires_in = StrictIntegerField(
@@ -101,22 +50,19 @@ class ReservationCreateInputSerializer(StrictInputSerializer):
         f"(default {DEFAULT_HOLD_SECONDS}).",
     )
 
-    def validate_request_id(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("Must not be blank.")
-        if is_reserved_key(value):
-            raise serializers.ValidationError("Ids starting with 'usage:' or 'order:' are reserved for the service's own rows.")
-        return value
-
 
 class ReservationCaptureInputSerializer(StrictInputSerializer):
     amount = MoneyField(
         allow_zero=True,
-        help_text='The real cost, "0" or more. More than the hold is charged only when the available credits '
-        "cover the excess (402 otherwise).",
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text='The real cost, "0" or more; without it, `model` and the tokens are priced by the rate card '
+        "(exactly, like a usage event: the debit is in whole 0.000001 with the account's carried remainder). "
+        "More than the hold is charged only when the available credits cover the excess (402 otherwise).",
     )
-    endpoint = StrictCharField(max_length=200, help_text='What was called, e.g. "/v1/chat/completions".')
-    model = StrictCharField(max_length=100, required=False, default="", allow_blank=True)
+    endpoint = TextField(max_length=200, blank=False, help_text='What was called, e.g. "/v1/chat/completions".')
+    model = TextField(max_length=100, required=False, default="")
     input_tokens = StrictIntegerField(
         min_value=0, max_value=MAX_TOKENS, required=False, allow_null=True, default=None
     )
@@ -129,11 +75,6 @@ class ReservationCaptureInputSerializer(StrictInputSerializer):
         help_text="false: the call failed; it is recorded, charged nothing (whatever amount says) and the "
         "whole hold is released.",
     )
-
-    def validate_endpoint(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("Must not be blank.")
-        return value
 
 
 # --- output -----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api.views import TenantViewSet
+from billing_service.inputs import uuid_or_none
 from billing_service.money import format_money
 from billing_service.pagination import (
     PageQuerySerializer,
@@ -44,10 +45,10 @@ SETTLED_ONCE = (
 
 def _hold_id(raw: str) -> uuid.UUID:
     """The hold id of the URL; anything that is not a UUID names no hold (404)."""
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise HoldNotFound() from None
+    hold_id = uuid_or_none(raw)
+    if hold_id is None:
+        raise HoldNotFound()
+    return hold_id
 
 
 def _available(entry: LedgerEntry) -> Decimal:

@@ -7,7 +7,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing_service.money import MoneyField, format_money
+from billing_service.inputs import StrictBooleanField, StrictInputSerializer, StrictUUIDField, TextField
+from billing_service.money import MoneyField, format_exact, format_money
 from credits.models import CreditAccount, LedgerEntry, TransactionType
 from subscriptions.selectors import PRICING_TABLE_SCHEMA, AccountPlanState, account_plan_state, pricing_table
 
@@ -26,6 +27,14 @@ class MoneyOutField(serializers.Field):
         return format_money(value)
 
 
+@extend_schema_field({"type": "string", "format": "decimal", "example": "0.0000004"})
+class ExactOutField(serializers.Field):
+    """An exact usage amount, up to 12 decimals ("0.0000004"; "12.50" when it has at most two)."""
+
+    def to_representation(self, value: Decimal) -> str | None:
+        return format_exact(value)
+
+
 class CreditAccountSerializer(serializers.Serializer):
     """The ibl.ai credit account: plan, balance and auto-recharge, plus the ledger's exact figures.
 
@@ -39,6 +48,10 @@ class CreditAccountSerializer(serializers.Serializer):
     available_credits = MoneyOutField(source="available")
     balance = MoneyOutField(help_text="Credits on the account, including reserved ones.")
     reserved = MoneyOutField(help_text="Credits held for calls in progress.")
+    carried_remainder = ExactOutField(
+        help_text="Usage cost not debited yet: less than 0.000001, charged with the next usage that makes it "
+        "a whole 0.000001 (the ledger moves whole 0.000001; usage costs are exact)."
+    )
     currency = serializers.CharField()
     current_plan = serializers.SerializerMethodField(
         help_text='Slug of the current subscription\'s plan, or "free_trial" without one.'
@@ -102,10 +115,10 @@ class CreditAccountSerializer(serializers.Serializer):
         return pricing_table(platform_id=account.platform_id)
 
 
-class AutoRechargeInputSerializer(serializers.Serializer):
+class AutoRechargeInputSerializer(StrictInputSerializer):
     """PATCH /api/billing/account/: the auto-recharge settings, each optional; null clears an amount."""
 
-    auto_recharge_enabled = serializers.BooleanField(required=False)
+    auto_recharge_enabled = StrictBooleanField(required=False)
     auto_recharge_threshold_usd = MoneyField(
         required=False, allow_null=True, max_digits=12, decimal_places=2,
         help_text='Recharge when available credits fall below this, e.g. "10.00".',
@@ -188,23 +201,14 @@ class PlatformLedgerEntrySerializer(LedgerEntrySerializer):
         return data
 
 
-class UUIDStringField(serializers.UUIDField):
-    """A UUID given as a string (DRF's UUIDField would also take a JSON integer as one)."""
-
-    def to_internal_value(self, data: Any):  # noqa: ANN201
-        if not isinstance(data, str):
-            self.fail("invalid", value=data)
-        return super().to_internal_value(data)
-
-
-class ManualAdjustmentInputSerializer(serializers.Serializer):
-    account_id = UUIDStringField()
+class ManualAdjustmentInputSerializer(StrictInputSerializer):
+    account_id = StrictUUIDField()
     amount = MoneyField(allow_negative=True, help_text='Signed decimal string, not zero: "25.00" or "-3.50".')
-    description = serializers.CharField(max_length=500, help_text="Why: kept on the ledger row.")
-    reference = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    description = TextField(max_length=500, blank=False, help_text="Why: kept on the ledger row.")
+    reference = TextField(max_length=255, required=False, default="")
 
 
 class AccountQuerySerializer(serializers.Serializer):
-    platform_key = serializers.CharField(
-        required=False, max_length=63, help_text="The platform's own account instead of yours (owners and admins)."
+    platform_key = TextField(
+        required=False, max_length=63, blank=False, help_text="The platform's own account instead of yours (owners and admins)."
     )

@@ -5,15 +5,21 @@ single-event and the batch endpoint; ``UsageEventInputSerializer`` only document
 from __future__ import annotations
 
 import json
-import re
-import uuid
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
+from billing_service.inputs import (
+    UNSTORABLE,
+    decimal_parse,
+    instant_parse,
+    is_json_int,
+    stored_instant_problem,
+    text_problem,
+    uuid_or_none,
+)
 from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT
 from credits.services import UsageInput
 
@@ -25,11 +31,6 @@ FIELDS = frozenset(
     {"account_id", "request_id", "endpoint", "model", "input_tokens", "output_tokens", "amount", "success",
      "description", "metadata", "occurred_at"}
 )
-
-
-# What PostgreSQL cannot store in text or jsonb (NUL) or encode at all (a lone UTF-16 surrogate from a JSON
-# escape such as "\ud800"): refused as bad input rather than failing in the database.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class EventErrors(Exception):
@@ -44,17 +45,9 @@ def _text(data: dict, name: str, errors: dict, *, required: bool, max_length: in
         if required:
             errors[name] = ["This field is required."]
         return ""
-    if not isinstance(value, str):
-        errors[name] = ["Must be a string."]
-        return ""
-    if required and not value.strip():
-        errors[name] = ["Must not be blank."]
-    elif len(value) > max_length:
-        errors[name] = [f"Ensure this field has no more than {max_length} characters."]
-    elif any(ord(ch) < 32 for ch in value):
-        errors[name] = ["Must not contain control characters."]
-    elif _UNSTORABLE.search(value):
-        errors[name] = ["Must be valid Unicode text."]
+    problem = text_problem(value, max_length=max_length, blank=not required)
+    if problem:
+        errors[name] = [problem]
     return value
 
 
@@ -62,7 +55,7 @@ def _tokens(data: dict, name: str, errors: dict) -> int | None:
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_json_int(value):
         errors[name] = ["Must be a whole number."]
     elif not 0 <= value <= MAX_TOKENS:
         errors[name] = [f"Must be between 0 and {MAX_TOKENS}."]
@@ -75,17 +68,12 @@ def _amount(data: dict, errors: dict) -> Decimal | None:
     value = data.get("amount")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-        errors["amount"] = ['Must be a decimal number given as a string, e.g. "0.0125".']
-        return None
     try:
-        amount = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        errors["amount"] = ["A valid number is required."]
+        amount = decimal_parse(value)
+    except ValueError as exc:
+        errors["amount"] = [str(exc)]
         return None
-    if not amount.is_finite():
-        errors["amount"] = ["A valid number is required."]
-    elif amount < 0:
+    if amount < 0:
         errors["amount"] = ["Must not be negative."]
     elif amount > MAX_AMOUNT:
         errors["amount"] = [f"Must be at most {MAX_AMOUNT}."]
@@ -100,21 +88,16 @@ def _occurred_at(data: dict, errors: dict, now: datetime) -> datetime | None:
     value = data.get("occurred_at")
     if value is None:
         return None
-    parsed = None
-    if isinstance(value, str):
-        try:
-            parsed = parse_datetime(value)
-        except ValueError:
-            parsed = None
-    if parsed is None:
-        errors["occurred_at"] = ["Must be an ISO 8601 date-time, e.g. 2026-04-17T09:15:00Z."]
+    try:
+        moment = instant_parse(value)
+    except ValueError as exc:
+        errors["occurred_at"] = [str(exc)]
         return None
-    if timezone.is_naive(parsed):
-        parsed = parsed.replace(tzinfo=UTC)
-    if parsed > now + FUTURE_SKEW:
-        errors["occurred_at"] = ["Must not be in the future."]
+    problem = stored_instant_problem(moment, now=now, future=FUTURE_SKEW)
+    if problem:
+        errors["occurred_at"] = [problem]
         return None
-    return parsed
+    return moment
 
 
 def parse_event(data: Any, *, now: datetime | None = None) -> UsageInput:
@@ -130,12 +113,9 @@ def parse_event(data: Any, *, now: datetime | None = None) -> UsageInput:
     if raw_id is None:
         errors["account_id"] = ["This field is required."]
     else:
-        try:
-            account_id = uuid.UUID(raw_id) if isinstance(raw_id, str) else None
-        except ValueError:
-            account_id = None
+        account_id = uuid_or_none(raw_id)
         if account_id is None:
-            errors["account_id"] = ["Must be a valid UUID."]
+            errors["account_id"] = ["Must be a valid UUID (8-4-4-4-12 hexadecimal digits)."]
     request_id = _text(data, "request_id", errors, required=True, max_length=255)
     endpoint = _text(data, "endpoint", errors, required=True, max_length=200)
     model = _text(data, "model", errors, required=False, max_length=100)
@@ -171,7 +151,7 @@ def _metadata_problem(metadata: dict) -> str | None:
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
-            if _UNSTORABLE.search(value):
+            if UNSTORABLE.search(value):
                 return "Text in metadata must be valid Unicode without NUL characters."
         elif isinstance(value, dict | list):
             if depth > MAX_METADATA_DEPTH:

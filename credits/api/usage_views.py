@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -9,9 +10,10 @@ from rest_framework.response import Response
 
 from accounts.api.views import TenantViewSet
 from billing_service.errors import InvalidInput
-from billing_service.money import MoneyField, format_money
+from billing_service.inputs import InstantField
+from billing_service.money import MoneyField, format_exact, format_money
 from billing_service.schema import ERROR_RESPONSES, error_response
-from credits.api.serializers import LedgerEntrySerializer, MoneyOutField, iso_instant
+from credits.api.serializers import ExactOutField, LedgerEntrySerializer, MoneyOutField, iso_instant
 from credits.api.usage_input import EventErrors, parse_event
 from credits.models import UsageEvent
 from credits.services import usage_record, usage_record_batch
@@ -32,7 +34,12 @@ class UsageEventInputSerializer(serializers.Serializer):
     success = serializers.BooleanField(default=True, help_text="A failed call is recorded and costs nothing.")
     description = serializers.CharField(max_length=500, required=False)
     metadata = serializers.DictField(required=False, help_text="Any JSON object, up to 4 KB.")
-    occurred_at = serializers.DateTimeField(required=False, help_text="When the call happened (default: now).")
+    occurred_at = InstantField(
+        required=False,
+        help_text="When the call happened (default: now): ISO 8601, e.g. 2026-04-17T09:15:00Z (an offset is "
+        "converted to UTC; none means UTC), not before 2000-01-01T00:00:00Z and at most 5 minutes ahead of the "
+        "service's clock. Its UTC day is the day the call counts in /usage/stats/.",
+    )
 
 
 class UsageEventSerializer(serializers.Serializer):
@@ -43,7 +50,11 @@ class UsageEventSerializer(serializers.Serializer):
     model = serializers.CharField()
     input_tokens = serializers.IntegerField(allow_null=True)
     output_tokens = serializers.IntegerField(allow_null=True)
-    cost = MoneyOutField()
+    cost = ExactOutField(help_text="The call's exact cost (up to 12 decimals); 0 when it failed.")
+    charged = MoneyOutField(
+        help_text="What its ledger row debited: the whole 0.000001 of the account's carried remainder plus the "
+        "cost; the rest stays carried (`carried_remainder`)."
+    )
     priced_by = serializers.CharField(help_text="amount or rate_card")
     price_version_id = serializers.IntegerField(source="price_id", allow_null=True)
     success = serializers.BooleanField()
@@ -64,7 +75,8 @@ class UsageEventSerializer(serializers.Serializer):
             "model": event.model,
             "input_tokens": event.input_tokens,
             "output_tokens": event.output_tokens,
-            "cost": format_money(event.cost),
+            "cost": format_exact(event.cost),
+            "charged": format_money(event.charged),
             "priced_by": event.priced_by,
             "price_version_id": event.price_id,
             "success": event.success,
@@ -80,7 +92,9 @@ class UsageEventSerializer(serializers.Serializer):
 UsageRecordedSerializer = inline_serializer(
     name="UsageRecorded",
     fields={
-        "transaction": LedgerEntrySerializer(allow_null=True, help_text="The subtract row; null when free."),
+        "transaction": LedgerEntrySerializer(
+            allow_null=True, help_text="The subtract row; null when nothing was debited (free, or carried)."
+        ),
         "usage_event": UsageEventSerializer(),
         "available_credits": MoneyOutField(),
     },
@@ -117,6 +131,8 @@ def _event_or_400(data: object):  # noqa: ANN202
 class UsageViewSet(TenantViewSet):
     """Usage events from the platform's backend (owners and admins). A successful event debits its account
     in the same transaction that stores it; `request_id` makes retries safe."""
+
+    max_body_bytes = {"batch": settings.API_BATCH_MAX_BODY_BYTES}  # billing_service.middleware
 
     @extend_schema(
         operation_id="billing_usage_create",
@@ -161,10 +177,13 @@ class UsageViewSet(TenantViewSet):
         self.tenant.require_admin()
         data = request.data
         events = data.get("events") if isinstance(data, dict) else None
+        problems: dict[str, list[str]] = {}
         if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
-            raise InvalidInput(
-                "Invalid input: events.", details={"events": [f"Must be a list of 1 to {MAX_BATCH} events."]}
-            )
+            problems["events"] = [f"Must be a list of 1 to {MAX_BATCH} events."]
+        if isinstance(data, dict):
+            problems |= {str(name): ["Unknown field."] for name in sorted(set(data) - {"events"}, key=str)}
+        if problems:
+            raise InvalidInput(f"Invalid input: {', '.join(problems)}.", details=problems)
         parsed: list = []
         results: list[dict | None] = [None] * len(events)
         positions: list[int] = []

@@ -9,7 +9,7 @@ from accounts.api.views import TenantViewSet
 from accounts.errors import NotAMember
 from accounts.tenancy import platform_admin_resolve
 from billing_service.idempotency import HEADER as IDEMPOTENCY_HEADER
-from billing_service.idempotency import idempotency_key_from
+from billing_service.idempotency import client_key, idempotency_key_from
 from billing_service.pagination import (
     InvalidCursor,
     PageQuerySerializer,
@@ -29,7 +29,7 @@ from credits.api.serializers import (
     ManualAdjustmentInputSerializer,
     PlatformLedgerEntrySerializer,
 )
-from credits.errors import AccountNotFound
+from credits.errors import AccountNotFound, IdempotencyConflict
 from credits.filters import LedgerEntryFilterSet, PlatformLedgerFilterSet
 from credits.models import CreditAccount, LedgerEntry
 
@@ -170,14 +170,17 @@ class ManualAdjustmentViewSet(TenantViewSet):
         key = idempotency_key_from(request)
         if selectors.account_get(account_id=data["account_id"], platform=self.tenant.platform) is None:
             raise AccountNotFound(details={"account_id": str(data["account_id"])})
-        result = services.credits_adjust(
-            account_id=data["account_id"],
-            amount=data["amount"],
-            description=data["description"],
-            reference=data["reference"],
-            actor=request.user,
-            idempotency_key=key,
-        )
+        try:
+            result = services.credits_adjust(
+                account_id=data["account_id"],
+                amount=data["amount"],
+                description=data["description"],
+                reference=data["reference"],
+                actor=request.user,
+                idempotency_key=client_key(key) if key else None,
+            )
+        except IdempotencyConflict:  # named as the client sent it, not as it is stored
+            raise IdempotencyConflict(details={IDEMPOTENCY_HEADER: key}) from None
         headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
         return Response(
             LedgerEntrySerializer(result.entry).data,

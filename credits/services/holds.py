@@ -14,11 +14,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from credits import ledger
-from credits.errors import HoldExpired, HoldNotActive, HoldNotFound
-from credits.ledger import Posting
+from credits.errors import HoldExpired, HoldNotActive, HoldNotFound, IdempotencyConflict, RequestIdRecorded
+from credits.ledger import Posting, charge_split
 from credits.locks import account_lock, hold_lock
-from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
-from credits.services.common import actor_id_of, require_positive
+from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType, UsageEvent
+from credits.services.common import actor_id_of, call_key, require_positive
 
 DEFAULT_HOLD_SECONDS = 900
 MAX_HOLD_SECONDS = 86_400
@@ -44,34 +44,30 @@ def hold_create(
     actor: AbstractBaseUser | None = None,
     idempotency_key: str | None = None,
 ) -> HoldResult:
-    """Reserves credits: ``reserved`` rises, ``available`` falls (a ``reserve`` row)."""
+    """Reserves credits: ``reserved`` rises, ``available`` falls (a ``reserve`` row).
+
+    ``idempotency_key`` is the call's request_id: the hold keeps it, the usage event its capture records carries
+    it, and its ``reserve`` row is keyed in the namespace of AI calls (``call_key``), which direct usage events
+    share. So the same request_id and arguments replay the hold; other arguments are an
+    ``IdempotencyConflict``; a request_id already recorded as a usage event of the account is
+    ``RequestIdRecorded`` (its capture could never record its event)."""
     require_positive(amount)
     if not 1 <= expires_in <= MAX_HOLD_SECONDS:
         raise ValueError(f"expires_in must be 1..{MAX_HOLD_SECONDS} seconds")
     hold_id = uuid.uuid4()
-    result = ledger.post(
-        account_id,
-        Posting(
-            transaction_type=TransactionType.RESERVE,
-            reserved_delta=amount,
-            description="Credits reserved",
-            reference=reference,
-            metadata=metadata,
-            actor_id=actor_id_of(actor),
-            hold_id=hold_id,
-            idempotency_key=idempotency_key,
-            fingerprint={
-                "operation": "hold",
-                "amount": amount,
-                "expires_in": expires_in,
-                "reference": reference,
-                "metadata": metadata or {},
-            },
-        ),
-    )
+    try:
+        result = _reserve(account_id, amount, expires_in, reference, metadata, actor, hold_id, idempotency_key)
+    except IdempotencyConflict:
+        if idempotency_key and _recorded(account_id, idempotency_key):
+            raise RequestIdRecorded(details={"request_id": idempotency_key}) from None
+        raise
     if result.replayed:
         hold = Hold.objects.get(pk=result.entry.hold_id)
         return HoldResult(hold=hold, entries=[result.entry], replayed=True)
+    # Under the account's lock (the reserve row's UPDATE took it): a free usage event, which has no ledger row
+    # to collide with, is found here, and none can be written until this commits.
+    if idempotency_key and _recorded(account_id, idempotency_key):
+        raise RequestIdRecorded(details={"request_id": idempotency_key})
     # The ledger row references the hold; the foreign key is checked at commit.
     hold = Hold.objects.create(
         id=hold_id,
@@ -86,6 +82,36 @@ def hold_create(
     return HoldResult(hold=hold, entries=[result.entry])
 
 
+def _recorded(account_id: uuid.UUID | str, request_id: str) -> bool:
+    return UsageEvent.objects.filter(account_id=account_id, request_id=request_id).exists()
+
+
+def _reserve(
+    account_id: uuid.UUID | str, amount: Decimal, expires_in: int, reference: str,
+    metadata: dict[str, Any] | None, actor: AbstractBaseUser | None, hold_id: uuid.UUID, request_id: str | None,
+) -> ledger.PostResult:
+    return ledger.post(
+        account_id,
+        Posting(
+            transaction_type=TransactionType.RESERVE,
+            reserved_delta=amount,
+            description="Credits reserved",
+            reference=reference,
+            metadata=metadata,
+            actor_id=actor_id_of(actor),
+            hold_id=hold_id,
+            idempotency_key=call_key(request_id) if request_id else None,
+            fingerprint={
+                "operation": "hold",
+                "amount": amount,
+                "expires_in": expires_in,
+                "reference": reference,
+                "metadata": metadata or {},
+            },
+        ),
+    )
+
+
 def hold_capture(
     *,
     hold_id: uuid.UUID | str,
@@ -97,7 +123,9 @@ def hold_capture(
     after_capture: Callable[[Hold, list[LedgerEntry]], Any] | None = None,
 ) -> HoldResult:
     """Charges the real cost of a held call: a ``subtract`` row for ``amount`` and a ``release`` row for
-    what is left of the hold. Charging more than the hold needs ``available`` to cover the excess.
+    what is left of the hold. ``amount`` is exact (up to 12 decimals): like every usage charge it is debited in
+    whole quanta with the account's carried remainder (``credits.ledger.charge_split``), and ``captured_amount``
+    is the debit. Charging more than the hold needs ``available`` to cover the excess.
     A hold is settled once: a second capture or release raises ``HoldNotActive``. ``after_capture`` runs
     inside the same transaction with the settled hold and its rows (the usage path stores its event there);
     whatever it returns is the result's ``extra``."""
@@ -133,7 +161,7 @@ def _hold_settle(
         if hold is None or (account_id is not None and str(hold.account_id) != str(account_id)):
             raise HoldNotFound()
         # Lock order: account, then hold.
-        account_lock(account_id=hold.account_id)
+        carried = account_lock(account_id=hold.account_id).carried_remainder
         hold = hold_lock(hold_id=hold_id)
         if hold.status != HoldStatus.ACTIVE:
             raise HoldNotActive(details={"status": hold.status})
@@ -145,7 +173,7 @@ def _hold_settle(
             entries = _hold_finish(hold, status=HoldStatus.RELEASED, captured=None, actor=actor, now=now)
         else:
             entries = _hold_finish(
-                hold, status=HoldStatus.CAPTURED, captured=capture, actor=actor, now=now,
+                hold, status=HoldStatus.CAPTURED, captured=capture, carried=carried, actor=actor, now=now,
                 description=description, metadata=metadata,
             )
             if after_capture is not None:
@@ -162,30 +190,38 @@ def _hold_finish(
     captured: Decimal | None,
     actor: AbstractBaseUser | None,
     now: datetime,
+    carried: Decimal = Decimal(0),
     description: str = "",
     metadata: dict[str, Any] | None = None,
 ) -> list[LedgerEntry]:
-    """Writes the rows that settle a locked, active hold and marks it settled."""
+    """Writes the rows that settle a locked, active hold and marks it settled. ``captured``: the exact cost of a
+    capture, charged against the account's ``carried`` remainder (read under its lock)."""
     entries: list[LedgerEntry] = []
     actor_id = actor_id_of(actor)
     remaining = hold.amount
+    debit = Decimal(0)
     if captured:
-        consumed = min(captured, hold.amount)
-        entries.append(
-            ledger.post(
-                hold.account_id,
-                Posting(
-                    transaction_type=TransactionType.SUBTRACT,
-                    balance_delta=-captured,
-                    reserved_delta=-consumed,
-                    description=description or "Usage (captured hold)",
-                    reference=hold.reference,
-                    metadata=metadata,
-                    actor_id=actor_id,
-                    hold_id=hold.id,
-                ),
-            ).entry
-        )
+        debit, carried_after = charge_split(carried, captured)
+        consumed = min(debit, hold.amount)
+        if debit > 0:
+            entries.append(
+                ledger.post(
+                    hold.account_id,
+                    Posting(
+                        transaction_type=TransactionType.SUBTRACT,
+                        balance_delta=-debit,
+                        reserved_delta=-consumed,
+                        description=description or "Usage (captured hold)",
+                        reference=hold.reference,
+                        metadata=metadata,
+                        actor_id=actor_id,
+                        hold_id=hold.id,
+                        carried=(carried, carried_after),
+                    ),
+                ).entry
+            )
+        elif carried_after != carried:
+            CreditAccount.objects.filter(pk=hold.account_id).update(carried_remainder=carried_after)
         remaining -= consumed
     if remaining > 0:
         why = {HoldStatus.EXPIRED: "Hold expired", HoldStatus.CAPTURED: "Unused hold released"}
@@ -203,7 +239,7 @@ def _hold_finish(
             ).entry
         )
     hold.status = status
-    hold.captured_amount = captured if status == HoldStatus.CAPTURED else None
+    hold.captured_amount = debit if status == HoldStatus.CAPTURED else None
     hold.settled_at = now
     hold.save(update_fields=["status", "captured_amount", "settled_at"])
     return entries

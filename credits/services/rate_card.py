@@ -11,7 +11,8 @@ deleted, so every usage event's ``price`` keeps explaining its charge. Rules:
 - Where no earlier version exists, nothing in that stretch of time was priced from the card, so a version
   may start in the past: a model's first price, to price usage reported late (``occurred_at``), or a price
   for the time before the model's earliest version.
-- It may not lie more than ``MAX_FUTURE`` (five years) ahead: a version can never be withdrawn, so a typo in
+- It may not lie before 2000-01-01 UTC (``billing_service.inputs.EARLIEST_INSTANT``), nor more than
+  ``MAX_FUTURE`` (five years) ahead: a version can never be withdrawn, so a typo in
   the year would otherwise stay on the card for good.
 - Two versions of one model at exactly the same instant (to the microsecond) are a conflict (409).
 """
@@ -28,6 +29,7 @@ from django.utils import timezone
 
 from accounts.models import Platform
 from billing_service.errors import InvalidInput
+from billing_service.inputs import stored_instant_problem
 from billing_service.money import MAX_AMOUNT, QUANTUM, format_money
 from credits.errors import ModelPriceConflict
 from credits.models import ModelPrice
@@ -73,8 +75,8 @@ def effective_from_problem(
     *, platform_id: int, model: str, effective_from: datetime, now: datetime
 ) -> str | None:
     """Why ``effective_from`` is refused (a message for the field), or None when it is acceptable."""
-    if effective_from > now + MAX_FUTURE:
-        return f"Must be at most {MAX_FUTURE.days} days ahead."
+    if problem := stored_instant_problem(effective_from, now=now, future=MAX_FUTURE):
+        return problem
     if (
         effective_from < now - PAST_TOLERANCE
         and ModelPrice.objects.filter(

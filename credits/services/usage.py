@@ -10,13 +10,12 @@ that must hold at the moment of the debit (seat budgets, model tiers) belong her
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -26,7 +25,7 @@ from django.utils import timezone
 from accounts.models import Platform
 from billing_service.db import server_bound_cursor
 from billing_service.errors import DomainError
-from billing_service.money import QUANTUM
+from billing_service.money import EXACT_CONTEXT
 from credits import ledger
 from credits.errors import (
     AccountNotFound,
@@ -35,9 +34,9 @@ from credits.errors import (
     IdempotencyConflict,
     InsufficientCredits,
     ModelNotPriced,
+    RequestIdHeld,
 )
-from credits.ledger import RESERVED_KEY_PREFIXES, Posting, is_idempotency_race, request_hash
-from credits.locks import account_lock
+from credits.ledger import Posting, charge_is_whole, charge_split, is_idempotency_race, request_hash
 from credits.models import (
     CreditAccount,
     Hold,
@@ -48,12 +47,11 @@ from credits.models import (
     UsageEvent,
 )
 from credits.selectors import model_price_versions, model_prices_for
-from credits.services.common import actor_id_of
+from credits.services.common import actor_id_of, call_key
 from credits.services.holds import HoldResult, hold_capture
 
 MILLION = Decimal(1_000_000)
 _DESCRIPTION_MAX = LedgerEntry._meta.get_field("description").max_length
-_KEY_MAX = LedgerEntry._meta.get_field("idempotency_key").max_length
 _EVENT_TABLE = UsageEvent._meta.db_table
 _ROLLUP_TABLE = "credits_usagerollup"
 _USAGE_CONSTRAINT = "usage_unique_request_per_account"
@@ -105,11 +103,26 @@ _RECORD_CHARGED = ledger.chained_statement(
         f"coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{_ROLLUP_UPSERT_TAIL})"
     ),
 )
+_ACCOUNT_TABLE = CreditAccount._meta.db_table
+_HOLD_TABLE = Hold._meta.db_table
+# The carried remainder of an account of the platform (read without a lock by the one-statement path, which
+# writes only if it is unchanged).
+_CARRIED_OF = f"SELECT carried_remainder FROM {_ACCOUNT_TABLE} WHERE id = %s AND platform_id = %s"
+# The general path's first statement: the account of the platform, locked; then, under that lock, what its
+# request_id already names (a hold, an event).
+_LOCK_FOR_USAGE = (
+    f"SELECT carried_remainder, balance, reserved FROM {_ACCOUNT_TABLE} WHERE id = %s AND platform_id = %s "
+    f"FOR UPDATE"
+)
+_CALL_OF = (
+    f"SELECT (SELECT id FROM {_HOLD_TABLE} WHERE account_id = %(account_id)s AND request_id = %(request_id)s), "
+    f"(SELECT id FROM {_EVENT_TABLE} WHERE account_id = %(account_id)s AND request_id = %(request_id)s)"
+)
+_SET_CARRIED = f"UPDATE {_ACCOUNT_TABLE} SET carried_remainder = %s WHERE id = %s"
 # The columns of the rows a batch builds, in their order.
-_ACCOUNT_OF_PLATFORM = f"SELECT 1 FROM {CreditAccount._meta.db_table} WHERE id = %s AND platform_id = %s"
 _COPY_EVENTS = (
     f"COPY {_EVENT_TABLE} (id, account_id, platform_id, request_id, endpoint, model, input_tokens, output_tokens, "
-    f"cost, priced_by, price_id, success, description, metadata, ledger_entry_id, hold_id, request_hash, "
+    f"cost, charged, priced_by, price_id, success, description, metadata, ledger_entry_id, hold_id, request_hash, "
     f"occurred_at, recorded_at) FROM STDIN"
 )
 _UPSERT_ROLLUPS = (
@@ -119,6 +132,10 @@ _UPSERT_ROLLUPS = (
 )
 _FIND_EVENTS = (
     f"SELECT account_id, request_id, request_hash, id, ledger_entry_id FROM {_EVENT_TABLE} "
+    f"WHERE (account_id, request_id) IN (SELECT * FROM unnest(%b::uuid[], %s::text[]))"
+)
+_FIND_HOLDS = (
+    f"SELECT account_id, request_id, id, status FROM {_HOLD_TABLE} "
     f"WHERE (account_id, request_id) IN (SELECT * FROM unnest(%b::uuid[], %s::text[]))"
 )
 
@@ -186,11 +203,14 @@ def usage_cost(usage: UsageInput, versions: list[ModelPrice], at: datetime) -> t
     version = next((v for v in versions if v.effective_from <= at), None)
     if version is None:
         raise ModelNotPriced(details={"model": [f"No price for {usage.model!r} at {at.isoformat()}."]})
-    raw = (
-        (usage.input_tokens or 0) * version.input_per_million + (usage.output_tokens or 0) * version.output_per_million
-    ) / MILLION
-    # Rounded to the micro-credit, half up: the ledger is exact to 6 decimals.
-    return raw.quantize(QUANTUM, rounding=ROUND_HALF_UP), version
+    # Exact (EXACT_CONTEXT raises rather than round): at most 12 decimals, what UsageEvent.cost holds. The
+    # ledger debits it in whole quanta and carries the rest on the account (credits.ledger.charge_split).
+    c = EXACT_CONTEXT
+    product = c.add(
+        c.multiply(Decimal(usage.input_tokens or 0), version.input_per_million),
+        c.multiply(Decimal(usage.output_tokens or 0), version.output_per_million),
+    )
+    return c.divide(product, MILLION), version
 
 
 def _priced_by(usage: UsageInput) -> str:
@@ -203,30 +223,26 @@ def _label(endpoint: str, model: str, description: str = "") -> str:
     return f"{label} — {description}"[:_DESCRIPTION_MAX] if description else label
 
 
-def _ledger_key(request_id: str) -> str:
-    """The debit's idempotency key, within the ledger key's 255 characters whatever the request_id's length."""
-    key = f"{RESERVED_KEY_PREFIXES[0]}{request_id}"
-    if len(key) <= _KEY_MAX:
-        return key
-    return f"{RESERVED_KEY_PREFIXES[1]}{hashlib.sha256(request_id.encode()).hexdigest()}"
-
-
-def _debit_posting(usage: UsageInput, cost: Decimal, event_id: uuid.UUID, digest: str, actor_id: int | None) -> Posting:
+def _debit_posting(
+    usage: UsageInput, debit: Decimal, event_id: uuid.UUID, digest: str, actor_id: int | None,
+    carried: tuple[Decimal, Decimal] | None,
+) -> Posting:
     return Posting(
         transaction_type=TransactionType.SUBTRACT,
-        balance_delta=-cost,
+        balance_delta=-debit,
         description=_label(usage.endpoint, usage.model, usage.description),
         reference=usage.request_id,
         metadata={"usage_event_id": str(event_id), "endpoint": usage.endpoint, "model": usage.model},
         actor_id=actor_id,
-        idempotency_key=_ledger_key(usage.request_id),
+        idempotency_key=call_key(usage.request_id),
         fingerprint=digest,
+        carried=carried,
     )
 
 
 def _event(
-    usage: UsageInput, *, event_id: uuid.UUID, platform_id: int, cost: Decimal, price: ModelPrice | None,
-    entry_id: uuid.UUID | None, digest: str, occurred_at: datetime, recorded_at: datetime,
+    usage: UsageInput, *, event_id: uuid.UUID, platform_id: int, cost: Decimal, charged: Decimal,
+    price: ModelPrice | None, entry_id: uuid.UUID | None, digest: str, occurred_at: datetime, recorded_at: datetime,
 ) -> UsageEvent:
     event = UsageEvent(
         id=event_id,
@@ -238,6 +254,7 @@ def _event(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cost=cost,
+        charged=charged,
         priced_by=_priced_by(usage),
         price_id=price.pk if price else None,
         success=usage.success,
@@ -294,7 +311,8 @@ def usage_record(
     actor: AbstractBaseUser | None = None,
 ) -> UsageResult:
     """Records one usage event of an account of ``platform`` and charges it. Raises InsufficientCredits
-    (nothing written), IdempotencyConflict, AccountNotFound, ModelNotPriced or AmountOrModelRequired."""
+    (nothing written), IdempotencyConflict, RequestIdHeld, AccountNotFound, ModelNotPriced or
+    AmountOrModelRequired."""
     usage = UsageInput(
         account_id=uuid.UUID(str(account_id)), request_id=request_id, endpoint=endpoint, model=model,
         input_tokens=input_tokens, output_tokens=output_tokens, amount=amount, success=success,
@@ -304,10 +322,6 @@ def usage_record(
         recorded = _record_charged_at_once(platform, usage, actor)
         if recorded is not None:
             return recorded
-    with server_bound_cursor() as cursor:
-        cursor.execute(_ACCOUNT_OF_PLATFORM, [usage.account_id, platform.pk], prepare=True)
-        if cursor.fetchone() is None:
-            raise AccountNotFound(details={"account_id": str(usage.account_id)})
     now = timezone.now()
     at = usage.occurred_at or now
     needs_price = usage.success and usage.amount is None and usage.model
@@ -317,53 +331,64 @@ def usage_record(
     actor_id = actor_id_of(actor)
 
     def work() -> UsageResult:
+        # The account's lock first: every usage path takes it before writing an event, so what the request_id
+        # already names, read next, cannot change until this commits.
+        with server_bound_cursor() as cursor:
+            cursor.execute(_LOCK_FOR_USAGE, [usage.account_id, platform.pk], prepare=True)
+            locked = cursor.fetchone()
+            if locked is None:
+                raise AccountNotFound(details={"account_id": str(usage.account_id)})
+            carried, balance, reserved = locked
+            cursor.execute(_CALL_OF, {"account_id": usage.account_id, "request_id": usage.request_id}, prepare=True)
+            held, recorded = cursor.fetchone()
+        if held is not None:
+            raise _held(held)
+        if recorded is not None:
+            existing = UsageEvent.objects.select_related("ledger_entry").get(pk=recorded)
+            if existing.request_hash != digest:
+                raise IdempotencyConflict(details={"request_id": usage.request_id})
+            return UsageResult(event=existing, entry=existing.ledger_entry, available=balance - reserved,
+                               replayed=True)
         event_id = uuid.uuid4()
+        debit, carried_after = charge_split(carried, cost)
         entry = None
-        if cost > 0:
-            try:
-                posted = ledger.post(usage.account_id, _debit_posting(usage, cost, event_id, digest, actor_id),
-                                     savepoint=False)
-            except IdempotencyConflict:  # named by the caller's field, not the ledger's internal key
-                raise IdempotencyConflict(details={"request_id": usage.request_id}) from None
-            if posted.replayed:
-                event = UsageEvent.objects.get(account_id=usage.account_id, request_id=usage.request_id)
-                return UsageResult(event=event, entry=posted.entry, available=_available_now(usage.account_id),
-                                   replayed=True)
-            entry = posted.entry
-            unchanged = None
+        if debit > 0:
+            posting = _debit_posting(usage, debit, event_id, digest, actor_id, carried=(carried, carried_after))
+            entry = ledger.post(usage.account_id, posting, savepoint=False).entry
+            available = entry.balance_after - entry.reserved_after
         else:
-            # Nothing to debit, so no UPDATE takes the account's row lock: take it here, before the event and
-            # its rollup, as the batch and the capture do. Otherwise this insert's foreign-key check on the
-            # account (at the end of the statement) waits for their lock while they wait for its rows: deadlock.
-            unchanged = account_lock(account_id=usage.account_id)
+            if carried_after != carried:
+                with server_bound_cursor() as cursor:
+                    cursor.execute(_SET_CARRIED, [carried_after, usage.account_id], prepare=True)
+            available = balance - reserved
         event = _event(
-            usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=price,
+            usage, event_id=event_id, platform_id=platform.pk, cost=cost, charged=debit, price=price,
             entry_id=entry.id if entry else None, digest=digest, occurred_at=at, recorded_at=now,
         )
         with server_bound_cursor() as cursor:
             cursor.execute(_INSERT_ONE, _row(event), prepare=True)
-            inserted = cursor.fetchone()[0]
-        if not inserted:
-            existing = UsageEvent.objects.select_related("ledger_entry").get(
-                account_id=usage.account_id, request_id=usage.request_id
-            )
-            if existing.request_hash != digest:
+            if not cursor.fetchone()[0]:  # unreachable under the account's lock; never written twice
                 raise IdempotencyConflict(details={"request_id": usage.request_id})
-            return UsageResult(event=existing, entry=existing.ledger_entry,
-                               available=_available_now(usage.account_id), replayed=True)
-        available = entry.balance_after - entry.reserved_after if entry else unchanged.available
         return UsageResult(event=event, entry=entry, available=available)
 
     return _retrying(work)
+
+
+def _held(hold_id: uuid.UUID) -> RequestIdHeld:
+    status = Hold.objects.filter(pk=hold_id).values_list("status", flat=True).first()
+    return RequestIdHeld(details={"hold_id": str(hold_id), "hold_status": status})
 
 
 def _record_charged_at_once(
     platform: Platform, usage: UsageInput, actor: AbstractBaseUser | None
 ) -> UsageResult | None:
     """The common case, a charged event recorded for the first time, as one statement in autocommit
-    (``_RECORD_CHARGED``): no account check, no BEGIN, no COMMIT round trip. None when it is not that case or
+    (``_RECORD_CHARGED``): no account check, no BEGIN, no COMMIT round trip. A cost in whole quanta debits
+    itself whatever the account carries (``charge_is_whole``); another cost first reads the carried remainder
+    and writes only if it is still that (a second round trip, still no lock). None when it is not that case or
     the statement wrote nothing (a replay, a refusal, an account of another platform, a request_id already used
-    by a free event or by a concurrent twin): the general path then answers, exactly as without this one."""
+    by a hold, by a free event or by a concurrent twin, a remainder that moved): the general path then answers,
+    exactly as without this one."""
     if not usage.success:
         return None
     now = timezone.now()
@@ -376,11 +401,23 @@ def _record_charged_at_once(
         return None
     if cost <= 0:
         return None
+    carried = None
+    debit = cost
+    if not charge_is_whole(cost):
+        with server_bound_cursor() as cursor:
+            cursor.execute(_CARRIED_OF, [usage.account_id, platform.pk], prepare=True)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        debit, carried_after = charge_split(row[0], cost)
+        if debit == 0:  # below a quantum: no ledger row to chain the event to
+            return None
+        carried = (row[0], carried_after)
     digest = usage.digest()
     event_id, entry_id = uuid.uuid4(), uuid.uuid4()
-    posting = _debit_posting(usage, cost, event_id, digest, actor_id_of(actor))
-    event = _event(usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=price, entry_id=entry_id,
-                   digest=digest, occurred_at=at, recorded_at=now)
+    posting = _debit_posting(usage, debit, event_id, digest, actor_id_of(actor), carried=carried)
+    event = _event(usage, event_id=event_id, platform_id=platform.pk, cost=cost, charged=debit, price=price,
+                   entry_id=entry_id, digest=digest, occurred_at=at, recorded_at=now)
     params = ledger.chained_params(usage.account_id, posting, platform_id=platform.pk, entry_id=entry_id)
     params.update(zip(_EVENT_PARAMS, _row(event), strict=True))
     try:
@@ -390,11 +427,6 @@ def _record_charged_at_once(
     if entry is None:
         return None
     return UsageResult(event=event, entry=entry, available=entry.balance_after - entry.reserved_after)
-
-
-def _available_now(account_id: uuid.UUID) -> Decimal:
-    account = CreditAccount.objects.only("balance", "reserved").get(pk=account_id)
-    return account.available
 
 
 # --- a batch ---------------------------------------------------------------------------------------------
@@ -443,6 +475,11 @@ def _record_pending(
         )
         # (account_id, request_id) -> (request_hash, event id, ledger entry id)
         known = {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
+        cursor.execute(
+            _FIND_HOLDS, [[u.account_id for _, u, *_ in pending], [u.request_id for _, u, *_ in pending]]
+        )
+        # (account_id, request_id) -> (hold id, status)
+        held = {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
 
     results: dict[int, BatchOutcome] = {}
     fresh: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str, uuid.UUID]] = []
@@ -452,7 +489,11 @@ def _record_pending(
         key = (usage.account_id, usage.request_id)
         seen = known.get(key)
         earlier = first_in_batch.get(key)
-        if seen is not None or (earlier is not None and earlier[1] != digest):
+        if key in held:
+            hold_id, hold_status = held[key]
+            results[i] = BatchOutcome(usage.request_id, "rejected", error=RequestIdHeld(
+                details={"hold_id": str(hold_id), "hold_status": hold_status}))
+        elif seen is not None or (earlier is not None and earlier[1] != digest):
             same = seen[0] == digest if seen is not None else False
             results[i] = (
                 BatchOutcome(usage.request_id, "duplicate", event_id=seen[1], entry_id=seen[2])
@@ -466,30 +507,32 @@ def _record_pending(
             first_in_batch[key] = (i, digest)
             fresh.append((i, usage, cost, price, digest, uuid.uuid4()))
 
-    charged = [(usage.account_id, _debit_posting(usage, cost, event_id, digest, actor_id))
-               for _, usage, cost, _, digest, event_id in fresh if cost > 0]
-    posted = iter(ledger.post_many(charged, states=states) if charged else [])
+    charges = [
+        (usage.account_id, replace(_debit_posting(usage, Decimal(0), event_id, digest, actor_id, None), charge=cost))
+        for _, usage, cost, _, digest, event_id in fresh if cost > 0
+    ]
+    posted = iter(ledger.post_many(charges, states=states) if charges else [])
 
     rows: list[tuple] = []
     rollups: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, Decimal(0), 0, 0])
     for i, usage, cost, price, digest, event_id in fresh:
-        entry_id = None
+        entry_id, charged = None, Decimal(0)
         if cost > 0:
             outcome = next(posted)
             if isinstance(outcome, InsufficientCredits):
                 results[i] = BatchOutcome(usage.request_id, "rejected", error=outcome)
                 continue
-            entry_id = outcome.id
+            entry_id, charged = outcome.id, outcome.charged
         at = usage.occurred_at or now
         rows.append((
             event_id, usage.account_id, platform.pk, usage.request_id, usage.endpoint, usage.model,
-            usage.input_tokens, usage.output_tokens, cost, _priced_by(usage), price.pk if price else None,
+            usage.input_tokens, usage.output_tokens, cost, charged, _priced_by(usage), price.pk if price else None,
             usage.success, usage.description, json.dumps(usage.metadata or {}), entry_id, None, digest, at, now,
         ))
         bucket = rollups[(usage.account_id, at.astimezone(UTC).date(), usage.endpoint)]
         bucket[0] += 1
         bucket[1 if usage.success else 2] += 1
-        bucket[3] += cost
+        bucket[3] = EXACT_CONTEXT.add(bucket[3], cost)
         bucket[4] += usage.input_tokens or 0
         bucket[5] += usage.output_tokens or 0
         results[i] = BatchOutcome(usage.request_id, "recorded", event_id=event_id, entry_id=entry_id)
@@ -525,7 +568,7 @@ def usage_capture(
     *,
     platform: Platform,
     hold_id: uuid.UUID | str,
-    amount: Decimal,
+    amount: Decimal | None,
     endpoint: str,
     model: str = "",
     input_tokens: int | None = None,
@@ -536,25 +579,31 @@ def usage_capture(
     actor: AbstractBaseUser | None = None,
 ) -> tuple[HoldResult, UsageEvent]:
     """Settles a hold at the real cost of its call and records the call's usage event, in one transaction:
-    a ``subtract`` row for ``amount`` (nothing when ``success`` is false), a ``release`` row for the rest of
-    the hold, the event (request_id: the hold's) and its rollup."""
-    hold = Hold.objects.filter(pk=hold_id, account__platform=platform).only("id").first()
+    a ``subtract`` row for the cost (nothing when ``success`` is false), a ``release`` row for the rest of
+    the hold, the event (request_id: the hold's) and its rollup. The cost is ``amount`` or, without one, the
+    model's tokens priced by the rate card now; like every usage charge it is exact, debited in whole quanta
+    with the account's carried remainder (``credits.ledger.charge_split``)."""
+    hold = Hold.objects.filter(pk=hold_id, account__platform=platform).only("id", "account_id").first()
     if hold is None:
         raise HoldNotFound()
-    cost = amount if success else Decimal(0)
     now = timezone.now()
+    priced = UsageInput(
+        account_id=hold.account_id, request_id="", endpoint=endpoint, model=model, input_tokens=input_tokens,
+        output_tokens=output_tokens, amount=amount, success=success,
+    )
+    needs_price = success and amount is None and model
+    versions = model_price_versions(platform_id=platform.pk, model=model) if needs_price else []
+    cost, price = usage_cost(priced, versions, now)  # a 400 (no price, nothing to price) before any write
     event_id = uuid.uuid4()
 
     def record(settled: Hold, entries: list[LedgerEntry]) -> UsageEvent:
-        usage = UsageInput(
-            account_id=settled.account_id, request_id=settled.request_id or f"hold:{settled.id}", endpoint=endpoint,
-            model=model, input_tokens=input_tokens, output_tokens=output_tokens, amount=cost, success=success,
-            description=description, metadata=metadata,
-        )
+        usage = replace(priced, request_id=settled.request_id or f"hold:{settled.id}", description=description,
+                        metadata=metadata)
         debit = next((e for e in entries if e.transaction_type == TransactionType.SUBTRACT), None)
         event = _event(
-            usage, event_id=event_id, platform_id=platform.pk, cost=cost, price=None,
-            entry_id=debit.id if debit else None, digest=usage.digest(), occurred_at=now, recorded_at=now,
+            usage, event_id=event_id, platform_id=platform.pk, cost=cost, charged=settled.captured_amount or Decimal(0),
+            price=price, entry_id=debit.id if debit else None, digest=usage.digest(), occurred_at=now,
+            recorded_at=now,
         )
         event.hold_id = settled.id
         with connection.cursor() as cursor:

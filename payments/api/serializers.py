@@ -5,6 +5,13 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing_service.inputs import (
+    StrictBooleanField,
+    StrictChoiceField,
+    StrictInputSerializer,
+    TextField,
+    URLField,
+)
 from billing_service.money import MoneyField, format_money
 from payments.models import Channel, OrderStatus, OrderType
 
@@ -15,11 +22,11 @@ class MoneyOutField(serializers.Field):
         return format_money(value)
 
 
-class CheckoutInputSerializer(serializers.Serializer):
-    channel = serializers.ChoiceField(
+class CheckoutInputSerializer(StrictInputSerializer):
+    channel = StrictChoiceField(
         choices=Channel.choices, help_text="Payment provider; `creem` sells subscriptions only."
     )
-    type = serializers.ChoiceField(
+    type = StrictChoiceField(
         choices=OrderType.choices, help_text="What is bought. Only `top_up` is available so far."
     )
     amount = MoneyField(
@@ -29,20 +36,20 @@ class CheckoutInputSerializer(serializers.Serializer):
         help_text='Top-up amount in USD, whole cents ("25.00"), within the platform\'s limits '
         "(5.00-1000.00 unless the platform set others). Buys as many credits (1 credit = 1 USD).",
     )
-    plan_id = serializers.CharField(
-        required=False, max_length=64, help_text="The plan's id, for a subscription (active and purchasable)."
+    plan_id = TextField(
+        required=False, max_length=64, blank=False, help_text="The plan's id, for a subscription (active and purchasable)."
     )
-    billing_cycle = serializers.ChoiceField(
+    billing_cycle = StrictChoiceField(
         choices=["monthly", "yearly"], required=False,
         help_text="For a subscription: a cycle the plan sells through a Stripe price.",
     )
-    success_url = serializers.URLField(
-        max_length=2000, help_text="Where the provider sends the customer after paying; on an allowed origin."
+    success_url = URLField(
+        help_text="Where the provider sends the customer after paying; on an allowed origin."
     )
-    cancel_url = serializers.URLField(
-        max_length=2000, help_text="Where the provider sends the customer who gives up; on an allowed origin."
+    cancel_url = URLField(
+        help_text="Where the provider sends the customer who gives up; on an allowed origin."
     )
-    save_payment_method = serializers.BooleanField(
+    save_payment_method = StrictBooleanField(
         required=False, default=False,
         help_text="Stripe top-ups only: also keep the card for auto-recharge (off-session charges).",
     )
@@ -53,9 +60,9 @@ class CheckoutOutputSerializer(serializers.Serializer):
     url = serializers.URLField(source="checkout_url", help_text="The provider's checkout page: redirect there.")
 
 
-class PortalInputSerializer(serializers.Serializer):
-    return_url = serializers.URLField(
-        max_length=2000, help_text="Where the portal sends the customer back; on an allowed origin."
+class PortalInputSerializer(StrictInputSerializer):
+    return_url = URLField(
+        help_text="Where the portal sends the customer back; on an allowed origin."
     )
 
 
@@ -65,7 +72,7 @@ class PortalOutputSerializer(serializers.Serializer):
 
 class OrderSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    type = serializers.ChoiceField(choices=OrderType.choices)
+    type = StrictChoiceField(choices=OrderType.choices)
     channel = serializers.ChoiceField(choices=Channel.choices)
     status = serializers.ChoiceField(choices=OrderStatus.choices)
     currency = serializers.CharField()
@@ -105,12 +112,12 @@ class WebhookReceiptSerializer(serializers.Serializer):
     duplicate = serializers.BooleanField(help_text="The event had already been handled: nothing changed.")
 
 
-class PaymentMethodSetupInputSerializer(serializers.Serializer):
-    success_url = serializers.URLField(
-        max_length=2000, help_text="Where Stripe sends the customer once the card is saved; on an allowed origin."
+class PaymentMethodSetupInputSerializer(StrictInputSerializer):
+    success_url = URLField(
+        help_text="Where Stripe sends the customer once the card is saved; on an allowed origin."
     )
-    cancel_url = serializers.URLField(
-        max_length=2000, help_text="Where Stripe sends the customer who gives up; on an allowed origin."
+    cancel_url = URLField(
+        help_text="Where Stripe sends the customer who gives up; on an allowed origin."
     )
 
 

@@ -10,6 +10,13 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from billing_service.inputs import (
+    QueryBooleanField,
+    QueryIntegerField,
+    StrictBooleanField,
+    StrictChoiceField,
+    TextField,
+)
 from billing_service.money import MAX_AMOUNT, MoneyField
 from billing_service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from credits.api.serializers import MoneyOutField
@@ -35,13 +42,11 @@ from subscriptions.validation import (
     SLUG_RE,
     STRIPE_PRICE_PREFIXES,
     SUPPORTED_CURRENCIES,
-    bool_problem,
     cents_problem,
     features_problem,
     provider_id_problem,
     slug_problem,
     sort_order_problem,
-    text_problem,
 )
 
 
@@ -72,25 +77,9 @@ class PlanSlugField(CheckedField):
     check = staticmethod(slug_problem)
 
 
-@extend_schema_field({"type": "string"})
-class TextField(CheckedField):
-    def __init__(
-        self, *, max_length: int, multiline: bool = False, blank: bool = True, **kwargs: Any
-    ) -> None:
-        super().__init__(
-            check=lambda value: text_problem(value, max_length=max_length, multiline=multiline, blank=blank),
-            **kwargs,
-        )
-
-
 @extend_schema_field({"type": "integer", "minimum": 0, "maximum": MAX_PRICE_CENTS, "example": 999})
 class CentsField(CheckedField):
     check = staticmethod(cents_problem)
-
-
-@extend_schema_field({"type": "boolean"})
-class StrictBooleanField(CheckedField):
-    check = staticmethod(bool_problem)
 
 
 @extend_schema_field(
@@ -130,15 +119,6 @@ class StripePriceIdField(CheckedField):
 @extend_schema_field({"type": "integer", "minimum": 0, "maximum": MAX_SORT_ORDER})
 class SortOrderField(CheckedField):
     check = staticmethod(sort_order_problem)
-
-
-class StrictChoiceField(serializers.ChoiceField):
-    """One of the choices, given as that exact string (DRF would also take a number whose text matches)."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str):
-            self.fail("invalid_choice", input=data)
-        return super().to_internal_value(data)
 
 
 # --- input -----------------------------------------------------------------------------------------------
@@ -256,22 +236,22 @@ PlanUpdateInputSerializer = type(
 
 
 class PlanListQuerySerializer(serializers.Serializer):
-    page = serializers.IntegerField(
+    page = QueryIntegerField(
         min_value=1, max_value=10_000_000, default=1, help_text="Page number (1-based)."
     )
-    page_size = serializers.IntegerField(
+    page_size = QueryIntegerField(
         min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE, help_text="Plans per page (max 100)."
     )
 
 
 class AdminPlanListQuerySerializer(PlanListQuerySerializer):
-    is_active = serializers.BooleanField(
+    is_active = QueryBooleanField(
         required=False,
         allow_null=True,
         default=None,
         help_text="Only active (true) or inactive (false) plans.",
     )
-    purchasable = serializers.BooleanField(
+    purchasable = QueryBooleanField(
         required=False,
         allow_null=True,
         default=None,

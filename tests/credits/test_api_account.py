@@ -37,6 +37,7 @@ ACCOUNT_FIELDS = {
     # the ledger's exact figures
     "balance",
     "reserved",
+    "carried_remainder",
     "currency",
     "is_platform_account",
     "last_updated",
@@ -60,6 +61,7 @@ def test_new_account_has_every_field_with_free_trial_defaults(platform):
         "available_credits": "0.00",
         "balance": "0.00",
         "reserved": "0.00",
+        "carried_remainder": "0.00",
         "currency": "USD",
         "current_plan": "free_trial",
         "previous_plan": None,

@@ -16,6 +16,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from credits.errors import RequestIdHeld
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, UsageEvent
 from credits.services import credits_debit, credits_grant, hold_create, usage_record
 from tests.api_helpers import assert_utc, db_snapshot, error_of, invalid_field, post_json
@@ -223,8 +224,9 @@ def test_same_request_id_with_another_body_is_409(admin, member, held, change):
     assert everything() == before
 
 
-def test_a_request_id_used_by_another_write_on_the_account_is_409(admin, member):
-    """Ledger idempotency keys are one namespace per account: an adjustment's Idempotency-Key is taken."""
+def test_a_client_idempotency_key_never_takes_a_request_id(admin, member):
+    """Keys clients choose live in their own namespace (``client:``): an adjustment's Idempotency-Key and a
+    hold's request_id never meet."""
     client = client_for(admin)
     adjusted = post_json(
         client,
@@ -233,8 +235,17 @@ def test_a_request_id_used_by_another_write_on_the_account_is_409(admin, member)
         HTTP_IDEMPOTENCY_KEY="call-9",
     )
     assert adjusted.status_code == 201
+    assert reserve(client, member.account.id, "1", "call-9").status_code == 201
+
+
+@pytest.mark.parametrize("amount", ["1", "0"])
+def test_a_request_id_recorded_as_usage_cannot_be_held(admin, member, platform, amount):
+    """A request_id names one AI call: once recorded as a usage event (charged, or free with no ledger row), a
+    hold with it is a 409 (its capture could never record its event)."""
+    usage_record(platform=platform, account_id=member.account.id, request_id="call-9", endpoint="/x",
+                 amount=D(amount))
     before = everything()
-    error = error_of(reserve(client, member.account.id, "1", "call-9"), 409, "idempotency_conflict")
+    error = error_of(reserve(client_for(admin), member.account.id, "1", "call-9"), 409, "request_id_recorded")
     assert error["details"] == {"request_id": "call-9"}
     assert everything() == before
 
@@ -373,16 +384,27 @@ def test_capturing_an_expired_hold_is_409_and_releases_it(admin, member, held):
     assert_ledger_invariants(member.account)
 
 
-def test_capture_refused_when_the_request_id_was_already_recorded_as_usage(admin, member, platform, held):
-    usage_record(
-        platform=platform, account_id=member.account.id, request_id="call-1", endpoint="/x", amount=D("1")
-    )
+def test_a_direct_usage_call_with_a_held_request_id_is_refused_and_the_hold_still_captures(
+    admin, member, platform, held
+):
+    """The regression: a direct usage call that took an active hold's request_id made every later capture a 409,
+    and the hold stayed active until it expired. Now the direct call is the 409, over HTTP as in the service."""
     client = client_for(admin)
     before = everything()
-    error = error_of(capture(client, held["id"], "5"), 409, "idempotency_conflict")
-    assert error["details"] == {"request_id": "call-1"}
+    body = {"account_id": str(member.account.id), "request_id": "call-1", "endpoint": "/x", "amount": "1"}
+    error = error_of(post_json(client, "/api/billing/usage/", body), 409, "request_id_held")
+    assert error["details"] == {"hold_id": held["id"], "hold_status": "active"}
+    with pytest.raises(RequestIdHeld):
+        usage_record(platform=platform, account_id=member.account.id, request_id="call-1", endpoint="/x",
+                     amount=D("0"), success=False)
+    batch = post_json(client, "/api/billing/usage/batch/", {"events": [body]}).json()
+    assert batch["results"][0]["status"] == "rejected"
+    assert batch["results"][0]["error"]["code"] == "request_id_held"
     assert everything() == before
-    assert release(client, held["id"]).status_code == 200
+    captured = capture(client, held["id"], "5")
+    assert captured.status_code == 200, captured.content
+    # once captured (or released) the request_id still names that call
+    error_of(post_json(client, "/api/billing/usage/", body), 409, "request_id_held")
     assert_ledger_invariants(member.account)
 
 

@@ -17,6 +17,8 @@ from credits.errors import (
     HoldNotFound,
     IdempotencyConflict,
     InsufficientCredits,
+    RequestIdHeld,
+    RequestIdRecorded,
 )
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
 from credits.services import (
@@ -27,6 +29,7 @@ from credits.services import (
     hold_create,
     hold_release,
     holds_release_expired,
+    usage_record,
 )
 from tests.conftest import make_member
 from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
@@ -141,8 +144,9 @@ def test_hold_idempotency_replays_conflicts_and_is_per_account(account, second_a
         with pytest.raises(IdempotencyConflict):
             hold_create(**({"account_id": account.id, "amount": D("10"), "expires_in": 60,
                             "idempotency_key": "h1"} | changed))
-    with pytest.raises(IdempotencyConflict):
-        credits_debit(account_id=account.id, amount=D("10"), idempotency_key="h1")
+    with pytest.raises(RequestIdHeld):  # a usage call of the same request_id meets the hold
+        usage_record(platform=account.platform, account_id=account.id, request_id="h1", endpoint="/chat",
+                     amount=D("10"))
     assert state(account) == after
 
     theirs = hold_create(account_id=second_account.id, amount=D("10"), expires_in=60, idempotency_key="h1")
@@ -151,12 +155,19 @@ def test_hold_idempotency_replays_conflicts_and_is_per_account(account, second_a
     assert_ledger_invariants(second_account)
 
 
-def test_a_debit_key_cannot_be_replayed_as_a_hold(account):
-    credits_debit(account_id=account.id, amount=D("5"), idempotency_key="k")
+@pytest.mark.parametrize("amount", [D("5"), D(0)])
+def test_a_usage_request_id_cannot_be_taken_by_a_hold(account, amount):
+    usage_record(platform=account.platform, account_id=account.id, request_id="k", endpoint="/chat",
+                 amount=amount)  # charged, or free (no ledger row)
     before = state(account)
-    with pytest.raises(IdempotencyConflict):
+    with pytest.raises(RequestIdRecorded):
         hold_create(account_id=account.id, amount=D("5"), idempotency_key="k")
     assert state(account) == before
+
+
+def test_a_service_key_does_not_meet_a_hold_request_id(account):
+    credits_debit(account_id=account.id, amount=D("5"), idempotency_key="k")
+    assert hold_create(account_id=account.id, amount=D("5"), idempotency_key="k").replayed is False
 
 
 # --- hold_capture -------------------------------------------------------------------------------------------

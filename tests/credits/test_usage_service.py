@@ -22,6 +22,7 @@ from credits.errors import (
     IdempotencyConflict,
     InsufficientCredits,
     ModelNotPriced,
+    RequestIdRecorded,
 )
 from credits.models import (
     CreditAccount,
@@ -129,17 +130,19 @@ def event(account, request_id, **kwargs) -> UsageInput:  # noqa: ANN001, ANN003
     [
         (1000, 2000, "2.50", "10.00", "0.0225"),
         (1_500_000, 0, "3", "15", "4.5"),
-        (0, 1, "0.5", "0.5", "0.000001"),  # 0.0000005: half up (half-even would give 0)
-        (5, 0, "0.5", "0", "0.000003"),  # 0.0000025: half up (half-even would give 0.000002)
-        (1, 0, "0.4999", "0", "0"),  # 0.0000004999 rounds down
-        (333, 0, "1.000001", "0", "0.000333"),  # 0.000333000333
-        (7, 3, "0.15", "0.35", "0.000002"),  # 0.00000105 + 0.00000105 = 0.0000021
+        (0, 1, "0.5", "0.5", "0.0000005"),
+        (5, 0, "0.5", "0", "0.0000025"),
+        (1, 0, "0.4999", "0", "0.0000004999"),
+        (333, 0, "1.000001", "0", "0.000333000333"),
+        (7, 3, "0.15", "0.35", "0.0000021"),  # 0.00000105 + 0.00000105
+        (1, 0, "0.000001", "0", "0.000000000001"),  # the smallest cost there is
         (None, 1_000_000, "1", "0.000001", "0.000001"),  # input tokens absent count as none
-        # the most tokens at a large price: still exact (a cost the ledger could hold needs < 28 digits)
-        (10**12 - 7, 10**12 - 1, "99999.123457", "0.000003", "99999123459.300006"),
+        # the most tokens at a large price: still exact (60 digits of precision; any rounding would raise)
+        (10**12 - 7, 10**12 - 1, "99999.123457", "0.000003", "99999123459.300006135798"),
+        (10**12, 10**12, "999999999.999999", "999999999.999999", "1999999999999998"),
     ],
 )
-def test_cost_is_tokens_times_price_per_million_rounded_half_up(
+def test_cost_is_tokens_times_price_per_million_exactly(
     input_tokens, output_tokens, per_input, per_output, expected  # noqa: ANN001
 ):
     version = ModelPrice(model="m", input_per_million=D(per_input), output_per_million=D(per_output),
@@ -148,7 +151,7 @@ def test_cost_is_tokens_times_price_per_million_rounded_half_up(
                        input_tokens=input_tokens, output_tokens=output_tokens)
     cost, used = usage_cost(usage, [version], T1)
     assert cost == D(expected)
-    assert cost.as_tuple().exponent == -6
+    assert cost.as_tuple().exponent >= -12  # what UsageEvent.cost stores exactly
     assert used is version
 
 
@@ -213,13 +216,15 @@ def test_an_amount_is_the_cost_even_for_a_priced_model(platform, account, rate_c
     assert result.available == D("99.999875")
 
 
-def test_a_success_that_rounds_to_nothing_is_recorded_without_a_ledger_row(platform, account, rate_card):
-    result = record(platform, account, model="gpt-test", input_tokens=1, occurred_at=T0)  # 0.000002 -> 0.000002
-    assert result.event.cost == D("0.000002")
+def test_a_success_below_a_quantum_is_recorded_and_carried_without_a_ledger_row(platform, account, rate_card):
+    result = record(platform, account, model="gpt-test", input_tokens=1, occurred_at=T0)  # 0.000002
+    assert (result.event.cost, result.event.charged) == (D("0.000002"), D("0.000002"))
     price(platform, "tiny", "0.4", "0", T0)
-    result = record(platform, account, "req-2", model="tiny", input_tokens=1)  # 0.0000004 -> 0
-    assert result.event.cost == 0 and result.entry is None and result.event.ledger_entry_id is None
+    result = record(platform, account, "req-2", model="tiny", input_tokens=1)  # 0.0000004: carried
+    assert result.event.cost == D("0.0000004") and result.event.charged == 0
+    assert result.entry is None and result.event.ledger_entry_id is None
     assert result.event.success is True
+    assert CreditAccount.objects.get(pk=account.pk).carried_remainder == D("0.0000004")
     assert UsageEvent.objects.filter(account=account).count() == 2
     assert LedgerEntry.objects.filter(account=account, transaction_type="subtract").count() == 1
 
@@ -676,14 +681,13 @@ def test_a_hold_is_captured_once_and_only_by_its_platform(platform, other_platfo
     assert_ledger_invariants(account)
 
 
-def test_a_capture_whose_request_id_was_already_recorded_changes_nothing(platform, account):
+def test_a_request_id_already_recorded_cannot_be_held_so_no_capture_is_ever_stuck(platform, account):
     record(platform, account, "call-9", amount=D("1"))
-    held = hold_create(account_id=account.id, amount=D("5"), idempotency_key="call-9").hold
     state = written(account)
-    with pytest.raises(IdempotencyConflict):
-        usage_capture(platform=platform, hold_id=held.id, amount=D("2"), endpoint="/e")
+    with pytest.raises(RequestIdRecorded):
+        hold_create(account_id=account.id, amount=D("5"), idempotency_key="call-9")
     assert written(account) == state
-    assert Hold.objects.get(pk=held.id).status == HoldStatus.ACTIVE
+    assert not Hold.objects.filter(account=account).exists()
     assert_ledger_invariants(account)
 
 
