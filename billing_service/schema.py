@@ -130,3 +130,34 @@ class MoneyFieldExtension(OpenApiSerializerFieldExtension):
             "example": "-12.50" if field.allow_negative else "12.50",
         }
         return schema
+
+
+def query_parameter_names(parameters: list) -> frozenset[str]:
+    """The names of the query parameters an ``extend_schema(parameters=...)`` list documents: each query
+    ``OpenApiParameter``, and each field of a serializer class given there (as the schema names them)."""
+    from drf_spectacular.utils import OpenApiParameter
+
+    names: set[str] = set()
+    for parameter in parameters:
+        if isinstance(parameter, OpenApiParameter):
+            if parameter.location == OpenApiParameter.QUERY:
+                names.add(parameter.name)
+        elif isinstance(parameter, type) and issubclass(parameter, serializers.Serializer):
+            names.update(parameter().fields)
+    return frozenset(names)
+
+
+def extend_schema(**kwargs):  # noqa: ANN003, ANN201
+    """drf-spectacular's ``extend_schema``, which also records the operation's documented query parameters on
+    the view method (``query_parameters``): what the schema documents is exactly what the view takes, and
+    ``accounts.api.views.TenantViewSetMixin`` refuses any other query parameter with a 400 naming it."""
+    from drf_spectacular.utils import extend_schema as spectacular_extend_schema
+
+    decorate = spectacular_extend_schema(**kwargs)
+    names = query_parameter_names(list(kwargs.get("parameters") or []))
+
+    def decorator(view_method):  # noqa: ANN001, ANN202
+        view_method.query_parameters = names
+        return decorate(view_method)
+
+    return decorator

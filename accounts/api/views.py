@@ -7,11 +7,25 @@ from functools import cached_property
 from rest_framework import viewsets
 
 from accounts.tenancy import PLATFORM_HEADER, Tenant, tenant_resolve
+from billing_service.errors import InvalidInput
 
 
 class TenantViewSetMixin:
-    # Resolves the caller's platform and role once per request (``self.tenant``). (A comment, not a
-    # docstring: the schema generator would show a docstring as every operation's description.)
+    # Resolves the caller's platform and role once per request (``self.tenant``), and refuses a query parameter
+    # the action does not document (``billing_service.schema.extend_schema`` records them): a mistyped filter
+    # must not answer unfiltered data. (Comments, not a docstring: the schema generator would show a docstring
+    # as every operation's description.)
+
+    def initial(self, request, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        handler = getattr(self, self.action, None) if getattr(self, "action", None) else None
+        allowed = getattr(handler, "query_parameters", frozenset())
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            raise InvalidInput(
+                f"Invalid input: {', '.join(unknown)}.",
+                details={name: ["Unknown query parameter for this operation."] for name in unknown},
+            )
 
     @cached_property
     def tenant(self) -> Tenant:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from django.urls import reverse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from accounts.api.views import TenantViewSet
 from accounts.errors import NotAMember
 from billing_service.pagination import page_response
-from billing_service.schema import ERROR_RESPONSES, error_response, paginated
+from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema, paginated
 from billing_service.validation import validated
 from credits import selectors, services
 from credits.api.metering_serializers import (

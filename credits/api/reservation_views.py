@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,7 +18,13 @@ from billing_service.pagination import (
     PageQuerySerializer,
     paginate_newest_first,
 )
-from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
+from billing_service.schema import (
+    ERROR_RESPONSES,
+    error_response,
+    extend_schema,
+    filterset_parameters,
+    paginated,
+)
 from billing_service.validation import validated, validated_filters
 from credits import selectors, services
 from credits.api.reservation_serializers import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,7 +12,7 @@ from accounts.api.views import TenantViewSet
 from billing_service.errors import InvalidInput
 from billing_service.inputs import InstantField
 from billing_service.money import MoneyField, format_exact, format_money
-from billing_service.schema import ERROR_RESPONSES, error_response
+from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema
 from credits.api.serializers import ExactOutField, LedgerEntrySerializer, MoneyOutField, iso_instant
 from credits.api.usage_input import EventErrors, parse_event
 from credits.models import UsageEvent

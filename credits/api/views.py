@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,7 +18,13 @@ from billing_service.pagination import (
     page_response,
     paginate_newest_first,
 )
-from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
+from billing_service.schema import (
+    ERROR_RESPONSES,
+    error_response,
+    extend_schema,
+    filterset_parameters,
+    paginated,
+)
 from billing_service.validation import validated, validated_filters
 from credits import selectors, services
 from credits.api.serializers import (

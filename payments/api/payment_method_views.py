@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api.views import TenantViewSet
 from accounts.errors import NotAMember
-from billing_service.schema import ERROR_RESPONSES, error_response
+from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema
 from billing_service.validation import validated
 from credits import selectors as credit_selectors
 from payments import payment_methods

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -11,7 +11,13 @@ from rest_framework.views import APIView
 from accounts.api.views import TenantViewSet
 from accounts.errors import NotAMember
 from billing_service.pagination import PageQuerySerializer, paginate_newest_first
-from billing_service.schema import ERROR_RESPONSES, error_response, filterset_parameters, paginated
+from billing_service.schema import (
+    ERROR_RESPONSES,
+    error_response,
+    extend_schema,
+    filterset_parameters,
+    paginated,
+)
 from billing_service.validation import validated, validated_filters
 from credits import selectors as credit_selectors
 from credits import services as credit_services

@@ -6,14 +6,14 @@ from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api.views import TenantViewSet
 from billing_service.pagination import page_response
-from billing_service.schema import ERROR_RESPONSES, error_response, paginated
+from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema, paginated
 from billing_service.validation import validated
 from credits.api.views import PLATFORM_KEY_PARAM, CallerAccountMixin
 from subscriptions import selectors, services
