@@ -42,6 +42,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from billing_service.queue import enqueue_on_commit
 from accounts.models import Platform
 from credits import selectors as credit_selectors
 from credits import services as credit_services
@@ -238,7 +239,7 @@ def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) ->
 
     when = created if isinstance(created, int) and not isinstance(created, bool) else None
     args = (str(account_id), setup_intent_id, when)
-    transaction.on_commit(lambda: payment_method_from_setup_task.delay(*args))
+    enqueue_on_commit(payment_method_from_setup_task, *args)
     return webhooks.Handled(WebhookStatus.PROCESSED, note=f"the card of {setup_intent_id} is read from Stripe")
 
 
@@ -258,7 +259,7 @@ def _save(
         from payments.tasks import payment_method_describe_task  # the tasks module imports this one
 
         args = (str(account_id), method)
-        transaction.on_commit(lambda: payment_method_describe_task.delay(*args))
+        enqueue_on_commit(payment_method_describe_task, *args)
     return webhooks.Handled(WebhookStatus.PROCESSED, order_id, "payment method saved for auto-recharge")
 
 

@@ -57,6 +57,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from billing_service.queue import enqueue_on_commit
 from credits.locks import account_lock
 from credits.models import CreditAccount
 from credits.services import credits_grant
@@ -183,8 +184,7 @@ def recharge_after_debit(account_id: uuid.UUID | str) -> None:
     """The low-balance hook: a recharge task after commit (never inside the debit's transaction)."""
     from payments.tasks import recharge_charge_task  # the tasks module imports this one
 
-    account_id = str(account_id)
-    transaction.on_commit(lambda: recharge_charge_task.delay(account_id))
+    enqueue_on_commit(recharge_charge_task, str(account_id))
 
 
 def _month_start(now: datetime) -> datetime:
