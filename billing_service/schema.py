@@ -81,6 +81,21 @@ ERROR_RESPONSES = {
 }
 
 
+# Every operation (billing_service.middleware and the exception handler).
+SERVICE_RESPONSES = {
+    503: error_response(
+        "The database did not answer (service_unavailable): retry after the Retry-After header's seconds. A "
+        "write either committed and answered, or did not commit; retried writes are idempotent."
+    ),
+}
+# Every operation with a body.
+BODY_RESPONSES = {
+    411: error_response("A chunked body (Transfer-Encoding: chunked) is refused (length_required): send a "
+                        "Content-Length."),
+    413: error_response("The body is over the endpoint's limit (request_too_large); details name the limit."),
+}
+
+
 class BillingAutoSchema(AutoSchema):
     """Adds the error envelope for 400/401/403/404 wherever a view did not document them itself."""
 
@@ -105,7 +120,10 @@ class BillingAutoSchema(AutoSchema):
         if not self.path.startswith("/api/billing/"):
             return responses
         public = getattr(self.view, "public_endpoint", False)  # no token (a provider webhook): no 401/403/404
-        for status_code, response in ERROR_RESPONSES.items():
+        documented = dict(ERROR_RESPONSES) | SERVICE_RESPONSES
+        if self.method in ("POST", "PUT", "PATCH"):
+            documented |= BODY_RESPONSES
+        for status_code, response in documented.items():
             key = str(status_code)
             if key not in responses and not (public and status_code in (401, 403, 404)):
                 responses[key] = self._get_response_for_code(response.response, key, direction=direction)

@@ -17,7 +17,7 @@ class TenantViewSetMixin:
     # as every operation's description.)
 
     def initial(self, request, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        # Before the rest (content negotiation reads ?format=, which these operations do not take either).
         handler = getattr(self, self.action, None) if getattr(self, "action", None) else None
         allowed = getattr(handler, "query_parameters", frozenset())
         unknown = sorted(set(request.query_params) - allowed)
@@ -26,6 +26,7 @@ class TenantViewSetMixin:
                 f"Invalid input: {', '.join(unknown)}.",
                 details={name: ["Unknown query parameter for this operation."] for name in unknown},
             )
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
     @cached_property
     def tenant(self) -> Tenant:
