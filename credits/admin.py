@@ -13,7 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from billing_service.errors import DomainError
-from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT, format_money
+from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT, format_exact, format_money
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry
 from credits.services import credits_adjust, hold_release
 
@@ -78,10 +78,10 @@ class CreditAccountAdmin(admin.ModelAdmin):
     search_fields = ["=id", "user__username", "user__email", "platform__platform_key"]
     list_select_related = ["platform", "user"]
     readonly_fields = ["id", "platform", "user", "currency", "balance", "reserved", "available_display",
-                       "last_sequence", "last_entry_at", "auto_recharge_last_triggered_at", "created_at",
-                       "adjust_link"]
-    fields = ["id", "platform", "user", "currency", "balance", "reserved", "available_display", "adjust_link",
-              "last_sequence", "last_entry_at", "auto_recharge_enabled", "auto_recharge_threshold_usd",
+                       "carried_remainder_display", "last_sequence", "last_entry_at",
+                       "auto_recharge_last_triggered_at", "created_at", "adjust_link"]
+    fields = ["id", "platform", "user", "currency", "balance", "reserved", "available_display",
+              "carried_remainder_display", "adjust_link", "last_sequence", "last_entry_at", "auto_recharge_enabled", "auto_recharge_threshold_usd",
               "auto_recharge_amount_usd", "auto_recharge_spending_limit_usd", "auto_recharge_last_triggered_at",
               "created_at"]
     inlines = [RecentEntriesInline]
@@ -91,6 +91,11 @@ class CreditAccountAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return False
+
+    @admin.display(description="carried remainder")
+    def carried_remainder_display(self, account: CreditAccount) -> str:
+        """Usage cost not debited yet (below 0.000001): README, "Exact usage costs"."""
+        return format_exact(account.carried_remainder)
 
     @admin.display(description="balance", ordering="balance")
     def balance_display(self, account: CreditAccount) -> str:
@@ -298,7 +303,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
 @admin.register(UsageEvent)
 class UsageEventAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "request_id", "account", "endpoint", "model", "input_tokens",
-                    "output_tokens", "cost", "priced_by", "price", "success"]
+                    "output_tokens", "cost", "charged", "priced_by", "price", "success"]
     list_filter = ["success", "priced_by", "platform"]
     # Exact matches only: the table is large and these are what support looks up.
     search_fields = ["=request_id", "=id", "=account__id", "=account__user__username", "=endpoint", "=model"]

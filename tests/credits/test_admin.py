@@ -53,6 +53,13 @@ def test_account_page_shows_balances_and_adjust_link(browser, member):
     assert b"test funds" in response.content
 
 
+def test_account_page_shows_the_carried_remainder(browser, member):
+    CreditAccount.objects.filter(pk=member.account.pk).update(carried_remainder=Decimal("0.0000004"))
+    response = browser.get(reverse("admin:credits_creditaccount_change", args=[member.account.pk]))
+    assert b"carried remainder" in response.content.lower()
+    assert b"0.0000004" in response.content
+
+
 def test_balance_cannot_be_edited_on_the_account_page(browser, member):
     url = reverse("admin:credits_creditaccount_change", args=[member.account.pk])
     response = browser.post(url, {"balance": "999999", "reserved": "0", "auto_recharge_enabled": "", "entries-TOTAL_FORMS": "0", "entries-INITIAL_FORMS": "0"})
