@@ -5,6 +5,8 @@ request's platform costs no second query."""
 
 from __future__ import annotations
 
+import re
+
 from django.contrib.auth import get_user_model
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
@@ -13,8 +15,15 @@ from accounts.selectors import memberships_attach, memberships_of_user_json
 from billing_service.db import server_bound_cursor
 
 
+# What rest_framework.authtoken makes: 40 lowercase hexadecimal digits. Anything else names no token and is
+# refused without a query (a NUL byte would not even reach PostgreSQL).
+TOKEN_KEY_RE = re.compile(r"[0-9a-f]{40}")
+
+
 class PreparedTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str):
+        if not TOKEN_KEY_RE.fullmatch(key):
+            raise exceptions.AuthenticationFailed("Invalid token.")
         user_model = get_user_model()
         fields = [f for f in user_model._meta.concrete_fields]
         pk = user_model._meta.pk.column

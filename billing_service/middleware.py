@@ -1,7 +1,8 @@
 """Request guards that apply to every endpoint before its view reads anything, and the answer when the database
 is unreachable.
 
-- A path or query string holding NUL (which PostgreSQL cannot take in text) is a 400 ``malformed_request``.
+- A path, query string or header holding NUL (which PostgreSQL cannot take in text) is a 400
+  ``malformed_request``.
 - A body sent with ``Transfer-Encoding: chunked`` is a 411 ``length_required``: the WSGI servers we run behind
   hand Django no length for it, so it would read as empty.
 - A body over the endpoint's limit (``Content-Length``) is a 413 ``request_too_large`` before it is read. The
@@ -43,6 +44,10 @@ class RequestGuardMiddleware:
         ):
             return JsonResponse(
                 envelope("malformed_request", "The URL holds a NUL character.", {}), status=400
+            )
+        if any("\x00" in str(value) for name, value in request.META.items() if name.startswith("HTTP_")):
+            return JsonResponse(
+                envelope("malformed_request", "A request header holds a NUL character.", {}), status=400
             )
         if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
             return JsonResponse(

@@ -240,7 +240,7 @@ def test_an_over_long_id_in_the_path_is_a_404(owner, path):
     error_of(client_for(owner).get(path), 404)
 
 
-@pytest.mark.parametrize("key", ["acme\x00", "ACME", "a" * 64, "acme x", "ácme"])
+@pytest.mark.parametrize("key", ["ACME", "a" * 64, "acme x", "ácme", "acme\x7f"])
 def test_a_malformed_platform_header_is_refused_without_a_query(member, key, django_assert_max_num_queries):
     client = client_for(member)
     with django_assert_max_num_queries(1):  # authentication only
@@ -271,3 +271,20 @@ def test_rate_card_version_effective_in_2000_is_taken(owner):
                           "effective_from": "2000-01-01T00:00:00Z"})
     assert response.status_code == 201, response.content
     assert ModelPrice.objects.get(model="m-2000").effective_from == datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [("Token abc\x00def", 400), ("Token " + "a" * 5000, 401), ("Token \x7f", 401), ("Token " + "A" * 40, 401),
+     ("Token " + "g" * 40, 401)],
+)
+def test_a_malformed_token_is_refused_without_a_query(member, header, status, django_assert_max_num_queries):
+    client = client_for()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    with django_assert_max_num_queries(0):
+        response = client.get("/api/billing/account/")
+    error_of(response, status)
+
+
+def test_a_nul_in_any_header_is_a_400(member):
+    error_of(client_for(member).get("/api/billing/account/", HTTP_X_REQUEST_ID="a\x00b"), 400, "malformed_request")
