@@ -115,7 +115,8 @@ class ReservationViewSet(TenantViewSet):
                 "The amount exceeds the available credits (insufficient_credits); nothing written."
             ),
             409: error_response(
-                "This request_id was used on this account with another body (idempotency_conflict)."
+                "This request_id was used on this account with another body (idempotency_conflict), or it is "
+                "already recorded as a usage event (request_id_recorded): a request_id names one AI call."
             ),
             **ERROR_RESPONSES,
         },
@@ -161,24 +162,30 @@ class ReservationViewSet(TenantViewSet):
         operation_id="billing_reservations_capture",
         summary="Charge the real cost of the call and release the rest",
         description="Records the call's usage event (its request_id: the hold's), writes a `subtract` row "
-        "for `amount` and a `release` row for what is left of the hold, in one transaction. Capturing more "
+        "for its cost and a `release` row for what is left of the hold, in one transaction. The cost is "
+        "`amount`, or without one `model` and the tokens priced by the rate card now; like every usage charge it "
+        "is exact and debited in whole 0.000001 with the account's carried remainder (README, \"Exact usage "
+        "costs\"), so a cost below what completes a 0.000001 writes no `subtract` row. Capturing more "
         "than the hold takes the excess from the available credits. A failed call (`success: false`) is "
         "charged nothing. A hold found past its expiry is released instead and the capture refused "
         "(409 hold_expired).",
         parameters=[HOLD_ID_PARAM],
         request=ReservationCaptureInputSerializer,
         responses={
+            **ERROR_RESPONSES,
             200: ReservationCapturedSerializer,
+            400: error_response(
+                "Invalid input, named in details; or neither `amount` nor a `model` priced on the rate card "
+                "(invalid, model_not_priced)."
+            ),
             402: error_response(
                 "The amount exceeds the hold by more than the available credits (insufficient_credits); "
                 "nothing written, the hold stays active."
             ),
             409: error_response(
                 f"{SETTLED_ONCE} Or the hold had expired: it is now released, status expired "
-                "(hold_expired). Or a usage event with the hold's request_id was already recorded "
-                "(idempotency_conflict; nothing written, the hold stays active)."
+                "(hold_expired)."
             ),
-            **ERROR_RESPONSES,
         },
         tags=["reservations"],
     )

@@ -142,7 +142,10 @@ class UsageViewSet(TenantViewSet):
             201: UsageRecordedSerializer,
             200: OpenApiResponse(UsageRecordedSerializer, description="The same event again: the first result."),
             402: error_response("Not enough available credits (insufficient_credits); nothing written."),
-            409: error_response("This request_id was recorded with other content (idempotency_conflict)."),
+            409: error_response(
+                "This request_id was recorded with other content (idempotency_conflict), or it is a hold's "
+                "(request_id_held: a request_id names one AI call; capture or release the hold)."
+            ),
             **ERROR_RESPONSES,
         },
         tags=["usage"],
