@@ -10,11 +10,11 @@ from rest_framework.response import Response
 
 from accounts.api.views import TenantViewSet
 from billing_service.errors import InvalidInput
-from billing_service.inputs import InstantField
+from billing_service.inputs import InstantField, StrictBooleanField, StrictIntegerField, StrictUUIDField, TextField
 from billing_service.money import MoneyField, format_exact, format_money
 from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema
 from credits.api.serializers import ExactOutField, LedgerEntrySerializer, MoneyOutField, iso_instant
-from credits.api.usage_input import EventErrors, parse_event
+from credits.api.usage_input import MAX_TOKENS, EventErrors, parse_event
 from credits.models import UsageEvent
 from credits.services import usage_record, usage_record_batch
 
@@ -24,16 +24,22 @@ MAX_BATCH = 1000
 class UsageEventInputSerializer(serializers.Serializer):
     """Documents the event body; validation is ``credits.api.usage_input.parse_event``."""
 
-    account_id = serializers.UUIDField(help_text="A credit account of your platform.")
-    request_id = serializers.CharField(max_length=255, help_text="Your id of the call: the idempotency key.")
-    endpoint = serializers.CharField(max_length=200, help_text='What was called, e.g. "/v1/chat/completions".')
-    model = serializers.CharField(max_length=100, required=False, help_text="Priced from the rate card.")
-    input_tokens = serializers.IntegerField(min_value=0, required=False)
-    output_tokens = serializers.IntegerField(min_value=0, required=False)
+    account_id = StrictUUIDField(help_text="A credit account of your platform.")
+    request_id = TextField(
+        max_length=255, blank=False,
+        help_text="Your id of the call: the idempotency key, and the name of one AI call (a hold's request_id "
+        "cannot be recorded here: 409 request_id_held).",
+    )
+    endpoint = TextField(max_length=200, blank=False, help_text='What was called, e.g. "/v1/chat/completions".')
+    model = TextField(max_length=100, required=False, help_text="Priced from the rate card.")
+    input_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS, required=False)
+    output_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS, required=False)
     amount = MoneyField(allow_zero=True, required=False, help_text="The cost, when you price it yourself.")
-    success = serializers.BooleanField(default=True, help_text="A failed call is recorded and costs nothing.")
-    description = serializers.CharField(max_length=500, required=False)
-    metadata = serializers.DictField(required=False, help_text="Any JSON object, up to 4 KB.")
+    success = StrictBooleanField(default=True, help_text="A failed call is recorded and costs nothing.")
+    description = TextField(max_length=500, required=False)
+    metadata = serializers.DictField(
+        required=False, help_text="Any JSON object, up to 4,096 bytes of JSON and 32 levels deep."
+    )
     occurred_at = InstantField(
         required=False,
         help_text="When the call happened (default: now): ISO 8601, e.g. 2026-04-17T09:15:00Z (an offset is "
