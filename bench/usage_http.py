@@ -9,7 +9,10 @@ sending bodies encoded before the clock starts. Three sides, alternated over sev
 - ``noop``:      POST /api/bench/noop/ with the same body as ``amount`` (read by the server, not parsed)
 - ``amount``:    POST /api/billing/usage/ ``{account_id, request_id, endpoint, amount}``
 - ``rate_card``: POST /api/billing/usage/ ``{account_id, request_id, endpoint, model, input_tokens,
-                 output_tokens}``, priced by a ModelPrice version
+                 output_tokens}``, priced by a ModelPrice version (a cost in whole 0.000001: one statement)
+- ``carried``:   the same at 0.40 / 1.30 per million tokens: a cost finer than 0.000001, debited in whole
+                 0.000001 with the account's carried remainder (its read, then one statement that compares and
+                 sets it; README, "Exact usage costs")
 
 Every request is a new request_id (201 expected), spread over 100 funded accounts. Prints requests/s per side
 per round, CPU per request (this client, the gunicorn processes, the PostgreSQL backends), medians and the
@@ -54,18 +57,22 @@ ACCOUNTS = 100
 FUNDS, FLOOR = Decimal(1000000000), Decimal(10000000)
 AMOUNT = "0.0125"
 MODEL = "bench-model-1"
+MODEL_CARRIED = "bench-model-fraction"
 ENDPOINT = "/v1/chat/completions"
 TARGET = 0.6
-SIDES = ["noop", "amount", "rate_card"]
-PATHS = {"noop": "/api/bench/noop/", "amount": "/api/billing/usage/", "rate_card": "/api/billing/usage/"}
-EXPECT = {"noop": 200, "amount": 201, "rate_card": 201}
-BODY = {"noop": "amount", "amount": "amount", "rate_card": "rate_card"}
+SIDES = ["noop", "amount", "rate_card", "carried"]
+PATHS = {"noop": "/api/bench/noop/", "amount": "/api/billing/usage/", "rate_card": "/api/billing/usage/",
+         "carried": "/api/billing/usage/"}
+EXPECT = {"noop": 200, "amount": 201, "rate_card": 201, "carried": 201}
+BODY = {"noop": "amount", "amount": "amount", "rate_card": "rate_card", "carried": "carried"}
 
 
 def body(side: str, account_id: str, request_id: str) -> bytes:
     event = {"account_id": account_id, "request_id": request_id, "endpoint": ENDPOINT}
     if side == "rate_card":
         event.update(model=MODEL, input_tokens=1200, output_tokens=350)
+    elif side == "carried":  # 1201 x 0.40 + 351 x 1.30 micro-credits: 0.0009367
+        event.update(model=MODEL_CARRIED, input_tokens=1201, output_tokens=351)
     else:
         event["amount"] = AMOUNT
     return json.dumps(event, separators=(",", ":")).encode()
@@ -109,6 +116,10 @@ def main() -> int:
     if not ModelPrice.objects.filter(platform=platform, model=MODEL).exists():
         model_price_create(platform=platform, model=MODEL, input_per_million=Decimal(3),
                            output_per_million=Decimal(15), effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+                           actor=None)
+    if not ModelPrice.objects.filter(platform=platform, model=MODEL_CARRIED).exists():
+        model_price_create(platform=platform, model=MODEL_CARRIED, input_per_million=Decimal("0.40"),
+                           output_per_million=Decimal("1.30"), effective_from=datetime(2020, 1, 1, tzinfo=UTC),
                            actor=None)
     version, sync_commit = server_facts()
     connection.close()
