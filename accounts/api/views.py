@@ -18,9 +18,9 @@ class TenantViewSetMixin:
 
     def initial(self, request, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
         # Before the rest (content negotiation reads ?format=, which these operations do not take either).
-        handler = getattr(self, self.action, None) if getattr(self, "action", None) else None
-        allowed = getattr(handler, "query_parameters", frozenset())
-        unknown = sorted(set(request.query_params) - allowed)
+        action = getattr(self, "action", None)  # None: a method the endpoint does not take (405 below)
+        allowed = getattr(getattr(self, action, None), "query_parameters", frozenset()) if action else None
+        unknown = sorted(set(request.query_params) - allowed) if allowed is not None else []
         if unknown:
             raise InvalidInput(
                 f"Invalid input: {', '.join(unknown)}.",

@@ -38,7 +38,8 @@ class UsageEventInputSerializer(serializers.Serializer):
     success = StrictBooleanField(default=True, help_text="A failed call is recorded and costs nothing.")
     description = TextField(max_length=500, required=False)
     metadata = serializers.DictField(
-        required=False, help_text="Any JSON object, up to 4,096 bytes of JSON and 32 levels deep."
+        required=False, allow_null=True,
+        help_text="Any JSON object, up to 4,096 bytes of JSON and 32 levels deep (null: none).",
     )
     occurred_at = InstantField(
         required=False,

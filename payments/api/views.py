@@ -61,6 +61,10 @@ class CheckoutViewSet(TenantViewSet):
         request=CheckoutInputSerializer,
         responses={
             201: CheckoutOutputSerializer,
+            409: error_response(
+                "A subscription checkout for an account that already has a current subscription "
+                "(subscription_exists; change plans in the billing portal)."
+            ),
             502: error_response("The provider refused or failed (payment_provider_error); the order is failed."),
             503: error_response("The provider is not configured here (payment_provider_not_configured)."),
             **ERROR_RESPONSES,
@@ -105,6 +109,7 @@ class PortalViewSet(TenantViewSet):
         request=PortalInputSerializer,
         responses={
             200: PortalOutputSerializer,
+            409: error_response("You have no Stripe customer yet (no_billing_customer): subscribe or pay first."),
             502: error_response("The provider refused or failed (payment_provider_error)."),
             503: error_response("The provider is not configured here (payment_provider_not_configured)."),
             **ERROR_RESPONSES,

@@ -94,3 +94,7 @@ def test_every_documented_query_parameter_is_accepted(owner):
                 assert "Unknown query parameter for this operation." not in str(response.json()), (path, name)
             checked += 1
     assert checked >= 25
+
+
+def test_a_method_the_endpoint_does_not_take_is_a_405_whatever_the_query(member):
+    error_of(client_for(member).delete("/api/billing/transactions/?page=1"), 405, "method_not_allowed")
