@@ -73,7 +73,7 @@ class CreditAccount(models.Model):
     # Usage cost not yet debited: less than one quantum (0.000001). The ledger debits whole quanta; the rest of
     # each exact cost waits here for the next charge (credits.ledger.charge_split), so that for every account
     # the usage debits plus this remainder equal the exact costs of its usage events.
-    carried_remainder = exact_field(default=Decimal(0), editable=False)
+    carried_remainder = exact_field(default=Decimal(0), db_default=Decimal(0), editable=False)
 
     auto_recharge_enabled = models.BooleanField(default=False)
     auto_recharge_threshold_usd = money_field(null=True, blank=True)
@@ -300,6 +300,7 @@ class UsageEvent(models.Model):
     cost = exact_field(help_text="The exact cost of the call (0 when it failed).")
     charged = money_field(
         default=Decimal(0),
+        db_default=Decimal(0),
         help_text="What its ledger row debited: whole quanta of the account's carried remainder plus the cost.",
     )
     priced_by = models.CharField(max_length=16, choices=PricingSource.choices)

@@ -49,12 +49,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='creditaccount',
             name='carried_remainder',
-            field=models.DecimalField(decimal_places=12, default=Decimal('0'), editable=False, max_digits=32),
+            field=models.DecimalField(db_default=Decimal('0'), decimal_places=12, default=Decimal('0'), editable=False, max_digits=32),
         ),
         migrations.AddField(
             model_name='usageevent',
             name='charged',
-            field=models.DecimalField(decimal_places=6, default=Decimal('0'), help_text="What its ledger row debited: whole quanta of the account's carried remainder plus the cost.", max_digits=20),
+            field=models.DecimalField(db_default=Decimal('0'), decimal_places=6, default=Decimal('0'), help_text="What its ledger row debited: whole quanta of the account's carried remainder plus the cost.", max_digits=20),
         ),
         migrations.AlterField(
             model_name='usageevent',
