@@ -14,7 +14,6 @@ from rest_framework.authentication import TokenAuthentication
 from accounts.selectors import memberships_attach, memberships_of_user_json
 from billing_service.db import server_bound_cursor
 
-
 # What rest_framework.authtoken makes: 40 lowercase hexadecimal digits. Anything else names no token and is
 # refused without a query (a NUL byte would not even reach PostgreSQL).
 TOKEN_KEY_RE = re.compile(r"[0-9a-f]{40}")

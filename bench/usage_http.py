@@ -141,7 +141,7 @@ def main() -> int:
         with Server(conninfo, app=app) as server:
             estimate = {}
             for side in sides:  # warm-up: every worker thread connects, imports and plans everything
-                work = prepare(side, run=run, tag="w", threads=args.threads, per_thread=3000 // args.threads + 400,
+                work = prepare(side, run=run, tag="w", threads=args.threads, per_thread=3000 // args.threads + 1500,
                                accounts=account_ids)
                 res = run_load(server.port, work, headers=headers, seconds=args.warmup, expect=EXPECT[side])
                 estimate[side] = res["rate"]

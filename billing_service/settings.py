@@ -141,6 +141,9 @@ REST_FRAMEWORK = {
     "COERCE_DECIMAL_TO_STRING": True,
     "DATETIME_FORMAT": "iso-8601",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Responses are ASCII JSON (other characters as \u escapes): every string can be written, even one echoed
+    # from bad input that UTF-8 cannot encode (a lone surrogate), so no response fails once its write committed.
+    "UNICODE_JSON": False,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")

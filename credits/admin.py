@@ -12,7 +12,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from billing_service import forms as strict
 from billing_service.errors import DomainError
+from billing_service.forms import StrictModelForm
 from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT, format_exact, format_money
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry
 from credits.services import credits_adjust, hold_release
@@ -53,15 +55,16 @@ class RecentEntriesInline(admin.TabularInline):
 
 
 class AdjustmentForm(forms.Form):
-    amount = forms.DecimalField(
+    # The API's rules (billing_service.inputs): a strict decimal string, text without control characters.
+    amount = strict.DecimalField(
         max_digits=20,
         decimal_places=DECIMAL_PLACES,
         min_value=-MAX_AMOUNT,
         max_value=MAX_AMOUNT,
         help_text="Signed: 25.00 adds credits, -3.50 removes them (never beyond what is available).",
     )
-    description = forms.CharField(max_length=500, help_text="Why: kept on the ledger row.")
-    reference = forms.CharField(max_length=255, required=False)
+    description = strict.TextField(max_length=500, help_text="Why: kept on the ledger row.")
+    reference = strict.TextField(max_length=255, required=False)
 
     def clean_amount(self):  # noqa: ANN201
         amount = self.cleaned_data["amount"]
@@ -72,6 +75,7 @@ class AdjustmentForm(forms.Form):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
+    form = StrictModelForm  # the auto-recharge amounts under the API's rules
     list_display = ["__str__", "platform", "user", "balance_display", "reserved_display", "available_display",
                     "last_entry_at"]
     list_filter = ["platform", "currency", "auto_recharge_enabled"]
@@ -216,7 +220,7 @@ from credits.services.rate_card import (  # noqa: E402
 )
 
 
-class ModelPriceForm(forms.ModelForm):
+class ModelPriceForm(StrictModelForm):
     """A new price version. Checked here so that a mistake comes back on the form; written by the service."""
 
     class Meta:

@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from billing_service.errors import DomainError
+from billing_service.forms import StrictModelForm
 from payments.models import Order, PlanCreditPeriod, PlatformPaymentSettings, WebhookEvent, WebhookStatus
 from payments.selectors import origin_of
 from payments.services import webhook_event_process
@@ -26,7 +27,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class PlatformPaymentSettingsForm(forms.ModelForm):
+class PlatformPaymentSettingsForm(StrictModelForm):
     class Meta:
         model = PlatformPaymentSettings
         fields = ["platform", "top_up_min_usd", "top_up_max_usd", "allowed_redirect_origins"]

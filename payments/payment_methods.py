@@ -42,8 +42,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from billing_service.queue import enqueue_on_commit
 from accounts.models import Platform
+from billing_service.queue import enqueue_on_commit
 from credits import selectors as credit_selectors
 from credits import services as credit_services
 from credits.locks import account_lock

@@ -10,13 +10,14 @@ from django import forms
 from django.contrib import admin
 from django.core.validators import MaxValueValidator, MinValueValidator
 
+from billing_service.forms import StrictModelForm
 from billing_service.money import MAX_AMOUNT, format_money
 from subscriptions.models import Plan, Subscription, SubscriptionChange
 from subscriptions.services import plan_conflicts, plan_create, plan_update, plan_update_problems
 from subscriptions.validation import MAX_PRICE_CENTS, PLAN_FIELDS, SLUG_HELP, plan_problems
 
 
-class PlanForm(forms.ModelForm):
+class PlanForm(StrictModelForm):
     """Checked with the services' own rules, so a mistake comes back on the form; saved by the services."""
 
     features = forms.CharField(

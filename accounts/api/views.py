@@ -21,11 +21,12 @@ class TenantViewSetMixin:
         action = getattr(self, "action", None)  # None: a method the endpoint does not take (405 below)
         allowed = getattr(getattr(self, action, None), "query_parameters", frozenset()) if action else None
         unknown = sorted(set(request.query_params) - allowed) if allowed is not None else []
-        if unknown:
-            raise InvalidInput(
-                f"Invalid input: {', '.join(unknown)}.",
-                details={name: ["Unknown query parameter for this operation."] for name in unknown},
-            )
+        problems = {name: ["Unknown query parameter for this operation."] for name in unknown}
+        # Only one value is read: a second one would be ignored.
+        problems |= {name: ["Given more than once."] for name, values in request.query_params.lists()
+                     if len(values) > 1 and name not in problems}
+        if problems:
+            raise InvalidInput(f"Invalid input: {', '.join(problems)}.", details=problems)
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
     @cached_property

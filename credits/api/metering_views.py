@@ -35,7 +35,7 @@ from credits.services.rate_card import (
     MODEL_NAME_HELP,
     MODEL_NAME_MAX_LENGTH,
     is_valid_model_name,
-    model_price_create,
+    model_price_version_create,
 )
 
 # --- rate card -------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class ModelPriceViewSet(TenantViewSet):
     def create(self, request: Request) -> Response:
         self.tenant.require_admin()
         data = validated(ModelPriceInputSerializer, request.data)
-        price = model_price_create(
+        version = model_price_version_create(
             platform=self.tenant.platform,
             model=data["model"],
             input_per_million=data["input_per_million"],
@@ -116,10 +116,7 @@ class ModelPriceViewSet(TenantViewSet):
             description=data["description"],
             actor=request.user,
         )
-        (entry,) = selectors.rate_card_models(
-            platform_id=price.platform_id, models=[price.model], at=timezone.now()
-        )
-        version = next(v for v in entry.versions if v.price.pk == price.pk)
+        price = version.price
         return Response(
             ModelPriceVersionSerializer(version).data,
             status=status.HTTP_201_CREATED,

@@ -4,7 +4,6 @@ captured hold's request_id becomes its usage event's."""
 
 from __future__ import annotations
 
-
 from rest_framework import serializers
 
 from billing_service.inputs import (

@@ -10,7 +10,13 @@ from rest_framework.response import Response
 
 from accounts.api.views import TenantViewSet
 from billing_service.errors import InvalidInput
-from billing_service.inputs import InstantField, StrictBooleanField, StrictIntegerField, StrictUUIDField, TextField
+from billing_service.inputs import (
+    InstantField,
+    StrictBooleanField,
+    StrictIntegerField,
+    StrictUUIDField,
+    TextField,
+)
 from billing_service.money import MoneyField, format_exact, format_money
 from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema
 from credits.api.serializers import ExactOutField, LedgerEntrySerializer, MoneyOutField, iso_instant

@@ -33,6 +33,7 @@ from billing_service.inputs import stored_instant_problem
 from billing_service.money import MAX_AMOUNT, QUANTUM, format_money
 from credits.errors import ModelPriceConflict
 from credits.models import ModelPrice
+from credits.selectors import PriceVersion, rate_card_models
 from credits.services.common import actor_id_of
 
 PAST_TOLERANCE = timedelta(minutes=1)
@@ -164,3 +165,24 @@ def model_price_create(
         if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == UNIQUE_CONSTRAINT:
             raise _conflict(None, model, effective_from) from None
         raise
+
+
+@transaction.atomic
+def model_price_version_create(
+    *,
+    platform: Platform,
+    model: str,
+    input_per_million: Decimal,
+    output_per_million: Decimal,
+    effective_from: datetime | None = None,
+    description: str = "",
+    actor: AbstractBaseUser | None,
+) -> PriceVersion:
+    """``model_price_create``, answered as the rate card shows the new version (its status and the instant the
+    next version takes over), read in the same transaction: nothing is left to read once it has committed."""
+    price = model_price_create(
+        platform=platform, model=model, input_per_million=input_per_million,
+        output_per_million=output_per_million, effective_from=effective_from, description=description, actor=actor,
+    )
+    (entry,) = rate_card_models(platform_id=platform.pk, models=[price.model], at=timezone.now())
+    return next(version for version in entry.versions if version.price.pk == price.pk)

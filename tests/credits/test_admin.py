@@ -95,11 +95,17 @@ def test_manual_adjustment_from_the_account_page_writes_a_ledger_row_with_the_ad
     assert ledger_verify(account=member.account).ok
 
 
-@pytest.mark.parametrize("amount", ["0", "-100.01", "abc", "1.0000001", "1000000001"])
-def test_bad_adjustment_in_admin_writes_nothing(browser, member, amount):
+@pytest.mark.parametrize(
+    ("amount", "description"),
+    [("0", "x"), ("-100.01", "x"), ("abc", "x"), ("1.0000001", "x"), ("1000000001", "x"),
+     # the API's input rules hold in the admin too
+     ("٥", "x"), ("５", "x"), ("+5", "x"), (" 5.00 ", "x"), ("1E+1", "x"), ("1_0", "x"), ("5", "del\x7fchar"),
+     ("5", "\x85"), ("5", "   ")],
+)
+def test_bad_adjustment_in_admin_writes_nothing(browser, member, amount, description):
     url = reverse("admin:credits_creditaccount_adjust", args=[member.account.pk])
     before = LedgerEntry.objects.count()
-    response = browser.post(url, {"amount": amount, "description": "x"})
+    response = browser.post(url, {"amount": amount, "description": description})
     assert response.status_code == 200  # the form again, with the error
     assert response.context["form"].errors
     assert LedgerEntry.objects.count() == before
@@ -135,3 +141,19 @@ def test_membership_added_in_admin_gets_a_credit_account(browser, platform):
     assert response.status_code == 302
     assert Membership.objects.filter(user=user, platform=platform).exists()
     assert CreditAccount.objects.filter(platform=platform, user=user).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("auto_recharge_threshold_usd", "٥"), ("auto_recharge_threshold_usd", "+5"), ("auto_recharge_amount_usd", "1E+1"),
+     ("auto_recharge_spending_limit_usd", " 5 ")],
+)
+def test_account_settings_in_admin_follow_the_api_rules(browser, member, field, value):
+    url = reverse("admin:credits_creditaccount_change", args=[member.account.pk])
+    data = {"auto_recharge_threshold_usd": "", "auto_recharge_amount_usd": "", "auto_recharge_spending_limit_usd": "",
+            field: value, "entries-TOTAL_FORMS": "0", "entries-INITIAL_FORMS": "0"}
+    response = browser.post(url, data)
+    assert response.status_code == 200, response.status_code  # the form again, with the error
+    assert field in response.context["adminform"].form.errors
+    member.account.refresh_from_db()
+    assert getattr(member.account, field) is None

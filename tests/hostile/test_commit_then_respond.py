@@ -109,3 +109,25 @@ def test_a_webhook_that_saves_a_card_is_acknowledged_when_the_card_read_cannot_b
     assert any("payment_method_from_setup_task" in record.getMessage() for record in caplog.records)
     # not saved from this event; its setup_intent.succeeded (sent with it by Stripe) saves the card on its own
     assert not SavedPaymentMethod.objects.exists()
+
+
+def test_a_new_rate_card_version_is_answered_from_its_own_transaction(owner):
+    """The answer (the version's status, when the next one takes over, who added it) is read inside the write's
+    transaction: nothing is queried once it committed, so no failure can follow the commit (a retry of a create
+    that was answered 503 would add a second version)."""
+    from django.db import connection
+
+    statements: list[tuple[bool, str]] = []
+
+    def record(execute, sql, params, many, context):  # noqa: ANN001, ANN202
+        statements.append((connection.in_atomic_block, sql))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        response = post_json(client_for(owner), "/api/billing/admin/models/",
+                             {"model": "m-new", "input_per_million": "1", "output_per_million": "2"})
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "current" and response.json()["created_by"] == "olivia"
+    first_inside = next(i for i, (inside, _) in enumerate(statements) if inside)
+    after = [sql for inside, sql in statements[first_inside:] if not inside]
+    assert after == [], after

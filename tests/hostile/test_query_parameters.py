@@ -98,3 +98,15 @@ def test_every_documented_query_parameter_is_accepted(owner):
 
 def test_a_method_the_endpoint_does_not_take_is_a_405_whatever_the_query(member):
     error_of(client_for(member).delete("/api/billing/transactions/?page=1"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [("/api/billing/transactions/", "page=x&page=1"), ("/api/billing/admin/credits/transactions/",
+                                                      "account_id=a&account_id=b"),
+     ("/api/billing/usage/stats/", "period=daily&period=monthly")],
+)
+def test_a_query_parameter_given_twice_is_a_400(owner, path, query):
+    name = query.split("=")[0]
+    error = invalid_field(client_for(owner).get(f"{path}?{query}"), name)
+    assert error["details"][name] == ["Given more than once."]
