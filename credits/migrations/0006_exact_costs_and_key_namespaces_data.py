@@ -1,4 +1,5 @@
-"""The data of 0005: events recorded so far were charged their cost (it had 6 decimals), so ``charged = cost``.
+"""The data of 0005: an event's ``charged`` is what its ledger row debited (for the events recorded so far, their
+cost, which had 6 decimals).
 Ledger keys that clients chose move into the client namespace: a manual adjustment's Idempotency-Key becomes
 ``client:<key>``, and a hold's request_id becomes the key of its AI call (``usage:<request_id>``, shared with
 direct usage debits). This rewrites only the ``idempotency_key`` column of those rows, with the append-only
@@ -7,6 +8,13 @@ debit of the same request_id (the collision this change prevents from now on) ke
 
 from django.db import migrations
 
+# What each event's ledger row debited (its cost, for every event recorded before 0005): read from the row, so
+# that running it again, or over events recorded since, changes nothing.
+CHARGED = """
+UPDATE credits_usageevent e SET charged = -l.balance_delta
+  FROM credits_ledger_entry l
+ WHERE l.id = e.ledger_entry_id AND e.charged <> -l.balance_delta;
+"""
 REKEY = """
 ALTER TABLE credits_ledger_entry DISABLE TRIGGER credits_ledger_append_only;
 UPDATE credits_ledger_entry
@@ -35,9 +43,6 @@ class Migration(migrations.Migration):
     dependencies = [("credits", "0005_exact_costs_and_key_namespaces")]
 
     operations = [
-        migrations.RunSQL(
-            "UPDATE credits_usageevent SET charged = cost WHERE success AND cost > 0",
-            reverse_sql=migrations.RunSQL.noop,
-        ),
+        migrations.RunSQL(CHARGED, reverse_sql=migrations.RunSQL.noop),
         migrations.RunSQL(REKEY, reverse_sql=migrations.RunSQL.noop),
     ]

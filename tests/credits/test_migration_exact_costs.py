@@ -78,3 +78,20 @@ def test_existing_rows_are_carried_over(platform):
     migrated = CreditAccount.objects.get(pk=account.pk)
     assert migrated.carried_remainder == 0
     assert_ledger_invariants(migrated)
+
+
+def test_the_data_step_leaves_exact_events_as_they_are(platform, member, owner):
+    """Run again (over events recorded since 0005, with costs finer than a quantum), it changes nothing."""
+    from credits.models import ModelPrice, UsageEvent
+    from credits.services import usage_record
+
+    ModelPrice.objects.create(platform=platform, model="m", input_per_million=D("0.40"), output_per_million=0,
+                              effective_from=timezone.now())
+    for i in range(5):
+        usage_record(platform=platform, account_id=member.account.id, request_id=f"x-{i}", endpoint="/e", model="m",
+                     input_tokens=3)
+    before = sorted(UsageEvent.objects.values_list("request_id", "cost", "charged"))
+    _migrate([("credits", "0005_exact_costs_and_key_namespaces")])
+    _migrate(None)
+    assert sorted(UsageEvent.objects.values_list("request_id", "cost", "charged")) == before
+    assert_ledger_invariants(CreditAccount.objects.get(pk=member.account.pk))
