@@ -78,7 +78,7 @@ def _statement(transaction_type: str, *, with_key: bool, then: str = "") -> str:
         f"{counter} = {counter} + 1, last_entry_at = GREATEST(clock_timestamp(), last_entry_at), "
         f"carried_remainder = COALESCE(%(carried_after)s::numeric, carried_remainder) "
         f"WHERE id = %(account_id)s{' AND platform_id = %(platform_id)s' if then else ''} "
-        f"AND (%(carried_before)s::numeric IS NULL OR carried_remainder = %(carried_before)s::numeric) "
+        f"AND carried_remainder = COALESCE(%(carried_before)s::numeric, carried_remainder) "
         f"AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
         f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
         f"{' AND NOT EXISTS (SELECT 1 FROM prior)' if with_key else ''} "

@@ -58,7 +58,9 @@ _USAGE_CONSTRAINT = "usage_unique_request_per_account"
 _EVENT_FIELDS = [f for f in UsageEvent._meta.concrete_fields]
 _EVENT_COLS = ", ".join(f.column for f in _EVENT_FIELDS)
 _EVENT_ATTNAMES = [f.attname for f in _EVENT_FIELDS]
-_EVENT_PARAMS = [f"ev_{name}" for name in _EVENT_ATTNAMES]
+# Short parameter names (e0, e1...): the one statement stays under psycopg's cache of parsed queries (4096 bytes,
+# psycopg._queries.MAX_CACHED_STATEMENT_LENGTH); a longer one is parsed again on every call.
+_EVENT_PARAMS = [f"e{i}" for i in range(len(_EVENT_ATTNAMES))]
 
 _ROLLUP_UPSERT_TAIL = (
     " ON CONFLICT (account_id, day, endpoint) DO UPDATE SET "
@@ -96,7 +98,7 @@ _RECORD_CHARGED = ledger.chained_statement(
     TransactionType.SUBTRACT,
     then=(
         f", ev AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLS}) SELECT "
-        + ", ".join(f"%(ev_{f.attname})s::{_param_type(f)}" for f in _EVENT_FIELDS)
+        + ", ".join(f"%({p})s::{_param_type(f)}" for p, f in zip(_EVENT_PARAMS, _EVENT_FIELDS, strict=True))
         + " FROM ins RETURNING account_id, occurred_at, endpoint, cost, input_tokens, output_tokens), "
         f"ru AS (INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
         f"SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, endpoint, 1, 1, 0, cost, "
