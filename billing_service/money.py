@@ -25,9 +25,12 @@ EXACT_MAX_DIGITS = 32
 EXACT_CONTEXT = Context(prec=60, traps=[Inexact, InvalidOperation, Overflow])
 
 
+_FLOOR_CONTEXT = Context(prec=60, rounding=ROUND_FLOOR, traps=[InvalidOperation])
+
+
 def floor_to_quantum(value: Decimal) -> Decimal:
     """``value`` rounded down to a whole quantum (0.000001)."""
-    return value.quantize(QUANTUM, rounding=ROUND_FLOOR, context=Context(prec=60, traps=[InvalidOperation]))
+    return value.quantize(QUANTUM, context=_FLOOR_CONTEXT)
 
 
 def format_money(value: Decimal | None) -> str | None:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -426,6 +426,7 @@ def post_many(
             raise AccountNotFound(details={"account_id": str(account_id)})
         values = state.values
         carried_after = None
+        balance_delta, reserved_delta = posting.balance_delta, posting.reserved_delta
         if posting.charge is not None:
             debit, carried_after = charge_split(values["carried_remainder"], posting.charge)
             if debit == 0:  # below a quantum: carried, no row
@@ -434,15 +435,15 @@ def post_many(
                 results.append(Posted(None, account_id, values["last_sequence"], values["balance"],
                                       values["reserved"]))
                 continue
-            posting = replace(posting, balance_delta=-debit, charge=None)
-        balance = values["balance"] + posting.balance_delta
-        reserved = values["reserved"] + posting.reserved_delta
+            balance_delta = -debit
+        balance = values["balance"] + balance_delta
+        reserved = values["reserved"] + reserved_delta
         if balance < reserved or reserved < 0 or balance > MAX_BALANCE:
             results.append(
                 InsufficientCredits(
                     details={
                         "available": format_money(values["balance"] - values["reserved"]),
-                        "required": format_money(posting.reserved_delta - posting.balance_delta),
+                        "required": format_money(reserved_delta - balance_delta),
                     }
                 )
             )
@@ -457,14 +458,14 @@ def post_many(
         entry_id = uuid.uuid4()
         rows.append((
             entry_id, account_id, state.platform_id, values["last_sequence"], posting.transaction_type, "completed",
-            posting.balance_delta, posting.reserved_delta, balance, reserved, posting.payment_amount_usd,
+            balance_delta, reserved_delta, balance, reserved, posting.payment_amount_usd,
             posting.description, posting.reference, json.dumps(posting.metadata or {}), posting.actor_id,
             posting.hold_id, posting.refund_of_id, posting.idempotency_key,
             _posting_hash(posting) if posting.idempotency_key is not None else "", state.last_entry_at,
         ))
         results.append(Posted(entry_id, account_id, values["last_sequence"], balance, reserved,
-                              charged=-posting.balance_delta if carried_after is not None else Decimal(0)))
-        if posting.balance_delta < 0 and state.recharge_below is not None and balance - reserved < state.recharge_below:
+                              charged=-balance_delta if carried_after is not None else Decimal(0)))
+        if balance_delta < 0 and state.recharge_below is not None and balance - reserved < state.recharge_below:
             low.add(account_id)
     for account_id in sorted(low):
         low_balance_hook()(account_id)

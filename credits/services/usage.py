@@ -132,13 +132,14 @@ _UPSERT_ROLLUPS = (
     f"SELECT * FROM unnest(%b::uuid[], %b::date[], %s::text[], %b::bigint[], %b::bigint[], %b::bigint[], "
     f"%b::numeric[], %b::bigint[], %b::bigint[]){_ROLLUP_UPSERT_TAIL}"
 )
-_FIND_EVENTS = (
-    f"SELECT account_id, request_id, request_hash, id, ledger_entry_id FROM {_EVENT_TABLE} "
-    f"WHERE (account_id, request_id) IN (SELECT * FROM unnest(%b::uuid[], %s::text[]))"
-)
-_FIND_HOLDS = (
-    f"SELECT account_id, request_id, id, status FROM {_HOLD_TABLE} "
-    f"WHERE (account_id, request_id) IN (SELECT * FROM unnest(%b::uuid[], %s::text[]))"
+# What a batch's request_ids already name, in one round trip: recorded events (is_hold false: their hash, id and
+# ledger row) and holds (is_hold true: their status and id).
+_FIND_CALLS = (
+    f"WITH k AS MATERIALIZED (SELECT * FROM unnest(%b::uuid[], %s::text[]) AS k(account_id, request_id)) "
+    f"SELECT false, account_id, request_id, request_hash, id, ledger_entry_id FROM {_EVENT_TABLE} "
+    f"WHERE (account_id, request_id) IN (SELECT * FROM k) UNION ALL "
+    f"SELECT true, account_id, request_id, status, id, NULL FROM {_HOLD_TABLE} "
+    f"WHERE (account_id, request_id) IN (SELECT * FROM k)"
 )
 
 
@@ -227,7 +228,7 @@ def _label(endpoint: str, model: str, description: str = "") -> str:
 
 def _debit_posting(
     usage: UsageInput, debit: Decimal, event_id: uuid.UUID, digest: str, actor_id: int | None,
-    carried: tuple[Decimal, Decimal] | None,
+    carried: tuple[Decimal, Decimal] | None, charge: Decimal | None = None,
 ) -> Posting:
     return Posting(
         transaction_type=TransactionType.SUBTRACT,
@@ -239,6 +240,7 @@ def _debit_posting(
         idempotency_key=call_key(usage.request_id),
         fingerprint=digest,
         carried=carried,
+        charge=charge,
     )
 
 
@@ -473,15 +475,15 @@ def _record_pending(
     states = ledger.lock_accounts(sorted({usage.account_id for _, usage, *_ in pending}))
     with server_bound_cursor() as cursor:
         cursor.execute(
-            _FIND_EVENTS, [[u.account_id for _, u, *_ in pending], [u.request_id for _, u, *_ in pending]]
+            _FIND_CALLS, [[u.account_id for _, u, *_ in pending], [u.request_id for _, u, *_ in pending]]
         )
-        # (account_id, request_id) -> (request_hash, event id, ledger entry id)
-        known = {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
-        cursor.execute(
-            _FIND_HOLDS, [[u.account_id for _, u, *_ in pending], [u.request_id for _, u, *_ in pending]]
-        )
-        # (account_id, request_id) -> (hold id, status)
-        held = {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
+        known: dict[tuple[uuid.UUID, str], tuple] = {}  # -> (request_hash, event id, ledger entry id)
+        held: dict[tuple[uuid.UUID, str], tuple] = {}  # -> (hold id, status)
+        for is_hold, account_id, request_id, text, row_id, entry_id in cursor.fetchall():
+            if is_hold:
+                held[(account_id, request_id)] = (row_id, text)
+            else:
+                known[(account_id, request_id)] = (text, row_id, entry_id)
 
     results: dict[int, BatchOutcome] = {}
     fresh: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str, uuid.UUID]] = []
@@ -510,7 +512,7 @@ def _record_pending(
             fresh.append((i, usage, cost, price, digest, uuid.uuid4()))
 
     charges = [
-        (usage.account_id, replace(_debit_posting(usage, Decimal(0), event_id, digest, actor_id, None), charge=cost))
+        (usage.account_id, _debit_posting(usage, Decimal(0), event_id, digest, actor_id, None, charge=cost))
         for _, usage, cost, _, digest, event_id in fresh if cost > 0
     ]
     posted = iter(ledger.post_many(charges, states=states) if charges else [])
