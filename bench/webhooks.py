@@ -177,7 +177,7 @@ def main() -> int:
         with Server(conninfo, env=env) as server:
             estimate = {}
             for side in SIDES:  # warm-up: every worker thread connects, imports and plans everything
-                work, _ = prepare(side, "w" + side[0], 5000)
+                work, _ = prepare(side, "w" + side[0], 20000)  # fast machines: enough for the whole warm-up
                 res = run_load(server.port, work, seconds=args.warmup, expect=200)
                 estimate[side] = res["rate"]
                 if side == "webhook":
