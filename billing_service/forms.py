@@ -12,24 +12,24 @@ from django import forms
 from billing_service.inputs import date_parse, decimal_parse, text_problem, uuid_parse
 
 
+def _parsed(field: forms.Field, value: Any, parse: Any) -> Any:
+    """``parse(value)``, None for an empty value; a ``ValueError`` becomes the field's error."""
+    if value in field.empty_values:
+        return None
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise forms.ValidationError(str(exc), code="invalid") from None
+
+
 class DateField(forms.DateField):
     def to_python(self, value: Any):  # noqa: ANN201
-        if value in self.empty_values:
-            return None
-        try:
-            return date_parse(value)
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc), code="invalid") from None
+        return _parsed(self, value, date_parse)
 
 
 class UUIDField(forms.UUIDField):
     def to_python(self, value: Any):  # noqa: ANN201
-        if value in self.empty_values:
-            return None
-        try:
-            return uuid_parse(value)
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc), code="invalid") from None
+        return _parsed(self, value, uuid_parse)
 
 
 class TextField(forms.CharField):
@@ -52,12 +52,7 @@ class DecimalField(forms.DecimalField):
     """A decimal under ``decimal_parse``'s rule: ``-?[0-9]+(\\.[0-9]{1,6})?``, nothing else."""
 
     def to_python(self, value: Any) -> Decimal | None:
-        if value in self.empty_values:
-            return None
-        try:
-            return decimal_parse(value)
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc), code="invalid") from None
+        return _parsed(self, value, decimal_parse)
 
 
 class IntegerField(forms.IntegerField):
