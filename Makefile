@@ -33,6 +33,7 @@ run: demo
 
 test: setup
 	PYTHON=$(PY) scripts/fetch-redis
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: migrate

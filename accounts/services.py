@@ -1,6 +1,12 @@
-"""Writes for platforms and memberships. Each creates the credit accounts that go with it."""
+"""Writes for platforms and memberships.
+
+A platform and each member get what higher apps keep for them (credits: their credit account) through
+``holder_handlers``: those apps register a handler from their ``AppConfig.ready()``; accounts imports none of them
+(README, "Architecture")."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -8,12 +14,26 @@ from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from accounts.models import Membership, Platform, Role
-from credits.services import account_ensure
+
+# Called with (platform, user) for every member added, and (platform, None) for every platform created, inside the
+# transaction that writes them. Registered by higher apps (credits: ``account_ensure``).
+HolderHandler = Callable[..., object]
+holder_handlers: list[HolderHandler] = []
+
+
+def holder_handler_register(handler: HolderHandler) -> None:
+    if handler not in holder_handlers:
+        holder_handlers.append(handler)
+
+
+def _holder_ready(*, platform: Platform, user: AbstractBaseUser | None) -> None:
+    for handler in holder_handlers:
+        handler(platform=platform, user=user)
 
 
 @transaction.atomic
 def platform_create(*, platform_key: str, name: str | None = None) -> tuple[Platform, bool]:
-    """Creates the platform and its own credit account; idempotent (an existing platform is kept,
+    """Creates the platform (and, through ``holder_handlers``, its own credit account); idempotent (an existing platform is kept,
     its name updated when one is given)."""
     platform, created = Platform.objects.get_or_create(
         platform_key=platform_key, defaults={"name": name or platform_key}
@@ -21,7 +41,7 @@ def platform_create(*, platform_key: str, name: str | None = None) -> tuple[Plat
     if not created and name and platform.name != name:
         platform.name = name
         platform.save(update_fields=["name"])
-    account_ensure(platform=platform, user=None)
+    _holder_ready(platform=platform, user=None)
     return platform, created
 
 
@@ -29,7 +49,8 @@ def platform_create(*, platform_key: str, name: str | None = None) -> tuple[Plat
 def member_add(
     *, platform: Platform, username: str, role: str = Role.MEMBER, email: str | None = None
 ) -> tuple[Membership, Token]:
-    """Creates the user if needed, sets the role, ensures a credit account and an API token."""
+    """Creates the user if needed, sets the role, ensures an API token (and, through ``holder_handlers``, a
+    credit account)."""
     if role not in Role.values:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(Role.values)}")
     user_model = get_user_model()
@@ -41,14 +62,14 @@ def member_add(
     if not created and membership.role != role:
         membership.role = role
         membership.save(update_fields=["role"])
-    account_ensure(platform=platform, user=user)
+    _holder_ready(platform=platform, user=user)
     token, _ = Token.objects.get_or_create(user=user)
     return membership, token
 
 
 def membership_saved(*, membership: Membership) -> None:
-    """Called after a membership is saved elsewhere (Django admin): give it its credit account."""
-    account_ensure(platform=membership.platform, user=membership.user)
+    """Called after a membership is saved elsewhere (Django admin): give it what higher apps keep for members."""
+    _holder_ready(platform=membership.platform, user=membership.user)
 
 
 def token_for(*, user: AbstractBaseUser) -> Token:

@@ -23,7 +23,7 @@ from billing_service.db import server_bound_cursor
 from billing_service.money import format_money
 from credits import selectors
 from credits.api.metering_serializers import UsageStatsQuerySerializer
-from credits.api.metering_views import UsageStatsViewSet, _account_of
+from credits.api.metering_views import UsageStatsViewSet, caller_or_named_account
 
 try:  # the query validation the real view uses (it moved to billing_service.validation)
     from billing_service.validation import validated as _valid
@@ -116,7 +116,7 @@ class ProposedUsageStatsViewSet(UsageStatsViewSet):
                 row = cursor.fetchone()
             account = CreditAccount.from_db("default", _ACCOUNT_FIELDS, row) if row else None
         if account is None:
-            account = _account_of(self, request, query.get("account_id"))
+            account = caller_or_named_account(self, request, query.get("account_id"))
         stats = usage_stats_fast(account=account, period=query["period"], start=query["from"], end=query["to"])
         return Response(stats_json(stats))
 

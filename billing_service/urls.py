@@ -16,7 +16,8 @@ urlpatterns = [
 ]
 
 if settings.BENCH_ENDPOINTS:  # baselines: bench/usage_http.py (token auth), bench/webhooks.py (Stripe signature)
-    from billing_service.bench_views import noop, webhook_verify
+    from billing_service.bench_views import noop
+    from payments.api.bench_views import webhook_verify
 
     urlpatterns.append(path("api/bench/noop/", noop, name="bench-noop"))
     urlpatterns.append(path("api/bench/webhook-verify/", webhook_verify, name="bench-webhook-verify"))

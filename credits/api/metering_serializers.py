@@ -29,8 +29,6 @@ from credits.services.rate_card import (
     MODEL_NAME_RE,
     is_valid_model_name,
 )
-from subscriptions.api.serializers import SubscriptionSerializer
-from subscriptions.selectors import subscription_current
 
 MAX_BUCKETS = 366
 LAST_YEAR = 9998
@@ -248,52 +246,3 @@ class UsageStatsSerializer(UsageFiguresSerializer):
 # --- account summary -------------------------------------------------------------------------------------
 
 
-class CreditBalanceSerializer(serializers.Serializer):
-    user_id = serializers.IntegerField(allow_null=True)
-    balance = MoneyOutField(help_text="Credits on the account, including reserved ones.")
-    reserved = MoneyOutField(help_text="Credits held for calls in progress.")
-    available = MoneyOutField(help_text="Credits that can be spent now: balance less reserved.")
-    carried_remainder = ExactOutField(
-        help_text="Usage cost not debited yet: less than 0.000001, charged with the next usage that makes it "
-        "a whole 0.000001."
-    )
-    currency = serializers.CharField()
-    last_updated = serializers.DateTimeField(
-        source="last_entry_at",
-        allow_null=True,
-        help_text="Time of the last ledger row; null before the first.",
-    )
-    auto_reload_enabled = serializers.BooleanField(source="auto_recharge_enabled")
-    auto_reload_threshold = MoneyOutField(source="auto_recharge_threshold_usd", allow_null=True)
-    auto_reload_amount = MoneyOutField(source="auto_recharge_amount_usd", allow_null=True)
-
-
-class AccountSummarySerializer(serializers.Serializer):
-    user_id = serializers.IntegerField(source="account.user_id", allow_null=True)
-    account_id = serializers.UUIDField(source="account.id")
-    email = serializers.SerializerMethodField(
-        help_text="The user's email; null for the platform's own account or when none is set."
-    )
-    credit_balance = CreditBalanceSerializer(source="account")
-    subscription = serializers.SerializerMethodField(help_text="The current subscription, or null.")
-    usage_this_month = UsageStatsSerializer(help_text="Usage since the first day of this month (UTC).")
-    total_requests_all_time = serializers.IntegerField()
-    account_created_at = serializers.DateTimeField(source="account.created_at")
-    last_login_at = serializers.SerializerMethodField(help_text="The user's last login; null if never.")
-
-    @extend_schema_field({"type": "string", "format": "email", "nullable": True})
-    def get_email(self, summary: Any) -> str | None:
-        user = summary.account.user
-        return (user.email or None) if user is not None else None
-
-    @extend_schema_field(SubscriptionSerializer(allow_null=True))
-    def get_subscription(self, summary: Any) -> dict | None:
-        current = subscription_current(account_id=summary.account.id)
-        return SubscriptionSerializer(current).data if current is not None else None
-
-    @extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
-    def get_last_login_at(self, summary: Any) -> str | None:
-        user = summary.account.user
-        if user is None or user.last_login is None:
-            return None
-        return serializers.DateTimeField().to_representation(user.last_login)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -19,8 +16,6 @@ from billing_service.schema import ERROR_RESPONSES, error_response, extend_schem
 from billing_service.validation import validated
 from credits import selectors, services
 from credits.api.metering_serializers import (
-    AccountIdQuerySerializer,
-    AccountSummarySerializer,
     ModelPriceInputSerializer,
     ModelPriceVersionSerializer,
     RateCardModelSerializer,
@@ -30,7 +25,6 @@ from credits.api.metering_serializers import (
 )
 from credits.errors import AccountNotFound, ModelPriceNotFound
 from credits.models import CreditAccount
-from credits.selectors import UsagePeriod, UsageStats
 from credits.services.rate_card import (
     MODEL_NAME_HELP,
     MODEL_NAME_MAX_LENGTH,
@@ -151,7 +145,7 @@ class ModelPriceViewSet(TenantViewSet):
 # --- usage statistics and the summary --------------------------------------------------------------------
 
 
-def _account_of(view: TenantViewSet, request: Request, account_id: object | None) -> CreditAccount:
+def caller_or_named_account(view: TenantViewSet, request: Request, account_id: object | None) -> CreditAccount:
     """The caller's own account, or with ``account_id`` another account of the platform (admins only)."""
     tenant = view.tenant
     if account_id is not None:
@@ -185,47 +179,10 @@ class UsageStatsViewSet(TenantViewSet):
     )
     def retrieve(self, request: Request) -> Response:
         query = validated(UsageStatsQuerySerializer, request.query_params)
-        account = _account_of(self, request, query.get("account_id"))
+        account = caller_or_named_account(self, request, query.get("account_id"))
         stats = selectors.usage_stats(
             account=account, period=query["period"], start=query["from"], end=query["to"]
         )
         return Response(UsageStatsSerializer(stats).data)
 
 
-@dataclass(frozen=True, slots=True)
-class AccountSummary:
-    account: CreditAccount
-    usage_this_month: UsageStats
-    total_requests_all_time: int
-
-
-def month_start(moment: datetime) -> datetime:
-    moment = moment.astimezone(UTC)
-    return datetime(moment.year, moment.month, 1, tzinfo=UTC)
-
-
-class AccountSummaryViewSet(TenantViewSet):
-    """An overview of your credit account (owners and admins: of any account of the platform, with
-    `account_id`): its credit balance and auto-reload settings, the current subscription (null without
-    one), this month's usage (the usage statistics object for the current UTC month, monthly period) and
-    the requests of all time."""
-
-    @extend_schema(
-        operation_id="billing_summary_retrieve",
-        summary="Your account at a glance: credits, this month's usage, lifetime requests",
-        parameters=[AccountIdQuerySerializer],
-        responses={200: AccountSummarySerializer, **ERROR_RESPONSES},
-        tags=["account"],
-    )
-    def retrieve(self, request: Request) -> Response:
-        query = validated(AccountIdQuerySerializer, request.query_params)
-        account = _account_of(self, request, query.get("account_id"))
-        now = timezone.now()
-        summary = AccountSummary(
-            account=account,
-            usage_this_month=selectors.usage_stats(
-                account=account, period=UsagePeriod.MONTHLY, start=month_start(now), end=now
-            ),
-            total_requests_all_time=selectors.usage_total_requests(account=account),
-        )
-        return Response(AccountSummarySerializer(summary).data)

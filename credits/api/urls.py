@@ -1,10 +1,9 @@
 from django.urls import path
 
-from credits.api.metering_views import AccountSummaryViewSet, ModelPriceViewSet, UsageStatsViewSet
+from credits.api.metering_views import ModelPriceViewSet, UsageStatsViewSet
 from credits.api.reservation_views import ReservationViewSet
 from credits.api.usage_views import UsageViewSet
 from credits.api.views import (
-    CreditAccountViewSet,
     LedgerEntryViewSet,
     ManualAdjustmentViewSet,
     PlatformLedgerEntryViewSet,
@@ -12,10 +11,8 @@ from credits.api.views import (
 
 urlpatterns = [
     # The caller's account and ledger.
-    path("account/", CreditAccountViewSet.as_view({"get": "retrieve", "patch": "partial_update"}), name="billing-account"),
     path("transactions/", LedgerEntryViewSet.as_view({"get": "list"}), name="billing-transactions"),
     path("usage/stats/", UsageStatsViewSet.as_view({"get": "retrieve"}), name="billing-usage-stats"),
-    path("summary/", AccountSummaryViewSet.as_view({"get": "retrieve"}), name="billing-summary"),
     # Metering, from the platform's backend.
     path("usage/", UsageViewSet.as_view({"post": "create"}), name="billing-usage"),
     path("usage/batch/", UsageViewSet.as_view({"post": "batch"}), name="billing-usage-batch"),

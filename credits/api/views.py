@@ -29,8 +29,6 @@ from billing_service.validation import validated, validated_filters
 from credits import selectors, services
 from credits.api.serializers import (
     AccountQuerySerializer,
-    AutoRechargeInputSerializer,
-    CreditAccountSerializer,
     LedgerEntrySerializer,
     ManualAdjustmentInputSerializer,
     PlatformLedgerEntrySerializer,
@@ -57,48 +55,6 @@ class CallerAccountMixin:
             raise NotAMember("You have no account on this platform; name one with ?platform_key=.")
         account = selectors.account_for(platform=tenant.platform, user=request.user)
         return account or services.account_ensure(platform=tenant.platform, user=request.user)
-
-
-class CreditAccountViewSet(CallerAccountMixin, TenantViewSet):
-    """The caller's credit account (ibl.ai `GET /api/billing/account/`). `available_credits` is what can be
-    spent now: the balance less credits held for calls in progress."""
-
-    @extend_schema(
-        operation_id="billing_account_retrieve",
-        summary="Your credit account: plan, balance, auto-recharge",
-        parameters=[PLATFORM_KEY_PARAM],
-        responses={200: CreditAccountSerializer, **ERROR_RESPONSES},
-        tags=["account"],
-    )
-    def retrieve(self, request: Request) -> Response:
-        account = self.caller_account(request)
-        return Response(CreditAccountSerializer(account).data)
-
-    @extend_schema(
-        operation_id="billing_account_partial_update",
-        summary="Change your auto-recharge settings",
-        request=AutoRechargeInputSerializer,
-        responses={
-            200: CreditAccountSerializer,
-            409: error_response("Enabling needs a saved payment method (payment_method_required)."),
-            **ERROR_RESPONSES,
-        },
-        tags=["account"],
-    )
-    def partial_update(self, request: Request) -> Response:
-        from payments.recharge import auto_recharge_update  # payments builds on credits
-
-        tenant = self.tenant
-        if tenant.membership is None:
-            raise NotAMember("You have no account on this platform.")
-        data = validated(AutoRechargeInputSerializer, request.data)
-        account = self.caller_account(request)
-        names = {
-            "auto_recharge_enabled": "enabled", "auto_recharge_threshold_usd": "threshold_usd",
-            "auto_recharge_amount_usd": "amount_usd", "auto_recharge_spending_limit_usd": "spending_limit_usd",
-        }
-        account = auto_recharge_update(account_id=account.pk, **{names[k]: v for k, v in data.items()})
-        return Response(CreditAccountSerializer(account).data)
 
 
 def _ledger_listing(request: Request, account: CreditAccount, serializer_class) -> dict:  # noqa: ANN001

@@ -1,10 +1,14 @@
 from django.urls import path
 
+from payments.api.account_views import AccountSummaryViewSet, CreditAccountViewSet
 from payments.api.creem_views import CreemWebhookView
 from payments.api.payment_method_views import PaymentMethodViewSet
 from payments.api.views import CheckoutViewSet, OrderViewSet, PortalViewSet, StripeWebhookView
 
 urlpatterns = [
+    # The caller's account (credits, plan, auto-recharge): composed here, the highest layer it needs.
+    path("account/", CreditAccountViewSet.as_view({"get": "retrieve", "patch": "partial_update"}), name="billing-account"),
+    path("summary/", AccountSummaryViewSet.as_view({"get": "retrieve"}), name="billing-summary"),
     path("checkout/", CheckoutViewSet.as_view({"post": "create"}), name="billing-checkout"),
     path("portal/", PortalViewSet.as_view({"post": "create"}), name="billing-portal"),
     path(
