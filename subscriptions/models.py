@@ -22,17 +22,11 @@ from django.db.models.lookups import Exact
 from accounts.models import Platform
 from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT, MAX_DIGITS
 from credits.models import CreditAccount
-from subscriptions.validation import MAX_PRICE_CENTS, MAX_SORT_ORDER, SLUG_MAX_LENGTH, SLUG_RE
+from subscriptions.validation import MAX_PRICE_CENTS, MAX_SORT_ORDER, SLUG_MAX_LENGTH, SLUG_RE, RolloverPolicy
 
 
 def credits_field(**kwargs) -> models.DecimalField:
     return models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, **kwargs)
-
-
-class RolloverPolicy(models.TextChoices):
-    NONE = "none", "None: unused plan credits lapse at period end"
-    ALL = "all", "All: unused plan credits carry over"
-    CAPPED = "capped", "Capped: carry over up to rollover_cap"
 
 
 class BillingCycle(models.TextChoices):

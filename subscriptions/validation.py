@@ -11,8 +11,21 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from django.db import models
+
 from billing_service.inputs import is_json_int, text_problem
 from billing_service.money import MAX_AMOUNT, QUANTUM
+
+
+class RolloverPolicy(models.TextChoices):
+    """What happens to a plan's unused credits at a period's end (``subscriptions.models.Plan.rollover_policy``;
+    defined here, with the plan's other rules, so that this module and the models import nothing of each other's
+    but this one way)."""
+
+    NONE = "none", "None: unused plan credits lapse at period end"
+    ALL = "all", "All: unused plan credits carry over"
+    CAPPED = "capped", "Capped: carry over up to rollover_cap"
+
 
 SLUG_MAX_LENGTH = 50
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
@@ -119,8 +132,6 @@ def currency_problem(value: object) -> str | None:
 
 
 def rollover_policy_problem(value: object) -> str | None:
-    from subscriptions.models import RolloverPolicy
-
     if value not in RolloverPolicy.values:
         return f"Must be one of: {', '.join(RolloverPolicy.values)}."
     return None
