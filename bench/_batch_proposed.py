@@ -5,7 +5,7 @@ server's processes only (``bench/usage_batch.py --proposed`` starts a second gun
 1. Bind the uuid, bigint, date and timestamptz arrays of the batch statements in binary (``%b`` instead of
    ``%s``): psycopg dumps a list given to ``%s`` with its pure-Python text ``ListDumper`` (about 4 ms per 1,000
    UUIDs here), but a binary list in well under 1 ms. Numeric and text arrays are left as they are.
-   (``credits.ledger._LOCK_ACCOUNTS`` / ``_UPDATE_ACCOUNTS``, ``credits.services.usage._FIND_CALLS`` /
+   (``credits.ledger._LOCK_ACCOUNTS`` / ``_UPDATE_ACCOUNTS``, ``credits.services.usage_batch._FIND_CALLS`` /
    ``_UPSERT_ROLLUPS``.)
 2. ``credits.api.usage_input._text``: look for control characters with one compiled regular expression instead
    of ``any(ord(ch) < 32 for ch in value)`` (a Python generator step per character). The patched function is the
@@ -44,11 +44,11 @@ def _fast_text(usage_input):
 def apply() -> None:
     from credits import ledger
     from credits.api import usage_input
-    from credits.services import usage
+    from credits.services import usage_batch
 
     ledger._LOCK_ACCOUNTS = _binary(ledger._LOCK_ACCOUNTS)
     ledger._UPDATE_ACCOUNTS = _binary(ledger._UPDATE_ACCOUNTS)
-    usage._FIND_CALLS = _binary(usage._FIND_CALLS)
-    usage._UPSERT_ROLLUPS = _binary(usage._UPSERT_ROLLUPS)
+    usage_batch._FIND_CALLS = _binary(usage_batch._FIND_CALLS)
+    usage_batch._UPSERT_ROLLUPS = _binary(usage_batch._UPSERT_ROLLUPS)
     usage_input._text = _fast_text(usage_input)
     print("bench: batch patches applied (bench/_batch_proposed.py)", file=sys.stderr, flush=True)

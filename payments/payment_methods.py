@@ -52,6 +52,7 @@ from payments import selectors, webhooks
 from payments.errors import PaymentMethodNotFound
 from payments.models import Channel, Order, OrderType, WebhookEvent, WebhookStatus
 from payments.providers import stripe as stripe_provider
+from payments.providers import stripe_events
 from payments.recharge import PAYMENT_METHOD_REMOVED, PI_SUCCEEDED, payment_method_save, recharges_cancel
 from payments.recharge_models import ACTIVE, SavedPaymentMethod
 
@@ -168,7 +169,7 @@ def event_apply(event: WebhookEvent) -> webhooks.Handled:
     obj = _object(event.payload)
     as_of = _when(event.payload.get("created"))
     if event.type == SETUP_SUCCEEDED:
-        return _setup_intent_save(stripe_provider.setup_intent_facts(obj), as_of)
+        return _setup_intent_save(stripe_events.setup_intent_facts(obj), as_of)
     if event.type == SESSION_COMPLETED:
         return _setup_session(obj, as_of, event.payload.get("created"))
     return _top_up_intent(obj, as_of)
@@ -195,7 +196,7 @@ def _top_up_intent(obj: dict[str, Any], as_of: datetime | None) -> webhooks.Hand
 
 
 def _setup_intent_save(
-    intent: stripe_provider.SetupIntentFacts, as_of: datetime | None, *, account_ref: str | None = None,
+    intent: stripe_events.SetupIntentFacts, as_of: datetime | None, *, account_ref: str | None = None,
     describe: bool = True,
 ) -> webhooks.Handled:
     """A succeeded SetupIntent of a setup session opened here: its card is kept for the account it names, when
@@ -228,9 +229,9 @@ def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) ->
         return _ignored(refusal)
     setup_intent = obj.get("setup_intent")
     if isinstance(setup_intent, dict):  # expanded: everything is here
-        facts = stripe_provider.setup_intent_facts(setup_intent)
+        facts = stripe_events.setup_intent_facts(setup_intent)
         if not facts.metadata:
-            facts = stripe_provider.setup_intent_facts({**setup_intent, "metadata": _metadata(obj)})
+            facts = stripe_events.setup_intent_facts({**setup_intent, "metadata": _metadata(obj)})
         return _setup_intent_save(facts, as_of, account_ref=str(account_id))
     setup_intent_id = _text(setup_intent)
     if not setup_intent_id:
@@ -244,7 +245,7 @@ def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) ->
 
 
 def _save(
-    account_id: uuid.UUID, customer: str, method: str, card: stripe_provider.CardFacts, as_of: datetime | None,
+    account_id: uuid.UUID, customer: str, method: str, card: stripe_events.CardFacts, as_of: datetime | None,
     *, order_id: uuid.UUID | None = None, describe: bool = True,
 ) -> webhooks.Handled:
     saved = payment_method_save(
@@ -322,19 +323,19 @@ def _order_of(ref: Any) -> Order | None:
     return None if order_id is None else Order.objects.filter(pk=order_id).first()
 
 
-def _charge_card(intent: dict[str, Any]) -> stripe_provider.CardFacts:
+def _charge_card(intent: dict[str, Any]) -> stripe_events.CardFacts:
     """The card of a PaymentIntent when the event carries it: an expanded ``payment_method``, or (API versions
     before 2022-11-15) its charges' ``payment_method_details``; else empty (read from Stripe after commit)."""
-    card = stripe_provider.card_facts(intent.get("payment_method"))
+    card = stripe_events.card_facts(intent.get("payment_method"))
     if card.brand or card.last4:
         return card
     charges = (intent.get("charges") if isinstance(intent.get("charges"), dict) else {}).get("data") or []
     for charge in charges:
         details = charge.get("payment_method_details") if isinstance(charge, dict) else None
-        card = stripe_provider.card_facts(details)
+        card = stripe_events.card_facts(details)
         if card.brand or card.last4:
             return card
-    return stripe_provider.CardFacts("", "")
+    return stripe_events.CardFacts("", "")
 
 
 def _ignored(note: str, order_id: uuid.UUID | None = None) -> webhooks.Handled:

@@ -78,7 +78,7 @@ from payments.models import (
     WebhookProvider,
     WebhookStatus,
 )
-from payments.providers.stripe import (
+from payments.providers.stripe_events import (
     ChargeFacts,
     charge_facts,
     invoice_payment_facts,

@@ -42,7 +42,7 @@ from payments.models import (
     WebhookProvider,
     WebhookStatus,
 )
-from payments.providers.stripe import SessionFacts, session_facts
+from payments.providers.stripe_events import SessionFacts, session_facts
 
 logger = logging.getLogger(__name__)
 

@@ -97,7 +97,7 @@ from payments.models import (
     WebhookProvider,
     WebhookStatus,
 )
-from payments.providers.stripe import (
+from payments.providers.stripe_events import (
     ChargeFacts,
     SessionFacts,
     charge_facts,

@@ -20,14 +20,8 @@ from credits.services.holds import (
     holds_release_expired,
 )
 from credits.services.rate_card import model_price_create
-from credits.services.usage import (
-    BatchOutcome,
-    UsageInput,
-    UsageResult,
-    usage_capture,
-    usage_record,
-    usage_record_batch,
-)
+from credits.services.usage import UsageInput, UsageResult, usage_capture, usage_record
+from credits.services.usage_batch import BatchOutcome, usage_record_batch
 
 __all__ = [
     "BatchOutcome",

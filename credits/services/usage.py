@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +31,6 @@ from credits.errors import (
     AmountOrModelRequired,
     HoldNotFound,
     IdempotencyConflict,
-    InsufficientCredits,
     ModelNotPriced,
     RequestIdHeld,
 )
@@ -46,14 +44,14 @@ from credits.models import (
     TransactionType,
     UsageEvent,
 )
-from credits.selectors import model_price_versions, model_prices_for
+from credits.selectors import model_price_versions
 from credits.services.common import actor_id_of, call_key
 from credits.services.holds import HoldResult, hold_capture
 
 MILLION = Decimal(1_000_000)
 _DESCRIPTION_MAX = LedgerEntry._meta.get_field("description").max_length
-_EVENT_TABLE = UsageEvent._meta.db_table
-_ROLLUP_TABLE = "credits_usagerollup"
+EVENT_TABLE = UsageEvent._meta.db_table
+ROLLUP_TABLE = "credits_usagerollup"
 _USAGE_CONSTRAINT = "usage_unique_request_per_account"
 _EVENT_FIELDS = [f for f in UsageEvent._meta.concrete_fields]
 _EVENT_COLS = ", ".join(f.column for f in _EVENT_FIELDS)
@@ -62,7 +60,7 @@ _EVENT_ATTNAMES = [f.attname for f in _EVENT_FIELDS]
 # psycopg._queries.MAX_CACHED_STATEMENT_LENGTH); a longer one is parsed again on every call.
 _EVENT_PARAMS = [f"e{i}" for i in range(len(_EVENT_ATTNAMES))]
 
-_ROLLUP_UPSERT_TAIL = (
+ROLLUP_UPSERT_TAIL = (
     " ON CONFLICT (account_id, day, endpoint) DO UPDATE SET "
     "total_requests = r.total_requests + EXCLUDED.total_requests, "
     "successful_requests = r.successful_requests + EXCLUDED.successful_requests, "
@@ -71,19 +69,19 @@ _ROLLUP_UPSERT_TAIL = (
     "input_tokens = r.input_tokens + EXCLUDED.input_tokens, "
     "output_tokens = r.output_tokens + EXCLUDED.output_tokens"
 )
-_ROLLUP_COLS = (
+ROLLUP_COLS = (
     "account_id, day, endpoint, total_requests, successful_requests, failed_requests, credits_consumed, "
     "input_tokens, output_tokens"
 )
 # One event: insert it unless its request_id is known, and add it to its rollup only if inserted.
 _INSERT_ONE = (
-    f"WITH ev AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLS}) VALUES ("
+    f"WITH ev AS (INSERT INTO {EVENT_TABLE} ({_EVENT_COLS}) VALUES ("
     + ", ".join("%s::jsonb" if f.attname == "metadata" else "%s" for f in _EVENT_FIELDS)
     + f") ON CONFLICT (account_id, request_id) DO NOTHING "
     f"RETURNING account_id, occurred_at, endpoint, success, cost, input_tokens, output_tokens), "
-    f"ru AS (INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
+    f"ru AS (INSERT INTO {ROLLUP_TABLE} AS r ({ROLLUP_COLS}) "
     f"SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, endpoint, 1, success::int, (NOT success)::int, "
-    f"cost, coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{_ROLLUP_UPSERT_TAIL}) "
+    f"cost, coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{ROLLUP_UPSERT_TAIL}) "
     f"SELECT count(*) FROM ev"
 )
 def _param_type(field: Any) -> str:
@@ -97,16 +95,16 @@ def _param_type(field: Any) -> str:
 _RECORD_CHARGED = ledger.chained_statement(
     TransactionType.SUBTRACT,
     then=(
-        f", ev AS (INSERT INTO {_EVENT_TABLE} ({_EVENT_COLS}) SELECT "
+        f", ev AS (INSERT INTO {EVENT_TABLE} ({_EVENT_COLS}) SELECT "
         + ", ".join(f"%({p})s::{_param_type(f)}" for p, f in zip(_EVENT_PARAMS, _EVENT_FIELDS, strict=True))
         + " FROM ins RETURNING account_id, occurred_at, endpoint, cost, input_tokens, output_tokens), "
-        f"ru AS (INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
+        f"ru AS (INSERT INTO {ROLLUP_TABLE} AS r ({ROLLUP_COLS}) "
         f"SELECT account_id, (occurred_at AT TIME ZONE 'UTC')::date, endpoint, 1, 1, 0, cost, "
-        f"coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{_ROLLUP_UPSERT_TAIL})"
+        f"coalesce(input_tokens, 0), coalesce(output_tokens, 0) FROM ev{ROLLUP_UPSERT_TAIL})"
     ),
 )
 _ACCOUNT_TABLE = CreditAccount._meta.db_table
-_HOLD_TABLE = Hold._meta.db_table
+HOLD_TABLE = Hold._meta.db_table
 # The carried remainder of an account of the platform (read without a lock by the one-statement path, which
 # writes only if it is unchanged).
 _CARRIED_OF = f"SELECT carried_remainder FROM {_ACCOUNT_TABLE} WHERE id = %s AND platform_id = %s"
@@ -117,30 +115,10 @@ _LOCK_FOR_USAGE = (
     f"FOR UPDATE"
 )
 _CALL_OF = (
-    f"SELECT (SELECT id FROM {_HOLD_TABLE} WHERE account_id = %(account_id)s AND request_id = %(request_id)s), "
-    f"(SELECT id FROM {_EVENT_TABLE} WHERE account_id = %(account_id)s AND request_id = %(request_id)s)"
+    f"SELECT (SELECT id FROM {HOLD_TABLE} WHERE account_id = %(account_id)s AND request_id = %(request_id)s), "
+    f"(SELECT id FROM {EVENT_TABLE} WHERE account_id = %(account_id)s AND request_id = %(request_id)s)"
 )
 _SET_CARRIED = f"UPDATE {_ACCOUNT_TABLE} SET carried_remainder = %s WHERE id = %s"
-# The columns of the rows a batch builds, in their order.
-_COPY_EVENTS = (
-    f"COPY {_EVENT_TABLE} (id, account_id, platform_id, request_id, endpoint, model, input_tokens, output_tokens, "
-    f"cost, charged, priced_by, price_id, success, description, metadata, ledger_entry_id, hold_id, request_hash, "
-    f"occurred_at, recorded_at) FROM STDIN"
-)
-_UPSERT_ROLLUPS = (
-    f"INSERT INTO {_ROLLUP_TABLE} AS r ({_ROLLUP_COLS}) "
-    f"SELECT * FROM unnest(%b::uuid[], %b::date[], %s::text[], %b::bigint[], %b::bigint[], %b::bigint[], "
-    f"%b::numeric[], %b::bigint[], %b::bigint[]){_ROLLUP_UPSERT_TAIL}"
-)
-# What a batch's request_ids already name, in one round trip: recorded events (is_hold false: their hash, id and
-# ledger row) and holds (is_hold true: their status and id).
-_FIND_CALLS = (
-    f"WITH k AS MATERIALIZED (SELECT * FROM unnest(%b::uuid[], %s::text[]) AS k(account_id, request_id)) "
-    f"SELECT false, account_id, request_id, request_hash, id, ledger_entry_id FROM {_EVENT_TABLE} "
-    f"WHERE (account_id, request_id) IN (SELECT * FROM k) UNION ALL "
-    f"SELECT true, account_id, request_id, status, id, NULL FROM {_HOLD_TABLE} "
-    f"WHERE (account_id, request_id) IN (SELECT * FROM k)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,15 +161,6 @@ class UsageResult:
     replayed: bool = False
 
 
-@dataclass(slots=True)
-class BatchOutcome:
-    request_id: str
-    status: str  # recorded | duplicate | rejected
-    event_id: uuid.UUID | None = None
-    entry_id: uuid.UUID | None = None
-    error: DomainError | None = None
-
-
 # --- pricing ---------------------------------------------------------------------------------------------
 
 
@@ -216,7 +185,7 @@ def usage_cost(usage: UsageInput, versions: list[ModelPrice], at: datetime) -> t
     return c.divide(product, MILLION), version
 
 
-def _priced_by(usage: UsageInput) -> str:
+def priced_by(usage: UsageInput) -> str:
     return PricingSource.AMOUNT if usage.amount is not None else PricingSource.RATE_CARD
 
 
@@ -226,7 +195,7 @@ def _label(endpoint: str, model: str, description: str = "") -> str:
     return f"{label} — {description}"[:_DESCRIPTION_MAX] if description else label
 
 
-def _debit_posting(
+def debit_posting(
     usage: UsageInput, debit: Decimal, event_id: uuid.UUID, digest: str, actor_id: int | None,
     carried: tuple[Decimal, Decimal] | None, charge: Decimal | None = None,
 ) -> Posting:
@@ -259,7 +228,7 @@ def _event(
         output_tokens=usage.output_tokens,
         cost=cost,
         charged=charged,
-        priced_by=_priced_by(usage),
+        priced_by=priced_by(usage),
         price_id=price.pk if price else None,
         success=usage.success,
         description=usage.description,
@@ -283,7 +252,7 @@ def _is_usage_race(exc: IntegrityError) -> bool:
     return getattr(diag, "constraint_name", None) == _USAGE_CONSTRAINT
 
 
-def _retrying(work):
+def retrying(work):
     """Runs ``work`` in a transaction; a lost race for a request_id is retried once it has committed."""
     for attempt in range(3):
         try:
@@ -357,7 +326,7 @@ def usage_record(
         debit, carried_after = charge_split(carried, cost)
         entry = None
         if debit > 0:
-            posting = _debit_posting(usage, debit, event_id, digest, actor_id, carried=(carried, carried_after))
+            posting = debit_posting(usage, debit, event_id, digest, actor_id, carried=(carried, carried_after))
             entry = ledger.post(usage.account_id, posting, savepoint=False).entry
             available = entry.balance_after - entry.reserved_after
         else:
@@ -375,7 +344,7 @@ def usage_record(
                 raise IdempotencyConflict(details={"request_id": usage.request_id})
         return UsageResult(event=event, entry=entry, available=available)
 
-    return _retrying(work)
+    return retrying(work)
 
 
 def _held(hold_id: uuid.UUID) -> RequestIdHeld:
@@ -419,7 +388,7 @@ def _record_charged_at_once(
         carried = (row[0], carried_after)
     digest = usage.digest()
     event_id, entry_id = uuid.uuid4(), uuid.uuid4()
-    posting = _debit_posting(usage, debit, event_id, digest, actor_id_of(actor), carried=carried)
+    posting = debit_posting(usage, debit, event_id, digest, actor_id_of(actor), carried=carried)
     event = _event(usage, event_id=event_id, platform_id=platform.pk, cost=cost, charged=debit, price=price,
                    entry_id=entry_id, digest=digest, occurred_at=at, recorded_at=now)
     params = ledger.chained_params(usage.account_id, posting, platform_id=platform.pk, entry_id=entry_id)
@@ -431,138 +400,6 @@ def _record_charged_at_once(
     if entry is None:
         return None
     return UsageResult(event=event, entry=entry, available=entry.balance_after - entry.reserved_after)
-
-
-# --- a batch ---------------------------------------------------------------------------------------------
-
-
-def usage_record_batch(
-    *, platform: Platform, events: list[UsageInput], actor: AbstractBaseUser | None = None
-) -> list[BatchOutcome]:
-    """Records many events of any accounts of ``platform``; each is recorded, a duplicate, or rejected on
-    its own, in order. Accounts are locked once, in primary-key order, so batches never deadlock."""
-    outcomes: list[BatchOutcome | None] = [None] * len(events)
-    account_ids = {usage.account_id for usage in events}
-    known = set(CreditAccount.objects.filter(platform=platform, pk__in=account_ids).values_list("pk", flat=True))
-    now = timezone.now()
-    priced_models = sorted({u.model for u in events if u.success and u.amount is None and u.model})
-    versions = model_prices_for(platform_id=platform.pk, models=priced_models) if priced_models else {}
-    actor_id = actor_id_of(actor)
-
-    pending: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str]] = []
-    for i, usage in enumerate(events):
-        if usage.account_id not in known:
-            outcomes[i] = BatchOutcome(usage.request_id, "rejected",
-                                       error=AccountNotFound(details={"account_id": str(usage.account_id)}))
-            continue
-        try:
-            cost, price = usage_cost(usage, versions.get(usage.model, []), usage.occurred_at or now)
-        except DomainError as exc:
-            outcomes[i] = BatchOutcome(usage.request_id, "rejected", error=exc)
-            continue
-        pending.append((i, usage, cost, price, usage.digest()))
-
-    if pending:
-        for i, outcome in _retrying(lambda: _record_pending(platform, pending, now, actor_id)):
-            outcomes[i] = outcome
-    return [outcome for outcome in outcomes if outcome is not None]
-
-
-def _record_pending(
-    platform: Platform, pending: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str]],
-    now: datetime, actor_id: int | None,
-) -> list[tuple[int, BatchOutcome]]:
-    states = ledger.lock_accounts(sorted({usage.account_id for _, usage, *_ in pending}))
-    with server_bound_cursor() as cursor:
-        cursor.execute(
-            _FIND_CALLS, [[u.account_id for _, u, *_ in pending], [u.request_id for _, u, *_ in pending]]
-        )
-        known: dict[tuple[uuid.UUID, str], tuple] = {}  # -> (request_hash, event id, ledger entry id)
-        held: dict[tuple[uuid.UUID, str], tuple] = {}  # -> (hold id, status)
-        for is_hold, account_id, request_id, text, row_id, entry_id in cursor.fetchall():
-            if is_hold:
-                held[(account_id, request_id)] = (row_id, text)
-            else:
-                known[(account_id, request_id)] = (text, row_id, entry_id)
-
-    results: dict[int, BatchOutcome] = {}
-    fresh: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str, uuid.UUID]] = []
-    first_in_batch: dict[tuple[uuid.UUID, str], tuple[int, str]] = {}
-    repeats: list[tuple[int, int]] = []  # (index, index of the same event earlier in this batch)
-    for i, usage, cost, price, digest in pending:
-        key = (usage.account_id, usage.request_id)
-        seen = known.get(key)
-        earlier = first_in_batch.get(key)
-        if key in held:
-            hold_id, hold_status = held[key]
-            results[i] = BatchOutcome(usage.request_id, "rejected", error=RequestIdHeld(
-                details={"hold_id": str(hold_id), "hold_status": hold_status}))
-        elif seen is not None or (earlier is not None and earlier[1] != digest):
-            same = seen[0] == digest if seen is not None else False
-            results[i] = (
-                BatchOutcome(usage.request_id, "duplicate", event_id=seen[1], entry_id=seen[2])
-                if same
-                else BatchOutcome(usage.request_id, "rejected",
-                                  error=IdempotencyConflict(details={"request_id": usage.request_id}))
-            )
-        elif earlier is not None:
-            repeats.append((i, earlier[0]))
-        else:
-            first_in_batch[key] = (i, digest)
-            fresh.append((i, usage, cost, price, digest, uuid.uuid4()))
-
-    charges = [
-        (usage.account_id, _debit_posting(usage, Decimal(0), event_id, digest, actor_id, None, charge=cost))
-        for _, usage, cost, _, digest, event_id in fresh if cost > 0
-    ]
-    posted = iter(ledger.post_many(charges, states=states) if charges else [])
-
-    rows: list[tuple] = []
-    rollups: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, Decimal(0), 0, 0])
-    for i, usage, cost, price, digest, event_id in fresh:
-        entry_id, charged = None, Decimal(0)
-        if cost > 0:
-            outcome = next(posted)
-            if isinstance(outcome, InsufficientCredits):
-                results[i] = BatchOutcome(usage.request_id, "rejected", error=outcome)
-                continue
-            entry_id, charged = outcome.id, outcome.charged
-        at = usage.occurred_at or now
-        rows.append((
-            event_id, usage.account_id, platform.pk, usage.request_id, usage.endpoint, usage.model,
-            usage.input_tokens, usage.output_tokens, cost, charged, _priced_by(usage), price.pk if price else None,
-            usage.success, usage.description, json.dumps(usage.metadata or {}), entry_id, None, digest, at, now,
-        ))
-        bucket = rollups[(usage.account_id, at.astimezone(UTC).date(), usage.endpoint)]
-        bucket[0] += 1
-        bucket[1 if usage.success else 2] += 1
-        bucket[3] = EXACT_CONTEXT.add(bucket[3], cost)
-        bucket[4] += usage.input_tokens or 0
-        bucket[5] += usage.output_tokens or 0
-        results[i] = BatchOutcome(usage.request_id, "recorded", event_id=event_id, entry_id=entry_id)
-
-    for i, original in repeats:  # the same event twice in one batch: the second mirrors the first
-        first = results[original]
-        results[i] = (
-            BatchOutcome(first.request_id, "duplicate", event_id=first.event_id, entry_id=first.entry_id)
-            if first.status == "recorded"
-            else BatchOutcome(first.request_id, first.status, error=first.error)
-        )
-
-    if rows:
-        with server_bound_cursor() as cursor:
-            with cursor.copy(_COPY_EVENTS) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            keys = sorted(rollups)
-            cursor.execute(
-                _UPSERT_ROLLUPS,
-                [
-                    [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-                    *([rollups[k][j] for k in keys] for j in range(6)),
-                ],
-            )
-    return sorted(results.items())
 
 
 # --- a held call, captured -------------------------------------------------------------------------------

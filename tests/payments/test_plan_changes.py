@@ -246,7 +246,7 @@ def test_a_change_invoice_with_prorations_and_a_one_off_item_starts_no_period(st
 
 @pytest.mark.parametrize("one_off_first", [False, True])
 def test_a_proration_line_never_names_the_invoices_period(one_off_first):
-    from payments.providers.stripe import subscription_period_line
+    from payments.providers.stripe_events import subscription_period_line
 
     proration = {"id": "il_p", "type": "invoiceitem", "proration": True, "subscription": SUB,
                  "period": {"start": 1, "end": 2}}

@@ -13,7 +13,7 @@ import pytest
 
 from credits.models import LedgerEntry
 from payments.models import PlanCreditPeriod, WebhookEvent
-from payments.providers.stripe import charge_facts, invoice_facts, subscription_facts
+from payments.providers.stripe_events import charge_facts, invoice_facts, subscription_facts
 from subscriptions.models import Subscription
 from tests.conftest import make_member
 from tests.payments import stripe_subscriptions
