@@ -136,11 +136,14 @@ def instant_parse(value: object, *, allow_date: bool = False) -> datetime:
         raise ValueError(DATE_OR_INSTANT_HELP if allow_date else INSTANT_HELP) from None
 
 
-def stored_instant_problem(moment: datetime, *, now: datetime, future: timedelta) -> str | None:
-    """Why ``moment`` cannot be stored: before ``EARLIEST_INSTANT``, or more than ``future`` after ``now``."""
+def stored_instant_problem(
+    moment: datetime, *, now: datetime | None = None, future: timedelta | None = None
+) -> str | None:
+    """Why ``moment`` cannot be stored: before ``EARLIEST_INSTANT``, or (given ``now`` and ``future``) more than
+    ``future`` after ``now``."""
     if moment < EARLIEST_INSTANT:
         return f"Must not be before {EARLIEST_INSTANT.date().isoformat()}T00:00:00Z."
-    if moment > now + future:
+    if now is not None and future is not None and moment > now + future:
         return "Must not be in the future." if future < timedelta(hours=1) else (
             f"Must be at most {future.days} days ahead."
         )

@@ -45,15 +45,17 @@ def format_money(value: Decimal | None) -> str | None:
     return "0.00" if text in {"-0.00", "-0"} else text
 
 
+_WIDE = Context(prec=60)  # no exact amount the service handles needs more digits
+
+
 def format_exact(value: Decimal | None) -> str | None:
     """An exact amount (up to 12 decimals) as the API writes it: "0.0000004", "12.50", "3.00"."""
     if value is None:
         return None
     value = Decimal(value)
-    if value == value.quantize(QUANTUM, context=Context(prec=60)):
+    if value == value.quantize(QUANTUM, context=_WIDE):
         return format_money(value)
-    text = format(value.quantize(EXACT_QUANTUM, context=Context(prec=60)).normalize(Context(prec=60)), "f")
-    return text
+    return format(value.quantize(EXACT_QUANTUM, context=_WIDE).normalize(_WIDE), "f")
 
 
 class MoneyField(serializers.DecimalField):

@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from accounts.models import Platform
 from billing_service.db import server_bound_cursor
-from billing_service.errors import DomainError
+from billing_service.errors import DomainError, InvalidInput
+from billing_service.inputs import stored_instant_problem
 from billing_service.money import EXACT_CONTEXT
 from credits import ledger
 from credits.errors import (
@@ -165,7 +166,14 @@ class UsageResult:
 
 
 def usage_cost(usage: UsageInput, versions: list[ModelPrice], at: datetime) -> tuple[Decimal, ModelPrice | None]:
-    """(cost, price version used). ``versions``: the model's price versions, newest first."""
+    """(cost, price version used). ``versions``: the model's price versions, newest first. Every path prices an
+    event here before it writes anything, so the floor of ``occurred_at`` is checked here too: not before
+    2000-01-01 UTC (a time that could not be written back, or a day no statistics would show, is refused before
+    any debit). How far ahead a caller's clock may be is the API's to say (``credits.api.usage_input``)."""
+    if usage.occurred_at is not None and (
+        problem := stored_instant_problem(usage.occurred_at)
+    ):
+        raise InvalidInput("Invalid input: occurred_at.", details={"occurred_at": [problem]})
     if not usage.success:
         return Decimal(0), None
     if usage.amount is not None:

@@ -23,6 +23,11 @@ from subscriptions.selectors import (
     subscription_current,
 )
 
+CARRIED_REMAINDER_HELP = (
+    "Usage cost not debited yet: less than 0.000001, charged with the next usage that makes it a whole 0.000001 "
+    "(the ledger moves whole 0.000001; usage costs are exact)."
+)
+
 
 class CreditAccountSerializer(serializers.Serializer):
     """The ibl.ai credit account: plan, balance and auto-recharge, plus the ledger's exact figures.
@@ -37,10 +42,7 @@ class CreditAccountSerializer(serializers.Serializer):
     available_credits = MoneyOutField(source="available")
     balance = MoneyOutField(help_text="Credits on the account, including reserved ones.")
     reserved = MoneyOutField(help_text="Credits held for calls in progress.")
-    carried_remainder = ExactOutField(
-        help_text="Usage cost not debited yet: less than 0.000001, charged with the next usage that makes it "
-        "a whole 0.000001 (the ledger moves whole 0.000001; usage costs are exact)."
-    )
+    carried_remainder = ExactOutField(help_text=CARRIED_REMAINDER_HELP)
     currency = serializers.CharField()
     current_plan = serializers.SerializerMethodField(
         help_text='Slug of the current subscription\'s plan, or "free_trial" without one.'
@@ -130,10 +132,7 @@ class CreditBalanceSerializer(serializers.Serializer):
     balance = MoneyOutField(help_text="Credits on the account, including reserved ones.")
     reserved = MoneyOutField(help_text="Credits held for calls in progress.")
     available = MoneyOutField(help_text="Credits that can be spent now: balance less reserved.")
-    carried_remainder = ExactOutField(
-        help_text="Usage cost not debited yet: less than 0.000001, charged with the next usage that makes it "
-        "a whole 0.000001."
-    )
+    carried_remainder = ExactOutField(help_text=CARRIED_REMAINDER_HELP)
     currency = serializers.CharField()
     last_updated = serializers.DateTimeField(
         source="last_entry_at",

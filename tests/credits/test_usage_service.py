@@ -14,6 +14,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Role
+from billing_service.errors import InvalidInput
 from credits.errors import (
     AccountNotFound,
     AmountOrModelRequired,
@@ -706,3 +707,16 @@ def test_the_longest_request_id_is_recorded_and_replayed_on_both_paths(platform,
     assert balance_of(account) == D("98")
     assert LedgerEntry.objects.get(pk=first.entry.id).reference == single_id
     assert_ledger_invariants(account)
+
+
+@pytest.mark.parametrize("occurred_at", [datetime(1999, 12, 31, 23, 59, tzinfo=UTC), datetime(1, 1, 1, 5, tzinfo=UTC)])
+def test_an_event_before_2000_is_refused_by_the_service_before_any_write(platform, account, occurred_at):
+    """The floor is the service's rule, whoever calls it (the API refuses it first too)."""
+    state = written(account)
+    with pytest.raises(InvalidInput) as refused:
+        record(platform, account, "early", amount=D("1"), occurred_at=occurred_at)
+    assert "occurred_at" in refused.value.details
+    (outcome,) = usage_record_batch(platform=platform, events=[event(account, "early-b", amount=D("1"),
+                                                                     occurred_at=occurred_at)])
+    assert outcome.status == "rejected" and "occurred_at" in outcome.error.details
+    assert written(account) == state
