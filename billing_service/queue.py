@@ -11,16 +11,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import current_app
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
 
-def enqueue_on_commit(task: Any, *args: Any) -> None:
-    """``task.delay(*args)`` after the current transaction commits; a failure to send is logged."""
+def enqueue_on_commit(task_name: str, *args: Any) -> None:
+    """The task registered as ``task_name`` (``"payments.tasks.recharge_charge_task"``), sent with ``args`` after
+    the current transaction commits; a failure to send is logged. Tasks are named, not imported, so that a service
+    never imports the tasks module that calls it (the task is looked up in the Celery app's registry, which
+    honours eager mode, where ``send_task`` would not)."""
 
     def send() -> None:
-        task.delay(*args)
+        current_app.tasks[task_name].delay(*args)
 
-    send.__qualname__ = f"enqueue {getattr(task, 'name', task)}"
+    send.__qualname__ = f"enqueue {task_name}"
     transaction.on_commit(send, robust=True)

@@ -236,11 +236,10 @@ def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) ->
     setup_intent_id = _text(setup_intent)
     if not setup_intent_id:
         return _ignored("the setup session names no setup intent")
-    from payments.tasks import payment_method_from_setup_task  # the tasks module imports this one
 
     when = created if isinstance(created, int) and not isinstance(created, bool) else None
     args = (str(account_id), setup_intent_id, when)
-    enqueue_on_commit(payment_method_from_setup_task, *args)
+    enqueue_on_commit("payments.tasks.payment_method_from_setup_task", *args)
     return webhooks.Handled(WebhookStatus.PROCESSED, note=f"the card of {setup_intent_id} is read from Stripe")
 
 
@@ -257,10 +256,9 @@ def _save(
             WebhookStatus.PROCESSED, order_id, "older than the account's last payment method change: not saved"
         )
     if describe and not (saved.brand or saved.last4):
-        from payments.tasks import payment_method_describe_task  # the tasks module imports this one
 
         args = (str(account_id), method)
-        enqueue_on_commit(payment_method_describe_task, *args)
+        enqueue_on_commit("payments.tasks.payment_method_describe_task", *args)
     return webhooks.Handled(WebhookStatus.PROCESSED, order_id, "payment method saved for auto-recharge")
 
 

@@ -182,9 +182,8 @@ def payment_method_save(
 
 def recharge_after_debit(account_id: uuid.UUID | str) -> None:
     """The low-balance hook: a recharge task after commit (never inside the debit's transaction)."""
-    from payments.tasks import recharge_charge_task  # the tasks module imports this one
 
-    enqueue_on_commit(recharge_charge_task, str(account_id))
+    enqueue_on_commit("payments.tasks.recharge_charge_task", str(account_id))
 
 
 def _month_start(now: datetime) -> datetime:
