@@ -27,8 +27,8 @@ from credits.models import CreditAccount
 from payments.errors import CheckoutTypeNotAvailable, InvalidCheckout, PaymentProviderError
 from payments.models import Channel, Order, OrderType
 from payments.providers import creem as creem_provider
+from payments.redirects import redirects_check
 from payments.services import (
-    check_redirects,
     order_checkout_failed,
     refuse_second_subscription,
     subscription_order_create,
@@ -65,7 +65,7 @@ def creem_checkout_create(
     price_cents = plan.price_for(cycle)
     if price_cents <= 0:
         raise InvalidCheckout("plan_id", f"This plan has no {cycle} price to pay through Creem.")
-    check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
+    redirects_check(platform, success_url=success_url, cancel_url=cancel_url)
     refuse_second_subscription(account=account)
     creem_provider.ensure_configured()
 

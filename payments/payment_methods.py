@@ -52,6 +52,7 @@ from payments import selectors, webhooks
 from payments.errors import PaymentMethodNotFound
 from payments.models import Channel, Order, OrderType, WebhookEvent, WebhookStatus
 from payments.providers import stripe as stripe_provider
+from payments.redirects import redirects_check
 from payments.providers import stripe_events
 from payments.recharge import PAYMENT_METHOD_REMOVED, PI_SUCCEEDED, payment_method_save, recharges_cancel
 from payments.recharge_models import ACTIVE, SavedPaymentMethod
@@ -88,9 +89,7 @@ def payment_method_setup_create(
     """The URL of a Stripe Checkout page (mode ``setup``) where the member saves a card for auto-recharge; the
     card is saved when Stripe's events arrive. 400 for redirects off the allowed origins (and 503 when Stripe is
     not configured) before anything is written: the member's credit account is created only after."""
-    from payments.services import check_redirects  # services imports webhooks, which imports this module
-
-    check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
+    redirects_check(platform, success_url=success_url, cancel_url=cancel_url)
     stripe_provider.ensure_configured()
     account = credit_selectors.account_for(platform=platform, user=user)
     account = account or credit_services.account_ensure(platform=platform, user=user)

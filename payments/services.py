@@ -61,6 +61,7 @@ from payments.models import (
     WebhookStatus,
 )
 from payments.providers import stripe as stripe_provider
+from payments.redirects import redirects_check
 from subscriptions import selectors as subscription_selectors
 from subscriptions.errors import SubscriptionExists
 from subscriptions.models import BillingCycle, Plan
@@ -125,7 +126,7 @@ def checkout_create(
         raise InvalidCheckout("amount", f"Must be at least {format_money(limits.top_up_min_usd)}.")
     if amount > limits.top_up_max_usd:
         raise InvalidCheckout("amount", f"Must be at most {format_money(limits.top_up_max_usd)}.")
-    check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
+    redirects_check(platform, success_url=success_url, cancel_url=cancel_url)
     stripe_provider.ensure_configured()
     customer_id = payment_methods.stripe_customer_for(account=account) if save_payment_method else ""
 
@@ -166,13 +167,6 @@ def checkout_create(
     return order
 
 
-def check_redirects(platform: Platform, **urls: str) -> None:
-    origins = selectors.allowed_redirect_origins(platform=platform)
-    for field, url in urls.items():
-        if selectors.origin_of(url) not in origins:
-            raise InvalidCheckout(field, "Must be an http(s) URL on one of the platform's allowed origins.")
-
-
 def _subscription_checkout_create(
     *,
     platform: Platform,
@@ -197,7 +191,7 @@ def _subscription_checkout_create(
     price_id, cents = plan.stripe_price_for(billing_cycle), plan.price_for(billing_cycle)
     if not price_id or cents <= 0:
         raise InvalidCheckout("billing_cycle", f"The plan is not sold {billing_cycle} through Stripe.")
-    check_redirects(platform, success_url=success_url, cancel_url=cancel_url)
+    redirects_check(platform, success_url=success_url, cancel_url=cancel_url)
     refuse_second_subscription(account=account)
     stripe_provider.ensure_configured()
     customer_id = selectors.stripe_customer_of(account=account)
@@ -250,7 +244,7 @@ def billing_portal_create(*, platform: Platform, account: CreditAccount, return_
     """The URL of the provider's billing portal for the account's Stripe customer (known from its
     subscription or a paid order). 400 for a ``return_url`` off the allowed origins; 409
     ``no_billing_customer`` when the account has never paid through Stripe."""
-    check_redirects(platform, return_url=return_url)
+    redirects_check(platform, return_url=return_url)
     customer_id = selectors.stripe_customer_of(account=account)
     if not customer_id:
         raise NoBillingCustomer()
