@@ -11,7 +11,8 @@ from django.contrib.auth import get_user_model
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
-from accounts.selectors import memberships_attach, memberships_of_user_json
+from accounts.selectors import memberships_attach
+from accounts.sql import user_by_token_statement
 from billing_service.db import server_bound_cursor
 
 # What rest_framework.authtoken makes: 40 lowercase hexadecimal digits. Anything else names no token and is
@@ -26,10 +27,7 @@ class PreparedTokenAuthentication(TokenAuthentication):
         user_model = get_user_model()
         fields = [f for f in user_model._meta.concrete_fields]
         pk = user_model._meta.pk.column
-        sql = (
-            f"SELECT {', '.join('u.' + f.column for f in fields)}, {memberships_of_user_json(f'u.{pk}')} "
-            f"FROM authtoken_token t JOIN {user_model._meta.db_table} u ON u.{pk} = t.user_id WHERE t.key = %s"
-        )
+        sql = user_by_token_statement([f.column for f in fields], user_model._meta.db_table, pk)
         with server_bound_cursor() as cursor:
             cursor.execute(sql, [key], prepare=True)
             row = cursor.fetchone()

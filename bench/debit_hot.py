@@ -20,11 +20,9 @@ Besides throughput it reports CPU per debit: this process (client: Python, Djang
 server runs on this machine, the PostgreSQL backends serving the threads (from /proc). With two cores
 shared by both, CPU per debit is what bounds throughput, and it is far less noisy than debits/s.
 
-``--proposed`` adds a third side, ``prepared``: ``credits_debit`` with ``credits.ledger._execute`` swapped
-(inside this process only) for the change proposed in bench/README.md, which sends the statement as a
-prepared statement (parsed and planned once per connection) instead of as text planned on every call.
+(The ``--proposed`` side of an earlier session is gone: the ledger's statements are prepared since.)
 
-    .venv/bin/python bench/debit_hot.py [--threads 16] [--seconds 6] [--rounds 3] [--proposed]
+    .venv/bin/python bench/debit_hot.py [--threads 16] [--seconds 6] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -136,12 +134,6 @@ class ProjectSide(Side):
         return connection.connection.info.backend_pid
 
 
-class PreparedSide(ProjectSide):
-    """The project's path with the proposed ``credits.ledger._execute`` (see ``proposed_execute``)."""
-
-    name = "prepared"
-
-
 class BaselineSide(Side):
     name = "baseline"
 
@@ -165,54 +157,6 @@ class BaselineSide(Side):
 
     def backend_pid(self, conn) -> int:  # noqa: ANN001
         return conn.info.backend_pid
-
-
-# --- the proposed change, as an experiment (what bench/README.md proposes for credits/ledger.py) -----
-
-
-def proposed_execute(sql: str, params: dict, *, savepoint: bool) -> tuple | None:
-    """``credits.ledger._execute`` sending the statement as a prepared statement (parsed and planned once per
-    connection) through a server-side-binding cursor on Django's own connection, instead of Django's
-    default client-side-binding cursor that interpolates the parameters and has the server parse and plan
-    the whole CTE on every debit."""
-    import psycopg
-    from django.db import connection, transaction
-
-    def run() -> tuple | None:
-        connection.ensure_connection()
-        raw = connection.connection
-        if raw.prepare_threshold is None:  # Django disables preparing; prepare only statements that ask
-            raw.prepare_threshold = 1 << 62
-        with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-            cursor.execute(sql, params, prepare=True)
-            return cursor.fetchone()
-
-    if savepoint:
-        with transaction.atomic():
-            return run()
-    return run()
-
-
-_SAVED: dict = {}
-
-
-class _Swap:
-    """Runs a side with the proposed ``_execute`` swapped into ``credits.ledger``."""
-
-    def __init__(self, side: str) -> None:
-        self.side = side
-
-    def __enter__(self) -> None:
-        from credits import ledger
-
-        _SAVED["execute"] = ledger._execute
-        if self.side == "prepared":
-            ledger._execute = proposed_execute
-
-    def __exit__(self, *exc: object) -> None:
-        from credits import ledger
-
-        ledger._execute = _SAVED["execute"]
 
 
 def backend_cpu(pid: int) -> float | None:
@@ -271,11 +215,10 @@ def run_side(side: Side, *, threads: int, seconds: float) -> dict:
             side.close(handle)
 
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    with _Swap(side.name):
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
     client_cpu = time.process_time() - state.get("client_cpu", 0.0)
     if errors:
         raise errors[0]
@@ -304,7 +247,6 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="per side per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds per side before round 1 (discarded)")
-    parser.add_argument("--proposed", action="store_true", help="also run the proposed ledger change (a 3rd side)")
     args = parser.parse_args()
 
     conninfo = setup_django()
@@ -312,8 +254,7 @@ def main() -> int:
     from django.db import connection
 
     from accounts.services import member_add, platform_create
-    from credits.models import LedgerEntry
-    from credits.selectors import account_for, ledger_verify
+    from credits.selectors import account_for
     from credits.services import credits_grant
 
     platform, _ = platform_create(platform_key="bench-debit", name="Benchmark: hot-account debit")
@@ -327,9 +268,8 @@ def main() -> int:
         version = cur.fetchone()[0].split(" on ")[0]
     connection.close()  # the main thread's connection stays out of the way while the workers run
 
-    names = ["project", "baseline"] + (["prepared"] if args.proposed else [])
-    classes = {"project": ProjectSide, "baseline": BaselineSide, "prepared": PreparedSide}
-    sides = {name: classes[name](account.id, conninfo) for name in names}
+    names = ["project", "baseline"]
+    sides = {"project": ProjectSide(account.id, conninfo), "baseline": BaselineSide(account.id, conninfo)}
 
     print(f"Hot-account debit: {args.threads} threads on ONE account, {args.seconds:g} s per side, "
           f"{args.rounds} rounds (side order alternates)")
@@ -358,6 +298,15 @@ def main() -> int:
                   f"{res['server_us']:>13.0f} us", flush=True)
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
+    ok = _verify(account, written)
+    _summary(results)
+    return 0 if ok else 1
+
+
+def _verify(account: object, written: int) -> bool:
+    """``ledger_verify``, and rows = 1 grant + every debit counted, balance = funds - 0.01 x debits."""
+    from credits.models import LedgerEntry
+    from credits.selectors import ledger_verify
 
     started = time.perf_counter()
     check = ledger_verify(account=account)
@@ -369,24 +318,22 @@ def main() -> int:
     print(f"rows {rows} = 1 grant + {written} debits, last_sequence {account.last_sequence}, "
           f"balance {account.balance} = {FUNDS} - 0.01 x {written}: {'consistent' if consistent else 'MISMATCH'}")
     print()
+    return check.ok and consistent
 
+
+def _summary(results: dict[str, list[dict]]) -> None:
     def med(name: str, key: str) -> float:
         return statistics.median(x[key] for x in results[name])
 
-    labels = {"project": "credits_debit", "baseline": "raw psycopg CTE", "prepared": "proposed: prepared"}
-    for name in names:
-        print(f"{name:<9} ({labels[name]:<23}) median {med(name, 'rate'):6.0f} debits/s, "
+    labels = {"project": "credits_debit", "baseline": "raw psycopg CTE"}
+    for name, label in labels.items():
+        print(f"{name:<9} ({label:<23}) median {med(name, 'rate'):6.0f} debits/s, "
               f"CPU/debit client {med(name, 'client_us'):4.0f} us + server {med(name, 'server_us'):4.0f} us")
-    for name in [n for n in names if n != "baseline"]:
-        per_round = [p["rate"] / b["rate"] for p, b in zip(results[name], results["baseline"], strict=True)]
-        print(f"{name}/baseline per round: {', '.join(f'{x:.2f}' for x in per_round)} "
-              f"(median {statistics.median(per_round):.2f})")
+    per_round = [p["rate"] / b["rate"] for p, b in zip(results["project"], results["baseline"], strict=True)]
+    print(f"project/baseline per round: {', '.join(f'{x:.2f}' for x in per_round)} "
+          f"(median {statistics.median(per_round):.2f})")
     ratio = med("project", "rate") / med("baseline", "rate")
-    if args.proposed:
-        print(f"ratio prepared/baseline = {med('prepared', 'rate') / med('baseline', 'rate'):.2f}  "
-              f"(experiment: the change proposed in bench/README.md)")
     print(f"ratio project/baseline = {ratio:.2f}  (target >= 0.80: {'MET' if ratio >= 0.8 else 'MISSED'})")
-    return 0 if check.ok and consistent else 1
 
 
 if __name__ == "__main__":

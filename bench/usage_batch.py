@@ -19,22 +19,19 @@ project >= 20,000 events/s on this 2-core machine). Then verifies: events = reco
 = events, each sampled account's subtract rows = its events, ``ledger_verify`` of a sample of accounts.
 
 ``--sweep`` first runs the project alone at 1..4 client threads (two passes, 1-4 then 4-1) to find the
-concurrency that maximises its throughput. ``--proposed`` adds a third side, ``proposed``: the project on a
-second gunicorn (same flags) whose processes apply the changes proposed in bench/README.md
-(``bench/_batch_proposed.py``). ``--phases`` first prints the CPU per phase of the baseline's transaction
-(client and PostgreSQL), with the foreign-key checks on and off.
+concurrency that maximises its throughput. ``--phases`` first prints the CPU per phase of the baseline's
+transaction (client and PostgreSQL), with the foreign-key checks on and off. (The ``--proposed`` side of issue 8
+is gone: both of its changes, binary arrays and the regex text check, are in the app.)
 
 Own database: ``billing_bench_usage_batch`` (``BENCH_DATABASE_NAME`` overrides), DROPPED AND RE-CREATED every
 run (a run writes a few million rows; ``--keep`` reuses it).
 
-    .venv/bin/python bench/usage_batch.py [--threads 2] [--seconds 10] [--rounds 3] [--sweep] [--proposed]
-                                          [--phases] [--keep]
+    .venv/bin/python bench/usage_batch.py [--threads 2] [--seconds 10] [--rounds 3] [--sweep] [--phases] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -144,7 +141,7 @@ ON CONFLICT (account_id, day, endpoint) DO UPDATE SET
 def baseline_batch(accounts: list[uuid.UUID], prefix: str, endpoint: str) -> list[tuple]:
     """One batch's events as the service would derive them from the input before touching the database:
     (account_id, request_id, endpoint, cost, request_hash, ledger label, ledger key)."""
-    from credits.services.usage import UsageInput
+    from credits.services import UsageInput
 
     order = accounts[:]
     random.shuffle(order)
@@ -336,12 +333,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds per side before round 1 (discarded)")
     parser.add_argument("--sweep", action="store_true", help="first run the project at 1..4 client threads")
     parser.add_argument("--keep", action="store_true", help="reuse the bench database instead of re-creating it")
-    parser.add_argument("--proposed", action="store_true",
-                        help="also run the changes proposed in bench/README.md (a 3rd side, on a 2nd server)")
     parser.add_argument("--phases", action="store_true",
                         help="first: CPU per phase of the baseline's transaction, with and without FK checks")
     args = parser.parse_args()
-    sides = ["project", "baseline"] + (["proposed"] if args.proposed else [])
 
     conninfo = setup_django(BENCH_DB, fresh=not args.keep)
 
@@ -349,107 +343,117 @@ def main() -> int:
 
     from accounts.models import Role
     from accounts.services import member_add, platform_create
-    from credits.models import CreditAccount, UsageEvent, UsageRollup
-    from credits.selectors import ledger_verify
 
     platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: batch usage ingestion")
     _, token = member_add(platform=platform, username="bench-batch-backend", role=Role.OWNER)
     account_ids = ensure_members(platform, "batch", ACCOUNTS, funds=FUNDS, floor=FLOOR)
-    account_strs = [str(a) for a in account_ids]
     version, sync_commit = server_facts()
     connection.close()
 
     run = uuid.uuid4().hex[:8]
-    headers = {"Authorization": f"Token {token.key}", "Content-Type": "application/json"}
-    written = {"project": 0, "baseline": 0}
-
     print(f"Batch usage ingestion: batches of 1,000 events over {ACCOUNTS:,} accounts (one event each), "
           f"{args.threads} client threads, {args.seconds:g} s per side, {args.rounds} rounds (order alternates)")
     print(f"database {BENCH_DB!r} ({version}, synchronous_commit={sync_commit}); gunicorn as `make run` "
           f"(3 workers x 4 threads, gthread); run {run}")
     print(f"load average before: {load_average()} on {os.cpu_count()} CPUs")
     print()
-
-    backends = BackendCpu(conninfo)
-    baseline = Baseline(conninfo)
-    results: dict[str, list[dict]] = {side: [] for side in sides}
-    seq = iter(range(1_000_000))
     if args.phases:
         phases(conninfo, account_ids)
-
-    def project(threads: int, seconds: float, estimate: float, server: Server, side: str = "project") -> dict:
-        per_thread = int(estimate * seconds * 2.5 / 1000 / threads) + 3
-        work = project_work(account_strs, run=run, tag=str(next(seq)), threads=threads, per_thread=per_thread)
-        res = run_load(server.port, work, headers=headers, seconds=seconds, expect=200, count=recorded,
-                       server=server, backends=backends)
-        written[side] = written.get(side, 0) + res["units"]
-        if res["units"] != res["requests"] * 1000:
-            raise RuntimeError(f"recorded {res['units']} of {res['requests'] * 1000} events")
-        return res
-
-    def raw(threads: int, seconds: float, estimate: float) -> dict:
-        per_thread = int(estimate * seconds * 2.5 / 1000 / threads) + 3
-        work = baseline_work(account_ids, run=run, tag=str(next(seq)), threads=threads, per_thread=per_thread)
-        res = baseline.run(work, seconds=seconds)
-        written["baseline"] += res["units"]
-        return res
-
-    def line(label: str, side: str, res: dict, server_cpu: bool = True) -> str:
-        k = res["units"] / 1000
-        return (f"{label:>5}  {side:<9} {res['units']:>8,} {res['elapsed']:>5.1f} {res['unit_rate']:>9,.0f} "
-                f"{res['p50_ms']:>8.0f} {res['p99_ms']:>8.0f}  {res['client_cpu'] / k * 1000:>7.0f} ms "
-                + (f"{res['server_cpu'] / k * 1000:>7.0f} ms" if server_cpu else f"{'-':>10}")
-                + f" {res['db_cpu'] / k * 1000:>7.0f} ms")
-
-    header = (f"{'round':>5}  {'side':<9} {'events':>8} {'secs':>5} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}  "
-              f"CPU per 1,000 events: client, gunicorn, postgres")
+    sides = _Sides(conninfo, run=run, token=token.key, account_ids=account_ids)
     try:
-        with contextlib.ExitStack() as stack:
-            servers = {"project": stack.enter_context(Server(conninfo))}
-            if args.proposed:
-                servers["proposed"] = stack.enter_context(
-                    Server(conninfo, app="_proposed_wsgi:application", env={"BENCH_BATCH_PATCHES": "1"})
-                )
-
-            def run_side(side: str, threads: int, seconds: float) -> dict:
-                if side == "baseline":
-                    res = raw(threads, seconds, estimate.get(side, 60_000))
-                else:
-                    res = project(threads, seconds, estimate.get(side, 30_000), servers[side], side)
-                estimate[side] = max(estimate.get(side, 0), res["unit_rate"])
-                return res
-
-            estimate: dict[str, float] = {}
-            for side in sides:
-                run_side(side, args.threads, args.warmup)
-            if args.sweep:
-                print("sweep: the project alone at 1..4 client threads, two passes (1-4, then 4-1)")
-                print(header)
-                print("-" * len(header))
-                sweep: dict[int, list[float]] = defaultdict(list)
-                for threads in (1, 2, 3, 4, 4, 3, 2, 1):
-                    res = run_side("project", threads, args.seconds)
-                    sweep[threads].append(res["unit_rate"])
-                    print(line(f"c={threads}", "project", res), flush=True)
-                print("median events/s per concurrency: "
-                      + ", ".join(f"c={c}: {statistics.median(v):,.0f}" for c, v in sorted(sweep.items())))
-                print()
-            print(header)
-            print("-" * len(header))
-            for r in range(args.rounds):
-                order = sides[r % len(sides):] + sides[: r % len(sides)]
-                if r % 2:
-                    order = order[::-1]
-                for side in order:
-                    res = run_side(side, args.threads, args.seconds)
-                    results[side].append(res)
-                    print(line(str(r + 1), side, res, server_cpu=side != "baseline"), flush=True)
+        with Server(conninfo) as server:
+            sides.server = server
+            sides.measure(args)
     finally:
-        backends.close()
+        sides.backends.close()
     print(f"load average after:  {load_average()}")
     print()
+    consistent, ok = _verify(platform, run=run, written=sides.written, account_ids=account_ids)
+    _summary(sides.results)
+    return 0 if consistent and ok else 1
 
-    # --- verification --------------------------------------------------------------------------------
+
+_HEADER = (f"{'round':>5}  {'side':<9} {'events':>8} {'secs':>5} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}  "
+           f"CPU per 1,000 events: client, gunicorn, postgres")
+
+
+class _Sides:
+    """The two sides' load, run against one gunicorn (``server``) and the raw baseline, with what they wrote."""
+
+    def __init__(self, conninfo: dict, *, run: str, token: str, account_ids: list[uuid.UUID]) -> None:
+        self.run, self.account_ids = run, account_ids
+        self.account_strs = [str(a) for a in account_ids]
+        self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+        self.backends = BackendCpu(conninfo)
+        self.baseline = Baseline(conninfo)
+        self.server: Server | None = None
+        self.written = {"project": 0, "baseline": 0}
+        self.results: dict[str, list[dict]] = {"project": [], "baseline": []}
+        self.estimate: dict[str, float] = {}
+        self.seq = iter(range(1_000_000))
+
+    def side(self, side: str, threads: int, seconds: float) -> dict:
+        estimate = self.estimate.get(side, 60_000 if side == "baseline" else 30_000)
+        per_thread = int(estimate * seconds * 2.5 / 1000 / threads) + 3
+        tag = str(next(self.seq))
+        if side == "baseline":
+            work = baseline_work(self.account_ids, run=self.run, tag=tag, threads=threads, per_thread=per_thread)
+            res = self.baseline.run(work, seconds=seconds)
+        else:
+            work = project_work(self.account_strs, run=self.run, tag=tag, threads=threads, per_thread=per_thread)
+            res = run_load(self.server.port, work, headers=self.headers, seconds=seconds, expect=200,
+                           count=recorded, server=self.server, backends=self.backends)
+            if res["units"] != res["requests"] * 1000:
+                raise RuntimeError(f"recorded {res['units']} of {res['requests'] * 1000} events")
+        self.written[side] += res["units"]
+        self.estimate[side] = max(self.estimate.get(side, 0), res["unit_rate"])
+        return res
+
+    def measure(self, args: argparse.Namespace) -> None:
+        """The warm-up, the optional concurrency sweep, then the rounds (side order alternating)."""
+        sides = list(self.results)
+        for side in sides:
+            self.side(side, args.threads, args.warmup)
+        if args.sweep:
+            print("sweep: the project alone at 1..4 client threads, two passes (1-4, then 4-1)")
+            print(_HEADER)
+            print("-" * len(_HEADER))
+            sweep: dict[int, list[float]] = defaultdict(list)
+            for threads in (1, 2, 3, 4, 4, 3, 2, 1):
+                res = self.side("project", threads, args.seconds)
+                sweep[threads].append(res["unit_rate"])
+                print(_line(f"c={threads}", "project", res), flush=True)
+            print("median events/s per concurrency: "
+                  + ", ".join(f"c={c}: {statistics.median(v):,.0f}" for c, v in sorted(sweep.items())))
+            print()
+        print(_HEADER)
+        print("-" * len(_HEADER))
+        for r in range(args.rounds):
+            order = sides[r % len(sides):] + sides[: r % len(sides)]
+            if r % 2:
+                order = order[::-1]
+            for side in order:
+                res = self.side(side, args.threads, args.seconds)
+                self.results[side].append(res)
+                print(_line(str(r + 1), side, res, server_cpu=side != "baseline"), flush=True)
+
+
+def _line(label: str, side: str, res: dict, server_cpu: bool = True) -> str:
+    k = res["units"] / 1000
+    return (f"{label:>5}  {side:<9} {res['units']:>8,} {res['elapsed']:>5.1f} {res['unit_rate']:>9,.0f} "
+            f"{res['p50_ms']:>8.0f} {res['p99_ms']:>8.0f}  {res['client_cpu'] / k * 1000:>7.0f} ms "
+            + (f"{res['server_cpu'] / k * 1000:>7.0f} ms" if server_cpu else f"{'-':>10}")
+            + f" {res['db_cpu'] / k * 1000:>7.0f} ms")
+
+
+def _verify(platform: object, *, run: str, written: dict, account_ids: list[uuid.UUID]) -> tuple[bool, bool]:
+    """events = recorded + baseline rows, rollups = events, each sampled account's subtract rows = its events;
+    ``ledger_verify`` of the sample."""
+    from django.db import connection
+
+    from credits.models import CreditAccount, UsageEvent, UsageRollup
+    from credits.selectors import ledger_verify
+
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM credits_usageevent WHERE platform_id = %s AND request_id LIKE %s",
                        [platform.pk, f"{run}-%"])
@@ -468,8 +472,7 @@ def main() -> int:
         if not (account.count_subtract == n == r):
             problems.append(f"{account.pk}: subtract rows {account.count_subtract}, events {n}, rollups {r}")
     consistent = events == expected and rolled == all_events and not problems
-    print(f"events of this run {events:,} = recorded {written['project'] + written.get('proposed', 0):,} + "
-          f"baseline {written['baseline']:,}; "
+    print(f"events of this run {events:,} = recorded {written['project']:,} + baseline {written['baseline']:,}; "
           f"rollup total {rolled:,} = events {all_events:,}; 20 sampled accounts: subtract rows = events = rollups: "
           f"{'consistent' if consistent else 'MISMATCH ' + '; '.join(problems[:3])}")
     started = time.perf_counter()
@@ -478,29 +481,29 @@ def main() -> int:
     print(f"ledger_verify of the 20 sampled accounts: ok={ok} ({time.perf_counter() - started:.1f} s)"
           + ("" if ok else f" problems={[c.problems[:3] for c in checks if not c.ok][:3]}"))
     print()
+    return consistent, ok
 
+
+def _summary(results: dict[str, list[dict]]) -> None:
     def med(side: str, key: str) -> float:
         return statistics.median(x[key] / (x["units"] / 1000 if key.endswith("cpu") else 1) for x in results[side])
 
-    labels = {"project": "POST /usage/batch/ (gunicorn)", "baseline": "raw psycopg, same rows",
-              "proposed": "the same + proposed changes"}
-    for side in sides:
-        label = labels[side]
+    labels = {"project": "POST /usage/batch/ (gunicorn)", "baseline": "raw psycopg, same rows"}
+    for side, label in labels.items():
         print(f"{side:<9} ({label:<29}) median {med(side, 'unit_rate'):7,.0f} events/s; CPU per 1,000 events: "
               f"client {med(side, 'client_cpu') * 1000:4.0f} ms, gunicorn {med(side, 'server_cpu') * 1000:4.0f} ms, "
               f"postgres {med(side, 'db_cpu') * 1000:4.0f} ms")
+
     def cpu(res: dict) -> float:
         return (res["client_cpu"] + res["server_cpu"] + res["db_cpu"]) / res["units"]
 
-    for side in [s for s in sides if s != "baseline"]:
-        pairs = list(zip(results[side], results["baseline"], strict=True))
-        per_round = [p["unit_rate"] / b["unit_rate"] for p, b in pairs]
-        print(f"ratio {side}/baseline = {med(side, 'unit_rate') / med('baseline', 'unit_rate'):.2f} "
-              f"(per round {', '.join(f'{x:.2f}' for x in per_round)}; CPU per event baseline/{side} "
-              f"{statistics.median(cpu(b) / cpu(p) for p, b in pairs):.2f})")
+    pairs = list(zip(results["project"], results["baseline"], strict=True))
+    per_round = [p["unit_rate"] / b["unit_rate"] for p, b in pairs]
+    print(f"ratio project/baseline = {med('project', 'unit_rate') / med('baseline', 'unit_rate'):.2f} "
+          f"(per round {', '.join(f'{x:.2f}' for x in per_round)}; CPU per event baseline/project "
+          f"{statistics.median(cpu(b) / cpu(p) for p, b in pairs):.2f})")
     rate = med("project", "unit_rate")
     print(f"project {rate:,.0f} events/s  (target >= {TARGET:,}: {'MET' if rate >= TARGET else 'MISSED'})")
-    return 0 if consistent and ok else 1
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ AMOUNT = "0.0125"
 MODEL = "bench-model-1"
 MODEL_CARRIED = "bench-model-fraction"
 ENDPOINT = "/v1/chat/completions"
-TARGET = 0.6
+TARGET = 0.45  # issue 9: not below 0.45 of the bare authenticated endpoint
 SIDES = ["noop", "amount", "rate_card", "carried"]
 PATHS = {"noop": "/api/bench/noop/", "amount": "/api/billing/usage/", "rate_card": "/api/billing/usage/",
          "carried": "/api/billing/usage/"}
@@ -98,47 +98,55 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds per side before round 1 (discarded)")
     args = parser.parse_args()
-    sides = SIDES
 
     conninfo = setup_django(BENCH_DB)
-
+    platform, token, account_ids = _set_up()
     from django.db import connection
 
-    from accounts.models import Role
-    from accounts.services import member_add, platform_create
-    from credits.models import CreditAccount, ModelPrice, UsageEvent, UsageRollup
-    from credits.selectors import ledger_verify
-    from credits.services.rate_card import model_price_create
-
-    platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: usage over HTTP")
-    _, token = member_add(platform=platform, username="bench-http-backend", role=Role.OWNER)
-    account_ids = [str(a) for a in ensure_members(platform, "http", ACCOUNTS, funds=FUNDS, floor=FLOOR)]
-    if not ModelPrice.objects.filter(platform=platform, model=MODEL).exists():
-        model_price_create(platform=platform, model=MODEL, input_per_million=Decimal(3),
-                           output_per_million=Decimal(15), effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-                           actor=None)
-    if not ModelPrice.objects.filter(platform=platform, model=MODEL_CARRIED).exists():
-        model_price_create(platform=platform, model=MODEL_CARRIED, input_per_million=Decimal("0.40"),
-                           output_per_million=Decimal("1.30"), effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-                           actor=None)
     version, sync_commit = server_facts()
     connection.close()
 
     run = uuid.uuid4().hex[:10]
     headers = {"Authorization": f"Token {token.key}", "Content-Type": "application/json"}
-    sent = {side: 0 for side in sides}
-
     print(f"Single usage event over HTTP: {args.threads} connections, {args.seconds:g} s per side, "
           f"{args.rounds} rounds (side order rotates); gunicorn as `make run` (3 workers x 4 threads, gthread)")
     print(f"database {BENCH_DB!r} ({version}, synchronous_commit={sync_commit}); {ACCOUNTS} accounts; run {run}")
     print(f"load average before: {load_average()} on {os.cpu_count()} CPUs")
     print()
+    results, sent = _rounds(args, conninfo, run=run, headers=headers, account_ids=account_ids)
+    print(f"load average after:  {load_average()}")
+    print()
+    consistent, ok = _verify(platform, run=run, sent=sent, account_ids=account_ids)
+    _summary(results)
+    return 0 if consistent and ok else 1
 
+
+def _set_up() -> tuple:
+    """The bench platform, its backend's token, the funded accounts and the two rate-card models."""
+    from accounts.models import Role
+    from accounts.services import member_add, platform_create
+    from credits.models import ModelPrice
+    from credits.services.rate_card import model_price_create
+
+    platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: usage over HTTP")
+    _, token = member_add(platform=platform, username="bench-http-backend", role=Role.OWNER)
+    account_ids = [str(a) for a in ensure_members(platform, "http", ACCOUNTS, funds=FUNDS, floor=FLOOR)]
+    for model, prices in ((MODEL, ("3", "15")), (MODEL_CARRIED, ("0.40", "1.30"))):
+        if not ModelPrice.objects.filter(platform=platform, model=model).exists():
+            model_price_create(platform=platform, model=model, input_per_million=Decimal(prices[0]),
+                               output_per_million=Decimal(prices[1]),
+                               effective_from=datetime(2020, 1, 1, tzinfo=UTC), actor=None)
+    return platform, token, account_ids
+
+
+def _rounds(args: argparse.Namespace, conninfo: dict, *, run: str, headers: dict, account_ids: list[str]) -> tuple:
+    """The warm-up, then the rounds (side order rotating): (results per side, requests sent per side)."""
+    sides = SIDES
+    sent = {side: 0 for side in sides}
     results: dict[str, list[dict]] = {side: [] for side in sides}
     backends = BackendCpu(conninfo)
-    app = "billing_service.wsgi:application"
     try:
-        with Server(conninfo, app=app) as server:
+        with Server(conninfo, app="billing_service.wsgi:application") as server:
             estimate = {}
             for side in sides:  # warm-up: every worker thread connects, imports and plans everything
                 work = prepare(side, run=run, tag="w", threads=args.threads, per_thread=3000 // args.threads + 1500,
@@ -173,10 +181,17 @@ def main() -> int:
                           f"{res['db_cpu'] / n * 1e6:>6.0f} us", flush=True)
     finally:
         backends.close()
-    print(f"load average after:  {load_average()}")
-    print()
+    return results, sent
 
-    # --- the rows written --------------------------------------------------------------------------
+
+def _verify(platform: object, *, run: str, sent: dict, account_ids: list[str]) -> tuple[bool, bool]:
+    """The rows written: events = 201 responses, rollups = events, charged events = subtract rows;
+    ``ledger_verify`` of 10 accounts."""
+    from django.db import connection
+
+    from credits.models import CreditAccount, UsageEvent, UsageRollup
+    from credits.selectors import ledger_verify
+
     events = UsageEvent.objects.filter(platform=platform, request_id__startswith=f"{run}-").count()
     expected = sum(n for side, n in sent.items() if side != "noop")
     accounts = list(CreditAccount.objects.filter(pk__in=account_ids))
@@ -198,29 +213,30 @@ def main() -> int:
     print(f"ledger_verify of 10 accounts: ok={ok} ({time.perf_counter() - started:.1f} s)"
           + ("" if ok else f" problems={[c.problems[:3] for c in checks if not c.ok]}"))
     print()
+    return consistent, ok
 
+
+def _summary(results: dict[str, list[dict]]) -> None:
+    """Medians per side and the ratios usage/noop (of req/s, and of the CPU per request)."""
     def med(side: str, key: str) -> float:
         values = [x[key] / (x["requests"] if key.endswith("cpu") else 1) for x in results[side]]
         return statistics.median(values)
 
-    for side in sides:
+    for side in SIDES:
         print(f"{side:<11} median {med(side, 'rate'):6.0f} req/s, p50 {med(side, 'p50_ms'):5.2f} ms; CPU/request "
               f"client {med(side, 'client_cpu') * 1e6:4.0f} us, gunicorn {med(side, 'server_cpu') * 1e6:5.0f} us, "
               f"postgres {med(side, 'db_cpu') * 1e6:5.0f} us")
+
     def cpu_per_request(res: dict) -> float:  # client + gunicorn + postgres: what bounds the rate on 2 cores
         return (res["client_cpu"] + res["server_cpu"] + res["db_cpu"]) / res["requests"]
 
-    met = True
-    for side in sides[1:]:
+    for side in SIDES[1:]:
         per_round = [s["rate"] / b["rate"] for s, b in zip(results[side], results["noop"], strict=True)]
         ratio = med(side, "rate") / med("noop", "rate")
-        if side in SIDES:
-            met &= ratio >= TARGET
         cpu = statistics.median(cpu_per_request(b) / cpu_per_request(x)
                                 for x, b in zip(results[side], results["noop"], strict=True))
         print(f"ratio {side}/noop = {ratio:.2f}  (per round {', '.join(f'{x:.2f}' for x in per_round)}; "
               f"CPU per request noop/{side} {cpu:.2f}; target >= {TARGET}: {'MET' if ratio >= TARGET else 'MISSED'})")
-    return 0 if consistent and ok else 1
 
 
 if __name__ == "__main__":

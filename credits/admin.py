@@ -75,19 +75,17 @@ class AdjustmentForm(forms.Form):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
-    form = StrictModelForm  # the auto-recharge amounts under the API's rules
+    form = StrictModelForm  # the same input rules as the API (auto-recharge settings: payments' admin)
     list_display = ["__str__", "platform", "user", "balance_display", "reserved_display", "available_display",
                     "last_entry_at"]
-    list_filter = ["platform", "currency", "auto_recharge_enabled"]
+    list_filter = ["platform", "currency"]
     search_fields = ["=id", "user__username", "user__email", "platform__platform_key"]
     list_select_related = ["platform", "user"]
     readonly_fields = ["id", "platform", "user", "currency", "balance", "reserved", "available_display",
                        "carried_remainder_display", "last_sequence", "last_entry_at",
-                       "auto_recharge_last_triggered_at", "created_at", "adjust_link"]
+                       "created_at", "adjust_link"]
     fields = ["id", "platform", "user", "currency", "balance", "reserved", "available_display",
-              "carried_remainder_display", "adjust_link", "last_sequence", "last_entry_at", "auto_recharge_enabled", "auto_recharge_threshold_usd",
-              "auto_recharge_amount_usd", "auto_recharge_spending_limit_usd", "auto_recharge_last_triggered_at",
-              "created_at"]
+              "carried_remainder_display", "adjust_link", "last_sequence", "last_entry_at", "created_at"]
     inlines = [RecentEntriesInline]
 
     def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201

@@ -9,8 +9,40 @@ import django_filters
 from django import forms
 
 from billing_service.filters import DateFilter, TextFilter, UUIDFilter
-from credits.models import LedgerEntry, TransactionType
+from billing_service.pagination import InvalidCursor
+from credits import selectors
+from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
 from credits.selectors import LedgerFilter, day_end
+
+
+class AccountLedger:
+    """One account's ledger under a ``LedgerFilter``, as a listing pages it (``billing_service.pagination.
+    PagedRows``): counts and pages from the constant-cost selectors (the account's counters, sequence ranges),
+    cursors by sequence number. ``LedgerEntryFilterSet`` narrows it."""
+
+    model = LedgerEntry  # what a FilterSet checks a queryset against
+
+    def __init__(self, account: CreditAccount, flt: LedgerFilter | None = None) -> None:
+        self.account, self.flt = account, flt or LedgerFilter()
+
+    def all(self) -> AccountLedger:
+        return self
+
+    def page(self, *, page: int, page_size: int) -> tuple[int, list[LedgerEntry]]:
+        return selectors.ledger_page(account=self.account, flt=self.flt, page=page, page_size=page_size)
+
+    def keyset(
+        self, *, direction: str | None, position: object, limit: int
+    ) -> tuple[list[LedgerEntry], bool]:
+        if direction is not None and (not isinstance(position, int) or isinstance(position, bool)):
+            raise InvalidCursor()
+        before, after = (position, None) if direction == "before" else (None, position)
+        return selectors.ledger_keyset(
+            account=self.account, flt=self.flt, before=before, after=after, limit=limit
+        )
+
+    def position_of(self, row: LedgerEntry) -> int:
+        return row.sequence
 
 
 class DateRangeForm(forms.Form):
@@ -45,6 +77,11 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
         end = day_end(value)
         return queryset if end is None else queryset.filter(created_at__lt=end)
 
+    def filter_queryset(self, queryset):  # noqa: ANN001, ANN201
+        if isinstance(queryset, AccountLedger):  # the selectors apply the filter
+            return AccountLedger(queryset.account, self.ledger_filter())
+        return super().filter_queryset(queryset)
+
     def ledger_filter(self) -> LedgerFilter:
         data = self.form.cleaned_data
         return LedgerFilter(
@@ -65,8 +102,6 @@ class PlatformLedgerFilterSet(LedgerEntryFilterSet):
 
 
 # --- holds (reservations) --------------------------------------------------------------------------------
-
-from credits.models import Hold, HoldStatus  # noqa: E402  (appended section; keeps the header untouched)
 
 
 class HoldFilterSet(django_filters.FilterSet):

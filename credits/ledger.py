@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -29,77 +29,21 @@ from django.utils.module_loading import import_string
 
 from billing_service.db import server_bound_cursor
 from billing_service.money import DECIMAL_PLACES, EXACT_CONTEXT, QUANTUM, floor_to_quantum, format_money
+from credits import sql
 from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
-from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, TransactionType
+from credits.locks import accounts_lock
+from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry
 
-_ENTRY_TABLE = LedgerEntry._meta.db_table
-_ACCOUNT_TABLE = CreditAccount._meta.db_table
-_FIELDS = [f for f in LedgerEntry._meta.concrete_fields]
-_COLUMNS = [f.column for f in _FIELDS]
-_ATTNAMES = [f.attname for f in _FIELDS]
-_COLS = ", ".join(_COLUMNS)
-_COLS_LIST = _COLUMNS
+_ENTRY_FIELDS = sql.ENTRY_FIELDS
+_ATTNAMES = [f.attname for f in _ENTRY_FIELDS]
+_N = len(_ENTRY_FIELDS)
 # Fields whose raw database value needs converting (jsonb arrives as text).
-_CONVERTERS = [(i, f) for i, f in enumerate(_FIELDS) if hasattr(f, "from_db_value")]
+_CONVERTERS = [(i, f) for i, f in enumerate(_ENTRY_FIELDS) if hasattr(f, "from_db_value")]
 _IDEMPOTENCY_CONSTRAINT = "ledger_unique_idempotency_key"
 # Idempotency keys are unique per account and come in two namespaces that never meet: a key a client chose
 # (the Idempotency-Key header) is stored as "client:<key>" (``billing_service.idempotency.client_key``); every
 # key the service derives is "<kind>:<...>" with a kind of its own (usage, order, recharge, period, rollover,
 # refund, upgrade, creem) and never "client".
-
-# Values computed from the updated account row; the rest come from parameters.
-_FROM_ACCOUNT = {
-    "account_id": "acct.id",
-    "platform_id": "acct.platform_id",
-    "sequence": "acct.last_sequence",
-    "balance_after": "acct.balance",
-    "reserved_after": "acct.reserved",
-    "created_at": "acct.last_entry_at",
-}
-_INSERT_VALUES = ", ".join(
-    _FROM_ACCOUNT.get(col, "%(metadata)s::jsonb" if col == "metadata" else f"%({col})s") for col in _COLUMNS
-)
-
-
-def _statement(transaction_type: str, *, with_key: bool, then: str = "") -> str:
-    """``then``: more CTEs after ``ins`` (the new row); with it, the account must also be of %(platform_id)s and
-    the statement returns the new row only (nothing on a replay)."""
-    counter = f"count_{transaction_type}"
-    prior = (
-        f"prior AS (SELECT {_COLS} FROM {_ENTRY_TABLE} "
-        f"WHERE account_id = %(account_id)s AND idempotency_key = %(idempotency_key)s), "
-        if with_key
-        else ""
-    )
-    return (
-        f"WITH {prior}acct AS ("
-        f"UPDATE {_ACCOUNT_TABLE} SET balance = balance + %(balance_delta)s, "
-        f"reserved = reserved + %(reserved_delta)s, last_sequence = last_sequence + 1, "
-        f"{counter} = {counter} + 1, last_entry_at = GREATEST(clock_timestamp(), last_entry_at), "
-        f"carried_remainder = COALESCE(%(carried_after)s::numeric, carried_remainder) "
-        f"WHERE id = %(account_id)s{' AND platform_id = %(platform_id)s' if then else ''} "
-        f"AND carried_remainder = COALESCE(%(carried_before)s::numeric, carried_remainder) "
-        f"AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
-        f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
-        f"{' AND NOT EXISTS (SELECT 1 FROM prior)' if with_key else ''} "
-        f"RETURNING id, platform_id, balance, reserved, last_sequence, last_entry_at, "
-        f"CASE WHEN auto_recharge_enabled THEN auto_recharge_threshold_usd END AS recharge_below), "
-        f"ins AS (INSERT INTO {_ENTRY_TABLE} ({_COLS}) SELECT {_INSERT_VALUES} FROM acct RETURNING {_COLS})"
-        f"{then} SELECT true, {_COLS}, (SELECT recharge_below FROM acct) FROM ins"
-        f"{f' UNION ALL SELECT false, {_COLS}, NULL FROM prior' if with_key and not then else ''}"
-    )
-
-
-def chained_statement(transaction_type: str, *, then: str) -> str:
-    """A keyed post of an account of %(platform_id)s in one statement with the caller's own writes: ``then``
-    is more CTEs (``, name AS (...)``) that read the new ledger row from ``ins``. Run with
-    ``chained_params`` plus the caller's parameters through ``post_chained``."""
-    return _statement(transaction_type, with_key=True, then=then)
-
-
-_STATEMENTS = {
-    (t, with_key): _statement(t, with_key=with_key) for t in TransactionType.values for with_key in (False, True)
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,51 +147,51 @@ def post(
     with_key = posting.idempotency_key is not None
     digest = _posting_hash(posting) if with_key else ""
     params = _params(account_id, posting, digest, entry_id)
-    sql = _STATEMENTS[(posting.transaction_type, with_key)]
     in_transaction = connection.in_atomic_block
     use_savepoint = with_key and in_transaction and savepoint is not False
     try:
-        row = _execute(sql, params, savepoint=use_savepoint)
+        row = _execute(sql.POSTINGS[(posting.transaction_type, with_key)], params, savepoint=use_savepoint)
     except IntegrityError as exc:
         if not (with_key and is_idempotency_race(exc)) or (in_transaction and not use_savepoint):
             raise
-        row = _prior_row(account_id, posting.idempotency_key)
-    if row is None and with_key:
-        # A concurrent first use of the key may have committed while this statement waited for the account
-        # row: its snapshot did not see that row, and the re-checked conditions (the winner's change applied)
-        # refused the update. Look again with a fresh snapshot before calling it a refusal.
-        row = _prior_row(account_id, posting.idempotency_key)
-    if row is None:
+        row = None  # the winner's row is read below
+    if row is not None:
+        created, entry = row[0], _entry_from_row(row)
+    elif with_key and (entry := _prior_entry(account_id, posting.idempotency_key)) is not None:
+        # Lost the race for the key; or a concurrent first use committed while this statement waited for the
+        # account row: its snapshot did not see that row, and the re-checked conditions (the winner's change
+        # applied) refused the update. A fresh look finds the winner's row.
+        created = False
+    else:
         _raise_refusal(account_id, posting)
-    created, entry = row[0], _entry_from_row(row[1 : 1 + len(_COLS_LIST)])
     if not created and entry.request_hash != digest:
         raise IdempotencyConflict(details={"idempotency_key": posting.idempotency_key})
     if created:
-        _check_low_balance(account_id, posting, entry, row)
+        _check_low_balance(account_id, posting, entry, row[-1])
     return PostResult(entry=entry, replayed=not created)
 
 
 def chained_params(
     account_id: uuid.UUID, posting: Posting, *, platform_id: int, entry_id: uuid.UUID
 ) -> dict[str, Any]:
-    """The parameters of a ``chained_statement`` for this posting (the caller adds its own)."""
+    """The parameters of a chained posting statement for this posting (the caller adds its own)."""
     _require_whole_micros(posting)
     if posting.idempotency_key is None:
         raise ValueError("a chained post is keyed")
     return _params(account_id, posting, _posting_hash(posting), entry_id) | {"platform_id": platform_id}
 
 
-def post_chained(sql: str, params: dict[str, Any], posting: Posting) -> LedgerEntry | None:
-    """Runs a ``chained_statement`` in autocommit (one statement, its own transaction): the new row, or None
+def post_chained(statement: str, params: dict[str, Any], posting: Posting) -> LedgerEntry | None:
+    """Runs a chained posting statement (``credits.sql.posting_statement`` with ``then``) in autocommit (one statement, its own transaction): the new row, or None
     when nothing was written (the key is used, the account is not the platform's or lacks the credits: the
     caller's general path finds out which). A unique violation (a concurrent twin) raises IntegrityError."""
     with server_bound_cursor() as cursor:
-        cursor.execute(sql, params, prepare=True)
+        cursor.execute(statement, params, prepare=True)
         row = cursor.fetchone()
     if row is None:
         return None
-    entry = _entry_from_row(row[1 : 1 + len(_COLS_LIST)])
-    _check_low_balance(params["account_id"], posting, entry, row)
+    entry = _entry_from_row(row)
+    _check_low_balance(params["account_id"], posting, entry, row[-1])
     return entry
 
 
@@ -286,37 +230,39 @@ def _params(
     }
 
 
-def _check_low_balance(account_id: uuid.UUID | str, posting: Posting, entry: LedgerEntry, row: tuple) -> None:
-    # The account's auto-recharge threshold came back with the update (NULL when auto-recharge is off), so
-    # checking it costs no query on the hot path.
-    below = row[-1] if len(row) > 1 + len(_COLS_LIST) else None
-    if below is not None and posting.balance_delta < 0 and entry.balance_after - entry.reserved_after < below:
+def _check_low_balance(
+    account_id: uuid.UUID | str, posting: Posting, entry: LedgerEntry, threshold: Decimal | None
+) -> None:
+    # The account's low_balance_threshold came back with the update (NULL: no hook), so checking it costs no
+    # query on the hot path.
+    if threshold is not None and posting.balance_delta < 0 and entry.balance_after - entry.reserved_after < threshold:
         low_balance_hook()(account_id)
 
 
 @lru_cache(maxsize=1)
 def low_balance_hook() -> Callable[[uuid.UUID | str], None]:
-    """``settings.CREDITS_LOW_BALANCE_HOOK``: called after a debit leaves an account with auto-recharge on
-    below its threshold (payments schedules a recharge after commit). Credits does not import payments."""
+    """``settings.CREDITS_LOW_BALANCE_HOOK``: called after a debit leaves an account's ``available`` below its
+    ``low_balance_threshold`` (payments schedules a recharge after commit). Credits does not import payments."""
     path = getattr(settings, "CREDITS_LOW_BALANCE_HOOK", "")
     return import_string(path) if path else (lambda account_id: None)
 
 
-def _entry_from_row(raw: tuple | list) -> LedgerEntry:
-    values = list(raw)
+def _entry_from_row(row: tuple) -> LedgerEntry:
+    """The entry of a posting statement's row (``created``, the row's columns, the threshold)."""
+    values = list(row[1 : 1 + _N])
     for i, field in _CONVERTERS:
         values[i] = field.from_db_value(values[i], None, connection)
     return LedgerEntry.from_db(connection.alias, _ATTNAMES, values)
 
 
-def _execute(sql: str, params: dict[str, Any], *, savepoint: bool) -> tuple | None:
+def _execute(statement: str, params: dict[str, Any], *, savepoint: bool) -> tuple | None:
     """Runs one of the prepared ledger statements: PostgreSQL plans it once per connection, not per call."""
     if savepoint:
         with transaction.atomic(), server_bound_cursor() as cursor:
-            cursor.execute(sql, params, prepare=True)
+            cursor.execute(statement, params, prepare=True)
             return cursor.fetchone()
     with server_bound_cursor() as cursor:
-        cursor.execute(sql, params, prepare=True)
+        cursor.execute(statement, params, prepare=True)
         return cursor.fetchone()
 
 
@@ -326,13 +272,8 @@ def is_idempotency_race(exc: IntegrityError) -> bool:
     return getattr(diag, "constraint_name", None) == _IDEMPOTENCY_CONSTRAINT
 
 
-def _prior_row(account_id: uuid.UUID | str, key: str | None) -> tuple | None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT false, {_COLS} FROM {_ENTRY_TABLE} WHERE account_id = %s AND idempotency_key = %s",
-            [account_id, key],
-        )
-        return cursor.fetchone()
+def _prior_entry(account_id: uuid.UUID | str, key: str | None) -> LedgerEntry | None:
+    return LedgerEntry.objects.filter(account_id=account_id, idempotency_key=key).first()
 
 
 def _raise_refusal(account_id: uuid.UUID | str, posting: Posting) -> None:
@@ -353,31 +294,6 @@ def _raise_refusal(account_id: uuid.UUID | str, posting: Posting) -> None:
 
 # --- many postings at once ------------------------------------------------------------------------------
 
-_STATE_COLUMNS = [
-    "balance", "reserved", "carried_remainder", "last_sequence", *(f"count_{t}" for t in TransactionType.values)
-]
-_NUMERIC_STATE = ("balance", "reserved", "carried_remainder")
-_LOCK_ACCOUNTS = (
-    f"SELECT id, platform_id, last_entry_at, {', '.join(_STATE_COLUMNS)}, clock_timestamp(), "
-    f"CASE WHEN auto_recharge_enabled THEN auto_recharge_threshold_usd END "
-    f"FROM {_ACCOUNT_TABLE} WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE"
-)
-_UPDATE_ACCOUNTS = (
-    f"UPDATE {_ACCOUNT_TABLE} AS a SET last_entry_at = COALESCE(v.last_entry_at, a.last_entry_at), "
-    + ", ".join(f"{c} = v.{c}" for c in _STATE_COLUMNS)
-    + " FROM unnest(%b::uuid[], %b::timestamptz[], "
-    + ", ".join("%b::numeric[]" if c in _NUMERIC_STATE else "%b::bigint[]" for c in _STATE_COLUMNS)
-    + f") AS v(id, last_entry_at, {', '.join(_STATE_COLUMNS)}) WHERE a.id = v.id"
-)
-# The columns of the rows post_many builds, in their order.
-_COPY_COLUMNS = (
-    "id", "account_id", "platform_id", "sequence", "transaction_type", "status", "balance_delta", "reserved_delta",
-    "balance_after", "reserved_after", "payment_amount_usd", "description", "reference", "metadata", "actor_id",
-    "hold_id", "refund_of_id", "idempotency_key", "request_hash", "created_at",
-)
-_COPY_ENTRIES = f"COPY {_ENTRY_TABLE} ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
-
-
 @dataclass(frozen=True, slots=True)
 class Posted:
     """What ``post_many`` applied: a row, or for a charge whose debit is below a quantum only a new carried
@@ -396,7 +312,7 @@ class _AccountState:
     platform_id: int
     last_entry_at: Any
     values: dict[str, Any]
-    recharge_below: Decimal | None = None  # the auto-recharge threshold, None when auto-recharge is off
+    low_balance_threshold: Decimal | None = None  # None: no hook
 
 
 def post_many(
@@ -415,7 +331,7 @@ def post_many(
         if not (_whole_micros(posting.balance_delta) and _whole_micros(posting.reserved_delta)):
             raise ValueError(f"amounts have at most {DECIMAL_PLACES} decimal places")
     if states is None:
-        states = lock_accounts(sorted({account_id for account_id, _ in postings}))
+        states = lock_accounts({account_id for account_id, _ in postings})
     results: list[Posted | InsufficientCredits] = []
     rows: list[tuple] = []
     changed: set[uuid.UUID] = set()
@@ -424,86 +340,99 @@ def post_many(
         state = states.get(account_id)
         if state is None:
             raise AccountNotFound(details={"account_id": str(account_id)})
-        values = state.values
-        carried_after = None
-        balance_delta, reserved_delta = posting.balance_delta, posting.reserved_delta
-        if posting.charge is not None:
-            debit, carried_after = charge_split(values["carried_remainder"], posting.charge)
-            if debit == 0:  # below a quantum: carried, no row
-                values["carried_remainder"] = carried_after
-                changed.add(account_id)
-                results.append(Posted(None, account_id, values["last_sequence"], values["balance"],
-                                      values["reserved"]))
-                continue
-            balance_delta = -debit
-        balance = values["balance"] + balance_delta
-        reserved = values["reserved"] + reserved_delta
-        if balance < reserved or reserved < 0 or balance > MAX_BALANCE:
-            results.append(
-                InsufficientCredits(
-                    details={
-                        "available": format_money(values["balance"] - values["reserved"]),
-                        "required": format_money(reserved_delta - balance_delta),
-                    }
-                )
-            )
+        result, row = _apply(account_id, state, posting)
+        results.append(result)
+        if isinstance(result, InsufficientCredits):
             continue
-        if carried_after is not None:
-            values["carried_remainder"] = carried_after
-        counter = f"count_{posting.transaction_type}"
         changed.add(account_id)
-        values["balance"], values["reserved"] = balance, reserved
-        values["last_sequence"] += 1
-        values[counter] += 1
-        entry_id = uuid.uuid4()
-        rows.append((
-            entry_id, account_id, state.platform_id, values["last_sequence"], posting.transaction_type, "completed",
-            balance_delta, reserved_delta, balance, reserved, posting.payment_amount_usd,
-            posting.description, posting.reference, json.dumps(posting.metadata or {}), posting.actor_id,
-            posting.hold_id, posting.refund_of_id, posting.idempotency_key,
-            _posting_hash(posting) if posting.idempotency_key is not None else "", state.last_entry_at,
-        ))
-        results.append(Posted(entry_id, account_id, values["last_sequence"], balance, reserved,
-                              charged=-balance_delta if carried_after is not None else Decimal(0)))
-        if balance_delta < 0 and state.recharge_below is not None and balance - reserved < state.recharge_below:
+        if row is None:
+            continue
+        rows.append(row)
+        threshold = state.low_balance_threshold
+        if row[6] < 0 and threshold is not None and result.balance_after - result.reserved_after < threshold:
             low.add(account_id)
-    for account_id in sorted(low):
+    for account_id in sorted(low, key=_by_uuid):
         low_balance_hook()(account_id)
+    _write_many(rows, [(account_id, states[account_id]) for account_id in sorted(changed, key=_by_uuid)])
+    return results
+
+
+def _apply(
+    account_id: uuid.UUID, state: _AccountState, posting: Posting
+) -> tuple[Posted | InsufficientCredits, tuple | None]:
+    """One posting applied to a locked account's state, as ``post`` would: (what was posted, the ledger row to
+    write, in ``sql.COPY_ENTRY_COLUMNS``' order; None for a charge below a quantum, only carried), or the
+    refusal (the state unchanged)."""
+    values = state.values
+    carried_after = None
+    balance_delta, reserved_delta = posting.balance_delta, posting.reserved_delta
+    if posting.charge is not None:
+        debit, carried_after = charge_split(values["carried_remainder"], posting.charge)
+        if debit == 0:  # below a quantum: carried, no row
+            values["carried_remainder"] = carried_after
+            return Posted(None, account_id, values["last_sequence"], values["balance"], values["reserved"]), None
+        balance_delta = -debit
+    balance = values["balance"] + balance_delta
+    reserved = values["reserved"] + reserved_delta
+    if balance < reserved or reserved < 0 or balance > MAX_BALANCE:
+        available, required = values["balance"] - values["reserved"], reserved_delta - balance_delta
+        return InsufficientCredits(
+            details={"available": format_money(available), "required": format_money(required)}
+        ), None
+    if carried_after is not None:
+        values["carried_remainder"] = carried_after
+    values["balance"], values["reserved"] = balance, reserved
+    values["last_sequence"] += 1
+    values[f"count_{posting.transaction_type}"] += 1
+    entry_id = uuid.uuid4()
+    row = (
+        entry_id, account_id, state.platform_id, values["last_sequence"], posting.transaction_type, "completed",
+        balance_delta, reserved_delta, balance, reserved, posting.payment_amount_usd,
+        posting.description, posting.reference, json.dumps(posting.metadata or {}), posting.actor_id,
+        posting.hold_id, posting.refund_of_id, posting.idempotency_key,
+        _posting_hash(posting) if posting.idempotency_key is not None else "", state.last_entry_at,
+    )
+    charged = -balance_delta if carried_after is not None else Decimal(0)
+    return Posted(entry_id, account_id, values["last_sequence"], balance, reserved, charged=charged), row
+
+
+def _write_many(rows: list[tuple], touched: list[tuple[uuid.UUID, _AccountState]]) -> None:
+    """The rows by one COPY, the accounts' new state by one UPDATE."""
     with server_bound_cursor() as cursor:
         if rows:
-            with cursor.copy(_COPY_ENTRIES) as copy:
+            with cursor.copy(sql.COPY_ENTRIES) as copy:
                 for row in rows:
                     copy.write_row(row)
-        if changed:
+        if touched:
             with_rows = {row[1] for row in rows}
-            touched = [(account_id, states[account_id]) for account_id in sorted(changed)]
             cursor.execute(
-                _UPDATE_ACCOUNTS,
+                sql.UPDATE_ACCOUNTS,
                 [
                     [account_id for account_id, _ in touched],
                     # an account whose carried remainder alone changed keeps the time of its last row
                     [s.last_entry_at if account_id in with_rows else None for account_id, s in touched],
-                    *([s.values[c] for _, s in touched] for c in _STATE_COLUMNS),
+                    *([s.values[c] for _, s in touched] for c in sql.ACCOUNT_STATE_COLUMNS),
                 ],
             )
-    return results
 
 
-def lock_accounts(account_ids: list[uuid.UUID]) -> dict[uuid.UUID, _AccountState]:
-    """Locks the accounts in primary-key order; their state, with the time new rows will carry (never
-    earlier than an account's last row, so created_at stays ordered along the sequence)."""
-    with server_bound_cursor() as cursor:
-        cursor.execute(_LOCK_ACCOUNTS, [list(account_ids)])
-        found = cursor.fetchall()
+def lock_accounts(account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, _AccountState]:
+    """Locks the accounts (``credits.locks.accounts_lock``: in primary-key order); their state, with the time
+    new rows will carry (never earlier than an account's last row, so created_at stays ordered along the
+    sequence). Missing accounts are left out."""
     states = {}
-    n = len(_STATE_COLUMNS)
-    for row in found:
+    n = len(sql.ACCOUNT_STATE_COLUMNS)
+    for row in accounts_lock(list(account_ids)):
         account_id, platform_id, last_entry_at = row[0], row[1], row[2]
         now = row[3 + n]
         states[account_id] = _AccountState(
             platform_id=platform_id,
             last_entry_at=max(now, last_entry_at) if last_entry_at else now,
-            values=dict(zip(_STATE_COLUMNS, row[3 : 3 + n], strict=True)),
-            recharge_below=row[4 + n],
+            values=dict(zip(sql.ACCOUNT_STATE_COLUMNS, row[3 : 3 + n], strict=True)),
+            low_balance_threshold=row[4 + n],
         )
     return states
+
+
+def _by_uuid(account_id: uuid.UUID) -> int:
+    return account_id.int  # PostgreSQL's order of uuids, without Python-level comparisons

@@ -74,12 +74,14 @@ class CreditAccount(models.Model):
     # each exact cost waits here for the next charge (credits.ledger.charge_split), so that for every account
     # the usage debits plus this remainder equal the exact costs of its usage events.
     carried_remainder = exact_field(default=Decimal(0), db_default=Decimal(0), editable=False)
-
-    auto_recharge_enabled = models.BooleanField(default=False)
-    auto_recharge_threshold_usd = money_field(null=True, blank=True)
-    auto_recharge_amount_usd = money_field(null=True, blank=True)
-    auto_recharge_spending_limit_usd = money_field(null=True, blank=True)
-    auto_recharge_last_triggered_at = models.DateTimeField(null=True, blank=True, editable=False)
+    low_balance_threshold = money_field(
+        null=True,
+        blank=True,
+        help_text=(
+            "The hook CREDITS_LOW_BALANCE_HOOK runs after a debit leaves `available` below it. Set by payments' "
+            "auto-recharge while it is enabled, NULL otherwise."
+        ),
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
 

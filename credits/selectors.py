@@ -14,6 +14,7 @@ from django.db.models import F, Q, QuerySet, Sum
 from accounts.models import Platform
 from billing_service.db import server_bound_cursor
 from billing_service.money import EXACT_CONTEXT
+from credits.sql import Compiled
 from credits.models import (
     CreditAccount,
     Hold,
@@ -241,18 +242,46 @@ def model_prices_for(*, platform_id: int, models: list[str]) -> dict[str, list[M
     return versions
 
 
+# The single-event usage path reads these on every request: stated with the ORM, compiled once, run prepared
+# (``credits.sql.Compiled``), so that the one-statement path runs no ORM query and compiles nothing per request.
 _PRICE_FIELDS = [f.attname for f in ModelPrice._meta.concrete_fields]
-_PRICE_VERSIONS = (
-    f"SELECT {', '.join(f.column for f in ModelPrice._meta.concrete_fields)} FROM {ModelPrice._meta.db_table} "
-    "WHERE platform_id = %s AND model = %s ORDER BY effective_from DESC"
+_ANY_PLATFORM, _ANY_MODEL = -1, "\x00model"
+_ANY_ACCOUNT, _ANY_REQUEST = uuid.UUID(int=1), "\x00request"
+_PRICE_VERSIONS = Compiled(
+    ModelPrice.objects.filter(platform_id=_ANY_PLATFORM, model=_ANY_MODEL)
+    .order_by("-effective_from")
+    .values_list(*_PRICE_FIELDS),
+    {"platform_id": _ANY_PLATFORM, "model": _ANY_MODEL},
+)
+_CARRIED_REMAINDER = Compiled(
+    CreditAccount.objects.filter(pk=_ANY_ACCOUNT, platform_id=_ANY_PLATFORM).order_by().values_list("carried_remainder"),
+    {"account_id": _ANY_ACCOUNT, "platform_id": _ANY_PLATFORM},
 )
 
 
 def model_price_versions(*, platform_id: int, model: str) -> list[ModelPrice]:
-    """Every price version of one model, newest first (the single-event path: a prepared statement)."""
+    """Every price version of one model, newest first."""
     with server_bound_cursor() as cursor:
-        cursor.execute(_PRICE_VERSIONS, [platform_id, model], prepare=True)
-        return [ModelPrice.from_db("default", _PRICE_FIELDS, row) for row in cursor.fetchall()]
+        rows = _PRICE_VERSIONS.fetch(cursor, platform_id=platform_id, model=model)
+    return [ModelPrice.from_db("default", _PRICE_FIELDS, row) for row in rows]
+
+
+def account_carried_remainder(*, account_id: uuid.UUID, platform_id: int) -> Decimal | None:
+    """The usage cost an account of the platform carries (read without a lock: the one-statement usage path
+    writes only if it is unchanged); None when the platform has no such account."""
+    with server_bound_cursor() as cursor:
+        rows = _CARRIED_REMAINDER.fetch(cursor, account_id=account_id, platform_id=platform_id)
+    return rows[0][0] if rows else None
+
+
+def usage_call_get(*, account_id: uuid.UUID, request_id: str) -> tuple[uuid.UUID | None, UsageEvent | None]:
+    """What an AI call's request_id already names in an account: (its hold's id, its recorded event with the
+    event's ledger row), each None when there is none."""
+    held = Hold.objects.filter(account_id=account_id, request_id=request_id).values_list("id", flat=True).first()
+    if held is not None:
+        return held, None
+    event = UsageEvent.objects.select_related("ledger_entry").filter(account_id=account_id, request_id=request_id)
+    return None, event.first()
 
 
 def model_price_at(*, platform_id: int, model: str, at: datetime) -> ModelPrice | None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api.views import TenantViewSet
+from accounts.api.views import IsPlatformAdmin, TenantGenericViewSet, TenantViewSet
 from accounts.errors import NotAMember
-from billing_service.pagination import page_response
+from billing_service.pagination import CountedPagination
 from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema, paginated
 from billing_service.validation import validated
 from credits import selectors, services
@@ -35,7 +37,7 @@ from credits.services.rate_card import (
 # --- rate card -------------------------------------------------------------------------------------------
 
 
-class ModelPriceViewSet(TenantViewSet):
+class ModelPriceViewSet(TenantGenericViewSet):
     """The platform's rate card: what each AI model costs, in credits per million input tokens and per million
     output tokens. Owners and admins only (members get 403).
 
@@ -49,6 +51,17 @@ class ModelPriceViewSet(TenantViewSet):
     the model only has scheduled versions) and `versions` (newest `effective_from` first, each with its
     `status` and `effective_until`), in pages of models (`page`, `page_size` up to 100, exact `count`)."""
 
+    serializer_class = RateCardModelSerializer
+    pagination_class = CountedPagination  # pages of model names
+    permission_classes = [IsAuthenticated, IsPlatformAdmin]
+    lookup_url_kwarg = "model"
+    lookup_value_converter = "path"  # model names may contain "/" (meta-llama/Llama-3-70b)
+
+    def get_queryset(self) -> QuerySet:
+        """The model names of the rate card, alphabetically (``?model=``: only that one)."""
+        query = validated(RateCardQuerySerializer, self.request.query_params)
+        return selectors.rate_card_model_names(platform_id=self.tenant.platform.pk, model=query.get("model"))
+
     @extend_schema(
         operation_id="billing_admin_models_list",
         summary="The rate card: each model's current price and its versions (owners and admins)",
@@ -57,25 +70,10 @@ class ModelPriceViewSet(TenantViewSet):
         tags=["admin"],
     )
     def list(self, request: Request) -> Response:
-        self.tenant.require_admin()
-        query = validated(RateCardQuerySerializer, request.query_params)
-        names = selectors.rate_card_model_names(platform_id=self.tenant.platform.pk, model=query.get("model"))
-        size, page = query["page_size"], query["page"]
-        offset = (page - 1) * size
-        page_names = list(names[offset : offset + size])
-        count = names.count() if len(page_names) == size or page > 1 else len(page_names)
-        models = selectors.rate_card_models(
-            platform_id=self.tenant.platform.pk, models=page_names, at=timezone.now()
-        )
-        return Response(
-            page_response(
-                request,
-                count=count,
-                page=page,
-                page_size=size,
-                results=RateCardModelSerializer(models, many=True).data,
-            )
-        )
+        names = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        platform_id = self.tenant.platform.pk
+        models = selectors.rate_card_models(platform_id=platform_id, models=names, at=timezone.now())
+        return self.get_paginated_response(RateCardModelSerializer(models, many=True).data)
 
     @extend_schema(
         operation_id="billing_admin_models_create",
@@ -99,7 +97,6 @@ class ModelPriceViewSet(TenantViewSet):
         tags=["admin"],
     )
     def create(self, request: Request) -> Response:
-        self.tenant.require_admin()
         data = validated(ModelPriceInputSerializer, request.data)
         version = model_price_version_create(
             platform=self.tenant.platform,
@@ -131,7 +128,6 @@ class ModelPriceViewSet(TenantViewSet):
         tags=["admin"],
     )
     def retrieve(self, request: Request, model: str) -> Response:
-        self.tenant.require_admin()
         if not is_valid_model_name(model):  # names no model: answered without a query
             raise ModelPriceNotFound(details={"model": model[:MODEL_NAME_MAX_LENGTH]})
         found = selectors.rate_card_models(
@@ -145,7 +141,9 @@ class ModelPriceViewSet(TenantViewSet):
 # --- usage statistics and the summary --------------------------------------------------------------------
 
 
-def caller_or_named_account(view: TenantViewSet, request: Request, account_id: object | None) -> CreditAccount:
+def caller_or_named_account(
+    view: TenantViewSet | TenantGenericViewSet, request: Request, account_id: object | None
+) -> CreditAccount:
     """The caller's own account, or with ``account_id`` another account of the platform (admins only)."""
     tenant = view.tenant
     if account_id is not None:
@@ -160,7 +158,7 @@ def caller_or_named_account(view: TenantViewSet, request: Request, account_id: o
     return account or services.account_ensure(platform=tenant.platform, user=request.user)
 
 
-class UsageStatsViewSet(TenantViewSet):
+class UsageStatsViewSet(TenantGenericViewSet):
     """Usage statistics of your credit account (owners and admins: of any account of the platform, with
     `account_id`): requests, successes, failures, credits consumed and tokens, in total, per endpoint, and per
     day, month or year (`period`, UTC).
@@ -169,6 +167,8 @@ class UsageStatsViewSet(TenantViewSet):
     days: every day from the one holding `from` to the one holding `to`. `period_start` and `period_end` echo
     the requested range; `buckets` carry their natural bounds (`period_end` exclusive), oldest first, empty
     ones included. At most 366 buckets per request (a longer range is a 400: choose a longer period)."""
+
+    serializer_class = UsageStatsSerializer
 
     @extend_schema(
         operation_id="billing_usage_stats_retrieve",

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.mixins import ListModelMixin
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api.views import TenantViewSet
+from accounts.api.views import IsPlatformAdmin, TenantGenericViewSet
 from billing_service.inputs import uuid_or_none
 from billing_service.money import format_money
-from billing_service.pagination import (
-    PageQuerySerializer,
-    paginate_newest_first,
-)
-from billing_service.schema import (
-    ERROR_RESPONSES,
-    error_response,
-    extend_schema,
-    filterset_parameters,
-    paginated,
-)
-from billing_service.validation import validated, validated_filters
+from billing_service.pagination import PageOrCursorPagination
+from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema, paginated
+from billing_service.validation import validated
 from credits import selectors, services
 from credits.api.reservation_serializers import (
     HoldSerializer,
@@ -49,26 +43,29 @@ SETTLED_ONCE = (
 )
 
 
-def _hold_id(raw: str) -> uuid.UUID:
-    """The hold id of the URL; anything that is not a UUID names no hold (404)."""
-    hold_id = uuid_or_none(raw)
-    if hold_id is None:
-        raise HoldNotFound()
-    return hold_id
-
-
 def _available(entry: LedgerEntry) -> Decimal:
     return entry.balance_after - entry.reserved_after
 
 
-class ReservationViewSet(TenantViewSet):
+class ReservationViewSet(ListModelMixin, TenantGenericViewSet):
     """Holds (reservations) on the credit accounts of your platform, for its trusted backend (owners and
     admins; members get 403). Reserve credits before a model call, then capture its real cost or release
     them: a hold is settled exactly once. A hold not settled by `expires_at` is released by the expiry
     sweep (`manage.py release_expired_holds`), or by the first capture or release that touches it."""
 
-    def _hold(self, hold_id: uuid.UUID) -> Hold:
-        hold = selectors.hold_get(platform=self.tenant.platform, hold_id=hold_id)
+    serializer_class = HoldSerializer
+    filterset_class = HoldFilterSet
+    pagination_class = PageOrCursorPagination
+    permission_classes = [IsAuthenticated, IsPlatformAdmin]
+    lookup_url_kwarg = "hold_id"
+
+    def get_queryset(self) -> QuerySet[Hold]:
+        return selectors.hold_list(platform=self.tenant.platform)
+
+    def get_object(self) -> Hold:
+        """The hold of the URL; anything that is not a UUID names no hold (404)."""
+        hold_id = uuid_or_none(self.kwargs[self.lookup_url_kwarg])
+        hold = selectors.hold_get(platform=self.tenant.platform, hold_id=hold_id) if hold_id else None
         if hold is None:
             raise HoldNotFound()
         return hold
@@ -76,15 +73,11 @@ class ReservationViewSet(TenantViewSet):
     @extend_schema(
         operation_id="billing_reservations_list",
         summary="The platform's holds, newest first",
-        parameters=[*filterset_parameters(HoldFilterSet), PageQuerySerializer],
         responses={200: paginated(HoldSerializer, "PaginatedHoldList"), **ERROR_RESPONSES},
         tags=["reservations"],
     )
     def list(self, request: Request) -> Response:
-        self.tenant.require_admin()
-        rows = validated_filters(HoldFilterSet, request, selectors.hold_list(platform=self.tenant.platform)).qs
-        query = validated(PageQuerySerializer, request.query_params)
-        return Response(paginate_newest_first(request, rows, query, HoldSerializer))
+        return super().list(request)
 
     @extend_schema(
         operation_id="billing_reservations_retrieve",
@@ -94,8 +87,7 @@ class ReservationViewSet(TenantViewSet):
         tags=["reservations"],
     )
     def retrieve(self, request: Request, hold_id: str) -> Response:
-        self.tenant.require_admin()
-        return Response(HoldSerializer(self._hold(_hold_id(hold_id))).data)
+        return Response(HoldSerializer(self.get_object()).data)
 
     @extend_schema(
         operation_id="billing_reservations_create",
@@ -123,7 +115,6 @@ class ReservationViewSet(TenantViewSet):
         tags=["reservations"],
     )
     def create(self, request: Request) -> Response:
-        self.tenant.require_admin()
         data = validated(ReservationCreateInputSerializer, request.data)
         account = selectors.account_get(account_id=data["account_id"], platform=self.tenant.platform)
         if account is None:
@@ -189,9 +180,9 @@ class ReservationViewSet(TenantViewSet):
         },
         tags=["reservations"],
     )
+    @action(detail=True, methods=["post"])
     def capture(self, request: Request, hold_id: str) -> Response:
-        self.tenant.require_admin()
-        hold = self._hold(_hold_id(hold_id))  # a hold that is not there is a 404 whatever the body
+        hold = self.get_object()  # a hold that is not there is a 404 whatever the body
         data = validated(ReservationCaptureInputSerializer, request.data)
         result, event = services.usage_capture(
             platform=self.tenant.platform,
@@ -227,9 +218,9 @@ class ReservationViewSet(TenantViewSet):
         },
         tags=["reservations"],
     )
+    @action(detail=True, methods=["post"])
     def release(self, request: Request, hold_id: str) -> Response:
-        self.tenant.require_admin()
-        hold = self._hold(_hold_id(hold_id))
+        hold = self.get_object()
         result = services.hold_release(hold_id=hold.id, account_id=hold.account_id, actor=request.user)
         body = {
             **HoldSerializer(result.hold).data,

@@ -5,55 +5,17 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api.views import TenantViewSet
-from billing_service.errors import InvalidInput
-from billing_service.inputs import (
-    InstantField,
-    StrictBooleanField,
-    StrictIntegerField,
-    StrictUUIDField,
-    TextField,
-)
-from billing_service.money import MoneyField, format_exact, format_money
+from billing_service.money import format_exact, format_money
 from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema
 from credits.api.serializers import ExactOutField, LedgerEntrySerializer, MoneyOutField, iso_instant
-from credits.api.usage_input import MAX_TOKENS, EventErrors, parse_event
+from credits.api.usage_input import EventErrors, UsageBatchInputSerializer, UsageEventInputSerializer
 from credits.models import UsageEvent
 from credits.services import usage_record, usage_record_batch
-
-MAX_BATCH = 1000
-
-
-class UsageEventInputSerializer(serializers.Serializer):
-    """Documents the event body; validation is ``credits.api.usage_input.parse_event``."""
-
-    account_id = StrictUUIDField(help_text="A credit account of your platform.")
-    request_id = TextField(
-        max_length=255, blank=False,
-        help_text="Your id of the call: the idempotency key, and the name of one AI call (a hold's request_id "
-        "cannot be recorded here: 409 request_id_held).",
-    )
-    endpoint = TextField(max_length=200, blank=False, help_text='What was called, e.g. "/v1/chat/completions".')
-    model = TextField(max_length=100, required=False, help_text="Priced from the rate card.")
-    input_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS, required=False)
-    output_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS, required=False)
-    amount = MoneyField(allow_zero=True, required=False, help_text="The cost, when you price it yourself.")
-    success = StrictBooleanField(default=True, help_text="A failed call is recorded and costs nothing.")
-    description = TextField(max_length=500, required=False)
-    metadata = serializers.DictField(
-        required=False, allow_null=True,
-        help_text="Any JSON object, up to 4,096 bytes of JSON and 32 levels deep (null: none).",
-    )
-    occurred_at = InstantField(
-        required=False,
-        help_text="When the call happened (default: now): ISO 8601, e.g. 2026-04-17T09:15:00Z (an offset is "
-        "converted to UTC; none means UTC), not before 2000-01-01T00:00:00Z and at most 5 minutes ahead of the "
-        "service's clock. Its UTC day is the day the call counts in /usage/stats/.",
-    )
-
 
 class UsageEventSerializer(serializers.Serializer):
     id = serializers.UUIDField()
@@ -134,13 +96,6 @@ BatchResultSerializer = inline_serializer(
 )
 
 
-def _event_or_400(data: object):  # noqa: ANN202
-    try:
-        return parse_event(data)
-    except EventErrors as exc:
-        raise InvalidInput(f"Invalid input: {', '.join(exc.errors)}.", details=exc.errors) from None
-
-
 class UsageViewSet(TenantViewSet):
     """Usage events from the platform's backend (owners and admins). A successful event debits its account
     in the same transaction that stores it; `request_id` makes retries safe."""
@@ -165,14 +120,9 @@ class UsageViewSet(TenantViewSet):
     )
     def create(self, request: Request) -> Response:
         self.tenant.require_admin()
-        usage = _event_or_400(request.data)
-        result = usage_record(
-            platform=self.tenant.platform, account_id=usage.account_id, request_id=usage.request_id,
-            endpoint=usage.endpoint, model=usage.model, input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens, amount=usage.amount, success=usage.success,
-            description=usage.description, metadata=usage.metadata, occurred_at=usage.occurred_at,
-            actor=request.user,
-        )
+        event = UsageEventInputSerializer(data=request.data)
+        event.is_valid(raise_exception=True)
+        result = usage_record(platform=self.tenant.platform, usage=event.validated_data, actor=request.user)
         body = {
             "transaction": LedgerEntrySerializer(result.entry).data if result.entry else None,
             "usage_event": UsageEventSerializer(result.event).data,
@@ -183,29 +133,22 @@ class UsageViewSet(TenantViewSet):
     @extend_schema(
         operation_id="billing_usage_batch_create",
         summary="Record up to 1,000 AI calls, each on its own",
-        request=inline_serializer(
-            name="UsageBatch", fields={"events": UsageEventInputSerializer(many=True, help_text="1 to 1,000.")}
-        ),
+        request=UsageBatchInputSerializer,
         responses={200: BatchResultSerializer, **ERROR_RESPONSES},
         tags=["usage"],
     )
+    @action(detail=False, methods=["post"])
     def batch(self, request: Request) -> Response:
         self.tenant.require_admin()
-        data = request.data
-        events = data.get("events") if isinstance(data, dict) else None
-        problems: dict[str, list[str]] = {}
-        if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
-            problems["events"] = [f"Must be a list of 1 to {MAX_BATCH} events."]
-        if isinstance(data, dict):
-            problems |= {str(name): ["Unknown field."] for name in sorted(set(data) - {"events"}, key=str)}
-        if problems:
-            raise InvalidInput(f"Invalid input: {', '.join(problems)}.", details=problems)
+        batch = UsageBatchInputSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        events = batch.validated_data
         parsed: list = []
         results: list[dict | None] = [None] * len(events)
         positions: list[int] = []
         for i, raw in enumerate(events):
             try:
-                parsed.append(parse_event(raw))
+                parsed.append(UsageEventInputSerializer.parse(raw))
                 positions.append(i)
             except EventErrors as exc:
                 # echoed only when valid: an invalid one may not even be encodable (a lone surrogate)

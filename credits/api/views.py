@@ -1,31 +1,21 @@
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
+from rest_framework.mixins import ListModelMixin
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api.views import TenantViewSet
+from accounts.api.views import IsPlatformAdmin, TenantGenericViewSet
 from accounts.errors import NotAMember
 from accounts.tenancy import platform_admin_resolve
 from billing_service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from billing_service.idempotency import client_key, idempotency_key_from
-from billing_service.pagination import (
-    InvalidCursor,
-    PageQuerySerializer,
-    cursor_response,
-    decode_cursor,
-    page_response,
-    paginate_newest_first,
-)
-from billing_service.schema import (
-    ERROR_RESPONSES,
-    error_response,
-    extend_schema,
-    filterset_parameters,
-    paginated,
-)
-from billing_service.validation import validated, validated_filters
+from billing_service.pagination import PageOrCursorPagination
+from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema, paginated
+from billing_service.validation import validated
 from credits import selectors, services
 from credits.api.serializers import (
     AccountQuerySerializer,
@@ -34,7 +24,7 @@ from credits.api.serializers import (
     PlatformLedgerEntrySerializer,
 )
 from credits.errors import AccountNotFound, IdempotencyConflict
-from credits.filters import LedgerEntryFilterSet, PlatformLedgerFilterSet
+from credits.filters import AccountLedger, LedgerEntryFilterSet, PlatformLedgerFilterSet
 from credits.models import CreditAccount, LedgerEntry
 
 PLATFORM_KEY_PARAM = OpenApiParameter(
@@ -57,52 +47,34 @@ class CallerAccountMixin:
         return account or services.account_ensure(platform=tenant.platform, user=request.user)
 
 
-def _ledger_listing(request: Request, account: CreditAccount, serializer_class) -> dict:  # noqa: ANN001
-    flt = validated_filters(LedgerEntryFilterSet, request, LedgerEntry.objects.none()).ledger_filter()
-    query = validated(PageQuerySerializer, request.query_params)
-    size = query["page_size"]
-    if query["pagination"] == "cursor" or "cursor" in query:
-        before = after = None
-        if "cursor" in query:
-            direction, position = decode_cursor(query["cursor"])
-            if not isinstance(position, int) or isinstance(position, bool):
-                raise InvalidCursor()
-            before, after = (position, None) if direction == "before" else (None, position)
-        rows, more = selectors.ledger_keyset(account=account, flt=flt, before=before, after=after, limit=size)
-        older = rows[-1].sequence if rows and (more or after is not None) else None
-        newer = rows[0].sequence if rows and (before is not None or (after is not None and more)) else None
-        return cursor_response(
-            request,
-            next_position=older if (after is not None or more) else None,
-            previous_position=newer,
-            results=serializer_class(rows, many=True).data,
-        )
-    count, rows = selectors.ledger_page(account=account, flt=flt, page=query["page"], page_size=size)
-    return page_response(
-        request, count=count, page=query["page"], page_size=size, results=serializer_class(rows, many=True).data
-    )
-
-
-class LedgerEntryViewSet(CallerAccountMixin, TenantViewSet):
+class LedgerEntryViewSet(CallerAccountMixin, ListModelMixin, TenantGenericViewSet):
     """The caller's ledger, newest first. Page pagination gives an exact `count` at constant cost; use
     `pagination=cursor` to walk deep history."""
 
+    serializer_class = LedgerEntrySerializer
     filterset_class = LedgerEntryFilterSet
+    pagination_class = PageOrCursorPagination
+
+    def get_queryset(self) -> AccountLedger:
+        return AccountLedger(self.caller_account(self.request))
 
     @extend_schema(
         operation_id="billing_transactions_list",
         summary="Your credit transactions, newest first",
-        parameters=[PLATFORM_KEY_PARAM, *filterset_parameters(LedgerEntryFilterSet), PageQuerySerializer],
+        parameters=[PLATFORM_KEY_PARAM],
         responses={200: paginated(LedgerEntrySerializer, "PaginatedLedgerEntryList"), **ERROR_RESPONSES},
         tags=["account"],
     )
     def list(self, request: Request) -> Response:
-        return Response(_ledger_listing(request, self.caller_account(request), LedgerEntrySerializer))
+        return super().list(request)
 
 
-class ManualAdjustmentViewSet(TenantViewSet):
+class ManualAdjustmentViewSet(TenantGenericViewSet):
     """A manual credit adjustment by an owner or admin, written as an `adjustment` ledger row naming them.
     A negative amount never takes an account below zero available credits."""
+
+    serializer_class = LedgerEntrySerializer
+    permission_classes = [IsAuthenticated, IsPlatformAdmin]
 
     @extend_schema(
         operation_id="billing_admin_credits_manual_create",
@@ -127,7 +99,6 @@ class ManualAdjustmentViewSet(TenantViewSet):
         tags=["admin"],
     )
     def create(self, request: Request) -> Response:
-        self.tenant.require_admin()
         data = validated(ManualAdjustmentInputSerializer, request.data)
         key = idempotency_key_from(request)
         if selectors.account_get(account_id=data["account_id"], platform=self.tenant.platform) is None:
@@ -151,13 +122,20 @@ class ManualAdjustmentViewSet(TenantViewSet):
         )
 
 
-class PlatformLedgerEntryViewSet(TenantViewSet):
+class PlatformLedgerEntryViewSet(ListModelMixin, TenantGenericViewSet):
     """Every ledger row of the platform, newest first, across its members' and its own accounts."""
+
+    serializer_class = PlatformLedgerEntrySerializer
+    filterset_class = PlatformLedgerFilterSet
+    pagination_class = PageOrCursorPagination
+    permission_classes = [IsAuthenticated, IsPlatformAdmin]
+
+    def get_queryset(self) -> QuerySet[LedgerEntry]:
+        return selectors.platform_ledger_list(platform=self.tenant.platform)
 
     @extend_schema(
         operation_id="billing_admin_credits_transactions_list",
         summary="Every credit transaction of the platform (owners and admins)",
-        parameters=[*filterset_parameters(PlatformLedgerFilterSet), PageQuerySerializer],
         responses={
             200: paginated(PlatformLedgerEntrySerializer, "PaginatedPlatformLedgerEntryList"),
             **ERROR_RESPONSES,
@@ -165,8 +143,4 @@ class PlatformLedgerEntryViewSet(TenantViewSet):
         tags=["admin"],
     )
     def list(self, request: Request) -> Response:
-        self.tenant.require_admin()
-        rows = selectors.platform_ledger_list(platform=self.tenant.platform)
-        rows = validated_filters(PlatformLedgerFilterSet, request, rows).qs
-        query = validated(PageQuerySerializer, request.query_params)
-        return Response(paginate_newest_first(request, rows, query, PlatformLedgerEntrySerializer))
+        return super().list(request)

@@ -9,6 +9,7 @@ from credits.services.balances import (
     credits_grant,
     credits_refund,
     credits_reverse_purchase,
+    low_balance_threshold_set,
 )
 from credits.services.holds import (
     DEFAULT_HOLD_SECONDS,
@@ -20,7 +21,8 @@ from credits.services.holds import (
     holds_release_expired,
 )
 from credits.services.rate_card import model_price_create
-from credits.services.usage import UsageInput, UsageResult, usage_capture, usage_record
+from credits.services.usage import UsageResult, usage_capture, usage_record
+from credits.services.usage_events import UsageInput
 from credits.services.usage_batch import BatchOutcome, usage_record_batch
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "credits_refund",
     "credits_reverse_purchase",
     "hold_capture",
+    "low_balance_threshold_set",
     "model_price_create",
     "hold_create",
     "hold_release",

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 
 from accounts.models import Platform
@@ -35,6 +35,18 @@ def account_ensure(*, platform: Platform, user: AbstractBaseUser | None) -> Cred
     return account
 
 
+def low_balance_threshold_set(*, account_id: uuid.UUID | str, threshold: Decimal | None) -> None:
+    """Sets the account's ``low_balance_threshold`` (None: no hook): ``settings.CREDITS_LOW_BALANCE_HOOK`` runs
+    after a debit leaves ``available`` below it. For a caller that holds the account's lock (``credits.locks``)
+    inside its own transaction (payments' auto-recharge settings); opens none."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("low_balance_threshold_set runs inside the caller's transaction, under the account's lock")
+    if threshold is not None and (not isinstance(threshold, Decimal) or not threshold.is_finite() or threshold < 0):
+        raise ValueError(f"threshold must be None or a finite Decimal >= 0, got {threshold!r}")
+    if not CreditAccount.objects.filter(pk=account_id).update(low_balance_threshold=threshold):
+        raise AccountNotFound()
+
+
 # --- single-row changes --------------------------------------------------------------------------------
 
 
@@ -48,8 +60,11 @@ def credits_grant(
     payment_amount_usd: Decimal | None = None,
     actor: AbstractBaseUser | None = None,
     idempotency_key: str | None = None,
+    key_locked: bool = False,
 ) -> PostResult:
-    """Adds credits (top-up, purchase, plan grant, promotion): an ``add`` row."""
+    """Adds credits (top-up, purchase, plan grant, promotion): an ``add`` row. ``key_locked``: the caller holds a
+    lock that no other writer of this idempotency key can pass (an order's row lock for ``order:<id>``), so the
+    post needs no savepoint to survive losing a race for the key (``ledger.post``'s ``savepoint=False``)."""
     return ledger.post(
         account_id,
         Posting(
@@ -62,6 +77,7 @@ def credits_grant(
             actor_id=actor_id_of(actor),
             idempotency_key=idempotency_key,
         ),
+        savepoint=False if key_locked else None,
     )
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from credits import ledger
 from credits.errors import HoldExpired, HoldNotActive, HoldNotFound, IdempotencyConflict, RequestIdRecorded
 from credits.ledger import Posting, charge_split
-from credits.locks import account_lock, hold_lock
+from credits.locks import account_lock, account_lock_if_free, hold_lock, hold_lock_if_free
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType, UsageEvent
 from credits.services.common import actor_id_of, call_key, require_positive
 
@@ -261,11 +261,9 @@ def holds_release_expired(*, now: datetime | None = None, batch_size: int = 500)
         progressed = False
         for hold_id, account_id in candidates:
             with transaction.atomic(durable=True):
-                if CreditAccount.objects.select_for_update(skip_locked=True).filter(pk=account_id).first() is None:
+                if account_lock_if_free(account_id=account_id) is None:
                     continue  # busy right now: the next pass or the next run takes it
-                hold = Hold.objects.select_for_update(skip_locked=True).filter(
-                    pk=hold_id, status=HoldStatus.ACTIVE, expires_at__lte=now
-                ).first()
+                hold = hold_lock_if_free(hold_id=hold_id, status=HoldStatus.ACTIVE, expires_at__lte=now)
                 if hold is None:
                     continue
                 _hold_finish(hold, status=HoldStatus.EXPIRED, captured=None, actor=None, now=now)

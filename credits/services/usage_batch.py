@@ -4,11 +4,8 @@ writing them set-based: accounts locked once in primary-key order, rows by COPY,
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -17,44 +14,20 @@ from django.utils import timezone
 from accounts.models import Platform
 from billing_service.db import server_bound_cursor
 from billing_service.errors import DomainError
-from billing_service.money import EXACT_CONTEXT
-from credits import ledger
+from credits import ledger, sql
 from credits.errors import AccountNotFound, IdempotencyConflict, InsufficientCredits, RequestIdHeld
-from credits.models import CreditAccount, ModelPrice
+from credits.models import CreditAccount
 from credits.selectors import model_prices_for
 from credits.services.common import actor_id_of
-from credits.services.usage import (
-    EVENT_TABLE,
-    HOLD_TABLE,
-    ROLLUP_COLS,
-    ROLLUP_TABLE,
-    ROLLUP_UPSERT_TAIL,
+from credits.services.usage import retrying
+from credits.services.usage_events import (
+    PricedUsage,
     UsageInput,
     debit_posting,
-    priced_by,
-    retrying,
-    usage_cost,
-)
-
-# The columns of the rows a batch builds, in their order.
-_COPY_EVENTS = (
-    f"COPY {EVENT_TABLE} (id, account_id, platform_id, request_id, endpoint, model, input_tokens, output_tokens, "
-    f"cost, charged, priced_by, price_id, success, description, metadata, ledger_entry_id, hold_id, request_hash, "
-    f"occurred_at, recorded_at) FROM STDIN"
-)
-_UPSERT_ROLLUPS = (
-    f"INSERT INTO {ROLLUP_TABLE} AS r ({ROLLUP_COLS}) "
-    f"SELECT * FROM unnest(%b::uuid[], %b::date[], %s::text[], %b::bigint[], %b::bigint[], %b::bigint[], "
-    f"%b::numeric[], %b::bigint[], %b::bigint[]){ROLLUP_UPSERT_TAIL}"
-)
-# What a batch's request_ids already name, in one round trip: recorded events (is_hold false: their hash, id and
-# ledger row) and holds (is_hold true: their status and id).
-_FIND_CALLS = (
-    f"WITH k AS MATERIALIZED (SELECT * FROM unnest(%b::uuid[], %s::text[]) AS k(account_id, request_id)) "
-    f"SELECT false, account_id, request_id, request_hash, id, ledger_entry_id FROM {EVENT_TABLE} "
-    f"WHERE (account_id, request_id) IN (SELECT * FROM k) UNION ALL "
-    f"SELECT true, account_id, request_id, status, id, NULL FROM {HOLD_TABLE} "
-    f"WHERE (account_id, request_id) IN (SELECT * FROM k)"
+    event_row,
+    events_write,
+    needs_rate_card,
+    usage_price,
 )
 
 
@@ -76,51 +49,38 @@ def usage_record_batch(
     account_ids = {usage.account_id for usage in events}
     known = set(CreditAccount.objects.filter(platform=platform, pk__in=account_ids).values_list("pk", flat=True))
     now = timezone.now()
-    priced_models = sorted({u.model for u in events if u.success and u.amount is None and u.model})
+    priced_models = sorted({u.model for u in events if needs_rate_card(u)})
     versions = model_prices_for(platform_id=platform.pk, models=priced_models) if priced_models else {}
     actor_id = actor_id_of(actor)
 
-    pending: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str]] = []
+    pending: list[tuple[int, PricedUsage]] = []
     for i, usage in enumerate(events):
         if usage.account_id not in known:
             outcomes[i] = BatchOutcome(usage.request_id, "rejected",
                                        error=AccountNotFound(details={"account_id": str(usage.account_id)}))
             continue
         try:
-            cost, price = usage_cost(usage, versions.get(usage.model, []), usage.occurred_at or now)
+            pending.append((i, usage_price(usage, versions.get(usage.model, []), now)))
         except DomainError as exc:
             outcomes[i] = BatchOutcome(usage.request_id, "rejected", error=exc)
-            continue
-        pending.append((i, usage, cost, price, usage.digest()))
 
     if pending:
-        for i, outcome in retrying(lambda: _record_pending(platform, pending, now, actor_id)):
+        for i, outcome in retrying(lambda: _record_pending(platform, pending, actor_id)):
             outcomes[i] = outcome
     return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _record_pending(
-    platform: Platform, pending: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str]],
-    now: datetime, actor_id: int | None,
+    platform: Platform, pending: list[tuple[int, PricedUsage]], actor_id: int | None
 ) -> list[tuple[int, BatchOutcome]]:
-    states = ledger.lock_accounts(sorted({usage.account_id for _, usage, *_ in pending}))
-    with server_bound_cursor() as cursor:
-        cursor.execute(
-            _FIND_CALLS, [[u.account_id for _, u, *_ in pending], [u.request_id for _, u, *_ in pending]]
-        )
-        known: dict[tuple[uuid.UUID, str], tuple] = {}  # -> (request_hash, event id, ledger entry id)
-        held: dict[tuple[uuid.UUID, str], tuple] = {}  # -> (hold id, status)
-        for is_hold, account_id, request_id, text, row_id, entry_id in cursor.fetchall():
-            if is_hold:
-                held[(account_id, request_id)] = (row_id, text)
-            else:
-                known[(account_id, request_id)] = (text, row_id, entry_id)
-
+    states = ledger.lock_accounts({priced.usage.account_id for _, priced in pending})
+    known, held = _calls_of([priced.usage for _, priced in pending])
     results: dict[int, BatchOutcome] = {}
-    fresh: list[tuple[int, UsageInput, Decimal, ModelPrice | None, str, uuid.UUID]] = []
+    fresh: list[tuple[int, PricedUsage, uuid.UUID]] = []
     first_in_batch: dict[tuple[uuid.UUID, str], tuple[int, str]] = {}
     repeats: list[tuple[int, int]] = []  # (index, index of the same event earlier in this batch)
-    for i, usage, cost, price, digest in pending:
+    for i, priced in pending:
+        usage, digest = priced.usage, priced.digest
         key = (usage.account_id, usage.request_id)
         seen = known.get(key)
         earlier = first_in_batch.get(key)
@@ -140,37 +100,24 @@ def _record_pending(
             repeats.append((i, earlier[0]))
         else:
             first_in_batch[key] = (i, digest)
-            fresh.append((i, usage, cost, price, digest, uuid.uuid4()))
+            fresh.append((i, priced, uuid.uuid4()))
 
     charges = [
-        (usage.account_id, debit_posting(usage, Decimal(0), event_id, digest, actor_id, None, charge=cost))
-        for _, usage, cost, _, digest, event_id in fresh if cost > 0
+        (priced.usage.account_id, debit_posting(priced, Decimal(0), event_id, actor_id, None, charge=priced.cost))
+        for _, priced, event_id in fresh if priced.cost > 0
     ]
     posted = iter(ledger.post_many(charges, states=states) if charges else [])
-
     rows: list[tuple] = []
-    rollups: dict[tuple, list] = defaultdict(lambda: [0, 0, 0, Decimal(0), 0, 0])
-    for i, usage, cost, price, digest, event_id in fresh:
+    for i, priced, event_id in fresh:
         entry_id, charged = None, Decimal(0)
-        if cost > 0:
+        if priced.cost > 0:
             outcome = next(posted)
             if isinstance(outcome, InsufficientCredits):
-                results[i] = BatchOutcome(usage.request_id, "rejected", error=outcome)
+                results[i] = BatchOutcome(priced.usage.request_id, "rejected", error=outcome)
                 continue
             entry_id, charged = outcome.id, outcome.charged
-        at = usage.occurred_at or now
-        rows.append((
-            event_id, usage.account_id, platform.pk, usage.request_id, usage.endpoint, usage.model,
-            usage.input_tokens, usage.output_tokens, cost, charged, priced_by(usage), price.pk if price else None,
-            usage.success, usage.description, json.dumps(usage.metadata or {}), entry_id, None, digest, at, now,
-        ))
-        bucket = rollups[(usage.account_id, at.astimezone(UTC).date(), usage.endpoint)]
-        bucket[0] += 1
-        bucket[1 if usage.success else 2] += 1
-        bucket[3] = EXACT_CONTEXT.add(bucket[3], cost)
-        bucket[4] += usage.input_tokens or 0
-        bucket[5] += usage.output_tokens or 0
-        results[i] = BatchOutcome(usage.request_id, "recorded", event_id=event_id, entry_id=entry_id)
+        rows.append(event_row(priced, event_id=event_id, platform_id=platform.pk, charged=charged, entry_id=entry_id))
+        results[i] = BatchOutcome(priced.usage.request_id, "recorded", event_id=event_id, entry_id=entry_id)
 
     for i, original in repeats:  # the same event twice in one batch: the second mirrors the first
         first = results[original]
@@ -179,18 +126,21 @@ def _record_pending(
             if first.status == "recorded"
             else BatchOutcome(first.request_id, first.status, error=first.error)
         )
-
     if rows:
-        with server_bound_cursor() as cursor:
-            with cursor.copy(_COPY_EVENTS) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            keys = sorted(rollups)
-            cursor.execute(
-                _UPSERT_ROLLUPS,
-                [
-                    [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-                    *([rollups[k][j] for k in keys] for j in range(6)),
-                ],
-            )
+        events_write(rows)
     return sorted(results.items())
+
+
+def _calls_of(usages: list[UsageInput]) -> tuple[dict, dict]:
+    """What the request_ids already name, under the accounts' locks: ({(account, request_id): (request_hash,
+    event id, ledger entry id)}, {(account, request_id): (hold id, status)})."""
+    known: dict[tuple[uuid.UUID, str], tuple] = {}
+    held: dict[tuple[uuid.UUID, str], tuple] = {}
+    with server_bound_cursor() as cursor:
+        cursor.execute(sql.FIND_CALLS, [[u.account_id for u in usages], [u.request_id for u in usages]])
+        for is_hold, account_id, request_id, text, row_id, entry_id in cursor.fetchall():
+            if is_hold:
+                held[(account_id, request_id)] = (row_id, text)
+            else:
+                known[(account_id, request_id)] = (text, row_id, entry_id)
+    return known, held

@@ -31,7 +31,7 @@ from subscriptions.errors import (
     PlanConflict,
     PlanNotFound,
 )
-from subscriptions.locks import platform_plans_lock
+from subscriptions.locks import plan_lock, platform_plans_lock
 from subscriptions.models import (
     Plan,
     RolloverPolicy,
@@ -208,7 +208,7 @@ def plan_update(
     if platform_id is None:
         raise PlanNotFound()
     platform_plans_lock(platform_id=platform_id)
-    plan = Plan.objects.select_for_update().get(pk=plan_id)
+    plan = plan_lock(plan_id=plan_id)
     merged, problems = plan_update_problems(plan, changes)
     if problems:
         raise invalid(problems)

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 
 from credits.errors import RequestIdHeld
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, UsageEvent
-from credits.services import credits_debit, credits_grant, hold_create, usage_record
+from credits.services import UsageInput, credits_debit, credits_grant, hold_create, usage_record
 from tests.api_helpers import assert_utc, db_snapshot, error_of, invalid_field, post_json
 from tests.conftest import client_for
 from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
@@ -242,8 +242,8 @@ def test_a_client_idempotency_key_never_takes_a_request_id(admin, member):
 def test_a_request_id_recorded_as_usage_cannot_be_held(admin, member, platform, amount):
     """A request_id names one AI call: once recorded as a usage event (charged, or free with no ledger row), a
     hold with it is a 409 (its capture could never record its event)."""
-    usage_record(platform=platform, account_id=member.account.id, request_id="call-9", endpoint="/x",
-                 amount=D(amount))
+    usage_record(platform=platform, usage=UsageInput(account_id=member.account.id, request_id="call-9",
+                                                     endpoint="/x", amount=D(amount)))
     before = everything()
     error = error_of(reserve(client_for(admin), member.account.id, "1", "call-9"), 409, "request_id_recorded")
     assert error["details"] == {"request_id": "call-9"}
@@ -395,8 +395,8 @@ def test_a_direct_usage_call_with_a_held_request_id_is_refused_and_the_hold_stil
     error = error_of(post_json(client, "/api/billing/usage/", body), 409, "request_id_held")
     assert error["details"] == {"hold_id": held["id"], "hold_status": "active"}
     with pytest.raises(RequestIdHeld):
-        usage_record(platform=platform, account_id=member.account.id, request_id="call-1", endpoint="/x",
-                     amount=D("0"), success=False)
+        usage_record(platform=platform, usage=UsageInput(account_id=member.account.id, request_id="call-1",
+                                                         endpoint="/x", amount=D("0"), success=False))
     batch = post_json(client, "/api/billing/usage/batch/", {"events": [body]}).json()
     assert batch["results"][0]["status"] == "rejected"
     assert batch["results"][0]["error"]["code"] == "request_id_held"

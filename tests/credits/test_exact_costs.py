@@ -110,11 +110,11 @@ def test_charge_split_is_exact_and_never_overcharges(carried, cost):
 def test_one_token_at_40_cents_per_million_is_carried_not_free(platform):
     account = funded(platform, "tiny")
     price(platform, "cheap", "0.40")
-    first = usage_record(platform=platform, account_id=account.id, request_id="t-1", endpoint="/c", model="cheap",
-                         input_tokens=1)
+    first = usage_record(platform=platform, usage=UsageInput(account_id=account.id, request_id="t-1", endpoint="/c", model="cheap",
+                         input_tokens=1))
     assert (first.event.cost, first.event.charged, first.entry) == (D("0.0000004"), 0, None)
-    second = usage_record(platform=platform, account_id=account.id, request_id="t-2", endpoint="/c", model="cheap",
-                          input_tokens=2)
+    second = usage_record(platform=platform, usage=UsageInput(account_id=account.id, request_id="t-2", endpoint="/c", model="cheap",
+                          input_tokens=2))
     assert second.event.cost == D("0.0000008")  # not 0.000001
     assert second.event.charged == Q and second.entry.balance_delta == -Q  # 0.0000012 carried: 0.000001 debited
     assert assert_exact(account) == (D("0.0000012"), Q, D("0.0000002"))
@@ -219,7 +219,7 @@ def test_debits_plus_the_carried_remainder_equal_the_exact_costs(platform, steps
         if kind == "single":
             item = usage(spec)
             try:
-                usage_record(platform=platform, **{f: getattr(item, f) for f in item.__slots__})
+                usage_record(platform=platform, usage=item)
             except Exception as exc:  # noqa: BLE001
                 assert type(exc).__name__ == "InsufficientCredits", exc
         elif kind == "batch":
@@ -259,8 +259,9 @@ def test_concurrent_fractional_events_single_batched_and_captured_stay_exact(pla
     def work(i: int) -> list:
         done = []
         for j in range(15):
-            done.append(usage_record(platform=platform, account_id=account.id, request_id=f"s-{i}-{j}",
-                                     endpoint="/c", model="cheap", input_tokens=i + j, output_tokens=j % 3))
+            done.append(usage_record(platform=platform, usage=UsageInput(
+                account_id=account.id, request_id=f"s-{i}-{j}", endpoint="/c", model="cheap", input_tokens=i + j,
+                output_tokens=j % 3)))
         done.append(usage_record_batch(platform=platform, events=[
             UsageInput(account_id=account.id, request_id=f"b-{i}-{k}", endpoint="/c", model="cheap",
                        input_tokens=k) for k in range(7)
@@ -301,8 +302,8 @@ def test_the_one_statement_path_writes_only_over_the_remainder_it_read(platform)
     writes nothing and the event goes down the locked path: nothing is debited against a stale remainder."""
     account = funded(platform, "cas", "1")
     price(platform, "cheap", "0.40")
-    usage_record(platform=platform, account_id=account.id, request_id="t-0", endpoint="/c", model="cheap",
-                 input_tokens=1)  # carried 0.0000004
+    usage_record(platform=platform, usage=UsageInput(account_id=account.id, request_id="t-0", endpoint="/c",
+                                                     model="cheap", input_tokens=1))  # carried 0.0000004
     started, pid, results = threading.Event(), [], []
 
     def racer() -> None:
@@ -310,15 +311,15 @@ def test_the_one_statement_path_writes_only_over_the_remainder_it_read(platform)
             connection.ensure_connection()
             pid.append(connection.connection.info.backend_pid)
             started.set()
-            results.append(usage_record(platform=platform, account_id=account.id, request_id="a", endpoint="/c",
-                                        model="cheap", input_tokens=2))  # reads 0.0000004, then waits
+            results.append(usage_record(platform=platform, usage=UsageInput(  # reads 0.0000004, then waits
+                account_id=account.id, request_id="a", endpoint="/c", model="cheap", input_tokens=2)))
         finally:
             connection.close()
 
     thread = threading.Thread(target=racer)
     with transaction.atomic():
-        usage_record(platform=platform, account_id=account.id, request_id="b", endpoint="/c", model="cheap",
-                     input_tokens=1)  # the remainder becomes 0.0000008 under this transaction's lock
+        usage_record(platform=platform, usage=UsageInput(  # the remainder becomes 0.0000008 under this lock
+            account_id=account.id, request_id="b", endpoint="/c", model="cheap", input_tokens=1))
         thread.start()
         assert started.wait(30)
         wait_until_blocked(pid[0])

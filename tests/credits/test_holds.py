@@ -23,6 +23,7 @@ from credits.errors import (
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
 from credits.services import (
     MAX_HOLD_SECONDS,
+    UsageInput,
     credits_debit,
     credits_grant,
     hold_capture,
@@ -145,8 +146,8 @@ def test_hold_idempotency_replays_conflicts_and_is_per_account(account, second_a
             hold_create(**({"account_id": account.id, "amount": D("10"), "expires_in": 60,
                             "idempotency_key": "h1"} | changed))
     with pytest.raises(RequestIdHeld):  # a usage call of the same request_id meets the hold
-        usage_record(platform=account.platform, account_id=account.id, request_id="h1", endpoint="/chat",
-                     amount=D("10"))
+        usage_record(platform=account.platform,
+                     usage=UsageInput(account_id=account.id, request_id="h1", endpoint="/chat", amount=D("10")))
     assert state(account) == after
 
     theirs = hold_create(account_id=second_account.id, amount=D("10"), expires_in=60, idempotency_key="h1")
@@ -157,8 +158,8 @@ def test_hold_idempotency_replays_conflicts_and_is_per_account(account, second_a
 
 @pytest.mark.parametrize("amount", [D("5"), D(0)])
 def test_a_usage_request_id_cannot_be_taken_by_a_hold(account, amount):
-    usage_record(platform=account.platform, account_id=account.id, request_id="k", endpoint="/chat",
-                 amount=amount)  # charged, or free (no ledger row)
+    usage_record(platform=account.platform,
+                 usage=UsageInput(account_id=account.id, request_id="k", endpoint="/chat", amount=amount))  # or free
     before = state(account)
     with pytest.raises(RequestIdRecorded):
         hold_create(account_id=account.id, amount=D("5"), idempotency_key="k")

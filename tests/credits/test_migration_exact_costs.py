@@ -83,13 +83,13 @@ def test_existing_rows_are_carried_over(platform):
 def test_the_data_step_leaves_exact_events_as_they_are(platform, member, owner):
     """Run again (over events recorded since 0005, with costs finer than a quantum), it changes nothing."""
     from credits.models import ModelPrice, UsageEvent
-    from credits.services import usage_record
+    from credits.services import UsageInput, usage_record
 
     ModelPrice.objects.create(platform=platform, model="m", input_per_million=D("0.40"), output_per_million=0,
                               effective_from=timezone.now())
     for i in range(5):
-        usage_record(platform=platform, account_id=member.account.id, request_id=f"x-{i}", endpoint="/e", model="m",
-                     input_tokens=3)
+        usage_record(platform=platform, usage=UsageInput(account_id=member.account.id, request_id=f"x-{i}",
+                                                         endpoint="/e", model="m", input_tokens=3))
     before = sorted(UsageEvent.objects.values_list("request_id", "cost", "charged"))
     _migrate([("credits", "0005_exact_costs_and_key_namespaces")])
     _migrate(None)

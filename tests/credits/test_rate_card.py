@@ -20,7 +20,7 @@ from credits.models import ModelPrice, PricingSource, UsageEvent
 from credits.selectors import model_price_at
 from credits.errors import ModelPriceConflict
 from credits.services.rate_card import model_price_create
-from credits.services.usage import usage_record
+from credits.services import UsageInput, usage_record
 from tests.api_helpers import assert_money, assert_utc, error_of, invalid_field, iso_z, post_json
 from tests.conftest import client_for, make_member, make_platform
 
@@ -534,22 +534,26 @@ def test_usage_is_priced_by_the_version_in_effect_and_keeps_its_id(owner, member
     ).json()
     now_event = usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="r1",
-        endpoint="/chat",
-        model="gpt-4o",
-        input_tokens=1000,
-        output_tokens=2000,
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="r1",
+            endpoint="/chat",
+            model="gpt-4o",
+            input_tokens=1000,
+            output_tokens=2000,
+        ),
     )
     later_event = usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="r2",
-        endpoint="/chat",
-        model="gpt-4o",
-        input_tokens=1000,
-        output_tokens=2000,
-        occurred_at=tomorrow + timedelta(seconds=1),
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="r2",
+            endpoint="/chat",
+            model="gpt-4o",
+            input_tokens=1000,
+            output_tokens=2000,
+            occurred_at=tomorrow + timedelta(seconds=1),
+        ),
     )
     # 1000 * 2.50 / 1e6 + 2000 * 10 / 1e6 = 0.0225; at the new version half of it
     assert (now_event.event.cost, now_event.event.price_id) == (Decimal("0.0225"), first["id"])
@@ -694,12 +698,14 @@ def test_admin_changelists_search_and_filter(browser, platform, other_platform, 
     assert browser.get(url, {"model": "claude"}).status_code == 200
     usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="r1",
-        endpoint="/chat",
-        model="gpt-4o",
-        input_tokens=10,
-        output_tokens=10,
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="r1",
+            endpoint="/chat",
+            model="gpt-4o",
+            input_tokens=10,
+            output_tokens=10,
+        ),
     )
     for name in ("usageevent", "usagerollup"):
         changelist = reverse(f"admin:credits_{name}_changelist")
@@ -713,12 +719,14 @@ def test_admin_usage_events_and_rollups_are_read_only(browser, platform, member)
     seed(platform, "gpt-4o", "1", "2", timezone.now() - timedelta(seconds=1))
     result = usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="r1",
-        endpoint="/chat",
-        model="gpt-4o",
-        input_tokens=10,
-        output_tokens=10,
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="r1",
+            endpoint="/chat",
+            model="gpt-4o",
+            input_tokens=10,
+            output_tokens=10,
+        ),
     )
     event_url = reverse("admin:credits_usageevent_change", args=[result.event.pk])
     assert browser.get(event_url).status_code == 200

@@ -32,7 +32,7 @@ def usage(account, request_id: str, amount: str = "1", **kwargs) -> UsageInput: 
 
 
 def record(platform, item: UsageInput):  # noqa: ANN001, ANN201
-    return usage_record(platform=platform, **{f: getattr(item, f) for f in item.__slots__})
+    return usage_record(platform=platform, usage=item)
 
 
 def assert_usage_consistent(account: CreditAccount, initial: Decimal) -> None:

@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from accounts.services import platform_create
 from credits.errors import AccountNotFound, IdempotencyConflict, InsufficientCredits
 from credits.models import CreditAccount, LedgerEntry, ModelPrice, UsageEvent, UsageRollup
-from credits.services import credits_grant, usage_record
+from credits.services import UsageInput, credits_grant, usage_record
 from credits.services import usage as usage_service
 from tests.conftest import make_member
 from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
@@ -35,7 +35,7 @@ def accounts(platform):
 
 def record(platform, account, request_id: str = "req-1", **fields):
     body = {"endpoint": "/v1/chat/completions", "amount": D("1.25")} | fields
-    return usage_record(platform=platform, account_id=account.id, request_id=request_id, **body)
+    return usage_record(platform=platform, usage=UsageInput(account_id=account.id, request_id=request_id, **body))
 
 
 def general(platform, account, request_id: str = "req-1", **fields):
@@ -125,8 +125,7 @@ def test_the_low_balance_hook_runs(accounts, settings, monkeypatch):
     platform, (account, _) = accounts
     calls = []
     monkeypatch.setattr("credits.ledger.low_balance_hook", lambda: calls.append)
-    CreditAccount.objects.filter(pk=account.pk).update(auto_recharge_enabled=True,
-                                                       auto_recharge_threshold_usd=D("9.5"))
+    CreditAccount.objects.filter(pk=account.pk).update(low_balance_threshold=D("9.5"))
 
     record(platform, account, "r1", amount=D("0.25"))
     record(platform, account, "r2", amount=D("0.50"))

@@ -44,7 +44,7 @@ from credits.services import (
     usage_record,
     usage_record_batch,
 )
-from credits.services.usage import usage_cost
+from credits.services.usage_events import usage_cost
 from tests.conftest import make_member
 from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
 
@@ -115,7 +115,9 @@ def rate_card(platform):  # noqa: ANN001, ANN201
 
 def record(platform, account, request_id="req-1", **kwargs):  # noqa: ANN001, ANN003, ANN201
     kwargs.setdefault("endpoint", "/v1/chat")
-    return usage_record(platform=platform, account_id=account.id, request_id=request_id, **kwargs)
+    actor = kwargs.pop("actor", None)
+    return usage_record(platform=platform, usage=UsageInput(account_id=account.id, request_id=request_id, **kwargs),
+                        actor=actor)
 
 
 def event(account, request_id, **kwargs) -> UsageInput:  # noqa: ANN001, ANN003
@@ -319,7 +321,8 @@ def test_an_account_of_another_platform_is_not_found(platform, other_platform, a
     with pytest.raises(AccountNotFound):
         record(platform, foreign, amount=D("1"))
     with pytest.raises(AccountNotFound):
-        usage_record(platform=platform, account_id=uuid.uuid4(), request_id="r", endpoint="/e", amount=D("1"))
+        usage_record(platform=platform,
+                     usage=UsageInput(account_id=uuid.uuid4(), request_id="r", endpoint="/e", amount=D("1")))
     assert UsageEvent.objects.count() == 0 and balance_of(foreign) == D("10")
 
 
@@ -344,7 +347,7 @@ def test_rollups_are_per_account_utc_day_and_endpoint(platform, account, rate_ca
     ]
     if path == "single":
         for usage in events:
-            usage_record(platform=platform, **{f: getattr(usage, f) for f in usage.__slots__})
+            usage_record(platform=platform, usage=usage)
     else:
         assert [o.status for o in usage_record_batch(platform=platform, events=events)] == ["recorded"] * 7
     assert rollups_of(account) == {

@@ -12,8 +12,7 @@ from rest_framework.test import APIClient
 
 from credits.models import CreditAccount, ModelPrice, UsageEvent, UsageRollup
 from credits.selectors import usage_stats
-from credits.services import credits_grant
-from credits.services.usage import usage_record
+from credits.services import UsageInput, credits_grant, usage_record
 from tests.api_helpers import assert_money, assert_utc, error_of, invalid_field, iso_z
 from tests.conftest import client_for
 
@@ -436,7 +435,8 @@ def test_recorded_usage_shows_up_in_the_stats(member, platform):
     def record(request_id, **kwargs):  # noqa: ANN001, ANN003, ANN202
         defaults = {"endpoint": "/v1/chat", "model": "gpt-4o", "input_tokens": 1000, "output_tokens": 1000}
         return usage_record(
-            platform=platform, account_id=member.account.id, request_id=request_id, **{**defaults, **kwargs}
+            platform=platform,
+            usage=UsageInput(account_id=member.account.id, request_id=request_id, **{**defaults, **kwargs}),
         )
 
     record("a", occurred_at=day1_late)  # 0.0125
@@ -459,17 +459,21 @@ def test_recorded_usage_shows_up_in_the_stats(member, platform):
 def test_recorded_usage_now_is_in_the_default_view(member, platform):
     usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="now-1",
-        endpoint="/v1/chat",
-        amount=Decimal("1.5"),
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="now-1",
+            endpoint="/v1/chat",
+            amount=Decimal("1.5"),
+        ),
     )
     usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="now-2",
-        endpoint="/v1/chat",
-        amount=Decimal("0.25"),
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="now-2",
+            endpoint="/v1/chat",
+            amount=Decimal("0.25"),
+        ),
     )
     body = stats(client_for(member))
     assert body["total_requests"] == 2

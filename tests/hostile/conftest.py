@@ -33,7 +33,14 @@ from werkzeug import Request, Response
 
 from accounts.models import Role
 from credits.models import CreditAccount
-from credits.services import credits_adjust, hold_create, hold_release, model_price_create, usage_record
+from credits.services import (
+    UsageInput,
+    credits_adjust,
+    hold_create,
+    hold_release,
+    model_price_create,
+    usage_record,
+)
 from payments.models import Order
 from payments.recharge_models import SavedPaymentMethod
 from subscriptions.services import plan_create, subscription_start
@@ -42,6 +49,7 @@ from tests.conftest import Member, client_for, make_member, make_platform
 from tests.payments.creem_support import API_KEY as CREEM_API_KEY
 from tests.payments.creem_support import WEBHOOK_SECRET as CREEM_WEBHOOK_SECRET
 from tests.payments.creem_support import FakeCreem
+from tests.payments.recharge_support import auto_recharge_set
 
 # --- budget and determinism --------------------------------------------------------------------------------------
 
@@ -230,9 +238,9 @@ def hostile_world(live_server, hostile_providers) -> World:
     released = hold_create(account_id=other_member.account.id, amount=Decimal("2.00"), actor=owner.user).hold
     hold_release(hold_id=released.id)
     foreign_hold = hold_create(account_id=outsider.account.id, amount=Decimal("1.00"), actor=outsider.user).hold
-    usage_record(platform=platform, account_id=member.account.id, request_id=SEED_REQUEST_IDS[1],
-                 endpoint="/v1/chat/completions", model=PRICED_MODELS[0], input_tokens=1000, output_tokens=200,
-                 actor=owner.user)
+    usage_record(platform=platform, actor=owner.user, usage=UsageInput(
+        account_id=member.account.id, request_id=SEED_REQUEST_IDS[1], endpoint="/v1/chat/completions",
+        model=PRICED_MODELS[0], input_tokens=1000, output_tokens=200))
     credits_adjust(account_id=member.account.id, amount=Decimal("-1.50"), description="seed correction",
                    idempotency_key=SEED_IDEMPOTENCY_KEYS[0], actor=owner.user)
     # The member is subscribed (a second subscription checkout is a 409), the owner is not (it is a 201).
@@ -253,9 +261,8 @@ def hostile_world(live_server, hostile_providers) -> World:
     # ... and saved a card, with auto-recharge on: a debit that leaves them under 90 credits charges it.
     SavedPaymentMethod.objects.create(account=member.account, provider_customer_id="cus_test_member",
                                       provider_payment_method_id="pm_test_member", brand="visa", last4="4242")
-    CreditAccount.objects.filter(pk=member.account.pk).update(
-        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal("90.00"),
-        auto_recharge_amount_usd=Decimal("20.00"), auto_recharge_spending_limit_usd=Decimal("100.00"))
+    auto_recharge_set(member.account.pk, enabled=True, threshold_usd=Decimal("90.00"),
+                      amount_usd=Decimal("20.00"), spending_limit_usd=Decimal("100.00"))
 
     accounts = [str(m.account.id) for m in (member, owner, other_member, outsider)]
     world = World(live_url=live_server.url, owner=owner, member=member, other_member=other_member,
