@@ -127,8 +127,8 @@ def ensure_members(platform, prefix: str, n: int, *, funds: Decimal, floor: Deci
             INSERT INTO credits_creditaccount
                    (id, platform_id, user_id, currency, balance, reserved, last_sequence, count_add,
                     count_subtract, count_reserve, count_release, count_rollover, count_refund, count_adjustment,
-                    last_entry_at, auto_recharge_enabled, created_at)
-            SELECT gen_random_uuid(), %(platform)s, u.id, 'USD', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, false, now()
+                    last_entry_at, created_at)
+            SELECT gen_random_uuid(), %(platform)s, u.id, 'USD', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, now()
               FROM ({users}) AS u
             ON CONFLICT DO NOTHING
             """,

@@ -11,9 +11,12 @@ from django.contrib import admin, messages
 
 from billing_service.errors import DomainError
 from billing_service.forms import StrictModelForm
+from payments.errors import InvalidAutoRecharge
 from payments.models import Order, PlanCreditPeriod, PlatformPaymentSettings, WebhookEvent, WebhookStatus
-from payments.selectors import origin_of
-from payments.services import webhook_event_process
+from payments.recharge import auto_recharge_admin_save, auto_recharge_check
+from payments.recharge_models import ACTIVE, AutoRechargeSettings, Recharge, SavedPaymentMethod
+from payments.selectors import origin_of, payment_settings_for
+from payments.webhooks.events import webhook_event_process
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -84,7 +87,7 @@ class OrderAdmin(ReadOnlyAdmin):
 class WebhookEventAdmin(ReadOnlyAdmin):
     list_display = ["event_id", "provider", "type", "status", "attempts", "order", "received_at", "processed_at"]
     list_filter = ["provider", "status", "type"]
-    search_fields = ["=event_id", "=order__id", "type"]
+    search_fields = ["=event_id", "=order__id", "=object_id", "=payment_intent_id", "=invoice_id", "=order_ref", "type"]
     date_hierarchy = "received_at"
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
     actions = ["process_again"]
@@ -136,3 +139,76 @@ class PlanCreditPeriodAdmin(ReadOnlyAdmin):
     date_hierarchy = "period_start"
     ordering = ["-period_start", "-id"]
     readonly_fields = [f.name for f in PlanCreditPeriod._meta.fields]
+
+
+# --- saved payment methods and auto-recharge ---------------------------------------------------------------------
+
+
+_SETTINGS = ["enabled", "threshold_usd", "amount_usd", "spending_limit_usd"]
+
+
+class AutoRechargeSettingsForm(StrictModelForm):
+    """The API's rules (``recharge.auto_recharge_check``), and enabling needs a saved card, as in the API."""
+
+    class Meta:
+        model = AutoRechargeSettings
+        fields = ["account", *_SETTINGS]
+
+    def clean(self):  # noqa: ANN201
+        data = super().clean()
+        account = data.get("account") or getattr(self.instance, "account", None)
+        if account is None or any(name in self.errors for name in _SETTINGS):
+            return data
+        candidate = AutoRechargeSettings(account=account, **{name: data.get(name) for name in _SETTINGS})
+        limits = payment_settings_for(platform=account.platform)
+        try:
+            auto_recharge_check(candidate, top_up_min=limits.top_up_min_usd, top_up_max=limits.top_up_max_usd)
+        except InvalidAutoRecharge as exc:
+            for field, problems in (exc.details or {}).items():
+                self.add_error(field.removeprefix("auto_recharge_"), problems)
+            return data
+        if candidate.enabled and not SavedPaymentMethod.objects.filter(ACTIVE, account_id=account.pk).exists():
+            self.add_error("enabled", "Auto-recharge needs a saved payment method.")
+        return data
+
+
+@admin.register(AutoRechargeSettings)
+class AutoRechargeSettingsAdmin(admin.ModelAdmin):
+    """Saved through ``recharge.auto_recharge_admin_save``: under the account's lock, with the account's
+    ``low_balance_threshold`` kept equal to the threshold while enabled."""
+
+    form = AutoRechargeSettingsForm
+    list_display = ["account", "enabled", "threshold_usd", "amount_usd", "spending_limit_usd", "last_triggered_at"]
+    list_filter = ["enabled", "account__platform"]
+    search_fields = ["=account__id", "account__user__username", "account__platform__platform_key"]
+    list_select_related = ["account__platform", "account__user"]
+    raw_id_fields = ["account"]
+
+    def get_readonly_fields(self, request, obj=None):  # noqa: ANN001, ANN201
+        return ["account", "last_triggered_at", "updated_at"] if obj else ["last_triggered_at", "updated_at"]
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return False
+
+    def save_model(self, request, obj, form, change):  # noqa: ANN001, ANN201
+        auto_recharge_admin_save(settings=obj)
+
+
+@admin.register(SavedPaymentMethod)
+class SavedPaymentMethodAdmin(ReadOnlyAdmin):
+    list_display = ["account", "provider", "brand", "last4", "provider_customer_id", "removed_at", "updated_at"]
+    list_filter = ["provider", ("removed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["=account__id", "=provider_customer_id", "=provider_payment_method_id"]
+    list_select_related = ["account__platform", "account__user"]
+    readonly_fields = [f.name for f in SavedPaymentMethod._meta.fields]
+
+
+@admin.register(Recharge)
+class RechargeAdmin(ReadOnlyAdmin):
+    list_display = ["id", "account", "status", "failure_reason", "amount_usd", "attempts", "created_at",
+                    "settled_at"]
+    list_filter = ["status", "failure_reason"]
+    search_fields = ["=id", "=account__id", "=provider_payment_id"]
+    list_select_related = ["account__platform", "account__user"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Recharge._meta.fields]

@@ -26,3 +26,8 @@ def ignored(note: str, order_id: uuid.UUID | None = None) -> Handled:
 
 def processed(order_id: uuid.UUID | None = None, note: str = "") -> Handled:
     return Handled(WebhookStatus.PROCESSED, order_id, note)
+
+
+def parked(note: str, order_id: uuid.UUID | None = None) -> Handled:
+    """A refund waiting for what it refunds: applied by the event that brings it (``payments.refunds``)."""
+    return Handled(WebhookStatus.PARKED, order_id, note)

@@ -202,7 +202,7 @@ class Order(models.Model):
 class PlanCreditPeriod(models.Model):
     """The plan credits of one billing period of a subscription: granted once when its invoice is paid.
 
-    Accounting (see ``payments.webhooks``): plan credits are spent before purchased ones. When the next
+    Accounting (see ``payments.plan_periods``): plan credits are spent before purchased ones. When the next
     period's invoice is paid, this period's unused plan credits are
     ``min(available now, granted + carried_in - spent since the grant)`` (spent: ``subtract`` rows after
     ``grant_sequence`` minus usage refunds); the plan's rollover policy keeps some (``carried_out``, the next
@@ -306,21 +306,36 @@ class WebhookStatus(models.TextChoices):
     RECEIVED = "received", "Received (not processed yet)"
     PROCESSED = "processed", "Processed"
     IGNORED = "ignored", "Ignored (a type or object this service does not handle)"
+    PARKED = "parked", "Parked (a refund waiting for its order or invoice; applied when that arrives)"
     FAILED = "failed", "Failed (see last_error)"
 
 
-# An event in one of these is done: a redelivery changes nothing.
-WEBHOOK_DONE_STATUSES = (WebhookStatus.PROCESSED, WebhookStatus.IGNORED)
+# An event in one of these is done: a redelivery changes nothing (a parked one is applied by the event it waits for).
+WEBHOOK_DONE_STATUSES = (WebhookStatus.PROCESSED, WebhookStatus.IGNORED, WebhookStatus.PARKED)
 
 
 class WebhookEvent(models.Model):
-    """One provider event, stored before it is processed. A redelivery finds it here."""
+    """One provider event, stored before it is processed. A redelivery finds it here.
+
+    The ids other events look it up by are columns, read out of the payload when it is stored
+    (``payments.providers.stripe_events.event_lookups`` / ``creem_events.event_lookups``): the object it is about,
+    the payment intent and invoice that object names, and the order its metadata names."""
 
     id = models.BigAutoField(primary_key=True)
     provider = models.CharField(max_length=16, choices=WebhookProvider.choices)
     event_id = models.CharField(max_length=255)
     type = models.CharField(max_length=255)
     payload = models.JSONField()
+    object_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="The id of the event's object (cs_..., ch_..., ref_...)."
+    )
+    payment_intent_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="The payment intent the object names (pi_...)."
+    )
+    invoice_id = models.CharField(max_length=255, blank=True, default="", help_text="The invoice it names (in_...).")
+    order_ref = models.UUIDField(
+        null=True, blank=True, help_text="The order of this service its metadata names (it may not exist)."
+    )
     status = models.CharField(max_length=16, choices=WebhookStatus.choices, default=WebhookStatus.RECEIVED)
     attempts = models.PositiveIntegerField(default=0, help_text="Times processing was tried.")
     last_error = models.TextField(blank=True, default="")
@@ -336,12 +351,12 @@ class WebhookEvent(models.Model):
         indexes = [
             models.Index(fields=["status", "-received_at"], name="webhook_status_received"),
             models.Index(fields=["order"], condition=Q(order__isnull=False), name="webhook_order"),
-            # refunds waiting for their order to be credited (payments.webhooks, PARKED): looked for on every
-            # credited order, so the lookup reads only them
-            models.Index(
-                fields=["provider"], condition=Q(type="charge.refunded", status=WebhookStatus.IGNORED),
-                name="webhook_parked_refunds",
-            ),
+            # refunds waiting for their order or invoice (payments.refunds): looked for on every credited order
+            # and every recorded period, so the look-up reads only them
+            models.Index(fields=["provider", "type"], condition=Q(status=WebhookStatus.PARKED), name="webhook_parked"),
+            # invoice.paid reads the invoice_payment.paid of its invoice; a Creem refund looks for its other events
+            models.Index(fields=["invoice_id"], condition=~Q(invoice_id=""), name="webhook_invoice"),
+            models.Index(fields=["provider", "type", "object_id"], name="webhook_object"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_unique_provider_event"),

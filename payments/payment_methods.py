@@ -2,7 +2,7 @@
 removed. Saving happens only through signed Stripe events; the API opens Stripe's pages and never sees a card.
 
 Saving:
-- A top-up checkout with ``save_payment_method`` (``services.checkout_create``): the session asks Stripe to keep the
+- A top-up checkout with ``save_payment_method`` (``checkout.checkout_create``): the session asks Stripe to keep the
   card for off-session use (``payment_intent_data.setup_future_usage`` "off_session") on the account's Stripe
   customer, or on one Checkout creates (``customer_creation`` "always") when the account has none yet, and names
   the order on the PaymentIntent (``payment_intent_data.metadata.order_id``). Its ``payment_intent.succeeded``
@@ -26,10 +26,11 @@ Saving:
   (``payment_method_describe``), never inside the webhook's transaction.
 
 Removing (``payment_method_remove``): the method is forgotten here (its row kept with ``removed_at``, so a late
-event, or one without a time, cannot bring it back), auto-recharge is turned off and a recharge not yet sent to
-Stripe fails ("payment method removed"); ``recharge.recharge_charge`` also re-checks the card right before
-charging. The card stays on the Stripe customer: it may also pay the account's subscription, which Stripe charges
-from the customer's default method.
+event, or one without a time, cannot bring it back), auto-recharge is turned off (``recharge.auto_recharge_disable``:
+with the account's ``low_balance_threshold``) and a recharge not yet sent to Stripe fails (``failure_reason``
+``payment_method_removed``); ``recharge.recharge_charge`` also re-checks the card right before charging. The card
+stays on the Stripe customer: it may also pay the account's subscription, which Stripe charges from the customer's
+default method.
 """
 
 from __future__ import annotations
@@ -48,19 +49,27 @@ from credits import selectors as credit_selectors
 from credits import services as credit_services
 from credits.locks import account_lock
 from credits.models import CreditAccount
-from payments import selectors, webhooks
+from payments import locks, selectors
 from payments.errors import PaymentMethodNotFound
+from payments.handled import Handled, ignored, processed
 from payments.models import Channel, Order, OrderType, WebhookEvent, WebhookStatus
 from payments.providers import stripe as stripe_provider
-from payments.redirects import redirects_check
 from payments.providers import stripe_events
-from payments.recharge import PAYMENT_METHOD_REMOVED, PI_SUCCEEDED, payment_method_save, recharges_cancel
-from payments.recharge_models import ACTIVE, SavedPaymentMethod
+from payments.recharge import (
+    PAYMENT_METHOD_REMOVED,
+    PI_SUCCEEDED,
+    auto_recharge_disable,
+    payment_method_save,
+    recharges_cancel,
+)
+from payments.recharge_models import ACTIVE, RechargeFailure, SavedPaymentMethod
+from payments.redirects import redirects_check
 
 PURPOSE = "auto_recharge_payment_method"  # metadata.purpose of the setup sessions (and SetupIntents) opened here
 SETUP_SUCCEEDED = "setup_intent.succeeded"
 SESSION_COMPLETED = "checkout.session.completed"
 EVENT_TYPES = frozenset({SETUP_SUCCEEDED, SESSION_COMPLETED, PI_SUCCEEDED})
+NOT_SAVED_OLDER = "older than the account's last payment method change: not saved"
 
 
 # --- reads -------------------------------------------------------------------------------------------------------
@@ -111,16 +120,16 @@ def payment_method_remove(*, account: CreditAccount | None) -> None:
     if account is None:
         raise PaymentMethodNotFound()
     with transaction.atomic(durable=True):
-        locked = account_lock(account_id=account.pk)
-        saved = SavedPaymentMethod.objects.select_for_update().filter(ACTIVE, account_id=account.pk).first()
+        locked = account_lock(account_id=account.pk)  # the lock order: payments.locks (auto-recharge)
+        saved = locks.saved_method_lock(account_id=account.pk, active_only=True) if locked else None
         if locked is None or saved is None:
             raise PaymentMethodNotFound()
         saved.removed_at = timezone.now()
         saved.save(update_fields=["removed_at", "updated_at"])
-        if locked.auto_recharge_enabled:
-            locked.auto_recharge_enabled = False
-            locked.save(update_fields=["auto_recharge_enabled"])
-        recharges_cancel(account_id=locked.pk, reason=PAYMENT_METHOD_REMOVED)
+        auto_recharge_disable(account=locked)
+        recharges_cancel(
+            account_id=locked.pk, reason=RechargeFailure.PAYMENT_METHOD_REMOVED, message=PAYMENT_METHOD_REMOVED
+        )
 
 
 # --- after commit: details read from Stripe ------------------------------------------------------------------
@@ -145,7 +154,7 @@ def payment_method_from_setup(*, account_id: uuid.UUID | str, setup_intent_id: s
     intent = stripe_provider.setup_intent_get(setup_intent_id=setup_intent_id)
     with transaction.atomic(durable=True):
         applied = _setup_intent_save(intent, _when(as_of), account_ref=str(account_id), describe=False)
-    return applied.status == WebhookStatus.PROCESSED and not applied.note.startswith("older")
+    return applied.status == WebhookStatus.PROCESSED and applied.note != NOT_SAVED_OLDER
 
 
 # --- webhook events (inside the webhook's transaction) -------------------------------------------------------
@@ -164,7 +173,7 @@ def handles(event: WebhookEvent) -> bool:
     return "recharge_id" not in metadata and isinstance(metadata.get("order_id"), str)
 
 
-def event_apply(event: WebhookEvent) -> webhooks.Handled:
+def event_apply(event: WebhookEvent) -> Handled:
     obj = _object(event.payload)
     as_of = _when(event.payload.get("created"))
     if event.type == SETUP_SUCCEEDED:
@@ -174,22 +183,22 @@ def event_apply(event: WebhookEvent) -> webhooks.Handled:
     return _top_up_intent(obj, as_of)
 
 
-def _top_up_intent(obj: dict[str, Any], as_of: datetime | None) -> webhooks.Handled:
+def _top_up_intent(obj: dict[str, Any], as_of: datetime | None) -> Handled:
     """``payment_intent.succeeded`` of a top-up paid with ``setup_future_usage``: its card is kept."""
     order = _order_of(_metadata(obj).get("order_id"))
     if order is None:
-        return _ignored("the payment intent names no order of this service")
+        return ignored("the payment intent names no order of this service")
     if order.type != OrderType.TOP_UP or order.channel != Channel.STRIPE:
-        return _ignored(f"the order is a {order.channel} {order.type}, not a Stripe top-up", order.id)
+        return ignored(f"the order is a {order.channel} {order.type}, not a Stripe top-up", order.id)
     intent_id, customer, method = (_text(obj.get(k)) for k in ("id", "customer", "payment_method"))
     if obj.get("setup_future_usage") != "off_session" or not customer or not method:
-        return _ignored("a top-up payment without a card saved for later", order.id)
+        return ignored("a top-up payment without a card saved for later", order.id)
     if order.provider_payment_id and intent_id and order.provider_payment_id != intent_id:
-        return _ignored(f"payment intent {intent_id} is not the order's ({order.provider_payment_id})", order.id)
+        return ignored(f"payment intent {intent_id} is not the order's ({order.provider_payment_id})", order.id)
     if order.provider_customer_id and order.provider_customer_id != customer:
-        return _ignored(f"customer {customer} is not the order's ({order.provider_customer_id})", order.id)
+        return ignored(f"customer {customer} is not the order's ({order.provider_customer_id})", order.id)
     if not order.provider_customer_id and (refusal := _foreign_customer(order.account, customer)):
-        return _ignored(refusal, order.id)
+        return ignored(refusal, order.id)
     card = _charge_card(obj)
     return _save(order.account_id, customer, method, card, as_of, order_id=order.id)
 
@@ -197,35 +206,35 @@ def _top_up_intent(obj: dict[str, Any], as_of: datetime | None) -> webhooks.Hand
 def _setup_intent_save(
     intent: stripe_events.SetupIntentFacts, as_of: datetime | None, *, account_ref: str | None = None,
     describe: bool = True,
-) -> webhooks.Handled:
+) -> Handled:
     """A succeeded SetupIntent of a setup session opened here: its card is kept for the account it names, when
     the platform it names is the account's and its customer the account's (when it has one already)."""
     account, refusal = _account_of(intent.metadata, "the setup intent")
     if account is None:
-        return _ignored(refusal)
+        return ignored(refusal)
     if account_ref is not None and str(account.pk) != account_ref:
-        return _ignored(f"the setup intent names account {account.pk}, not {account_ref}")
+        return ignored(f"the setup intent names account {account.pk}, not {account_ref}")
     if intent.status != "succeeded":
-        return _ignored(f"the setup intent is {intent.status or '(no status)'}, not succeeded")
+        return ignored(f"the setup intent is {intent.status or '(no status)'}, not succeeded")
     if intent.usage == "on_session":
-        return _ignored("the setup intent saved the card for on-session use only")
+        return ignored("the setup intent saved the card for on-session use only")
     if not intent.customer_id or not intent.payment_method_id:
-        return _ignored("the setup intent names no customer or payment method")
+        return ignored("the setup intent names no customer or payment method")
     if refusal := _foreign_customer(account, intent.customer_id):
-        return _ignored(refusal)
+        return ignored(refusal)
     return _save(account.pk, intent.customer_id, intent.payment_method_id, intent.card, as_of, describe=describe)
 
 
-def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) -> webhooks.Handled:
+def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) -> Handled:
     """``checkout.session.completed`` of a setup session opened here (mode ``setup``)."""
     account, refusal = _account_of(_metadata(obj), "the setup session")
     if account is None:
-        return _ignored(refusal)
+        return ignored(refusal)
     account_id = account.pk
     if obj.get("status") not in (None, "complete"):
-        return _ignored(f"the setup session is {obj.get('status')}, not complete")
+        return ignored(f"the setup session is {obj.get('status')}, not complete")
     if (customer := _text(obj.get("customer"))) and (refusal := _foreign_customer(account, customer)):
-        return _ignored(refusal)
+        return ignored(refusal)
     setup_intent = obj.get("setup_intent")
     if isinstance(setup_intent, dict):  # expanded: everything is here
         facts = stripe_events.setup_intent_facts(setup_intent)
@@ -234,31 +243,29 @@ def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) ->
         return _setup_intent_save(facts, as_of, account_ref=str(account_id))
     setup_intent_id = _text(setup_intent)
     if not setup_intent_id:
-        return _ignored("the setup session names no setup intent")
+        return ignored("the setup session names no setup intent")
 
     when = created if isinstance(created, int) and not isinstance(created, bool) else None
     args = (str(account_id), setup_intent_id, when)
     enqueue_on_commit("payments.tasks.payment_method_from_setup_task", *args)
-    return webhooks.Handled(WebhookStatus.PROCESSED, note=f"the card of {setup_intent_id} is read from Stripe")
+    return processed(note=f"the card of {setup_intent_id} is read from Stripe")
 
 
 def _save(
     account_id: uuid.UUID, customer: str, method: str, card: stripe_events.CardFacts, as_of: datetime | None,
     *, order_id: uuid.UUID | None = None, describe: bool = True,
-) -> webhooks.Handled:
+) -> Handled:
     saved = payment_method_save(
         account_id=account_id, customer_id=customer, payment_method_id=method, brand=card.brand,
         last4=card.last4, as_of=as_of,
     )
     if saved is None:
-        return webhooks.Handled(
-            WebhookStatus.PROCESSED, order_id, "older than the account's last payment method change: not saved"
-        )
+        return processed(order_id, NOT_SAVED_OLDER)
     if describe and not (saved.brand or saved.last4):
 
         args = (str(account_id), method)
         enqueue_on_commit("payments.tasks.payment_method_describe_task", *args)
-    return webhooks.Handled(WebhookStatus.PROCESSED, order_id, "payment method saved for auto-recharge")
+    return processed(order_id, "payment method saved for auto-recharge")
 
 
 # --- reading events ----------------------------------------------------------------------------------------------
@@ -334,6 +341,3 @@ def _charge_card(intent: dict[str, Any]) -> stripe_events.CardFacts:
             return card
     return stripe_events.CardFacts("", "")
 
-
-def _ignored(note: str, order_id: uuid.UUID | None = None) -> webhooks.Handled:
-    return webhooks.Handled(WebhookStatus.IGNORED, order_id, note)

@@ -1,7 +1,16 @@
-"""What happens to a subscription period's plan credits after its grant (``webhooks._period_grant``): mid-period
-upgrades, refunds of the period's invoice, and the invoices that start no period. Called by ``payments.webhooks``
-(and ``payments.creem_webhooks``) inside the webhook's transaction, after the account's subscriptions lock;
-these helpers lock the period row, then the credit account (``credits``), and never call a provider.
+"""A subscription period's plan credits: the grant (``period_grant``, once per period, closing the previous period
+with its plan's rollover policy first), mid-period upgrades, what a refund of the period may take back, and the
+invoices that start no period. Called by the handlers of every provider (``payments.webhooks.stripe_handlers`` and
+``.creem_handlers``) and by ``payments.refunds`` inside the webhook's transaction, after the account's subscriptions lock;
+these lock the period rows (``payments.locks``), then the credit account (``credits``), and never call a provider.
+
+The grant: each paid period gets the plan's ``credits_included`` once per (subscription, period start): a
+``PlanCreditPeriod`` row and an ``add`` row (Stripe: keyed ``period:<subscription>:<period start>``; Creem keeps
+its own key and wording). The previous period is closed first: its unused plan credits are ``min(available,
+granted + upgrade_granted + carried_in - credits_reversed - spent since its grant)`` (plan credits are spent
+before purchased ones; spent = usage ``subtract`` rows minus usage refunds after the grant). The plan's rollover
+policy keeps none, all, or up to ``rollover_cap`` of them; the rest leave in one negative ``rollover`` row (keyed
+``rollover:<subscription>:<period start>``). Purchased credits never expire.
 
 Mid-period plan change (``upgrade_apply``), the policy:
 - A current subscription (active or trialing) whose plan now includes more credits than its current period has
@@ -21,13 +30,13 @@ Mid-period plan change (``upgrade_apply``), the policy:
   invoice (``billing_reason`` "subscription_update") whose subscription lines are all prorations, possibly with
   one-off invoice items besides. Such an invoice starts no period and grants nothing here
   (``is_proration_invoice``; it is stored ignored with a note): a period only ever starts from a subscription
-  line that is no proration (``stripe.subscription_period_line`` never falls back to a proration line).
+  line that is no proration (``stripe_events.subscription_period_line`` never falls back to a proration line).
 - A late ``customer.subscription.updated`` (an upgrade during period N that arrives after period N+1's invoice
   was applied) is older than the subscription's state and changes nothing: period N, already closed, gets no
   difference (its rollover is done); period N+1 was granted the plan its invoice paid for. The subscription's
   state is newer, so this is the policy, not a gap.
 
-Refunds of a period's invoice (``refund_apply``): a ``charge.refunded`` that names no order is matched to the
+Refunds of a period's invoice (``payments.refunds.period_refund_apply``): a ``charge.refunded`` that names no order is matched to the
 period whose invoice recorded its payment intent (``payment_intent_id``; or, in the older shapes, whose invoice
 the charge names). The share refunded (cumulative ``amount_refunded`` / the charge's ``amount``) of the credits
 the invoice granted (``granted``; an upgrade's credits are not part of it) is taken back with the order refunds'
@@ -35,7 +44,7 @@ policy: only what is available is removed (one negative ``refund`` row keyed ``r
 the rest is recorded on the period (``refund_shortfall_credits``) and named in the event's note. A refund that
 arrives before its invoice is parked (as order refunds are) and applied when the invoice records the period.
 The first invoice's refund is its order's (matched by the order first); its reversal is recorded on the period too
-(``order_refund_recorded``), as is a Creem refund's, so the rollover at the period's end never counts credits
+(``grant_reversed``), as is a Creem refund's, so the rollover at the period's end never counts credits
 that a refund already took back.
 
 A refund that arrives after its period has closed (the next invoice applied the rollover), the policy
@@ -51,44 +60,116 @@ part, though, is taken back from what is available, as a refund of an open perio
 plan credits are already spent, that can be purchased credits (the carried credits were spent in their place).
 
 Lock order: a refund takes the account's subscriptions lock and locks its period (and the open period after it)
-before ``credits_reverse_purchase`` locks the credit account, as ``_period_grant`` / ``_period_close`` and
+before ``credits_reverse_purchase`` locks the credit account, as ``period_grant`` / ``_period_close`` and
 ``upgrade_apply`` do (``payments.locks``), so a refund and a renewal of one account never deadlock.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
-from billing_service.money import QUANTUM, format_money
-from credits.models import LedgerEntry
-from credits.services import credits_grant, credits_reverse_purchase
-from payments import locks, webhooks
-from payments.errors import EventNotApplicable
-from payments.models import (
-    Channel,
-    Order,
-    OrderType,
-    PlanCreditPeriod,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookStatus,
-)
-from payments.providers.stripe_events import (
-    ChargeFacts,
-    charge_facts,
-    invoice_payment_facts,
-    subscription_period_line,
-)
+from billing_service.money import format_money
+from credits.locks import account_lock
+from credits.models import CreditAccount, LedgerEntry, TransactionType
+from credits.services import RemovalResult, credits_expire_plan, credits_grant, credits_reverse_purchase
+from payments import locks
+from payments.models import PlanCreditPeriod
+from payments.providers.stripe_events import subscription_period_line
 from subscriptions.locks import account_subscriptions_lock
-from subscriptions.models import Subscription, SubscriptionStatus
+from subscriptions.models import Plan, RolloverPolicy, Subscription, SubscriptionStatus
 
 UPGRADE_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING)
 MID_PERIOD_REASON = "subscription_update"
+
+
+# --- the grant, and the close of the period before ---------------------------------------------------------
+
+
+def period_grant(
+    subscription: Subscription,
+    *,
+    plan: Plan,
+    start: datetime,
+    end: datetime,
+    invoice_id: str,
+    grant: dict[str, Any] | None = None,
+) -> tuple[PlanCreditPeriod, bool]:
+    """Closes the previous period (rollover) and grants this one's plan credits; once per period. ``grant``
+    replaces the ledger row's description, reference, metadata and key (another provider's grants keep their own,
+    so that a redelivered event replays the same row). Returns the period and whether it was granted now."""
+    account_subscriptions_lock(account_id=subscription.account_id)
+    existing = PlanCreditPeriod.objects.filter(subscription=subscription, period_start=start).first()
+    if existing is not None:
+        return existing, False
+    previous = locks.period_open_before_lock(subscription_id=subscription.pk, start=start)
+    carried = _period_close(previous) if previous is not None else Decimal(0)
+    entry = None
+    if plan.credits_included > 0:
+        entry = credits_grant(
+            account_id=subscription.account_id,
+            amount=plan.credits_included,
+            **(grant or {
+                "description": f"{plan.name} plan credits, {start:%Y-%m-%d} to {end:%Y-%m-%d}",
+                "reference": f"subscription:{subscription.pk}",
+                "metadata": {"subscription_id": str(subscription.pk), "plan": plan.slug, "invoice_id": invoice_id,
+                             "period_start": start.isoformat(), "period_end": end.isoformat()},
+                "idempotency_key": f"period:{subscription.pk}:{int(start.timestamp())}",
+            }),
+        ).entry
+    sequence = entry.sequence if entry is not None else CreditAccount.objects.filter(
+        pk=subscription.account_id).values_list("last_sequence", flat=True).get()
+    period = PlanCreditPeriod.objects.create(
+        subscription=subscription, plan=plan, period_start=start, period_end=end, invoice_id=invoice_id,
+        granted=plan.credits_included, carried_in=carried, grant_entry=entry, grant_sequence=sequence,
+    )
+    return period, True
+
+
+def plan_credits_spent(*, account_id: uuid.UUID, after_sequence: int) -> Decimal:
+    """Credits spent on usage after a ledger sequence: ``subtract`` rows, less the refunds of usage."""
+    rows = LedgerEntry.objects.filter(account_id=account_id, sequence__gt=after_sequence)
+    debits = rows.filter(transaction_type=TransactionType.SUBTRACT).aggregate(t=Sum("balance_delta"))["t"]
+    returned = rows.filter(transaction_type=TransactionType.REFUND, refund_of__isnull=False).aggregate(
+        t=Sum("balance_delta"))["t"]
+    return max(-(debits or Decimal(0)) - (returned or Decimal(0)), Decimal(0))
+
+
+def _period_close(period: PlanCreditPeriod) -> Decimal:
+    """Applies the period's plan's rollover policy to its unused plan credits; returns what carries over."""
+    account_id = period.subscription.account_id
+    account = account_lock(account_id=account_id)
+    spent = plan_credits_spent(account_id=account_id, after_sequence=period.grant_sequence)
+    plan_credits = period.granted + period.upgrade_granted + period.carried_in - period.credits_reversed
+    unused = max(min(account.available, plan_credits - spent), Decimal(0))
+    policy = period.plan.rollover_policy
+    keep = unused if policy == RolloverPolicy.ALL else (
+        min(unused, period.plan.rollover_cap) if policy == RolloverPolicy.CAPPED else Decimal(0)
+    )
+    expire = unused - keep
+    removed = Decimal(0)
+    if expire > 0:
+        result = credits_expire_plan(
+            account_id=account_id,
+            amount=expire,
+            description=f"Unused plan credits of {period.period_start:%Y-%m-%d} to {period.period_end:%Y-%m-%d}"
+            f" ({policy} rollover)",
+            reference=f"subscription:{period.subscription_id}",
+            metadata={"subscription_id": str(period.subscription_id), "period_start": period.period_start.isoformat(),
+                      "unused": format_money(unused), "kept": format_money(keep)},
+            idempotency_key=f"rollover:{period.subscription_id}:{int(period.period_start.timestamp())}",
+        )
+        period.rollover_entry, removed = result.entry, result.removed
+    period.unused, period.carried_out, period.expired = unused, keep, removed
+    period.closed_at = timezone.now()
+    period.save(update_fields=["unused", "carried_out", "expired", "rollover_entry", "closed_at"])
+    return keep
 
 
 # --- mid-period plan changes ------------------------------------------------------------------------------------
@@ -104,12 +185,7 @@ def upgrade_apply(subscription: Subscription) -> Decimal:
     if subscription.status not in UPGRADE_STATUSES or subscription.current_period_start is None:
         return Decimal(0)
     account_subscriptions_lock(account_id=subscription.account_id)
-    period = (
-        PlanCreditPeriod.objects.select_for_update()
-        .select_related("plan")
-        .filter(subscription_id=subscription.pk, period_start=subscription.current_period_start, closed_at__isnull=True)
-        .first()
-    )
+    period = locks.period_open_lock(subscription_id=subscription.pk, start=subscription.current_period_start)
     plan = subscription.plan
     if period is None or plan.pk == period.plan_id:
         return Decimal(0)
@@ -135,7 +211,7 @@ def upgrade_apply(subscription: Subscription) -> Decimal:
 
 def is_proration_invoice(payload: dict[str, Any], billing_reason: str) -> bool:
     """An invoice of a mid-period plan change: ``billing_reason`` "subscription_update" and no subscription line
-    for a billing period (``stripe.subscription_period_line``): its subscription lines are all prorations
+    for a billing period (``stripe_events.subscription_period_line``): its subscription lines are all prorations
     (``line.parent.subscription_item_details.proration`` since API version 2025-03-31, ``line.proration``
     before), whatever one-off invoice items it carries besides. A change that restarts the billing cycle (another
     interval) has a line for the new period that is no proration: that invoice starts a period as usual. A
@@ -147,13 +223,14 @@ def is_proration_invoice(payload: dict[str, Any], billing_reason: str) -> bool:
     return not subscription_period_line([line for line in lines if isinstance(line, dict)])
 
 
-# --- the invoice's payment, and its refunds ------------------------------------------------------------------
+# --- the invoice's payment ------------------------------------------------------------------------------------
 
 
-def payment_record(period: PlanCreditPeriod, *, payment_intent_id: str, amount_paid_cents: int | None) -> None:
-    """Records the payment intent (and amount) of the period's invoice, when the period has none yet (an
-    invoice event without the ``payments`` list names none), then applies the refunds parked for it."""
-    period = PlanCreditPeriod.objects.select_for_update().select_related("plan", "subscription").get(pk=period.pk)
+def payment_record(period: PlanCreditPeriod, *, payment_intent_id: str, amount_paid_cents: int | None) -> PlanCreditPeriod:
+    """Records the payment intent (and amount) of the period's invoice, when the period has none yet (an invoice
+    event without the ``payments`` list names none); returns the period, locked (its parked refunds are the
+    caller's next step: ``payments.refunds.parked_refunds_apply_to_period``)."""
+    period = locks.period_lock(period_pk=period.pk)
     changed = []
     if payment_intent_id and not period.payment_intent_id:
         period.payment_intent_id = payment_intent_id
@@ -163,147 +240,7 @@ def payment_record(period: PlanCreditPeriod, *, payment_intent_id: str, amount_p
         changed.append("amount_paid_usd")
     if changed:
         period.save(update_fields=changed)
-    parked_refunds_apply(period)
-
-
-_STORED_INVOICE_PAYMENT = (
-    "SELECT payload -> 'data' -> 'object' -> 'payment' ->> 'payment_intent' FROM payments_webhookevent "
-    "WHERE provider = 'stripe' AND type = 'invoice_payment.paid' "
-    "AND payload -> 'data' -> 'object' ->> 'invoice' = %s AND payload -> 'data' -> 'object' ->> 'status' = 'paid' "
-    "AND payload -> 'data' -> 'object' -> 'payment' ->> 'payment_intent' <> '' ORDER BY id LIMIT 1"
-)
-
-
-def invoice_payment_apply(payload: dict[str, Any]) -> tuple[str, str]:
-    """``invoice_payment.paid``: the payment intent that paid an invoice. Since API version 2025-03-31 an invoice
-    event names its payment intents only in ``payments``, a list webhooks leave out, and a charge no longer names
-    its invoice; this event is where a renewal's refunds learn their period. Recorded on the invoice's period
-    (``payment_record``, which applies the refunds parked for it); when the period is not there yet, the event
-    stays stored and ``invoice.paid`` reads it (``stored_invoice_payment_intent``; both hold the invoice's lock).
-    The first invoice's payment is its order's too: recorded on the order (whose refunds are matched by it first)
-    and the refunds parked for the order applied, as ``invoice.paid`` does when it names the payment intent.
-    Returns the event's (status, note)."""
-    facts = invoice_payment_facts(payload)
-    if facts.status != "paid" or not facts.invoice_id or not facts.payment_intent_id:
-        return WebhookStatus.IGNORED, "not a paid invoice payment by a payment intent"
-    locks.invoice_lock(invoice_id=facts.invoice_id)
-    locks.payment_intent_lock(payment_intent_id=facts.payment_intent_id)
-    found = PlanCreditPeriod.objects.filter(invoice_id=facts.invoice_id).values_list(
-        "pk", "subscription__account_id", "grant_entry_id").first()
-    if found is None:
-        return WebhookStatus.IGNORED, f"no plan period of invoice {facts.invoice_id} yet: its invoice.paid reads this"
-    order_id = Order.objects.filter(
-        type=OrderType.SUBSCRIPTION, channel=Channel.STRIPE, ledger_entry_id=found[2]
-    ).values_list("pk", flat=True).first() if found[2] is not None else None
-    order = locks.order_lock(order_id=order_id) if order_id else None  # the order before the subscriptions
-    account_subscriptions_lock(account_id=found[1])  # the lock order of webhooks._period_grant
-    period = PlanCreditPeriod.objects.get(pk=found[0])
-    if period.payment_intent_id and period.payment_intent_id != facts.payment_intent_id:
-        return WebhookStatus.IGNORED, f"the period already records payment intent {period.payment_intent_id}"
-    if order is not None and not order.provider_payment_id:
-        order.provider_payment_id = facts.payment_intent_id
-        order.save(update_fields=["provider_payment_id", "updated_at"])
-        webhooks._apply_parked_refunds(order)  # before the period's (a first invoice's refund is the order's)
-    payment_record(period, payment_intent_id=facts.payment_intent_id, amount_paid_cents=facts.amount_paid)
-    return WebhookStatus.PROCESSED, ""
-
-
-def stored_invoice_payment_intent(invoice_id: str) -> str:
-    """The payment intent a stored ``invoice_payment.paid`` names for the invoice, or ""."""
-    if not invoice_id:
-        return ""
-    with connection.cursor() as cursor:
-        cursor.execute(_STORED_INVOICE_PAYMENT, [invoice_id])
-        row = cursor.fetchone()
-    return row[0] if row else ""
-
-
-def period_for_charge(facts: ChargeFacts) -> PlanCreditPeriod | None:
-    """The (locked) period whose invoice the charge paid: by its payment intent, or by its invoice (older API
-    shapes name it on the charge). None when no period recorded either."""
-    rows = PlanCreditPeriod.objects.values_list("pk", "subscription__account_id")
-    found = rows.filter(payment_intent_id=facts.payment_intent_id).first() if facts.payment_intent_id else None
-    if found is None and facts.invoice_id:
-        found = rows.filter(invoice_id=facts.invoice_id).first()
-    if found is None:
-        return None
-    account_subscriptions_lock(account_id=found[1])  # the lock order of webhooks._period_grant
-    return PlanCreditPeriod.objects.select_for_update().select_related("plan", "subscription").get(pk=found[0])
-
-
-def refund_apply(period: PlanCreditPeriod, facts: ChargeFacts) -> str:
-    """Takes back the period's share of the refunded part not processed before; returns the event's note."""
-    subscription = period.subscription
-    if facts.currency and facts.currency != "usd":
-        raise EventNotApplicable(f"refunded in {facts.currency}; plan periods are paid in usd")
-    if not facts.amount or facts.amount <= 0 or facts.amount_refunded is None:
-        raise EventNotApplicable("the refunded charge has no amount")
-    if facts.amount_refunded > facts.amount:
-        raise EventNotApplicable(f"amount_refunded {facts.amount_refunded} exceeds the charge's {facts.amount}")
-    refunded = Decimal(facts.amount_refunded) / 100
-    if refunded <= period.amount_refunded_usd:
-        return "refund already processed"
-    target = period.granted if facts.amount_refunded == facts.amount else (
-        period.granted * facts.amount_refunded / facts.amount
-    ).quantize(QUANTUM, rounding=ROUND_DOWN)
-    owed = target - period.credits_reversed - period.refund_shortfall_credits - period.refund_expired_credits
-    note = f"refund of the plan period from {period.period_start:%Y-%m-%d}"
-    if owed > 0:
-        reversal = reversal_plan(period, owed)
-        result = credits_reverse_purchase(
-            account_id=subscription.account_id,
-            amount=reversal.take,
-            description=f"Refund of the {period.plan.name} plan period {period.period_start:%Y-%m-%d} to "
-            f"{period.period_end:%Y-%m-%d} ({format_money(refunded)} USD refunded)",
-            reference=f"subscription:{subscription.pk}",
-            metadata={"subscription_id": str(subscription.pk), "period_start": period.period_start.isoformat(),
-                      "charge_id": facts.charge_id, "amount_refunded_usd": format_money(refunded)},
-            idempotency_key=f"refund:{facts.charge_id}:{facts.amount_refunded}",
-        )
-        grant_reversed(period, reversal, removed=result.removed, shortfall=result.shortfall)
-        note += reversal_note(reversal, owed=owed, removed=result.removed, shortfall=result.shortfall)
-    period.amount_refunded_usd = refunded
-    period.save(update_fields=["amount_refunded_usd"])
-    return note
-
-
-def parked_refunds_apply(period: PlanCreditPeriod) -> None:
-    """Applies the refunds of the period's payment that arrived before its invoice: the largest cumulative one
-    (each one only adds what the ones before did not)."""
-    if not period.payment_intent_id and not period.invoice_id:
-        return
-    parked = WebhookEvent.objects.select_for_update().filter(
-        provider=WebhookProvider.STRIPE, type=webhooks.CHARGE_REFUNDED, status=WebhookStatus.IGNORED,
-        last_error__startswith=webhooks.PARKED,
-    )
-    found = []
-    if period.payment_intent_id:
-        found += list(parked.filter(payload__data__object__payment_intent=period.payment_intent_id))
-    if period.invoice_id:
-        found += list(parked.filter(payload__data__object__invoice=period.invoice_id))
-    events = sorted({e.pk: e for e in found}.values(), key=lambda e: charge_facts(e.payload).amount_refunded or 0)
-    for event in events:
-        if _names_an_order(charge_facts(event.payload)):
-            continue  # an order's refund: applied with its order (webhooks._apply_parked_refunds)
-        try:
-            with transaction.atomic():
-                note = refund_apply(period, charge_facts(event.payload))
-        except EventNotApplicable as exc:
-            period.refresh_from_db()
-            event.status, event.last_error = WebhookStatus.FAILED, str(exc)
-        else:
-            event.status, event.last_error = WebhookStatus.PROCESSED, f"applied once its invoice was paid: {note}"
-        event.processed_at = timezone.now()
-        event.save(update_fields=["status", "last_error", "processed_at", "updated_at"])
-
-
-def _names_an_order(facts: ChargeFacts) -> bool:
-    order_ref = facts.metadata.get("order_id")
-    if order_ref and Order.objects.filter(pk=webhooks._as_uuid(order_ref)).exists():
-        return True
-    return bool(facts.payment_intent_id) and Order.objects.filter(
-        channel=Channel.STRIPE, provider_payment_id=facts.payment_intent_id
-    ).exists()
+    return period
 
 
 # --- taking a period's credits back ----------------------------------------------------------------------
@@ -320,24 +257,6 @@ class Reversal:
     successor: PlanCreditPeriod | None = None
 
 
-def grant_period_lock(*, account_id: object, grant_entry_id: object) -> PlanCreditPeriod | None:
-    """The (locked) period granted by ``grant_entry_id``, if any, after the account's subscriptions lock: the
-    lock order of ``webhooks._period_grant``, so a refund that locks its period before the credit account
-    (``credits_reverse_purchase``) never waits for a renewal in the opposite order (``payments.locks``)."""
-    if grant_entry_id is None:
-        return None
-    account_subscriptions_lock(account_id=account_id)
-    return PlanCreditPeriod.objects.select_for_update().select_related("plan").filter(
-        grant_entry_id=grant_entry_id).first()
-
-
-def order_period_lock(order: Order) -> PlanCreditPeriod | None:
-    """A subscription order's first period (locked, see ``grant_period_lock``); None for other orders."""
-    if order.type != OrderType.SUBSCRIPTION or order.ledger_entry_id is None:
-        return None
-    return grant_period_lock(account_id=order.account_id, grant_entry_id=order.ledger_entry_id)
-
-
 def reversal_plan(period: PlanCreditPeriod | None, owed: Decimal) -> Reversal:
     """How much of ``owed`` credits of the (locked) period a refund may take back now (see the module
     docstring): all of it while the period is open; once it closed, at most what it carried out and refunds
@@ -345,12 +264,7 @@ def reversal_plan(period: PlanCreditPeriod | None, owed: Decimal) -> Reversal:
     owed = max(owed, Decimal(0))
     if period is None or period.closed_at is None:
         return Reversal(take=owed)
-    successor = (
-        PlanCreditPeriod.objects.select_for_update()
-        .filter(subscription_id=period.subscription_id, period_start__gt=period.period_start, closed_at__isnull=True)
-        .order_by("-period_start")
-        .first()
-    )
+    successor = locks.period_open_after_lock(subscription_id=period.subscription_id, start=period.period_start)
     left = (period.carried_out or Decimal(0)) - period.carried_reversed
     if successor is None:
         left = Decimal(0)
@@ -369,14 +283,6 @@ def reversal_note(reversal: Reversal, *, owed: Decimal, removed: Decimal, shortf
         note += (f"; {format_money(shortfall)} of {format_money(owed)} credits were already spent, "
                  f"{format_money(removed)} removed")
     return note
-
-
-def order_refund_recorded(
-    order: Order, period: PlanCreditPeriod | None, reversal: Reversal, *, removed: Decimal, shortfall: Decimal
-) -> None:
-    """A subscription order's refund took back its first period's credits: recorded on that period too."""
-    if order.type == OrderType.SUBSCRIPTION and period is not None:
-        grant_reversed(period, reversal, removed=removed, shortfall=shortfall)
 
 
 def grant_reversed(
@@ -398,3 +304,17 @@ def grant_reversed(
         reversal.successor.carried_in -= removed
         reversal.successor.save(update_fields=["carried_in"])
     period.save(update_fields=fields)
+
+
+def period_credits_reverse(
+    period: PlanCreditPeriod | None, owed: Decimal, *, account_id: object, **posting: Any
+) -> tuple[Reversal, RemovalResult]:
+    """Takes back ``owed`` credits of a refunded payment: what the (locked) period still allows
+    (``reversal_plan``; all of it for an order without a period), never more than is available
+    (``credits_reverse_purchase``: one negative ``refund`` row with ``posting``'s key, description, reference and
+    metadata), recorded on the period (``grant_reversed``). Every refund of every provider takes back through this."""
+    reversal = reversal_plan(period, owed)
+    result = credits_reverse_purchase(account_id=account_id, amount=reversal.take, **posting)
+    if not result.replayed:
+        grant_reversed(period, reversal, removed=result.removed, shortfall=result.shortfall)
+    return reversal, result

@@ -5,7 +5,13 @@ orders and subscriptions. Invariants kept by PostgreSQL:
 - an account has at most one saved payment method (the one auto-recharge charges);
 - an account has at most one recharge in flight (``pending``: recorded, the charge not confirmed yet;
   ``processing``: Stripe accepted the PaymentIntent, its webhook not arrived yet) - a partial unique index;
-- a ``succeeded`` recharge has exactly one ledger ``add`` row (``ledger_entry``, unique).
+- a ``succeeded`` recharge has exactly one ledger ``add`` row (``ledger_entry``, unique);
+- a ``failed`` recharge, and only a failed one, says why in ``failure_reason`` (``last_error`` is the message);
+- enabled auto-recharge settings are complete (a threshold and an amount).
+
+The auto-recharge settings of an account (``AutoRechargeSettings``) are payments' own: the credit account only
+carries ``low_balance_threshold``, which ``payments.recharge`` keeps equal to the threshold while auto-recharge is
+enabled (NULL otherwise), so that the debit statement learns from its own row whether to call the hook.
 """
 
 from __future__ import annotations
@@ -16,7 +22,39 @@ from django.db import models
 from django.db.models import Q
 
 from billing_service.money import DECIMAL_PLACES, MAX_DIGITS
-from credits.models import CreditAccount, LedgerEntry
+from credits.models import CreditAccount, LedgerEntry, money_field
+
+
+class AutoRechargeSettings(models.Model):
+    """An account's auto-recharge settings (``PATCH /api/billing/account/``). No row: never set (off). Written only
+    by ``payments.recharge`` under the account's lock, which also keeps ``CreditAccount.low_balance_threshold``."""
+
+    account = models.OneToOneField(
+        CreditAccount, on_delete=models.PROTECT, primary_key=True, related_name="auto_recharge"
+    )
+    enabled = models.BooleanField(default=False)
+    threshold_usd = money_field(
+        null=True, blank=True, help_text="Recharge when available credits fall below this."
+    )
+    amount_usd = money_field(null=True, blank=True, help_text="USD charged per recharge.")
+    spending_limit_usd = money_field(
+        null=True, blank=True, help_text="Most USD auto-recharge may charge per calendar month (UTC); empty: no limit."
+    )
+    last_triggered_at = models.DateTimeField(null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "auto-recharge settings"
+        verbose_name_plural = "auto-recharge settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(enabled=False) | (Q(threshold_usd__isnull=False) & Q(amount_usd__isnull=False)),
+                name="auto_recharge_enabled_complete",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"auto-recharge of {self.account_id} ({'on' if self.enabled else 'off'})"
 
 
 class SavedPaymentMethod(models.Model):
@@ -67,6 +105,19 @@ class RechargeStatus(models.TextChoices):
 IN_FLIGHT = (RechargeStatus.PENDING, RechargeStatus.PROCESSING)
 
 
+class RechargeFailure(models.TextChoices):
+    """Why a recharge failed (``Recharge.failure_reason``, set exactly when it is ``failed``)."""
+
+    DECLINED = "declined", "Declined (the provider refused the payment)"
+    GAVE_UP = "gave_up", "Given up (sent too often, each time a provider error)"
+    CANCELLED = "cancelled", "Cancelled (auto-recharge turned off, or the card replaced, before it was sent)"
+    PAYMENT_METHOD_REMOVED = "payment_method_removed", "Cancelled (the owner removed the card before it was sent)"
+
+
+# Failures that are not the payment's: never counted towards turning auto-recharge off.
+CANCELLATIONS = (RechargeFailure.CANCELLED, RechargeFailure.PAYMENT_METHOD_REMOVED)
+
+
 class Recharge(models.Model):
     """One automatic top-up: an off-session PaymentIntent whose Stripe idempotency key is ``recharge:<id>``."""
 
@@ -82,14 +133,22 @@ class Recharge(models.Model):
         LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="recharge"
     )
     attempts = models.PositiveIntegerField(default=0, help_text="Times the charge was sent to the provider.")
-    last_error = models.TextField(blank=True, default="")
+    failure_reason = models.CharField(max_length=32, choices=RechargeFailure.choices, blank=True, default="")
+    last_error = models.TextField(blank=True, default="", help_text="The provider's (or our) message, for people.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["account", "-created_at"], name="recharge_account_created")]
+        indexes = [
+            models.Index(fields=["account", "-created_at"], name="recharge_account_created"),
+            # the failed recharges by reason (the admin's filter, an operator's "which gave up lately")
+            models.Index(
+                fields=["failure_reason", "-created_at"], condition=Q(status=RechargeStatus.FAILED),
+                name="recharge_failed_reason",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["account"], condition=Q(status__in=IN_FLIGHT), name="recharge_one_in_flight"
@@ -99,6 +158,11 @@ class Recharge(models.Model):
             models.CheckConstraint(
                 condition=~Q(status=RechargeStatus.SUCCEEDED) | Q(ledger_entry__isnull=False),
                 name="recharge_succeeded_credited",
+            ),
+            models.CheckConstraint(
+                condition=(Q(status=RechargeStatus.FAILED) & Q(failure_reason__in=RechargeFailure.values))
+                | (~Q(status=RechargeStatus.FAILED) & Q(failure_reason="")),
+                name="recharge_failure_reason_when_failed",
             ),
         ]
 

@@ -8,10 +8,22 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from accounts.models import Platform
 from credits.models import CreditAccount
-from payments.models import Order, PlatformPaymentSettings
+from payments.models import (
+    Channel,
+    Order,
+    OrderType,
+    PlanCreditPeriod,
+    PlatformPaymentSettings,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookStatus,
+)
+from payments.providers.creem_events import REFUND_CREATED
+from payments.providers.stripe_events import INVOICE_PAYMENT_PAID, invoice_payment_facts
 from subscriptions.models import Provider, Subscription
 
 _FORBIDDEN_URL_CHARS = frozenset("\\ \t\r\n\x00")
@@ -82,4 +94,61 @@ def stripe_customer_of(*, account: CreditAccount) -> str:
         .values_list("provider_customer_id", flat=True)
         .first()
         or ""
+    )
+
+
+def invoice_payment_intent_stored(*, invoice_id: str) -> str:
+    """The payment intent a stored, paid ``invoice_payment.paid`` names for the invoice, or "" (``invoice.paid``
+    reads it when its own payload leaves the payment intent out)."""
+    if not invoice_id:
+        return ""
+    stored = WebhookEvent.objects.filter(
+        provider=WebhookProvider.STRIPE, type=INVOICE_PAYMENT_PAID, invoice_id=invoice_id
+    ).exclude(payment_intent_id="").order_by("pk").values_list("payment_intent_id", "payload")
+    for payment_intent_id, payload in stored:
+        if invoice_payment_facts(payload).status == "paid":
+            return payment_intent_id
+    return ""
+
+
+def order_of_payment(*, payment_intent_id: str) -> uuid.UUID | None:
+    """The Stripe order paid by the payment intent, if any."""
+    if not payment_intent_id:
+        return None
+    return Order.objects.filter(channel=Channel.STRIPE, provider_payment_id=payment_intent_id).values_list(
+        "pk", flat=True).first()
+
+
+def order_of_grant(*, grant_entry_id: uuid.UUID | None) -> uuid.UUID | None:
+    """The Stripe subscription order whose first period the ledger row granted, if any."""
+    if grant_entry_id is None:
+        return None
+    return Order.objects.filter(type=OrderType.SUBSCRIPTION, channel=Channel.STRIPE, ledger_entry_id=grant_entry_id
+                                ).values_list("pk", flat=True).first()
+
+
+def invoice_period(*, invoice_id: str) -> tuple[int, uuid.UUID, uuid.UUID | None] | None:
+    """The plan period an invoice granted: (its pk, its account, its grant's ledger row), or None."""
+    return PlanCreditPeriod.objects.filter(invoice_id=invoice_id).values_list(
+        "pk", "subscription__account_id", "grant_entry_id").first()
+
+
+def creem_refund_processed(*, refund_id: str, other_than: int) -> str | None:
+    """The event id of another, already processed Creem ``refund.created`` of refund ``refund_id`` (Creem may
+    deliver one refund under several event ids), or None."""
+    return WebhookEvent.objects.filter(
+        provider=WebhookProvider.CREEM, type=REFUND_CREATED, status=WebhookStatus.PROCESSED, object_id=refund_id,
+    ).exclude(pk=other_than).values_list("event_id", flat=True).first()
+
+
+def webhook_events_to_reprocess(*, older_than_seconds: int, max_attempts: int, limit: int = 500) -> list[int]:
+    """Stored events whose processing failed for a passing reason (or never ran), untouched for
+    ``older_than_seconds`` and tried fewer than ``max_attempts`` times; not those whose order is flagged for
+    review (an operator's)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    return list(
+        WebhookEvent.objects.filter(status__in=[WebhookStatus.RECEIVED, WebhookStatus.FAILED],
+                                    updated_at__lt=cutoff, attempts__lt=max_attempts)
+        .exclude(order__needs_review=True)
+        .order_by("id").values_list("pk", flat=True)[:limit]
     )

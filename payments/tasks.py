@@ -6,8 +6,9 @@ import logging
 
 from celery import shared_task
 
-from payments import payment_methods, recharge
+from payments import payment_methods, recharge, selectors
 from payments.errors import PaymentProviderError, WebhookProcessingFailed
+from payments.webhooks.events import webhook_event_process
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def recharge_charge_task(account_id: str) -> str | None:
 @shared_task(name="payments.tasks.recharges_resume")
 def recharges_resume() -> int:
     """Charges the recharges a dead worker or a provider error left pending (same Stripe idempotency key: never
-    twice); one already sent ``recharge.MAX_CHARGE_ATTEMPTS`` times is cancelled instead."""
+    twice); one already sent ``recharge.MAX_CHARGE_ATTEMPTS`` times is given up instead (``gave_up``)."""
     count = 0
     for recharge_id in recharge.recharges_stalled():
         try:
@@ -53,20 +54,9 @@ def webhook_events_reprocess(*, older_than_seconds: int = 60) -> int:
     """Processes again the stored events whose processing failed for a passing reason (or never ran), so a
     provider that stopped retrying does not lose a payment. Refused events (an order flagged for review)
     are left to an operator."""
-    from django.utils import timezone
-
-    from payments.models import WebhookEvent, WebhookStatus
-    from payments.services import webhook_event_process
-
-    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
-    pending = (
-        WebhookEvent.objects.filter(status__in=[WebhookStatus.RECEIVED, WebhookStatus.FAILED],
-                                    updated_at__lt=cutoff, attempts__lt=MAX_WEBHOOK_ATTEMPTS)
-        .exclude(order__needs_review=True)
-        .order_by("id").values_list("pk", flat=True)[:500]
-    )
     done = 0
-    for pk in list(pending):
+    for pk in selectors.webhook_events_to_reprocess(older_than_seconds=older_than_seconds,
+                                                    max_attempts=MAX_WEBHOOK_ATTEMPTS):
         try:
             webhook_event_process(event_pk=pk)
             done += 1

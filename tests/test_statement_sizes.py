@@ -7,20 +7,15 @@ from __future__ import annotations
 import pytest
 from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 
-from credits import ledger
-from credits.services import usage
-from payments import services as payment_services
-from payments import webhook_fast_path
+from credits import sql as credits_sql
+from payments import sql as payments_sql
 
 STATEMENTS = {
-    "usage: one statement": usage._RECORD_CHARGED,
-    "usage: event and rollup": usage._INSERT_ONE,
-    "usage: lock": usage._LOCK_FOR_USAGE,
-    "usage: the call's hold or event": usage._CALL_OF,
-    "usage: carried remainder": usage._CARRIED_OF,
-    "webhook: store": payment_services._STORE_EVENT,
-    "webhook: store and mark paid": webhook_fast_path._STORE_AND_MARK,
-    **{f"ledger: {kind} keyed={keyed}": sql for (kind, keyed), sql in ledger._STATEMENTS.items()},
+    "usage: one statement": credits_sql.RECORD_CHARGED,
+    "usage: event and rollup": credits_sql.INSERT_EVENT,
+    "usage: lock": credits_sql.LOCK_FOR_USAGE,
+    "webhook: store": payments_sql._INSERT_EVENT,
+    **{f"ledger: {kind} keyed={keyed}": sql for (kind, keyed), sql in credits_sql.POSTINGS.items()},
 }
 
 

@@ -13,7 +13,7 @@ from billing_service.money import MoneyField
 from credits.api.metering_serializers import UsageStatsSerializer
 from credits.api.serializers import ExactOutField, MoneyOutField
 from credits.models import CreditAccount
-from payments.recharge import account_has_payment_method
+from payments.recharge import AutoRechargeState, auto_recharge_get
 from subscriptions.api.serializers import SubscriptionSerializer
 from subscriptions.selectors import (
     PRICING_TABLE_SCHEMA,
@@ -29,7 +29,41 @@ CARRIED_REMAINDER_HELP = (
 )
 
 
-class CreditAccountSerializer(serializers.Serializer):
+class AutoRechargeOf:
+    """A serializer of a credit account showing its auto-recharge settings, which live in payments
+    (``AutoRechargeSettings``): read once per account (``recharge.auto_recharge_get``: one query with whether it
+    has a saved card when ``shows_payment_method``, none when they came with the account)."""
+
+    shows_payment_method = True
+
+    def auto_recharge_of(self, account: CreditAccount) -> AutoRechargeState:
+        cached = self.__dict__.get("_auto_recharge")
+        if cached is None or cached[0] != account.pk:
+            state = auto_recharge_get(account=account, payment_method=self.shows_payment_method)
+            cached = self._auto_recharge = (account.pk, state)
+        return cached[1]
+
+
+class _FromAutoRecharge:
+    """A field read from the account's auto-recharge state (``AutoRechargeOf``) rather than from the account."""
+
+    def get_attribute(self, instance: CreditAccount) -> Any:
+        return getattr(self.parent.auto_recharge_of(instance), self.source)
+
+
+class AutoRechargeBooleanField(_FromAutoRecharge, serializers.BooleanField):
+    pass
+
+
+class AutoRechargeMoneyField(_FromAutoRecharge, MoneyOutField):
+    pass
+
+
+class AutoRechargeDateTimeField(_FromAutoRecharge, serializers.DateTimeField):
+    pass
+
+
+class CreditAccountSerializer(AutoRechargeOf, serializers.Serializer):
     """The ibl.ai credit account: plan, balance and auto-recharge, plus the ledger's exact figures.
 
     The plan fields come from ``subscriptions.selectors`` in two queries per account (its latest subscription
@@ -53,11 +87,11 @@ class CreditAccountSerializer(serializers.Serializer):
     free_trial = serializers.SerializerMethodField(
         help_text="True without a paid current subscription: none, a trialing one, or one on a trial plan."
     )
-    auto_recharge_enabled = serializers.BooleanField()
-    auto_recharge_threshold_usd = MoneyOutField(allow_null=True)
-    auto_recharge_amount_usd = MoneyOutField(allow_null=True)
-    auto_recharge_spending_limit_usd = MoneyOutField(allow_null=True)
-    auto_recharge_last_triggered_at = serializers.DateTimeField(allow_null=True)
+    auto_recharge_enabled = AutoRechargeBooleanField(source="enabled")
+    auto_recharge_threshold_usd = AutoRechargeMoneyField(source="threshold_usd", allow_null=True)
+    auto_recharge_amount_usd = AutoRechargeMoneyField(source="amount_usd", allow_null=True)
+    auto_recharge_spending_limit_usd = AutoRechargeMoneyField(source="spending_limit_usd", allow_null=True)
+    auto_recharge_last_triggered_at = AutoRechargeDateTimeField(source="last_triggered_at", allow_null=True)
     can_use_auto_recharge = serializers.SerializerMethodField()
     has_payment_method = serializers.SerializerMethodField()
     pricing_table = serializers.SerializerMethodField(
@@ -68,7 +102,6 @@ class CreditAccountSerializer(serializers.Serializer):
     last_updated = serializers.DateTimeField(source="last_entry_at", allow_null=True)
 
     def to_representation(self, account: CreditAccount) -> dict[str, Any]:
-        self.__dict__.pop("_has_method", None)
         self._plan_state: AccountPlanState = account_plan_state(account_id=account.pk)  # for the plan fields
         return super().to_representation(account)
 
@@ -85,19 +118,13 @@ class CreditAccountSerializer(serializers.Serializer):
     def get_free_trial(self, account: CreditAccount) -> bool:
         return self._plan_state.free_trial
 
-    def _payment_method(self, account: CreditAccount) -> bool:
-        """Whether the account has a saved card for off-session charges (one indexed lookup, cached)."""
-        if not hasattr(self, "_has_method"):
-            self._has_method = account_has_payment_method(account=account)
-        return self._has_method
-
     @extend_schema_field(serializers.BooleanField(help_text="True when a payment method is saved to charge."))
     def get_can_use_auto_recharge(self, account: CreditAccount) -> bool:
-        return self._payment_method(account)
+        return self.auto_recharge_of(account).has_payment_method
 
     @extend_schema_field(serializers.BooleanField())
     def get_has_payment_method(self, account: CreditAccount) -> bool:
-        return self._payment_method(account)
+        return self.auto_recharge_of(account).has_payment_method
 
     @extend_schema_field(PRICING_TABLE_SCHEMA)
     def get_pricing_table(self, account: CreditAccount) -> dict[str, Any]:
@@ -127,7 +154,9 @@ class AutoRechargeInputSerializer(StrictInputSerializer):
         return attrs
 
 
-class CreditBalanceSerializer(serializers.Serializer):
+class CreditBalanceSerializer(AutoRechargeOf, serializers.Serializer):
+    shows_payment_method = False
+
     user_id = serializers.IntegerField(allow_null=True)
     balance = MoneyOutField(help_text="Credits on the account, including reserved ones.")
     reserved = MoneyOutField(help_text="Credits held for calls in progress.")
@@ -139,9 +168,9 @@ class CreditBalanceSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Time of the last ledger row; null before the first.",
     )
-    auto_reload_enabled = serializers.BooleanField(source="auto_recharge_enabled")
-    auto_reload_threshold = MoneyOutField(source="auto_recharge_threshold_usd", allow_null=True)
-    auto_reload_amount = MoneyOutField(source="auto_recharge_amount_usd", allow_null=True)
+    auto_reload_enabled = AutoRechargeBooleanField(source="enabled")
+    auto_reload_threshold = AutoRechargeMoneyField(source="threshold_usd", allow_null=True)
+    auto_reload_amount = AutoRechargeMoneyField(source="amount_usd", allow_null=True)
 
 
 class AccountSummarySerializer(serializers.Serializer):

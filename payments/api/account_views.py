@@ -25,7 +25,7 @@ from payments.api.account_serializers import (
     AutoRechargeInputSerializer,
     CreditAccountSerializer,
 )
-from payments.recharge import auto_recharge_update
+from payments.recharge import account_with_auto_recharge_get, auto_recharge_update
 
 
 class CreditAccountViewSet(CallerAccountMixin, TenantViewSet):
@@ -96,6 +96,7 @@ class AccountSummaryViewSet(TenantViewSet):
     def retrieve(self, request: Request) -> Response:
         query = validated(AccountIdQuerySerializer, request.query_params)
         account = caller_or_named_account(self, request, query.get("account_id"))
+        account = account_with_auto_recharge_get(account_id=account.pk) or account  # + user and settings: 1 query
         now = timezone.now()
         summary = AccountSummary(
             account=account,

@@ -16,6 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from payments.providers.lookups import EventLookups, order_ref
+
+CHARGE_REFUNDED = "charge.refunded"
+INVOICE_PAYMENT_PAID = "invoice_payment.paid"  # names the payment intent an invoice event leaves out (2025-03-31+)
+
 
 def object_id(value: Any) -> str:
     """An id field of a Stripe object: a string, an expanded object with an id, or nothing."""
@@ -65,8 +70,7 @@ def session_facts(event: dict[str, Any]) -> SessionFacts:
 
 
 def _obj(event: dict[str, Any]) -> dict[str, Any]:
-    obj = (event.get("data") or {}).get("object") or {}
-    return obj if isinstance(obj, dict) else {}
+    return _dict(_dict(event.get("data")).get("object"))
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -289,4 +293,23 @@ def setup_intent_facts(obj: Any) -> SetupIntentFacts:
         payment_method_id=object_id(obj.get("payment_method")),
         card=card_facts(obj.get("payment_method")),
         metadata=_str_dict(obj.get("metadata")),
+    )
+
+
+def event_lookups(event: dict[str, Any]) -> EventLookups:
+    """The lookup columns of a stored Stripe event (``payments.providers.lookups``): its object's id, the payment
+    intent and invoice the object names (a charge's, a session's, an invoice payment's, an invoice's), and the
+    order its ``metadata.order_id`` (or a session's ``client_reference_id``) names."""
+    obj = _obj(event)
+    kind = obj.get("object")
+    own_id = object_id(obj.get("id"))
+    payment_intent = own_id if kind == "payment_intent" else (
+        object_id(obj.get("payment_intent")) or object_id(_dict(obj.get("payment")).get("payment_intent"))
+        or (_invoice_payment_intent(obj) if kind == "invoice" else "")
+    )
+    return EventLookups(
+        object_id=own_id,
+        payment_intent_id=payment_intent,
+        invoice_id=own_id if kind == "invoice" else object_id(obj.get("invoice")),
+        order_ref=order_ref(_dict(obj.get("metadata")).get("order_id"), obj.get("client_reference_id")),
     )

@@ -147,37 +147,14 @@ def subscription_start(
     ``PlanNotFound`` (404), ``SubscriptionExists`` (409, unless ``replace_current``),
     ``SubscriptionOwnerMismatch`` (409: the provider id is another account's); ``ValueError`` for arguments of
     the wrong kind."""
-    _require_choice(billing_cycle, BillingCycle, "billing_cycle")
-    _require_choice(provider, Provider, "provider")
-    _require_choice(status, SubscriptionStatus, "status", allowed=CURRENT_STATUSES)
-    _require_provider_id(provider_customer_id, "provider_customer_id")
-    _require_provider_id(provider_subscription_id, "provider_subscription_id")
-    if provider != Provider.MANUAL and not provider_subscription_id:
-        raise ValueError(f"provider_subscription_id is required for {provider} subscriptions")
-    for name, value in (
-        ("current_period_start", current_period_start),
-        ("current_period_end", current_period_end),
-        ("trial_end", trial_end),
-        ("as_of", as_of),
-    ):
-        _require_aware(value, name)
-    if not isinstance(cancel_at_period_end, bool) or not isinstance(replace_current, bool):
-        raise ValueError("cancel_at_period_end and replace_current must be booleans")  # noqa: TRY004
-    _check_period(current_period_start, current_period_end)
-
-    account_uuid = as_uuid(account_id)
-    platform_id = (
-        None
-        if account_uuid is None
-        else CreditAccount.objects.filter(pk=account_uuid).values_list("platform_id", flat=True).first()
+    _start_arguments_check(
+        billing_cycle=billing_cycle, provider=provider, status=status, provider_customer_id=provider_customer_id,
+        provider_subscription_id=provider_subscription_id, moments={
+            "current_period_start": current_period_start, "current_period_end": current_period_end,
+            "trial_end": trial_end, "as_of": as_of,
+        }, flags=(cancel_at_period_end, replace_current),
     )
-    if platform_id is None:
-        raise AccountNotFound(details={"account_id": str(account_id)})
-    account_id = account_uuid
-    plan = _plan_of_platform(plan_id, platform_id)
-    if plan is None:
-        raise PlanNotFound(details={"plan_id": str(plan_id)})
-
+    account_id, plan = _account_and_plan(account_id, plan_id)
     account_subscriptions_lock(account_id=account_id)
     existing = selectors.subscription_by_provider(
         provider=provider, provider_subscription_id=provider_subscription_id
@@ -187,33 +164,7 @@ def subscription_start(
             raise SubscriptionOwnerMismatch(details={"provider_subscription_id": provider_subscription_id})
         return SubscriptionResult(existing, changed=False)
 
-    now = timezone.now()
-    previous_plan = None  # no current subscription: the account is on the free trial
-    current = selectors.subscription_current(account_id=account_id)
-    if current is not None:
-        if not replace_current:
-            raise SubscriptionExists(
-                details={
-                    "subscription_id": str(current.pk),
-                    "plan": current.plan.slug,
-                    "status": current.status,
-                }
-            )
-        current = subscription_lock(subscription_id=current.pk)
-        status_from = current.status
-        _end(current, SubscriptionStatus.CANCELED, canceled_at=None, now=now)
-        current.save(update_fields=["status", "ended_at", "canceled_at", "updated_at"])
-        _record(
-            current,
-            ChangeKind.REPLACED,
-            plan_from=current.plan,
-            status_from=status_from,
-            status_to=current.status,
-            as_of=as_of,
-            actor=actor,
-        )
-        previous_plan = current.plan if current.plan_id != plan.pk else current.previous_plan
-
+    previous_plan = _current_replace(account_id, plan, replace_current=replace_current, as_of=as_of, actor=actor)
     subscription = Subscription(
         account_id=account_id,
         plan=plan,
@@ -229,18 +180,7 @@ def subscription_start(
         provider_subscription_id=provider_subscription_id,
         synced_at=as_of,
     )
-    try:
-        with transaction.atomic():  # a savepoint: another account may be inserting this provider id right now
-            subscription.save(force_insert=True)
-    except IntegrityError as exc:
-        if (
-            getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
-            == "subscription_unique_provider_id"
-        ):
-            raise SubscriptionOwnerMismatch(
-                details={"provider_subscription_id": provider_subscription_id}
-            ) from None
-        raise
+    _insert(subscription)
     _record(
         subscription,
         ChangeKind.STARTED,
@@ -251,6 +191,79 @@ def subscription_start(
         actor=actor,
     )
     return SubscriptionResult(subscription, changed=True)
+
+
+def _start_arguments_check(
+    *, billing_cycle: str, provider: str, status: str, provider_customer_id: str, provider_subscription_id: str,
+    moments: dict[str, datetime | None], flags: tuple[bool, bool],
+) -> None:
+    """``ValueError`` for arguments of ``subscription_start`` of the wrong kind."""
+    _require_choice(billing_cycle, BillingCycle, "billing_cycle")
+    _require_choice(provider, Provider, "provider")
+    _require_choice(status, SubscriptionStatus, "status", allowed=CURRENT_STATUSES)
+    _require_provider_id(provider_customer_id, "provider_customer_id")
+    _require_provider_id(provider_subscription_id, "provider_subscription_id")
+    if provider != Provider.MANUAL and not provider_subscription_id:
+        raise ValueError(f"provider_subscription_id is required for {provider} subscriptions")
+    for name, value in moments.items():
+        _require_aware(value, name)
+    if not all(isinstance(flag, bool) for flag in flags):
+        raise ValueError("cancel_at_period_end and replace_current must be booleans")
+    _check_period(moments["current_period_start"], moments["current_period_end"])
+
+
+def _account_and_plan(account_id: object, plan_id: object) -> tuple[uuid.UUID, Plan]:
+    """The account's id and the plan of its platform ``plan_id`` names (``AccountNotFound`` / ``PlanNotFound``)."""
+    account_uuid = as_uuid(account_id)
+    platform_id = (
+        None
+        if account_uuid is None
+        else CreditAccount.objects.filter(pk=account_uuid).values_list("platform_id", flat=True).first()
+    )
+    if platform_id is None:
+        raise AccountNotFound(details={"account_id": str(account_id)})
+    plan = _plan_of_platform(plan_id, platform_id)
+    if plan is None:
+        raise PlanNotFound(details={"plan_id": str(plan_id)})
+    return account_uuid, plan
+
+
+def _current_replace(
+    account_id: uuid.UUID, plan: Plan, *, replace_current: bool, as_of: datetime | None,
+    actor: AbstractBaseUser | None,
+) -> Plan | None:
+    """Ends the account's current subscription (``SubscriptionExists`` unless ``replace_current``); returns the
+    plan the new one comes from (None: the account was on the free trial)."""
+    current = selectors.subscription_current(account_id=account_id)
+    if current is None:
+        return None
+    if not replace_current:
+        raise SubscriptionExists(
+            details={"subscription_id": str(current.pk), "plan": current.plan.slug, "status": current.status}
+        )
+    current = subscription_lock(subscription_id=current.pk)
+    status_from = current.status
+    _end(current, SubscriptionStatus.CANCELED, canceled_at=None, now=timezone.now())
+    current.save(update_fields=["status", "ended_at", "canceled_at", "updated_at"])
+    _record(current, ChangeKind.REPLACED, plan_from=current.plan, status_from=status_from,
+            status_to=current.status, as_of=as_of, actor=actor)
+    return current.plan if current.plan_id != plan.pk else current.previous_plan
+
+
+def _insert(subscription: Subscription) -> None:
+    """Inserts a new subscription; ``SubscriptionOwnerMismatch`` when another account inserted its provider id."""
+    try:
+        with transaction.atomic():  # a savepoint: another account may be inserting this provider id right now
+            subscription.save(force_insert=True)
+    except IntegrityError as exc:
+        if (
+            getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+            == "subscription_unique_provider_id"
+        ):
+            raise SubscriptionOwnerMismatch(
+                details={"provider_subscription_id": subscription.provider_subscription_id}
+            ) from None
+        raise
 
 
 def _plan_of_platform(plan_id: object, platform_id: int) -> Plan | None:

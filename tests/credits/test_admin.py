@@ -10,6 +10,7 @@ from django.urls import reverse
 from accounts.models import Membership, Role
 from credits.models import CreditAccount, LedgerEntry, TransactionType
 from credits.selectors import ledger_verify
+from tests.payments.recharge_support import auto_recharge_of, auto_recharge_set
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_account_page_shows_the_carried_remainder(browser, member):
 
 def test_balance_cannot_be_edited_on_the_account_page(browser, member):
     url = reverse("admin:credits_creditaccount_change", args=[member.account.pk])
-    response = browser.post(url, {"balance": "999999", "reserved": "0", "auto_recharge_enabled": "", "entries-TOTAL_FORMS": "0", "entries-INITIAL_FORMS": "0"})
+    response = browser.post(url, {"balance": "999999", "reserved": "0", "entries-TOTAL_FORMS": "0", "entries-INITIAL_FORMS": "0"})
     assert response.status_code in (200, 302)
     member.account.refresh_from_db()
     assert member.account.balance == Decimal("100")
@@ -149,11 +150,12 @@ def test_membership_added_in_admin_gets_a_credit_account(browser, platform):
      ("auto_recharge_spending_limit_usd", " 5 ")],
 )
 def test_account_settings_in_admin_follow_the_api_rules(browser, member, field, value):
-    url = reverse("admin:credits_creditaccount_change", args=[member.account.pk])
-    data = {"auto_recharge_threshold_usd": "", "auto_recharge_amount_usd": "", "auto_recharge_spending_limit_usd": "",
-            field: value, "entries-TOTAL_FORMS": "0", "entries-INITIAL_FORMS": "0"}
+    # The auto-recharge settings are payments' (AutoRechargeSettings), edited on their own admin page.
+    auto_recharge_set(member.account.pk)
+    name = field.removeprefix("auto_recharge_")
+    url = reverse("admin:payments_autorechargesettings_change", args=[member.account.pk])
+    data = {"threshold_usd": "", "amount_usd": "", "spending_limit_usd": "", name: value}
     response = browser.post(url, data)
     assert response.status_code == 200, response.status_code  # the form again, with the error
-    assert field in response.context["adminform"].form.errors
-    member.account.refresh_from_db()
-    assert getattr(member.account, field) is None
+    assert name in response.context["adminform"].form.errors
+    assert getattr(auto_recharge_of(member.account.pk), name) is None

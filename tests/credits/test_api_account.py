@@ -14,6 +14,7 @@ from credits.selectors import account_for
 from credits.services import credits_debit, credits_grant, hold_create
 from tests.api_helpers import ACCOUNT_URL, assert_money, assert_utc, db_snapshot, error_of, invalid_field, iso_z
 from tests.conftest import client_for, make_member
+from tests.payments.recharge_support import auto_recharge_set
 
 pytestmark = pytest.mark.django_db
 
@@ -141,12 +142,8 @@ def test_reserved_credits_are_not_available(member):
 
 
 def test_auto_recharge_settings_are_money_strings(member):
-    CreditAccount.objects.filter(pk=member.account.id).update(
-        auto_recharge_enabled=True,
-        auto_recharge_threshold_usd=Decimal("5"),
-        auto_recharge_amount_usd=Decimal("25.5"),
-        auto_recharge_spending_limit_usd=Decimal("100.000001"),
-    )
+    auto_recharge_set(member.account.id, enabled=True, threshold_usd=Decimal("5"), amount_usd=Decimal("25.5"),
+                      spending_limit_usd=Decimal("100.000001"))
     body = get_account(client_for(member)).json()
     assert body["auto_recharge_enabled"] is True
     assert body["auto_recharge_threshold_usd"] == "5.00"

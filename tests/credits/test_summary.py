@@ -11,10 +11,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from credits.models import CreditAccount
-from credits.services import hold_create
-from credits.services.usage import usage_record
+from credits.services import UsageInput, hold_create, usage_record
 from tests.api_helpers import assert_utc, error_of
 from tests.conftest import client_for
+from tests.payments.recharge_support import auto_recharge_set
 from tests.credits.test_usage_stats import STATS_FIELDS, STATS_URL, midnight, rollup, today
 
 pytestmark = pytest.mark.django_db
@@ -87,11 +87,7 @@ def test_member_summary(member):
 
 
 def test_auto_reload_maps_the_auto_recharge_settings(member):
-    CreditAccount.objects.filter(pk=member.account.pk).update(
-        auto_recharge_enabled=True,
-        auto_recharge_threshold_usd=Decimal("5"),
-        auto_recharge_amount_usd=Decimal("25.5"),
-    )
+    auto_recharge_set(member.account.pk, enabled=True, threshold_usd=Decimal("5"), amount_usd=Decimal("25.5"))
     balance = summary(client_for(member))["credit_balance"]
     assert (
         balance["auto_reload_enabled"],
@@ -179,26 +175,32 @@ def test_who_may_see_which_summary(member, other_member, admin, outsider):
 def test_recorded_usage_shows_in_the_summary(member, platform):
     usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="r1",
-        endpoint="/v1/chat",
-        amount=Decimal("2.5"),
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="r1",
+            endpoint="/v1/chat",
+            amount=Decimal("2.5"),
+        ),
     )
     usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="r2",
-        endpoint="/v1/chat",
-        amount=Decimal("1"),
-        success=False,
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="r2",
+            endpoint="/v1/chat",
+            amount=Decimal("1"),
+            success=False,
+        ),
     )
     usage_record(
         platform=platform,
-        account_id=member.account.id,
-        request_id="r0",
-        endpoint="/v1/chat",
-        amount=Decimal("1"),
-        occurred_at=midnight(today().replace(day=1)) - timedelta(days=400),
+        usage=UsageInput(
+            account_id=member.account.id,
+            request_id="r0",
+            endpoint="/v1/chat",
+            amount=Decimal("1"),
+            occurred_at=midnight(today().replace(day=1)) - timedelta(days=400),
+        ),
     )
     body = summary(client_for(member))
     assert body["credit_balance"]["balance"] == "96.50"

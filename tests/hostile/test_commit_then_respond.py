@@ -20,6 +20,7 @@ from payments.recharge_models import SavedPaymentMethod
 from tests.api_helpers import post_json
 from tests.conftest import client_for
 from tests.payments.conftest import deliver, fake_stripe  # noqa: F401 - fixture
+from tests.payments.recharge_support import auto_recharge_set
 from tests.payments.stripe_subscriptions import next_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,9 +49,7 @@ def broker_down():  # noqa: ANN201
 @pytest.fixture
 def low(member) -> CreditAccount:  # noqa: ANN001
     """Auto-recharge on, threshold above the balance: every debit asks for a recharge."""
-    CreditAccount.objects.filter(pk=member.account.pk).update(
-        auto_recharge_enabled=True, auto_recharge_threshold_usd=D("500"), auto_recharge_amount_usd=D("20"),
-    )
+    auto_recharge_set(member.account.pk, enabled=True, threshold_usd=D("500"), amount_usd=D("20"))
     return member.account
 
 

@@ -18,12 +18,19 @@ from payments import recharge as recharge_service
 from payments.errors import PaymentProviderError
 from payments.models import PlatformPaymentSettings, WebhookEvent
 from payments.providers import stripe as stripe_provider
-from payments.recharge_models import Recharge, RechargeStatus, SavedPaymentMethod
+from payments.recharge_models import AutoRechargeSettings, Recharge, RechargeFailure, RechargeStatus, SavedPaymentMethod
 from payments.tasks import recharge_charge_task, recharges_resume
 from tests.api_helpers import ACCOUNT_URL, error_of, invalid_field
 from tests.conftest import Member, client_for, make_member
 from tests.payments.conftest import WEBHOOK_SECRET, deliver
 from tests.payments.local_servers import LocalStripe, localstripe, stripe_settings  # noqa: F401 - fixtures
+from tests.payments.recharge_support import (  # noqa: F401 - payment_intents: a fixture
+    PaymentIntents,
+    auto_recharge_of,
+    auto_recharge_set,
+    payment_intents,
+)
+from tests.waits import backend_pid, wait_until_blocked
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +89,7 @@ def test_enabling_needs_a_saved_payment_method(platform):  # noqa: ANN001
     response = patch(member, {"auto_recharge_enabled": True, "auto_recharge_threshold_usd": "10.00",
                               "auto_recharge_amount_usd": "20.00"})
     error_of(response, 409, "payment_method_required")
-    assert CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled is False
+    assert auto_recharge_of(member.account.id).enabled is False
 
 
 def test_settings_are_validated_and_saved(platform):  # noqa: ANN001
@@ -111,6 +118,23 @@ def test_settings_are_validated_and_saved(platform):  # noqa: ANN001
     assert off["auto_recharge_enabled"] is False and off["auto_recharge_amount_usd"] == "20.00"
 
 
+def test_the_account_endpoints_read_auto_recharge_in_one_query(platform, django_assert_num_queries):  # noqa: ANN001
+    """The settings and whether a card is saved come in one query (``recharge.auto_recharge_get``): GET /account/
+    is the account, its subscription, auto-recharge, the pricing table and the platform; a PATCH adds the
+    account's lock, the settings row, the platform's payment settings, the saved-card check and the write."""
+    member = make_member(platform, "ada")
+    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_1", payment_method_id="pm_1")
+    client = client_for(member)
+    client.get(ACCOUNT_URL)  # the token and membership lookups are cached after the first request
+    with django_assert_num_queries(5):
+        assert client.get(ACCOUNT_URL).status_code == 200
+    with django_assert_num_queries(11):
+        response = patch(member, {"auto_recharge_enabled": True, "auto_recharge_threshold_usd": "10.00",
+                                  "auto_recharge_amount_usd": "20.00"})
+    assert response.status_code == 200, response.content
+    assert CreditAccount.objects.get(pk=member.account.id).low_balance_threshold == Decimal("10.00")
+
+
 def statements_of(work, monkeypatch) -> list[str]:  # noqa: ANN001
     """Every statement ``work`` sends, through Django's cursors or the ledger's own psycopg cursor."""
     sent: list[str] = []
@@ -130,8 +154,7 @@ def test_a_debit_costs_one_statement_when_auto_recharge_is_off_or_not_due(platfo
     member = make_member(platform, "ada", credits="50")
     one = statements_of(lambda: credits_debit(account_id=member.account.id, amount=Decimal("10")), monkeypatch)
     assert len(one) == 1 and one[0].startswith("WITH")
-    CreditAccount.objects.filter(pk=member.account.id).update(
-        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(10), auto_recharge_amount_usd=Decimal(20))
+    auto_recharge_set(member.account.id, enabled=True, threshold_usd=Decimal(10), amount_usd=Decimal(20))
     above = statements_of(lambda: credits_debit(account_id=member.account.id, amount=Decimal("10")), monkeypatch)
     assert len(above) == 1  # 30 left, above the threshold: nothing scheduled
     assert not Recharge.objects.exists()
@@ -157,7 +180,7 @@ def test_a_debit_below_the_threshold_charges_off_session_and_the_webhook_credits
                                                               method.provider_payment_method_id)
     assert intent["metadata"]["recharge_id"] == str(recharge.id)
     account = CreditAccount.objects.get(pk=member.account.id)
-    assert account.auto_recharge_last_triggered_at is not None
+    assert auto_recharge_of(account.id).last_triggered_at is not None
     assert account.balance == Decimal(9) and not add_rows(account.id)  # credits only through the webhook
 
     event = intent_event(intent)
@@ -205,9 +228,10 @@ def test_three_declines_in_a_row_turn_auto_recharge_off(platform, stripe_setting
     for n, amount in enumerate(["6", "1", "1"], start=1):  # 9, 8, 7 left: each below the threshold
         debit(member, amount, django_capture_on_commit_callbacks)
         assert Recharge.objects.filter(status=RechargeStatus.FAILED).count() == n
-    account = CreditAccount.objects.get(pk=member.account.id)
-    assert account.auto_recharge_enabled is False
-    assert "declined" in Recharge.objects.first().last_error
+    assert auto_recharge_of(member.account.id).enabled is False
+    assert CreditAccount.objects.get(pk=member.account.id).low_balance_threshold is None  # no more hook calls
+    latest = Recharge.objects.first()
+    assert "declined" in latest.last_error and latest.failure_reason == RechargeFailure.DECLINED
     debit(member, "1", django_capture_on_commit_callbacks)
     assert Recharge.objects.count() == 3
     assert client_for(member).get(ACCOUNT_URL).json()["auto_recharge_enabled"] is False
@@ -224,7 +248,8 @@ def test_a_payment_failed_event_fails_the_recharge(platform, stripe_settings, dj
     assert deliver(failed).status_code == 200
     recharge.refresh_from_db()
     assert recharge.status == RechargeStatus.FAILED and recharge.last_error == "Your card was declined."
-    assert CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled is True  # one failure only
+    assert recharge.failure_reason == RechargeFailure.DECLINED
+    assert auto_recharge_of(member.account.id).enabled is True  # one failure only
     # Money taken after all (the PaymentIntent succeeded later): it is credited, once.
     for _ in range(2):
         assert deliver(intent_event(intent)).status_code == 200
@@ -292,21 +317,20 @@ def test_a_batch_of_debits_triggers_one_recharge(platform, stripe_settings, djan
 
 
 # --- a removed (or replaced) card is never charged -------------------------------------------------------------
+# Stripe is the HTTP fake of ``POST /v1/payment_intents`` (``payment_intents``): the cards here are not localstripe's.
 
 
-def _pending_recharge(member: Member, monkeypatch) -> Recharge:
-    """A recharge left pending: its first charge failed at the provider (the beat retries it later)."""
+def _enabled_with_card(member: Member) -> None:
     recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_m")
-    CreditAccount.objects.filter(pk=member.account.id).update(
-        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(100000),
-        auto_recharge_amount_usd=Decimal(10))
+    auto_recharge_set(member.account.id, enabled=True, threshold_usd=Decimal(100000), amount_usd=Decimal(10))
+
+
+def _pending_recharge(member: Member, payment_intents: PaymentIntents) -> Recharge:
+    """A recharge left pending: its first charge failed at the provider (the beat retries it later)."""
+    _enabled_with_card(member)
     recharge = recharge_service.recharge_start(account_id=member.account.id)
     assert recharge is not None
-
-    def fail(**kwargs) -> None:
-        raise PaymentProviderError(details={"provider": "stripe"})
-
-    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", fail)
+    payment_intents.answer("error")  # Stripe answers 500
     with pytest.raises(PaymentProviderError):
         recharge_service.recharge_charge(recharge_id=recharge.id)
     recharge.refresh_from_db()
@@ -314,78 +338,79 @@ def _pending_recharge(member: Member, monkeypatch) -> Recharge:
     return recharge
 
 
-def _charges(monkeypatch) -> list:
-    calls: list = []
-    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", lambda **kw: calls.append(kw) or
-                        stripe_provider.OffSessionCharge("pi_x", "succeeded", False))
-    return calls
+def _charges(payment_intents: PaymentIntents) -> list:
+    """The requests Stripe receives from now on; it accepts them (a succeeded PaymentIntent ``pi_x``)."""
+    return payment_intents.answer("succeeded")
 
 
-def test_removing_the_card_fails_a_recharge_never_sent_and_the_retry_charges_nothing(platform, monkeypatch):
+def test_removing_the_card_fails_a_recharge_never_sent_and_the_retry_charges_nothing(platform, payment_intents):
     from payments import payment_methods
 
     member = make_member(platform, "ada")
-    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_m")
-    CreditAccount.objects.filter(pk=member.account.id).update(
-        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(100000),
-        auto_recharge_amount_usd=Decimal(10))
+    _enabled_with_card(member)
     recharge = recharge_service.recharge_start(account_id=member.account.id)
     assert recharge is not None and recharge.attempts == 0  # recorded, not sent yet
     payment_methods.payment_method_remove(account=member.account)
     recharge.refresh_from_db()
-    assert (recharge.status, recharge.last_error) == (RechargeStatus.FAILED, "cancelled: payment method removed")
+    assert (recharge.status, recharge.failure_reason, recharge.last_error) == (
+        RechargeStatus.FAILED, RechargeFailure.PAYMENT_METHOD_REMOVED, "payment method removed")
     assert recharge.settled_at is not None
-    calls = _charges(monkeypatch)
+    assert CreditAccount.objects.get(pk=member.account.id).low_balance_threshold is None
+    calls = _charges(payment_intents)
     recharge_service.recharge_charge(recharge_id=recharge.id)  # what recharges_resume's task does
     assert calls == []
     assert recharge_service.recharge_start(account_id=member.account.id) is None  # auto-recharge is off
 
 
-def test_removing_the_card_leaves_a_sent_recharge_in_flight_and_the_resume_charges_nothing(platform, monkeypatch):
+def test_removing_the_card_leaves_a_sent_recharge_in_flight_and_the_resume_charges_nothing(platform, payment_intents):
     """A recharge sent once (its answer lost: a provider error) may have been charged: a removal does not cancel
     it; it keeps its place in flight until the resume re-checks the card, which cancels it without calling Stripe."""
     from payments import payment_methods
 
     member = make_member(platform, "ada")
-    recharge = _pending_recharge(member, monkeypatch)
+    recharge = _pending_recharge(member, payment_intents)
     assert recharge.attempts == 1
     payment_methods.payment_method_remove(account=member.account)
     recharge.refresh_from_db()
     assert (recharge.status, recharge.settled_at) == (RechargeStatus.PENDING, None)
-    calls = _charges(monkeypatch)
+    calls = _charges(payment_intents)
     recharge = recharge_service.recharge_charge(recharge_id=recharge.id)  # what recharges_resume's task does
     assert calls == []
-    assert recharge.status == RechargeStatus.FAILED and recharge.last_error.startswith("cancelled: ")
+    assert recharge.status == RechargeStatus.FAILED and recharge.failure_reason == RechargeFailure.CANCELLED
     assert recharge_service.recharge_start(account_id=member.account.id) is None  # auto-recharge is off
 
 
-def test_a_card_removed_while_the_charge_is_on_its_way_leaves_the_recharge_in_flight(platform, monkeypatch):
+@pytest.mark.django_db(transaction=True)
+def test_a_card_removed_while_the_charge_is_on_its_way_leaves_the_recharge_in_flight(platform, payment_intents):
     """The card is checked (and the recharge marked sent) before the Stripe call, which no lock spans: a removal
     committing in between must not cancel a recharge that Stripe then charges, or re-enabling with a new card
     could start a second charge while the first is still being paid."""
+    from django.db import connection
+
     from payments import payment_methods
 
     member = make_member(platform, "ada")
-    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_m")
-    CreditAccount.objects.filter(pk=member.account.id).update(
-        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(100000),
-        auto_recharge_amount_usd=Decimal(10))
+    _enabled_with_card(member)
     recharge = recharge_service.recharge_start(account_id=member.account.id)
-    calls: list = []
+    removed: list = []
 
-    def create(**kwargs):  # the owner's DELETE /api/billing/payment-method/ commits just before the call lands
-        payment_methods.payment_method_remove(account=CreditAccount.objects.get(pk=member.account.id))
-        calls.append(kwargs)
-        return stripe_provider.OffSessionCharge("pi_x", "processing", False)
+    def remove_first(form: dict) -> None:  # the owner's DELETE /api/billing/payment-method/ commits just before
+        try:  # Stripe answers (in the server's thread: its own connection)
+            payment_methods.payment_method_remove(account=CreditAccount.objects.get(pk=member.account.id))
+            removed.append(form["metadata[recharge_id]"])
+        finally:
+            connection.close()
 
-    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", create)
+    calls = payment_intents.answer("processing")
+    payment_intents.before_answer = remove_first
     recharge = recharge_service.recharge_charge(recharge_id=recharge.id)
     recharge.refresh_from_db()
-    assert len(calls) == 1
+    assert len(calls) == 1 and removed == [str(recharge.id)]
     assert (recharge.status, recharge.provider_payment_id, recharge.last_error) == (
         RechargeStatus.PROCESSING, "pi_x", "")
-    assert not CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled
+    assert not auto_recharge_of(member.account.id).enabled
 
+    payment_intents.before_answer = None
     recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m",
                                          payment_method_id="pm_new", as_of=timezone.now())  # a new card
     recharge_service.auto_recharge_update(account_id=member.account.id, enabled=True)
@@ -393,7 +418,7 @@ def test_a_card_removed_while_the_charge_is_on_its_way_leaves_the_recharge_in_fl
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_third_decline_locks_the_account_before_the_recharge_as_the_webhook_does(platform, monkeypatch):
+def test_the_third_decline_locks_the_account_before_the_recharge_as_the_webhook_does(platform, payment_intents):
     """The third failure in a row turns auto-recharge off on the account row: ``recharge_charge`` must hold the
     account before the recharge, as ``payment_intent.payment_failed`` (``recharge_event_apply``) does, or the two
     deadlock."""
@@ -404,33 +429,37 @@ def test_the_third_decline_locks_the_account_before_the_recharge_as_the_webhook_
     from credits.locks import account_lock
 
     member = make_member(platform, "ada")
-    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_m")
-    CreditAccount.objects.filter(pk=member.account.id).update(
-        auto_recharge_enabled=True, auto_recharge_threshold_usd=Decimal(100000),
-        auto_recharge_amount_usd=Decimal(10))
+    _enabled_with_card(member)
     for _ in range(2):
         Recharge.objects.create(account_id=member.account.id, amount_usd=Decimal(10), credits=Decimal(10),
                                 provider_customer_id="cus_m", provider_payment_method_id="pm_m",
-                                status=RechargeStatus.FAILED, last_error="declined")
+                                status=RechargeStatus.FAILED, failure_reason=RechargeFailure.DECLINED,
+                                last_error="declined")
     recharge = recharge_service.recharge_start(account_id=member.account.id)
     assert recharge is not None
-    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", lambda **kw: (
-        stripe_provider.OffSessionCharge("pi_d", "requires_payment_method", True, "declined")))
+    payment_intents.answer("declined")
+    payment_intents.intent_id, payment_intents.decline_message = "pi_d", "declined"
     errors: dict[str, BaseException] = {}
+    charge_pid: list[int] = []
+    pid_known = threading.Event()
 
     def charge() -> None:
         try:
+            charge_pid.append(backend_pid())
+            pid_known.set()
             recharge_service.recharge_charge(recharge_id=recharge.id)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors["charge"] = exc
         finally:
+            pid_known.set()
             connections.close_all()
 
     with transaction.atomic():  # what the payment_failed webhook holds: the account, then the recharge
         account_lock(account_id=member.account.id)
         thread = threading.Thread(target=charge)
         thread.start()
-        time.sleep(1.5)  # the charge is now waiting for a lock
+        assert pid_known.wait(30) and charge_pid, errors
+        wait_until_blocked(charge_pid[0])  # the charge waits for the account: the race is on
         try:
             list(Recharge.objects.select_for_update().filter(pk=recharge.id))
         except Exception as exc:  # noqa: BLE001 - reported below
@@ -440,24 +469,25 @@ def test_the_third_decline_locks_the_account_before_the_recharge_as_the_webhook_
     assert not errors, errors
     recharge.refresh_from_db()
     assert (recharge.status, recharge.last_error) == (RechargeStatus.FAILED, "declined")
-    assert not CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled
+    assert recharge.failure_reason == RechargeFailure.DECLINED
+    assert not auto_recharge_of(member.account.id).enabled
 
 
 @pytest.mark.parametrize("change", ["auto_recharge_off", "card_replaced", "card_removed_behind_its_back"])
-def test_a_pending_recharge_is_charged_only_on_the_accounts_active_card(platform, monkeypatch, change):
+def test_a_pending_recharge_is_charged_only_on_the_accounts_active_card(platform, payment_intents, change):
     member = make_member(platform, "ada")
-    recharge = _pending_recharge(member, monkeypatch)
+    recharge = _pending_recharge(member, payment_intents)
     if change == "auto_recharge_off":
-        CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_enabled=False)
+        auto_recharge_set(member.account.id, enabled=False)
     elif change == "card_replaced":
         recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m",
                                              payment_method_id="pm_new")
     else:
         SavedPaymentMethod.objects.filter(account_id=member.account.id).update(removed_at=timezone.now())
-    calls = _charges(monkeypatch)
+    calls = _charges(payment_intents)
     recharge = recharge_service.recharge_charge(recharge_id=recharge.id)
     assert calls == []
-    assert recharge.status == RechargeStatus.FAILED and "cancelled" in recharge.last_error
+    assert recharge.status == RechargeStatus.FAILED and recharge.failure_reason == RechargeFailure.CANCELLED
     following = recharge_service.recharge_start(account_id=member.account.id)
     if change == "card_replaced":  # the slot is free again: the next recharge charges the new card
         assert following is not None and following.provider_payment_method_id == "pm_new"
@@ -465,21 +495,22 @@ def test_a_pending_recharge_is_charged_only_on_the_accounts_active_card(platform
         assert following is None
 
 
-def test_the_pending_recharge_is_charged_while_the_card_is_still_there(platform, monkeypatch):
+def test_the_pending_recharge_is_charged_while_the_card_is_still_there(platform, payment_intents):
     member = make_member(platform, "ada")
-    recharge = _pending_recharge(member, monkeypatch)
-    calls = _charges(monkeypatch)
+    recharge = _pending_recharge(member, payment_intents)
+    calls = _charges(payment_intents)
     recharge = recharge_service.recharge_charge(recharge_id=recharge.id)
-    assert [c["payment_method_id"] for c in calls] == ["pm_m"]
+    assert [c["form"]["payment_method"] for c in calls] == ["pm_m"]
+    assert [c["key"] for c in calls] == [f"recharge:{recharge.id}"]
     assert recharge.status == RechargeStatus.PROCESSING
 
 
-def test_a_recharge_sent_before_the_card_was_removed_is_still_credited(platform, fake_stripe, monkeypatch):
+def test_a_recharge_sent_before_the_card_was_removed_is_still_credited(platform, payment_intents):
     from payments import payment_methods
 
     member = make_member(platform, "ada")
-    recharge = _pending_recharge(member, monkeypatch)
-    _charges(monkeypatch)
+    recharge = _pending_recharge(member, payment_intents)
+    _charges(payment_intents)
     assert recharge_service.recharge_charge(recharge_id=recharge.id).status == RechargeStatus.PROCESSING
     payment_methods.payment_method_remove(account=member.account)
     recharge.refresh_from_db()
@@ -491,18 +522,56 @@ def test_a_recharge_sent_before_the_card_was_removed_is_still_credited(platform,
     assert recharge.status == RechargeStatus.SUCCEEDED and len(add_rows(member.account.id)) == 1
 
 
-def test_a_sent_recharge_cancelled_by_the_resume_still_counts_against_the_monthly_limit(platform, monkeypatch):
+def test_a_sent_recharge_cancelled_by_the_resume_still_counts_against_the_monthly_limit(platform, payment_intents):
     """Its answer was lost, then the card was replaced: the resume cancels it without calling Stripe, but Stripe
     may have charged it (a late webhook still credits it), so a second recharge may not exceed the limit."""
     member = make_member(platform, "ada")
-    first = _pending_recharge(member, monkeypatch)  # sent once (attempts 1), answer lost
-    CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_spending_limit_usd=Decimal(15))
+    first = _pending_recharge(member, payment_intents)  # sent once (attempts 1), answer lost
+    auto_recharge_set(member.account.id, spending_limit_usd=Decimal(15))
     recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_m", payment_method_id="pm_new")
-    calls = _charges(monkeypatch)
+    calls = _charges(payment_intents)
     first = recharge_service.recharge_charge(recharge_id=first.id)  # the resume: card replaced -> cancelled
-    assert calls == [] and first.status == RechargeStatus.FAILED and first.last_error.startswith("cancelled: ")
+    assert calls == [] and first.status == RechargeStatus.FAILED and first.failure_reason == RechargeFailure.CANCELLED
 
     assert recharge_service.recharge_start(account_id=member.account.id) is None  # 10 + 10 > 15
 
-    CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_spending_limit_usd=Decimal(20))
+    auto_recharge_set(member.account.id, spending_limit_usd=Decimal(20))
     assert recharge_service.recharge_start(account_id=member.account.id) is not None  # 10 + 10 <= 20
+
+
+# --- the admin -------------------------------------------------------------------------------------------------
+
+
+def test_the_admin_edits_settings_under_the_api_rules_and_keeps_the_low_balance_threshold(platform):  # noqa: ANN001
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    browser = Client()
+    browser.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw-for-tests-only"))
+    member = make_member(platform, "ada")
+    add = reverse("admin:payments_autorechargesettings_add")
+    on = {"account": str(member.account.id), "enabled": "on", "threshold_usd": "10", "amount_usd": "20",
+          "spending_limit_usd": ""}
+    response = browser.post(add, on)
+    assert response.status_code == 200 and "enabled" in response.context["adminform"].form.errors  # no card yet
+    assert not AutoRechargeSettings.objects.exists()
+
+    recharge_service.payment_method_save(account_id=member.account.id, customer_id="cus_1", payment_method_id="pm_1")
+    assert browser.post(add, on).status_code == 302
+    assert auto_recharge_of(member.account.id).enabled is True
+    assert CreditAccount.objects.get(pk=member.account.id).low_balance_threshold == Decimal(10)
+
+    change = reverse("admin:payments_autorechargesettings_change", args=[member.account.id])
+    response = browser.post(change, {"threshold_usd": "10", "amount_usd": "5000", "spending_limit_usd": ""})
+    assert response.status_code == 200 and "amount_usd" in response.context["adminform"].form.errors  # top-up range
+    assert browser.post(change, {"threshold_usd": "10", "amount_usd": "20", "spending_limit_usd": ""}).status_code == 302
+    assert auto_recharge_of(member.account.id).enabled is False  # the checkbox left out: off
+    assert CreditAccount.objects.get(pk=member.account.id).low_balance_threshold is None
+
+    Recharge.objects.create(account_id=member.account.id, amount_usd=Decimal(20), credits=Decimal(20),
+                            provider_customer_id="cus_1", provider_payment_method_id="pm_1",
+                            status=RechargeStatus.FAILED, failure_reason=RechargeFailure.GAVE_UP)
+    listing = browser.get(reverse("admin:payments_recharge_changelist"), {"failure_reason": "gave_up"})
+    assert listing.status_code == 200 and str(member.account) in listing.content.decode()
+    assert browser.get(reverse("admin:payments_savedpaymentmethod_changelist")).status_code == 200

@@ -1,5 +1,7 @@
 """A real Celery worker against a real Redis server (both started here): the auto-recharge task sent through
-the broker charges the saved card on localstripe and records the PaymentIntent in the test database."""
+the broker charges the saved card on localstripe and records the PaymentIntent in the test database. The test
+waits on what it can see, never on the clock: the worker's backend blocking on the account's lock (``pg_locks``),
+then the task's result (Redis is also the result backend)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+import threading
+from collections.abc import Callable
 from decimal import Decimal
 from urllib.parse import quote
 
 import pytest
 from celery import Celery
-from django.db import connection
+from django.db import connection, connections, transaction
 
+from credits.locks import account_lock
 from credits.models import CreditAccount, LedgerEntry, TransactionType
 from credits.services import credits_debit
 from payments import recharge as recharge_service
@@ -30,7 +34,9 @@ from tests.payments.local_servers import (  # noqa: F401 - fixtures
     stop,
     stripe_settings,
 )
+from tests.payments.recharge_support import auto_recharge_of
 from tests.payments.test_auto_recharge import intent_event
+from tests.waits import wait_for_lock_waiters
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,14 +50,24 @@ def database_url() -> str:
     return f"postgres://{auth}@{host}{port}/{quote(db['NAME'], safe='')}"
 
 
-def wait_until(check, timeout: float = 30.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError("timed out")
+def on_another_connection(work: Callable[[], None]) -> None:
+    """Runs ``work`` on a connection of its own and waits for it: ``pg_stat_activity`` is read once per transaction,
+    so polling it inside the test's open transaction would never see the worker arrive."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - raised below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failures:
+        raise failures[0]
 
 
 def test_a_real_worker_on_redis_charges_the_recharge(platform, stripe_settings: LocalStripe):  # noqa: ANN001, F811
@@ -68,24 +84,35 @@ def test_a_real_worker_on_redis_charges_the_recharge(platform, stripe_settings: 
             **os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": broker, "CONN_MAX_AGE": "0",
             "STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_API_BASE": stripe_settings.url,
             "STRIPE_MAX_NETWORK_RETRIES": "0", "LOG_LEVEL": "WARNING",
+            "CELERY_RESULT_BACKEND": broker,  # read by Celery itself: the test waits for the task's result
         }
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "billing_service", "worker", "--pool=solo", "--concurrency=1",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+        failure: BaseException | None = None
         try:
-            sender = Celery(broker=broker)
-            sender.send_task("payments.tasks.recharge_charge_task", args=[str(member.account.id)])
-            recharge = wait_until(lambda: Recharge.objects.filter(
-                account_id=member.account.id, status=RechargeStatus.PROCESSING).first())
+            sender = Celery(broker=broker, backend=broker)
+            with transaction.atomic():  # the account locked here: the worker's recharge_start must wait for it
+                account_lock(account_id=member.account.id)
+                sent = sender.send_task("payments.tasks.recharge_charge_task", args=[str(member.account.id)])
+                # the worker took the task and waits for the account (the race happened)
+                on_another_connection(lambda: wait_for_lock_waiters(1, timeout=60))
+                assert not Recharge.objects.filter(account_id=member.account.id).exists()
+            recharge_id = sent.get(timeout=60)
+        except Exception as exc:  # noqa: BLE001 - raised below, with what the worker said
+            failure = exc
         finally:
             stop(worker)
             output = worker.stdout.read().decode(errors="replace") if worker.stdout else ""
             stop(redis)
+        assert failure is None, f"{failure!r}\n{output}"
+        recharge = Recharge.objects.get(pk=recharge_id)
+        assert recharge.status == RechargeStatus.PROCESSING
         assert recharge.provider_payment_id.startswith("pi_"), output
     assert stripe_settings.forwarded[f"recharge:{recharge.id}"] == 1
-    assert CreditAccount.objects.get(pk=member.account.id).auto_recharge_last_triggered_at is not None
+    assert auto_recharge_of(member.account.id).last_triggered_at is not None
     event = intent_event(stripe_settings.payment_intent(recharge.provider_payment_id))
     for _ in range(2):
         assert deliver(event).status_code == 200

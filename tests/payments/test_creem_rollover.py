@@ -1,5 +1,5 @@
 """Creem renewals apply the plan's rollover policy as Stripe's invoice.paid does (the same
-``webhooks._period_grant``): each paid period is a PlanCreditPeriod; the previous one's unused plan credits are
+``plan_periods.period_grant``): each paid period is a PlanCreditPeriod; the previous one's unused plan credits are
 kept (none, all, up to the cap) or leave in one ``rollover`` row; purchased credits never expire."""
 
 from __future__ import annotations

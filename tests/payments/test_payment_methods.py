@@ -25,7 +25,9 @@ from tests.api_helpers import ACCOUNT_URL, db_snapshot, error_of, invalid_field,
 from tests.conftest import client_for, make_member
 from tests.payments.conftest import APP_ORIGIN, CANCEL_URL, SUCCESS_URL, checkout, deliver
 from tests.payments.local_servers import LocalStripe, localstripe, stripe_settings  # noqa: F401 - fixtures
+from tests.payments.recharge_support import auto_recharge_of
 from tests.payments.stripe_subscriptions import next_id
+from tests.waits import backend_pid, wait_until_blocked
 
 pytestmark = pytest.mark.django_db
 
@@ -268,7 +270,8 @@ def test_delete_forgets_the_card_turns_auto_recharge_off_and_a_late_event_cannot
     error_of(client_for(member).delete(PM_URL), 404, "payment_method_not_found")
     account = client_for(member).get(ACCOUNT_URL).json()
     assert (account["auto_recharge_enabled"], account["has_payment_method"]) == (False, False)
-    assert CreditAccount.objects.get(pk=member.account.id).auto_recharge_threshold_usd == Decimal("5.00")
+    assert auto_recharge_of(member.account.id).threshold_usd == Decimal("5.00")
+    assert CreditAccount.objects.get(pk=member.account.id).low_balance_threshold is None  # off: no hook
 
     # A delivery of an event from before the removal (a retried one) changes nothing...
     late = event("checkout.session.completed", _setup_session_object(member, setup_intent(member.account.id)),
@@ -436,7 +439,8 @@ def test_concurrent_first_saves_keep_the_newest(platform):
     one commits last (without it, the older one's insert waited on the newer one's and then overwrote it)."""
     account_id = make_member(platform, "nina").account.id
     newer = timezone.now()
-    first_saved, errors = threading.Event(), []
+    first_saved, older_pid_known, errors = threading.Event(), threading.Event(), []
+    older_pid: list[int] = []
 
     def save_newer() -> None:
         try:
@@ -444,8 +448,9 @@ def test_concurrent_first_saves_keep_the_newest(platform):
                 recharge.payment_method_save(account_id=account_id, customer_id="cus_1", payment_method_id="pm_new",
                                              as_of=newer)
                 first_saved.set()
-                time.sleep(0.5)  # the older save is now waiting
-        except Exception as exc:  # noqa: BLE001 - reported below
+                assert older_pid_known.wait(10) and older_pid
+                wait_until_blocked(older_pid[0])  # the older save now waits for the account's lock
+        except BaseException as exc:  # noqa: BLE001 - reported below (an AssertionError: the race did not happen)
             errors.append(exc)
         finally:
             first_saved.set()
@@ -453,19 +458,22 @@ def test_concurrent_first_saves_keep_the_newest(platform):
 
     def save_older() -> None:
         try:
-            first_saved.wait(5)
+            older_pid.append(backend_pid())
+            older_pid_known.set()
+            first_saved.wait(10)
             recharge.payment_method_save(account_id=account_id, customer_id="cus_1", payment_method_id="pm_old",
                                          as_of=newer - timedelta(seconds=60))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
+            older_pid_known.set()
             connection.close()
 
     threads = [threading.Thread(target=work, daemon=True) for work in (save_newer, save_older)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(30)
     assert errors == []
     assert SavedPaymentMethod.objects.get(account_id=account_id).provider_payment_method_id == "pm_new"
 

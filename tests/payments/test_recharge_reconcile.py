@@ -4,6 +4,11 @@ settled as the webhook would have, once; a pending one whose sends keep failing 
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,14 +17,13 @@ from django.conf import settings as django_settings
 
 from credits.models import CreditAccount
 from payments import recharge as recharge_service
-from payments.errors import PaymentProviderError
-from payments.providers import stripe as stripe_provider
-from payments.recharge_models import Recharge, RechargeStatus
+from payments.recharge_models import Recharge, RechargeFailure, RechargeStatus
 from payments.tasks import recharges_reconcile, recharges_resume
 from tests.conftest import make_member
 from tests.payments import local_servers
 from tests.payments.conftest import deliver
 from tests.payments.local_servers import LocalStripe
+from tests.payments.recharge_support import auto_recharge_of, auto_recharge_set, payment_intents  # noqa: F401
 from tests.payments.test_auto_recharge import (
     DECLINING_CARD,
     _pending_recharge,
@@ -37,6 +41,22 @@ STALE = timedelta(seconds=recharge_service.RECONCILE_AFTER_SECONDS + 60)
 
 def age(recharge: Recharge, by: timedelta) -> None:
     Recharge.objects.filter(pk=recharge.pk).update(updated_at=Recharge.objects.get(pk=recharge.pk).updated_at - by)
+
+
+def localstripe_call(stripe: LocalStripe, method: str, path: str, body: bytes = b"",
+                     headers: Mapping[str, str] | None = None) -> tuple[int, dict]:
+    """A request straight to localstripe, past the front (whose routes a test may have taken over)."""
+    request = urllib.request.Request(stripe.backend_url + path, data=body or None, method=method)
+    for name in ("Authorization", "Content-Type", "Stripe-Version"):
+        if headers and headers.get(name):
+            request.add_header(name, headers[name])
+    if not (headers and headers.get("Authorization")):
+        request.add_header("Authorization", f"Bearer {local_servers.SECRET_KEY}")
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def test_the_reconcile_is_scheduled_by_the_beat():
@@ -78,17 +98,18 @@ def test_a_processing_recharge_declined_at_stripe_is_failed_by_the_reconcile(
     """Stripe answered "processing" (as for a payment confirmed later), then declined it; the
     ``payment_intent.payment_failed`` webhook is lost."""
     member = enabled_member(platform, stripe_settings, card=DECLINING_CARD)
-    real_create = stripe_provider.payment_intent_off_session_create
 
-    def create_answering_processing(**kwargs):
-        answer = real_create(**kwargs)
-        assert answer.declined  # localstripe declines at once and records the PaymentIntent, but names none
-        intents = stripe_settings.client().v1.payment_intents.list(params={"limit": 100}).to_dict()["data"]
-        intent_id = next(i["id"] for i in intents if i["metadata"].get("recharge_id") == kwargs["metadata"]["recharge_id"])
-        return stripe_provider.OffSessionCharge(intent_id, "processing", False)
+    def create_answering_processing(body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        status, answer = localstripe_call(stripe_settings, "POST", "/v1/payment_intents", body, headers)
+        assert status == 402  # localstripe declines at once and records the PaymentIntent, but names none
+        _, intents = localstripe_call(stripe_settings, "GET", "/v1/payment_intents?limit=100")
+        recharge_id = urllib.parse.parse_qs(body.decode())["metadata[recharge_id]"][0]
+        intent = next(i for i in intents["data"] if i["metadata"].get("recharge_id") == recharge_id)
+        return 200, json.dumps(intent | {"status": "processing"}).encode()  # what Stripe answered: processing
 
-    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", create_answering_processing)
+    monkeypatch.setitem(stripe_settings.routes, ("POST", "/v1/payment_intents"), create_answering_processing)
     debit(member, "6", django_capture_on_commit_callbacks)
+    monkeypatch.undo()
     recharge = Recharge.objects.get()
     assert recharge.status == RechargeStatus.PROCESSING
     intent = stripe_settings.payment_intent(recharge.provider_payment_id)
@@ -98,8 +119,9 @@ def test_a_processing_recharge_declined_at_stripe_is_failed_by_the_reconcile(
     assert recharges_reconcile() == 1
     recharge.refresh_from_db()
     assert (recharge.status, recharge.last_error) == (RechargeStatus.FAILED, "Your card was declined.")
+    assert recharge.failure_reason == RechargeFailure.DECLINED
     assert recharge.settled_at is not None and not add_rows(member.account.id)
-    assert CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled is True  # one decline only
+    assert auto_recharge_of(member.account.id).enabled is True  # one decline only
     failed = intent_event(intent, "payment_intent.payment_failed")  # the late webhook: nothing more
     assert deliver(failed).status_code == 200
     recharge.refresh_from_db()
@@ -119,9 +141,12 @@ def test_a_recharge_stripe_has_not_settled_or_cannot_answer_for_is_left_for_the_
     assert recharges_reconcile() == 0
     Recharge.objects.filter(pk=recharge.pk).update(provider_payment_id=intent_id)
 
-    for status in ("processing", "requires_action"):
-        monkeypatch.setattr(stripe_provider, "payment_intent_retrieve",
-                            lambda **kw: stripe_settings.payment_intent(intent_id) | {"status": status})  # noqa: B023
+    for status in ("processing", "requires_action"):  # what Stripe answers for the PaymentIntent now
+        def retrieve(body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+            code, intent = localstripe_call(stripe_settings, "GET", f"/v1/payment_intents/{intent_id}", b"", headers)
+            return code, json.dumps(intent | {"status": status}).encode()  # noqa: B023
+
+        monkeypatch.setitem(stripe_settings.routes, ("GET", f"/v1/payment_intents/{intent_id}"), retrieve)
         assert recharges_reconcile() == 0
     recharge.refresh_from_db()
     assert recharge.status == RechargeStatus.PROCESSING and not add_rows(member.account.id)
@@ -131,16 +156,10 @@ def test_a_recharge_stripe_has_not_settled_or_cannot_answer_for_is_left_for_the_
     assert Recharge.objects.get().status == RechargeStatus.SUCCEEDED and len(add_rows(member.account.id)) == 1
 
 
-def test_a_recharge_whose_sends_keep_failing_is_given_up_after_max_attempts(platform, monkeypatch):
+def test_a_recharge_whose_sends_keep_failing_is_given_up_after_max_attempts(platform, payment_intents):
     member = make_member(platform, "ada")
-    recharge = _pending_recharge(member, monkeypatch)  # sent once: a provider error
-    sends: list = []
-
-    def fail(**kwargs) -> None:
-        sends.append(kwargs)
-        raise PaymentProviderError(details={"provider": "stripe"})
-
-    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", fail)
+    recharge = _pending_recharge(member, payment_intents)  # sent once: a provider error
+    sends = payment_intents.answer("error")  # Stripe keeps answering 500
     for _ in range(recharge_service.MAX_CHARGE_ATTEMPTS - 1):
         age(recharge, timedelta(minutes=5))
         assert recharges_resume() == 0
@@ -158,24 +177,24 @@ def test_a_recharge_whose_sends_keep_failing_is_given_up_after_max_attempts(plat
     recharge.refresh_from_db()
     assert len(sends) == recharge_service.MAX_CHARGE_ATTEMPTS
     assert recharge.status == RechargeStatus.FAILED and recharge.settled_at is not None
-    assert recharge.last_error.startswith(recharge_service.GAVE_UP)
+    assert recharge.failure_reason == RechargeFailure.GAVE_UP
+    assert "sends failed at the provider" in recharge.last_error
     assert recharges_resume() == 0 and len(sends) == recharge_service.MAX_CHARGE_ATTEMPTS
-    assert CreditAccount.objects.get(pk=member.account.id).auto_recharge_enabled is True  # one failure so far
+    assert auto_recharge_of(member.account.id).enabled is True  # one failure so far
 
     # Sent, so perhaps charged: it still counts against the month's limit.
-    CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_spending_limit_usd=Decimal(15))
+    auto_recharge_set(member.account.id, spending_limit_usd=Decimal(15))
     assert recharge_service.recharge_start(account_id=member.account.id) is None  # 10 + 10 > 15
-    CreditAccount.objects.filter(pk=member.account.id).update(auto_recharge_spending_limit_usd=Decimal(20))
+    auto_recharge_set(member.account.id, spending_limit_usd=Decimal(20))
     assert recharge_service.recharge_start(account_id=member.account.id) is not None
 
 
-def test_debits_do_not_resend_a_sent_recharge_only_the_resume_does(platform, monkeypatch):
+def test_debits_do_not_resend_a_sent_recharge_only_the_resume_does(platform, payment_intents):
     """Every debit below the threshold asks for a recharge; one already sent (its answer lost) is the resume's to
     retry, spaced out, so that a provider outage does not turn each debit into another send."""
     member = make_member(platform, "ada")
-    recharge = _pending_recharge(member, monkeypatch)  # sent once: a provider error
-    sends: list = []
-    monkeypatch.setattr(stripe_provider, "payment_intent_off_session_create", lambda **kw: sends.append(kw))
+    recharge = _pending_recharge(member, payment_intents)  # sent once: a provider error
+    sends = payment_intents.answer("succeeded")
 
     for _ in range(5):
         assert recharge_service.recharge_start(account_id=member.account.id) is None

@@ -1,11 +1,10 @@
 """A refund of a subscription's first invoice (its order's) locks the account's subscriptions and its plan period
-before the credit account, as a renewal (``webhooks._period_grant`` / ``_period_close``) does: the two never
+before the credit account, as a renewal (``plan_periods.period_grant`` / ``_period_close``) does: the two never
 deadlock (``payments.locks``)."""
 
 from __future__ import annotations
 
 import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -19,6 +18,7 @@ from tests.payments import stripe_subscriptions
 from tests.payments.conftest import deliver
 from tests.payments.stripe_subscriptions import DAY, T0, charge_refunded, invoice_paid
 from tests.payments.test_subscription_webhooks import plan_of
+from tests.waits import backend_pid, wait_until_blocked
 
 stripe_billing = stripe_subscriptions.stripe_billing  # the fake Stripe fixture
 
@@ -41,28 +41,44 @@ def test_a_first_invoice_refund_and_a_renewal_take_their_locks_in_one_order(stri
     period = PlanCreditPeriod.objects.get()
     result: dict[str, object] = {}
 
+    refund_pid: list[int] = []
+    refund_connected = threading.Event()
+
     def refund() -> None:
         try:
+            refund_pid.append(backend_pid())  # the connection this thread's request runs on
+            refund_connected.set()
             result["response"] = deliver(charge_refunded(charge_id="ch_first", payment_intent="pi_first_1",
                                                          amount=1000, amount_refunded=1000))
         finally:
             connections.close_all()
 
     renewal_error = None
-    with transaction.atomic():
-        # What a renewal does: the account's subscriptions, the previous period's row, then the credit account.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL lock_timeout = '10s'")
-        account_subscriptions_lock(account_id=ren.account.id)
-        list(PlanCreditPeriod.objects.select_for_update().filter(pk=period.pk))
-        thread = threading.Thread(target=refund)
-        thread.start()
-        time.sleep(1.0)  # the refund now waits (for the subscriptions lock, before the account's)
-        try:
-            list(CreditAccount.objects.select_for_update().filter(pk=ren.account.pk))
-        except Exception as exc:  # noqa: BLE001 - a deadlock or lock timeout is the failure under test
-            renewal_error = exc
-    thread.join(timeout=30)
+    thread = threading.Thread(target=refund)
+    try:
+        with transaction.atomic():
+            # What a renewal does: the account's subscriptions, the previous period's row, then the credit
+            # account.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '10s'")
+            account_subscriptions_lock(account_id=ren.account.id)
+            list(PlanCreditPeriod.objects.select_for_update().filter(pk=period.pk))
+            renewal_pid = backend_pid()
+            thread.start()
+            assert refund_connected.wait(timeout=30)
+            # The race happened: the refund's backend waits for a lock this renewal holds (the subscriptions
+            # lock, taken before the account's), as PostgreSQL itself shows, before the renewal goes on.
+            wait_until_blocked(refund_pid[0])
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_blocking_pids(%s)", [refund_pid[0]])
+                assert set(cursor.fetchone()[0]) == {renewal_pid}
+            try:
+                list(CreditAccount.objects.select_for_update().filter(pk=ren.account.pk))
+            except Exception as exc:  # noqa: BLE001 - a deadlock or lock timeout is the failure under test
+                renewal_error = exc
+    finally:
+        if thread.is_alive():
+            thread.join(timeout=30)
 
     assert renewal_error is None
     assert result["response"].status_code == 200, result["response"].content

@@ -144,7 +144,7 @@ def test_a_refund_before_the_payment_is_parked_then_applied(fake_stripe, platfor
         metadata={"order_id": order["id"]},
     )
 
-    assert deliver(early).json()["status"] == "ignored"
+    assert deliver(early).json()["status"] == "parked"
     assert refund_rows(member) == []
 
     deliver(session_event(COMPLETED, order))
@@ -157,11 +157,12 @@ def test_a_refund_before_the_payment_is_parked_then_applied(fake_stripe, platfor
     assert Order.objects.get(pk=order["id"]).status == OrderStatus.PARTIALLY_REFUNDED
 
 
-def test_a_charge_of_no_order_of_ours_is_ignored(fake_stripe, platform):
+def test_a_charge_of_no_order_of_ours_is_parked(fake_stripe, platform):
+    """Parked, not ignored: its order (or renewal invoice) may not have arrived yet."""
     response = deliver(
         charge_refunded(charge_id="ch_x", payment_intent="pi_unknown", amount=500, amount_refunded=500)
     )
-    assert response.json()["status"] == "ignored"
+    assert response.json()["status"] == "parked"
     assert LedgerEntry.objects.filter(transaction_type="refund").count() == 0
 
 

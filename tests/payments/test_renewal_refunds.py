@@ -97,10 +97,10 @@ def test_a_legacy_charge_is_matched_by_its_invoice(stripe_billing, platform, ren
     assert refund_rows(ren.account) == [Decimal(-100)]
 
 
-def test_an_unmatched_refund_is_ignored_with_a_note(renewed, ren):
+def test_an_unmatched_refund_is_parked_with_a_note(renewed, ren):
     body = refund(1000, pi="pi_somebody_else", charge="ch_x")
-    assert body["status"] == "ignored"
-    assert body["note"].startswith("parked: no order or plan period of this service matches")
+    assert body["status"] == "parked"
+    assert body["note"].startswith("no order or plan period of this service matches")
     assert refund_rows(ren.account) == []
 
 
@@ -108,7 +108,7 @@ def test_a_refund_before_its_invoice_is_applied_when_the_invoice_arrives(stripe_
     plan = plan_of(platform)
     pay(ren.account, plan, P1, P2)
     early = refund(400)
-    assert early["status"] == "ignored"
+    assert early["status"] == "parked"
 
     pay(ren.account, plan, P2, P3, payment_intent="pi_renew_2")
 
@@ -301,7 +301,7 @@ def test_a_refund_parked_before_invoice_payment_paid_is_applied_by_it(stripe_bil
     plan = plan_of(platform)
     pay(ren.account, plan, P1, P2, payment_intent="pi_first_1", billing_reason="subscription_create")
     pay(ren.account, plan, P2, P3, invoice_id="in_renew_2")
-    assert refund(1000)["status"] == "ignored"  # parked: no period knows pi_renew_2 yet
+    assert refund(1000)["status"] == "parked"  # no period knows pi_renew_2 yet
 
     assert deliver(invoice_payment_paid("in_renew_2", "pi_renew_2")).json()["status"] == "processed"
 

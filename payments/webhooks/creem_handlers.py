@@ -1,6 +1,6 @@
-"""What each Creem event does. Called (through ``payments.webhooks.handle``) by
-``services.webhook_event_process`` inside its transaction, with the event row locked: storing first, one
-atomic transaction, duplicates, unhandled types and failures are handled there exactly as for Stripe. These
+"""What each Creem event does (the routing table ``payments.webhooks.routes`` maps each type here). Called by
+``payments.webhooks.events`` inside its transaction, with the event row locked: storing, one atomic
+transaction, duplicates, unhandled types and failures are handled there exactly as for Stripe. These
 handlers lock the order, then the subscription (``subscriptions.services``), then the credit account
 (``credits``), and never call Creem.
 
@@ -23,7 +23,7 @@ github.com/armitage-labs/creem ``learn/webhooks/event-types.mdx``): ``{"id": "ev
   ``subscription``, ``checkout`` (``request_id``, ``metadata``), ``order``. The refunded transaction's period
   names the grant it paid for (``period_start`` equals that period's ``current_period_start_date``); the share
   of it refunded (``refund_amount / amount_paid``, at most all of it) is taken back with
-  ``credits_reverse_purchase``: one ``refund`` row (negative), keyed ``creem:refund:<refund id>``, never more
+  ``plan_periods.period_credits_reverse``: one ``refund`` row (negative), keyed ``creem:refund:<refund id>``, never more
   than is available; what was already spent is the order's ``refund_shortfall_credits`` and flags it for
   review. Once the refunded period has closed, only what it carried out can still be taken back (the rest had
   left with its close, recorded on the period: ``payments.plan_periods``). The period row is locked (after the
@@ -33,7 +33,7 @@ github.com/armitage-labs/creem ``learn/webhooks/event-types.mdx``): ``{"id": "ev
   for (the ledger key alone would not do: a reversal that takes nothing writes no row).
 
 Credits: each paid period of a subscription grants the plan's ``credits_included`` once, under the ledger key
-``creem:<subscription id>:<period start>``, through the Stripe handlers' ``webhooks._period_grant``: a
+``creem:<subscription id>:<period start>``, through ``payments.plan_periods.period_grant`` (as Stripe's renewals): a
 ``PlanCreditPeriod`` per period, and the previous period closed first with its plan's rollover policy (unused
 plan credits kept: none, all, or up to ``rollover_cap``; the rest leave in one ``rollover`` row), exactly as for
 Stripe renewals. A period whose event carries no end date ends one billing cycle after its start (or at the
@@ -53,28 +53,18 @@ from __future__ import annotations
 
 import calendar
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from django.utils import timezone
 
 from credits.models import LedgerEntry, TransactionType
-from credits.services import credits_reverse_purchase
-from payments import locks
+from payments import locks, orders, plan_periods, selectors
 from payments.errors import EventNotApplicable, EventRetryable
-from payments.models import (
-    Channel,
-    Order,
-    OrderStatus,
-    OrderType,
-    WebhookEvent,
-    WebhookProvider,
-    WebhookStatus,
-)
-from payments.plan_periods import grant_period_lock, grant_reversed, reversal_plan
-from payments.webhooks import Handled, _period_grant
+from payments.handled import Handled, ignored, processed
+from payments.models import Channel, Order, OrderType, WebhookEvent
+from payments.providers import creem_events
+from payments.providers.creem_events import SubscriptionFacts, as_dict, moment, subscription_facts, text
 from subscriptions import selectors as subscription_selectors
 from subscriptions.errors import SubscriptionOwnerMismatch
 from subscriptions.models import BillingCycle, Plan, Provider, Subscription, SubscriptionStatus
@@ -86,11 +76,7 @@ SUBSCRIPTION_PAID = "subscription.paid"
 SUBSCRIPTION_CANCELED = "subscription.canceled"
 SUBSCRIPTION_EXPIRED = "subscription.expired"
 SUBSCRIPTION_UPDATE = "subscription.update"
-REFUND_CREATED = "refund.created"
-SUBSCRIPTION_EVENTS = frozenset(
-    {SUBSCRIPTION_ACTIVE, SUBSCRIPTION_PAID, SUBSCRIPTION_CANCELED, SUBSCRIPTION_EXPIRED, SUBSCRIPTION_UPDATE}
-)
-CREEM_HANDLED = frozenset({CHECKOUT_COMPLETED, REFUND_CREATED, *SUBSCRIPTION_EVENTS})
+REFUND_CREATED = creem_events.REFUND_CREATED
 CREDITS_QUANTUM = Decimal("0.000001")  # the ledger's 6 decimal places
 
 # Creem subscription status -> ours (``subscription.update`` carries the status; unknown ones keep ours).
@@ -110,89 +96,9 @@ _STATUS_OF_EVENT = {
 }
 
 
-# --- reading an event ---------------------------------------------------------------------------------------
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str:
-    """An id field: a string, or an expanded object with an id."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return value["id"]
-    return ""
-
-
-def _moment(value: Any) -> datetime | None:
-    """An ISO 8601 date (``"2024-10-12T11:58:38.000Z"``) or epoch milliseconds, as an aware datetime."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
-    if isinstance(value, str) and value:
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionFacts:
-    subscription_id: str
-    product_id: str
-    billing_cycle: str | None  # from the product's billing_period, when the product is expanded
-    customer_id: str
-    status: str
-    period_start: datetime | None
-    period_end: datetime | None
-    canceled_at: datetime | None
-    order_ref: str  # metadata.order_id, "" if none
-
-
-def subscription_facts(
-    obj: dict[str, Any], *, product: Any = None, metadata: Any = None
-) -> SubscriptionFacts:
-    product = obj.get("product") if product is None else product
-    period = _dict(product).get("billing_period")
-    cycle = None
-    if isinstance(period, str):
-        cycle = BillingCycle.YEARLY if period == "every-year" else BillingCycle.MONTHLY
-    start, end = _moment(obj.get("current_period_start_date")), _moment(obj.get("current_period_end_date"))
-    if start is not None and end is not None and end <= start:
-        end = None  # Creem's own expired sample has start == end: keep the start, drop the empty period
-    meta = _dict(obj.get("metadata") if metadata is None else metadata)
-    return SubscriptionFacts(
-        subscription_id=_text(obj.get("id")),
-        product_id=_text(product),
-        billing_cycle=cycle,
-        customer_id=_text(obj.get("customer")),
-        status=obj.get("status") if isinstance(obj.get("status"), str) else "",
-        period_start=start,
-        period_end=end,
-        canceled_at=_moment(obj.get("canceled_at")),
-        order_ref=meta.get("order_id") if isinstance(meta.get("order_id"), str) else "",
-    )
-
-
-# --- dispatch -----------------------------------------------------------------------------------------------
-
-
-def handle(event: WebhookEvent) -> Handled:
-    payload = _dict(event.payload)
-    obj = _dict(payload.get("object"))
-    as_of = _moment(payload.get("created_at"))
-    if event.type == CHECKOUT_COMPLETED:
-        return _checkout_completed(obj, as_of)
-    if event.type in SUBSCRIPTION_EVENTS:
-        return _subscription_event(event.type, obj, as_of)
-    if event.type == REFUND_CREATED:
-        return _refund_created(obj, event_pk=event.pk)
-    return Handled(WebhookStatus.IGNORED, note="event type not handled")
+def _parts(event: WebhookEvent) -> tuple[dict[str, Any], datetime | None]:
+    payload = as_dict(event.payload)
+    return as_dict(payload.get("object")), moment(payload.get("created_at"))
 
 
 def _order_for(ref: str) -> Order | None:
@@ -212,36 +118,37 @@ def _order_for(ref: str) -> Order | None:
     return order
 
 
-def _checkout_completed(obj: dict[str, Any], as_of: datetime | None) -> Handled:
-    metadata = _dict(obj.get("metadata"))
+def checkout_completed(event: WebhookEvent) -> Handled:
+    obj, as_of = _parts(event)
+    metadata = as_dict(obj.get("metadata"))
     request_ref = obj.get("request_id") if isinstance(obj.get("request_id"), str) else ""
     meta_ref = metadata.get("order_id") if isinstance(metadata.get("order_id"), str) else ""
     if request_ref and meta_ref and request_ref != meta_ref:
         raise EventNotApplicable("request_id and metadata.order_id name different orders")
     order = _order_for(request_ref or meta_ref)
     if order is None:
-        return Handled(WebhookStatus.IGNORED, note="the checkout names no order of this service")
-    checkout_id = _text(obj.get("id"))
+        return ignored("the checkout names no order of this service")
+    checkout_id = text(obj.get("id"))
     if order.provider_checkout_id and checkout_id and order.provider_checkout_id != checkout_id:
         raise EventNotApplicable(
             f"checkout {checkout_id} is not the order's ({order.provider_checkout_id})", order_id=order.id
         )
-    creem_order = _dict(obj.get("order"))
+    creem_order = as_dict(obj.get("order"))
     if creem_order.get("status") not in (None, "paid"):
         raise EventNotApplicable(
             f"the Creem order is {creem_order.get('status')!r}, not paid", order_id=order.id
         )
     subscription_obj = obj.get("subscription")
     facts = subscription_facts(
-        _dict(subscription_obj) or {"id": _text(subscription_obj)},
+        as_dict(subscription_obj) or {"id": text(subscription_obj)},
         product=obj.get("product") or creem_order.get("product"),
         metadata={"order_id": str(order.id)},
     )
     if not facts.subscription_id:
         raise EventNotApplicable("the completed checkout has no subscription", order_id=order.id)
     order.provider_checkout_id = order.provider_checkout_id or checkout_id
-    order.provider_payment_id = order.provider_payment_id or _text(creem_order.get("id"))
-    order.provider_customer_id = order.provider_customer_id or _text(obj.get("customer"))
+    order.provider_payment_id = order.provider_payment_id or text(creem_order.get("id"))
+    order.provider_customer_id = order.provider_customer_id or text(obj.get("customer"))
     order.provider_subscription_id = order.provider_subscription_id or facts.subscription_id
     amount = creem_order.get("amount")
     if creem_order.get("currency") == "USD" and isinstance(amount, int) and not isinstance(amount, bool):
@@ -251,12 +158,14 @@ def _checkout_completed(obj: dict[str, Any], as_of: datetime | None) -> Handled:
     subscription = _ensure_subscription(order, plan, facts, as_of)
     _mark_paid(order)
     if facts.period_start is None:
-        return Handled(WebhookStatus.PROCESSED, order.id, "credits come with subscription.paid (no period)")
+        return processed(order.id, "credits come with subscription.paid (no period)")
     _grant_period(subscription, plan, facts, order)
-    return Handled(WebhookStatus.PROCESSED, order.id)
+    return processed(order.id)
 
 
-def _subscription_event(event_type: str, obj: dict[str, Any], as_of: datetime | None) -> Handled:
+def subscription_changed(event: WebhookEvent) -> Handled:
+    obj, as_of = _parts(event)
+    event_type = event.type
     facts = subscription_facts(obj)
     if not facts.subscription_id:
         raise EventNotApplicable("the event names no subscription")
@@ -265,7 +174,7 @@ def _subscription_event(event_type: str, obj: dict[str, Any], as_of: datetime | 
         provider=Provider.CREEM, provider_subscription_id=facts.subscription_id
     )
     if order is None and subscription is None:
-        return Handled(WebhookStatus.IGNORED, note="names no order or subscription of this service")
+        return ignored("names no order or subscription of this service")
     platform_id = order.platform_id if order is not None else subscription.account.platform_id
     plan = subscription_selectors.plan_for_creem_product(platform_id=platform_id, product_id=facts.product_id)
     if plan is None and subscription is None:
@@ -278,7 +187,7 @@ def _subscription_event(event_type: str, obj: dict[str, Any], as_of: datetime | 
     status = _STATUS_OF_EVENT.get(event_type) or _STATUS_OF.get(facts.status) or subscription.status
     _sync(subscription, status, facts, as_of)
     if event_type != SUBSCRIPTION_PAID:
-        return Handled(WebhookStatus.PROCESSED, order.id if order else None)
+        return processed(order.id if order else None)
     if order is not None:
         order.provider_subscription_id = order.provider_subscription_id or facts.subscription_id
         _mark_paid(order)
@@ -286,7 +195,7 @@ def _subscription_event(event_type: str, obj: dict[str, Any], as_of: datetime | 
         raise EventNotApplicable("subscription.paid without current_period_start_date",
                                  order_id=order.id if order else None)
     _grant_period(subscription, plan, facts, order)
-    return Handled(WebhookStatus.PROCESSED, order.id if order else None)
+    return processed(order.id if order else None)
 
 
 # --- effects ------------------------------------------------------------------------------------------------
@@ -341,10 +250,7 @@ def _sync(subscription: Subscription, status: str, facts: SubscriptionFacts, as_
 
 
 def _mark_paid(order: Order) -> None:
-    if order.status in (OrderStatus.PENDING, OrderStatus.FAILED):
-        order.status = OrderStatus.PAID
-        order.paid_at = timezone.now()
-        order.last_error = ""
+    orders.order_mark_paid(order)
     order.save()
 
 
@@ -355,12 +261,12 @@ def _grant_key(subscription_id: str, period_start: datetime) -> str:
 def _grant_period(
     subscription: Subscription, plan: Plan, facts: SubscriptionFacts, order: Order | None
 ) -> None:
-    """The plan's credits for the period starting at ``facts.period_start``, once (``webhooks._period_grant``:
+    """The plan's credits for the period starting at ``facts.period_start``, once (``plan_periods.period_grant``:
     the previous period's rollover first). The ledger row keeps Creem's key and wording, so a replay is exact.
     The first grant of the subscription is also the order's ``ledger_entry``."""
     start = facts.period_start.astimezone(UTC).isoformat(timespec="seconds")
     price_cents = plan.price_for(subscription.billing_cycle)
-    period, _ = _period_grant(
+    period, _ = plan_periods.period_grant(
         subscription, plan=plan, start=facts.period_start, end=_period_end(subscription, facts), invoice_id="",
         grant={
             "payment_amount_usd": Decimal(price_cents) / 100 if price_cents > 0 else None,
@@ -395,14 +301,15 @@ def _period_end(subscription: Subscription, facts: SubscriptionFacts) -> datetim
     return start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1]))
 
 
-def _refund_created(obj: dict[str, Any], *, event_pk: int) -> Handled:
-    refund_id = _text(obj.get("id"))
-    transaction = _dict(obj.get("transaction"))
-    checkout = _dict(obj.get("checkout"))
-    subscription_id = _text(obj.get("subscription")) or _text(transaction.get("subscription"))
+def refund_created(event: WebhookEvent) -> Handled:
+    obj, _ = _parts(event)
+    refund_id = text(obj.get("id"))
+    payment = as_dict(obj.get("transaction"))  # the refunded transaction
+    checkout = as_dict(obj.get("checkout"))
+    subscription_id = text(obj.get("subscription")) or text(payment.get("subscription"))
     if not refund_id:
         raise EventNotApplicable("the refund has no id")
-    meta = _dict(checkout.get("metadata"))
+    meta = as_dict(checkout.get("metadata"))
     ref = checkout.get("request_id") if isinstance(checkout.get("request_id"), str) else ""
     ref = ref or (meta.get("order_id") if isinstance(meta.get("order_id"), str) else "")
     order = _order_for(ref) if ref else None
@@ -410,8 +317,8 @@ def _refund_created(obj: dict[str, Any], *, event_pk: int) -> Handled:
         provider=Provider.CREEM, provider_subscription_id=subscription_id
     )
     if order is None and subscription is None:
-        return Handled(WebhookStatus.IGNORED, note="names no order or subscription of this service")
-    period_start = _moment(transaction.get("period_start"))
+        return ignored("names no order or subscription of this service")
+    period_start = moment(payment.get("period_start"))
     if subscription is None or period_start is None:
         raise EventRetryable("the refunded payment's subscription or period is not known here yet")
     grant = LedgerEntry.objects.filter(
@@ -420,64 +327,50 @@ def _refund_created(obj: dict[str, Any], *, event_pk: int) -> Handled:
     order_id = order.id if order is not None else None
     if grant is None:
         if subscription.plan.credits_included <= 0:
-            return Handled(WebhookStatus.PROCESSED, order_id, "the refunded period granted no credits")
+            return processed(order_id, "the refunded period granted no credits")
         raise EventRetryable("the refunded period's credits are not granted yet")
-    refunded, paid = obj.get("refund_amount"), transaction.get("amount_paid")
+    refunded, paid = obj.get("refund_amount"), payment.get("amount_paid")
     share = Decimal(1)
     if isinstance(refunded, int) and isinstance(paid, int) and paid > 0 and refunded < paid:
         share = Decimal(max(refunded, 0)) / Decimal(paid)
     credits = (grant.balance_delta * share).quantize(CREDITS_QUANTUM, rounding=ROUND_DOWN)
-    transaction_id = _text(transaction)
+    transaction_id = text(payment)
     # The period before the credit account (payments.locks); a closed period gives back only what it carried out.
-    period = grant_period_lock(account_id=subscription.account_id, grant_entry_id=grant.pk)
+    period = locks.grant_period_lock(account_id=subscription.account_id, grant_entry_id=grant.pk)
     # Deduplicated on the refund id itself, not on its ledger row: a reversal that takes nothing (the credits had
     # left with the period's close) writes none. Checked after the account's subscriptions lock (taken by
     # grant_period_lock), which orders two events of one refund: the second sees the first one's commit.
-    earlier = _refund_event_processed(refund_id, event_pk=event_pk)
+    earlier = selectors.creem_refund_processed(refund_id=refund_id, other_than=event.pk)
     if earlier is not None:
-        return Handled(WebhookStatus.PROCESSED, order_id, f"refund {refund_id} already processed (event {earlier})")
-    reversal = reversal_plan(period, credits)
-    result = credits_reverse_purchase(
+        return processed(order_id, f"refund {refund_id} already processed (event {earlier})")
+    reversal, result = plan_periods.period_credits_reverse(
+        period, credits,
         account_id=subscription.account_id,
-        amount=reversal.take,
         idempotency_key=f"creem:refund:{refund_id}",
         description=f"Refund {refund_id} of the period from {str(grant.metadata.get('period_start'))[:10]}",
         reference=f"creem:{subscription_id}",
         metadata={"channel": Channel.CREEM, "refund_id": refund_id, "transaction_id": transaction_id,
                   "subscription_id": subscription_id, "refund_of": str(grant.pk)},
     )
-    if not result.replayed:
-        grant_reversed(period, reversal, removed=result.removed, shortfall=result.shortfall)
     if order is not None and not result.replayed:
-        if obj.get("refund_currency") == "USD" and isinstance(refunded, int):
-            order.amount_refunded_usd += Decimal(refunded) / 100
-        order.credits_reversed += result.removed
-        order.refund_shortfall_credits += result.shortfall
-        if result.shortfall > 0:
-            order.needs_review = True
-            order.last_error = (
-                f"refund {refund_id}: {result.shortfall} credits were already spent, not taken back"
-            )
-        if transaction.get("order") and transaction.get("order") == order.provider_payment_id:
-            order.status = OrderStatus.REFUNDED if share >= 1 else OrderStatus.PARTIALLY_REFUNDED
-            order.refunded_at = timezone.now()
+        in_usd = obj.get("refund_currency") == "USD" and isinstance(refunded, int)
+        orders.order_refund_record(
+            order, removed=result.removed, shortfall=result.shortfall,
+            review_note=f"refund {refund_id}: {result.shortfall} credits were already spent, not taken back",
+            amount_refunded_usd=order.amount_refunded_usd + Decimal(refunded) / 100 if in_usd else None,
+            full=share >= 1 if payment.get("order") and payment.get("order") == order.provider_payment_id else None,
+        )
         order.save()
     note = ""
     if reversal.expired > 0 and not result.replayed:
         note = (f"{reversal.expired} of {credits} credits had left with the period's close (expired or spent), "
                 "not taken back")
-    return Handled(WebhookStatus.PROCESSED, order_id, note)
+    return processed(order_id, note)
 
 
-def _refund_event_processed(refund_id: str, *, event_pk: int) -> str | None:
-    """The id of another, already processed Creem event about refund ``refund_id`` (Creem may deliver one refund
-    under several event ids), or None."""
-    return (
-        WebhookEvent.objects.filter(
-            provider=WebhookProvider.CREEM, type=REFUND_CREATED, status=WebhookStatus.PROCESSED,
-            payload__object__id=refund_id,
-        )
-        .exclude(pk=event_pk)
-        .values_list("event_id", flat=True)
-        .first()
-    )
+HANDLERS = {
+    CHECKOUT_COMPLETED: checkout_completed,
+    **dict.fromkeys((SUBSCRIPTION_ACTIVE, SUBSCRIPTION_PAID, SUBSCRIPTION_CANCELED, SUBSCRIPTION_EXPIRED,
+                     SUBSCRIPTION_UPDATE), subscription_changed),
+    REFUND_CREATED: refund_created,
+}
