@@ -1,4 +1,14 @@
-"""Page-number pagination with exact counts supplied by a selector, and keyset (cursor) pagination."""
+"""The two ways a listing pages, as DRF pagination classes that the viewsets declare (``pagination_class``):
+
+- ``CountedPagination``: page numbers (``page``, ``page_size``) with an exact ``count``;
+- ``CursorPagination``: keyset pages (``cursor``), constant cost at any depth, no ``count``;
+- ``PageOrCursorPagination``: the listings that offer both, chosen by ``?pagination=cursor`` (or a
+  ``cursor``).
+
+They page a QuerySet ordered newest first (``-created_at, -id``): a page is a slice and its count a
+``COUNT(*)``, taken only when the page does not tell it; a cursor is a (``created_at``, ``id``) position. A
+listing whose rows can be counted and paged for less (an account's ledger: counters and sequence ranges) hands
+them a ``PagedRows`` instead, and the pagination classes ask it."""
 
 from __future__ import annotations
 
@@ -6,26 +16,32 @@ import base64
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
+from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from billing_service.errors import DomainError, NotFound
 from billing_service.inputs import QueryIntegerField, TextField
+from billing_service.validation import validated
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 
-class PageQuerySerializer(serializers.Serializer):
+class PageNumberQuerySerializer(serializers.Serializer):
     page = QueryIntegerField(min_value=1, max_value=10_000_000, default=1, help_text="Page number (1-based).")
     page_size = QueryIntegerField(
         min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE, help_text="Rows per page (max 100)."
     )
+
+
+class PageQuerySerializer(PageNumberQuerySerializer):
     pagination = serializers.ChoiceField(
         choices=["page", "cursor"],
         default="page",
@@ -33,7 +49,8 @@ class PageQuerySerializer(serializers.Serializer):
         "follow `next` / `previous`.",
     )
     cursor = TextField(
-        required=False, max_length=200, blank=False, help_text="Opaque position from a `next` or `previous` link."
+        required=False, max_length=200, blank=False,
+        help_text="Opaque position from a `next` or `previous` link.",
     )
 
 
@@ -61,85 +78,143 @@ def decode_cursor(token: str) -> tuple[str, Any]:
     return direction, position
 
 
-def page_response(request: Request, *, count: int, page: int, page_size: int, results: list[Any]) -> dict:
-    if page > 1 and (page - 1) * page_size >= count:
-        raise NotFound("Invalid page: past the last page.", details={"page": page})
-    url = request.build_absolute_uri()
-    has_next = page * page_size < count
-    return {
-        "count": count,
-        "next": replace_query_param(url, "page", page + 1) if has_next else None,
-        "previous": (
-            None
-            if page == 1
-            else (remove_query_param(url, "page") if page == 2 else replace_query_param(url, "page", page - 1))
-        ),
-        "results": results,
-    }
+@runtime_checkable
+class PagedRows(Protocol):
+    """Rows that page themselves (instead of a QuerySet's slice, ``COUNT(*)`` and keyset filter)."""
+
+    def page(self, *, page: int, page_size: int) -> tuple[int, list[Any]]:
+        """(count, rows) of page ``page`` (1-based)."""
+
+    def keyset(self, *, direction: str | None, position: Any, limit: int) -> tuple[list[Any], bool]:
+        """Up to ``limit`` rows, newest first, past ``position`` ("before": older, "after": newer; ``None``:
+        from the newest), and whether more lie beyond them. ``position`` is as a cursor carries it: invalid,
+        it raises ``InvalidCursor``."""
+
+    def position_of(self, row: Any) -> Any:
+        """A row's position, as a cursor carries it (JSON)."""
 
 
-def cursor_response(request: Request, *, next_position: Any, previous_position: Any, results: list[Any]) -> dict:
-    url = remove_query_param(request.build_absolute_uri(), "page")
-    url = replace_query_param(url, "pagination", "cursor")
+class _Paginator(BasePagination):
+    """What the pagination classes share: the query they take, validated (``query_serializer``), and pages of
+    the view's rows turned into a response body by ``paginate_query``."""
 
-    def link(direction: str, position: Any) -> str | None:
-        if position is None:
-            return None
-        return replace_query_param(url, "cursor", encode_cursor(direction, position))
+    query_serializer: type[serializers.Serializer] = PageNumberQuerySerializer
 
-    return {
-        "next": link("before", next_position),
-        "previous": link("after", previous_position),
-        "results": results,
-    }
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any]:
+        return self.paginate_query(queryset, request, validated(self.query_serializer, request.query_params))
+
+    def paginate_query(self, rows: Any, request: Request, query: dict[str, Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response(self.get_paginated_body(data))
+
+    def get_paginated_body(self, data: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get_schema_operation_parameters(self, view: Any) -> list:
+        return []  # documented from ``query_serializer`` (accounts.api.views.TenantAutoSchema)
 
 
-def paginate_newest_first(request: Request, rows: QuerySet, query: dict, serializer_class: type) -> dict:
-    """Pages of ``rows`` (ordered by ``-created_at, -id``) as the query asks: page numbers with a count, or
-    keyset pages over (``created_at``, ``id``) with ``pagination=cursor``."""
-    size = query["page_size"]
-    if query["pagination"] == "cursor" or "cursor" in query:
+class CountedPagination(_Paginator):
+    """Page numbers with an exact ``count``: ``{count, next, previous, results}``."""
+
+    def paginate_query(self, rows: Any, request: Request, query: dict[str, Any]) -> list[Any]:
+        self.request, self.page, self.page_size = request, query["page"], query["page_size"]
+        if isinstance(rows, PagedRows):
+            self.count, found = rows.page(page=self.page, page_size=self.page_size)
+        else:
+            offset = (self.page - 1) * self.page_size
+            found = list(rows[offset : offset + self.page_size])
+            self.count = rows.count() if len(found) == self.page_size or self.page > 1 else len(found)
+        if self.page > 1 and (self.page - 1) * self.page_size >= self.count:
+            raise NotFound("Invalid page: past the last page.", details={"page": self.page})
+        return found
+
+    def get_paginated_body(self, data: Any) -> dict[str, Any]:
+        page, url = self.page, self.request.build_absolute_uri()
+        has_next = page * self.page_size < self.count
+        if page == 1:
+            previous = None
+        elif page == 2:
+            previous = remove_query_param(url, "page")
+        else:
+            previous = replace_query_param(url, "page", page - 1)
+        return {
+            "count": self.count,
+            "next": replace_query_param(url, "page", page + 1) if has_next else None,
+            "previous": previous,
+            "results": data,
+        }
+
+
+class CursorPagination(_Paginator):
+    """Keyset pages: ``{next, previous, results}``, ``next`` towards older rows."""
+
+    query_serializer = PageQuerySerializer
+
+    def paginate_query(self, rows: Any, request: Request, query: dict[str, Any]) -> list[Any]:
+        self.request = request
         direction = position = None
         if "cursor" in query:
-            direction, raw = decode_cursor(query["cursor"])
-            position = _created_position(raw)
-        found, more = _keyset_slice(rows, direction, position, size)
+            direction, position = decode_cursor(query["cursor"])
+        source = rows if isinstance(rows, PagedRows) else QuerySetRows(rows)
+        found, more = source.keyset(direction=direction, position=position, limit=query["page_size"])
+        newer_beyond = direction == "before" or (direction == "after" and more)
+        self.older = source.position_of(found[-1]) if found and (more or direction == "after") else None
+        self.newer = source.position_of(found[0]) if found and newer_beyond else None
+        return found
 
-        def key(row: Any) -> list[str]:
-            return [row.created_at.isoformat(), str(row.id)]
+    def get_paginated_body(self, data: Any) -> dict[str, Any]:
+        url = remove_query_param(self.request.build_absolute_uri(), "page")
+        url = replace_query_param(url, "pagination", "cursor")
 
-        older = key(found[-1]) if found and (more or direction == "after") else None
-        newer = key(found[0]) if found and (direction == "before" or (direction == "after" and more)) else None
-        return cursor_response(
-            request, next_position=older, previous_position=newer,
-            results=serializer_class(found, many=True).data,
-        )
-    page = query["page"]
-    offset = (page - 1) * size
-    found = list(rows[offset : offset + size])
-    count = rows.count() if len(found) == size or page > 1 else len(found)
-    return page_response(
-        request, count=count, page=page, page_size=size, results=serializer_class(found, many=True).data
-    )
+        def link(direction: str, position: Any) -> str | None:
+            if position is None:
+                return None
+            return replace_query_param(url, "cursor", encode_cursor(direction, position))
+
+        return {"next": link("before", self.older), "previous": link("after", self.newer), "results": data}
 
 
-def _keyset_slice(
-    rows: QuerySet, direction: str | None, position: tuple[datetime, uuid.UUID] | None, limit: int
-) -> tuple[list[Any], bool]:
-    """Up to ``limit`` rows past ``position`` ("before": older, "after": newer), newest first, and whether
-    more lie beyond them."""
-    if direction == "before" and position:
-        at, row_id = position
-        rows = rows.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=row_id))
-    elif direction == "after" and position:
-        at, row_id = position
-        rows = rows.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=row_id)).order_by("created_at", "id")
-    found = list(rows[: limit + 1])
-    more = len(found) > limit
-    found = found[:limit]
-    if direction == "after":
-        found.reverse()
-    return found, more
+class PageOrCursorPagination(_Paginator):
+    """Counted pages, or keyset pages with ``?pagination=cursor`` or a ``cursor``."""
+
+    query_serializer = PageQuerySerializer
+
+    def paginate_query(self, rows: Any, request: Request, query: dict[str, Any]) -> list[Any]:
+        cursor = query["pagination"] == "cursor" or "cursor" in query
+        self.delegate = CursorPagination() if cursor else CountedPagination()
+        return self.delegate.paginate_query(rows, request, query)
+
+    def get_paginated_body(self, data: Any) -> dict[str, Any]:
+        return self.delegate.get_paginated_body(data)
+
+
+class QuerySetRows:
+    """Keyset pages of a QuerySet ordered ``-created_at, -id``, positioned by (``created_at``, ``id``)."""
+
+    def __init__(self, rows: QuerySet) -> None:
+        self.rows = rows
+
+    def keyset(self, *, direction: str | None, position: Any, limit: int) -> tuple[list[Any], bool]:
+        rows = self.rows
+        if direction is not None:
+            at, row_id = _created_position(position)
+            if direction == "before":
+                rows = rows.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=row_id))
+            else:
+                rows = rows.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=row_id))
+                rows = rows.order_by("created_at", "id")
+        found = list(rows[: limit + 1])
+        more = len(found) > limit
+        found = found[:limit]
+        if direction == "after":
+            found.reverse()
+        return found, more
+
+    def position_of(self, row: Any) -> list[str]:
+        return [row.created_at.isoformat(), str(row.id)]
 
 
 def _created_position(raw: object) -> tuple[datetime, uuid.UUID]:

@@ -17,10 +17,11 @@ urlpatterns = [
 
 if settings.BENCH_ENDPOINTS:  # baselines: bench/usage_http.py (token auth), bench/webhooks.py (Stripe signature)
     from billing_service.bench_views import noop
-    from payments.api.bench_views import webhook_verify
+    from payments.api.bench_views import webhook_baseline, webhook_verify
 
     urlpatterns.append(path("api/bench/noop/", noop, name="bench-noop"))
     urlpatterns.append(path("api/bench/webhook-verify/", webhook_verify, name="bench-webhook-verify"))
+    urlpatterns.append(path("api/bench/webhook-baseline/", webhook_baseline, name="bench-webhook-baseline"))
 
 handler400 = "billing_service.exceptions.handler400"
 handler403 = "billing_service.exceptions.handler403"

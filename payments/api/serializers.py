@@ -1,4 +1,4 @@
-"""Shapes of the payments API (no rules here: they live in ``payments.services``)."""
+"""Shapes of the payments API (no rules here: they live in the services: ``payments.checkout``, ``payments.webhooks.events``)."""
 
 from __future__ import annotations
 
@@ -106,8 +106,9 @@ class WebhookReceiptSerializer(serializers.Serializer):
     received = serializers.BooleanField()
     event_id = serializers.CharField()
     status = serializers.ChoiceField(
-        choices=["processed", "ignored", "failed"],
-        help_text="`failed` here is a permanent disagreement with the order (recorded, flagged, not retried).",
+        choices=["processed", "ignored", "parked", "failed"],
+        help_text="`parked`: a refund waiting for its order or invoice (applied when that arrives). `failed` here "
+        "is a permanent disagreement with the order (recorded, flagged, not retried).",
     )
     duplicate = serializers.BooleanField(help_text="The event had already been handled: nothing changed.")
 

@@ -1,27 +1,36 @@
+"""The payments API: checkout, the billing portal, the caller's orders, and the providers' webhooks (one view,
+parametrised by provider). The account endpoints are in ``account_views``, the saved card in
+``payment_method_views``."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import status
-from rest_framework.permissions import AllowAny
+from rest_framework.mixins import ListModelMixin
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api.views import TenantViewSet
-from accounts.errors import NotAMember
-from billing_service.pagination import PageQuerySerializer, paginate_newest_first
+from accounts.api.views import IsPlatformMember, TenantGenericViewSet
+from billing_service.pagination import PageOrCursorPagination
 from billing_service.schema import (
     ERROR_RESPONSES,
+    BillingAutoSchema,
     error_response,
     extend_schema,
-    filterset_parameters,
     paginated,
 )
-from billing_service.validation import validated, validated_filters
+from billing_service.validation import validated
 from credits import selectors as credit_selectors
 from credits import services as credit_services
-from payments import selectors, services
+from payments import checkout, selectors
 from payments.api.serializers import (
     CheckoutInputSerializer,
     CheckoutOutputSerializer,
@@ -32,14 +41,20 @@ from payments.api.serializers import (
 )
 from payments.errors import OrderNotFound
 from payments.filters import OrderFilterSet
-from payments.models import WebhookProvider
+from payments.models import Order, WebhookProvider
+from payments.providers import creem as creem_provider
 from payments.providers import stripe as stripe_provider
+from payments.webhooks.events import webhook_event_receive
 
 
-class CheckoutViewSet(TenantViewSet):
+class CheckoutViewSet(TenantGenericViewSet):
     """Starts a purchase: a pending order and the provider's checkout page to redirect the customer to. The
     order is paid (and credited) when the provider's webhook confirms the payment, not on return to
     `success_url`."""
+
+    serializer_class = CheckoutOutputSerializer
+    permission_classes = [IsAuthenticated, IsPlatformMember]
+    not_a_member_message = "Only members of the platform can buy for themselves."
 
     @extend_schema(
         operation_id="billing_checkout_create",
@@ -73,12 +88,10 @@ class CheckoutViewSet(TenantViewSet):
     )
     def create(self, request: Request) -> Response:
         tenant = self.tenant
-        if tenant.membership is None:
-            raise NotAMember("Only members of the platform can buy for themselves.")
         data = validated(CheckoutInputSerializer, request.data)
         account = credit_selectors.account_for(platform=tenant.platform, user=request.user)
         account = account or credit_services.account_ensure(platform=tenant.platform, user=request.user)
-        order = services.checkout_create(
+        order = checkout.checkout_create(
             platform=tenant.platform,
             user=request.user,
             account=account,
@@ -94,9 +107,13 @@ class CheckoutViewSet(TenantViewSet):
         return Response(CheckoutOutputSerializer(order).data, status=status.HTTP_201_CREATED)
 
 
-class PortalViewSet(TenantViewSet):
+class PortalViewSet(TenantGenericViewSet):
     """The payment provider's billing portal, where a customer manages their subscription and payment
     methods (change or cancel the plan, invoices). Changes come back through the provider's webhooks."""
+
+    serializer_class = PortalOutputSerializer
+    permission_classes = [IsAuthenticated, IsPlatformMember]
+    not_a_member_message = "Only members of the platform have a billing portal."
 
     @extend_schema(
         operation_id="billing_portal_create",
@@ -118,30 +135,39 @@ class PortalViewSet(TenantViewSet):
     )
     def create(self, request: Request) -> Response:
         tenant = self.tenant
-        if tenant.membership is None:
-            raise NotAMember("Only members of the platform have a billing portal.")
         data = validated(PortalInputSerializer, request.data)
         account = credit_selectors.account_for(platform=tenant.platform, user=request.user)
         account = account or credit_services.account_ensure(platform=tenant.platform, user=request.user)
-        url = services.billing_portal_create(platform=tenant.platform, account=account, return_url=data["return_url"])
+        url = checkout.billing_portal_create(platform=tenant.platform, account=account, return_url=data["return_url"])
         return Response(PortalOutputSerializer({"url": url}).data)
 
 
-class OrderViewSet(TenantViewSet):
+class OrderViewSet(ListModelMixin, TenantGenericViewSet):
     """The caller's own orders in the platform, newest first."""
+
+    serializer_class = OrderSerializer
+    filterset_class = OrderFilterSet
+    pagination_class = PageOrCursorPagination
+    lookup_url_kwarg = "order_id"
+
+    def get_queryset(self) -> QuerySet[Order]:
+        return selectors.order_list(platform=self.tenant.platform, user=self.request.user)
+
+    def get_object(self) -> Order:
+        order_id = self.kwargs[self.lookup_url_kwarg]
+        order = selectors.order_get(order_id=order_id, platform=self.tenant.platform, user=self.request.user)
+        if order is None:
+            raise OrderNotFound()
+        return order
 
     @extend_schema(
         operation_id="billing_orders_list",
         summary="Your orders, newest first",
-        parameters=[*filterset_parameters(OrderFilterSet), PageQuerySerializer],
         responses={200: paginated(OrderSerializer, "PaginatedOrderList"), **ERROR_RESPONSES},
         tags=["payments"],
     )
     def list(self, request: Request) -> Response:
-        rows = selectors.order_list(platform=self.tenant.platform, user=request.user)
-        rows = validated_filters(OrderFilterSet, request, rows).qs
-        query = validated(PageQuerySerializer, request.query_params)
-        return Response(paginate_newest_first(request, rows, query, OrderSerializer))
+        return super().list(request)
 
     @extend_schema(
         operation_id="billing_orders_retrieve",
@@ -151,68 +177,167 @@ class OrderViewSet(TenantViewSet):
         tags=["payments"],
     )
     def retrieve(self, request: Request, order_id: str) -> Response:
-        order = selectors.order_get(order_id=order_id, platform=self.tenant.platform, user=request.user)
-        if order is None:
-            raise OrderNotFound()
-        return Response(OrderSerializer(order).data)
+        return Response(OrderSerializer(self.get_object()).data)
 
 
-class StripeWebhookView(APIView):
-    """Stripe's deliveries. Public: authenticated by the `Stripe-Signature` header instead."""
+# --- the providers' webhooks ------------------------------------------------------------------------------
+
+
+STRIPE_WEBHOOK_DESCRIPTION = (
+    "Accepts a Stripe event only with a valid `Stripe-Signature` header (HMAC-SHA256 with "
+    "`STRIPE_WEBHOOK_SECRET`, timestamp within the tolerance, 300 s by default). Every event is stored "
+    "once by its id, then processed in one transaction. A redelivery is a 200 that changes nothing; an "
+    "unhandled type is stored and answered 200; a permanent disagreement with the order (amount, "
+    "currency) is recorded, flags the order and is answered 200; a failure that a later delivery may "
+    "get past (unknown order, database error) is recorded and answered 500 so Stripe retries. "
+    "Handled: `checkout.session.completed`, `checkout.session.async_payment_succeeded`, "
+    "`checkout.session.async_payment_failed` (top-ups and subscription checkouts), `invoice.paid` and "
+    "`invoice.payment_succeeded` (either or both: the "
+    "plan's credits for the period, once; unused plan credits of the last period roll over per the "
+    "plan's policy, the rest leave in a `rollover` row; purchased credits never expire), "
+    "`customer.subscription.created/updated/deleted` (status, plan, period, trial, cancellation; an "
+    "older event never overrides a newer one; an upgrade within the period grants the new plan's extra "
+    "credits for it once), `invoice_payment.paid` (the payment intent of a renewal, which current API "
+    "versions leave out of the invoice: its refunds are matched by it), "
+    "`charge.refunded` (of an order or of a renewal invoice: a negative `refund` "
+    "row for the newly refunded part; credits already spent are not taken below zero: the shortfall is "
+    "recorded on the order, which is flagged for review, or on the plan period), and the events that "
+    "save a card for auto-recharge: `payment_intent.succeeded` (of a top-up with "
+    "`save_payment_method`; of an auto-recharge, it credits the recharge), `setup_intent.succeeded` and "
+    "`checkout.session.completed` of a setup session opened by `POST /api/billing/payment-method/`; "
+    "`payment_intent.payment_failed` of an auto-recharge marks it failed."
+)
+CREEM_WEBHOOK_DESCRIPTION = (
+    "Accepts a Creem event only with a valid `creem-signature` header (hex HMAC-SHA256 of the raw "
+    "body keyed with `CREEM_WEBHOOK_SECRET`). Every event is stored once by its id, then processed "
+    "in one transaction. A redelivery is a 200 that changes nothing; an unhandled type is stored and "
+    "answered 200; a permanent disagreement with the order is recorded, flags the order and is "
+    "answered 200; a failure that a later delivery may get past (unknown order, a refund before its "
+    "grant, database error) is recorded and answered 500 so Creem retries. Handled: "
+    "`checkout.completed`, `subscription.active`, `subscription.paid` (each paid period grants the "
+    "plan's credits once), `subscription.canceled`, `subscription.expired` (past due: not final in "
+    "Creem), `subscription.update`, `refund.created` (takes back the refunded share of that period's "
+    "credits)."
+)
+
+
+def _stripe_event(payload: bytes, signature_header: str | None) -> dict[str, Any]:
+    return stripe_provider.webhook_event_verify(payload=payload, signature_header=signature_header)
+
+
+def _creem_event(payload: bytes, signature_header: str | None) -> dict[str, Any]:
+    event = creem_provider.webhook_event_verify(payload=payload, signature_header=signature_header)
+    # Stored as received, plus "type" (Creem calls it "eventType"), which the shared event table reads.
+    return {**event, "type": event["eventType"]}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """A provider's webhook: how its deliveries are verified (``verify``: the raw body and the signature
+    header to the event, or a 400), and how the endpoint is documented."""
+
+    provider: str  # payments.models.WebhookProvider
+    name: str
+    verify: Callable[[bytes, str | None], dict[str, Any]]
+    signature_header: str
+    signature_help: str
+    signature_400: str
+    description: str
+
+
+WEBHOOK_ENDPOINTS = {
+    endpoint.provider: endpoint
+    for endpoint in [
+        WebhookEndpoint(
+            provider=WebhookProvider.STRIPE,
+            name="Stripe",
+            verify=_stripe_event,
+            signature_header=stripe_provider.SIGNATURE_HEADER,
+            signature_help='`t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`.',
+            signature_400="Missing, invalid or stale signature (invalid_signature), or not an event.",
+            description=STRIPE_WEBHOOK_DESCRIPTION,
+        ),
+        WebhookEndpoint(
+            provider=WebhookProvider.CREEM,
+            name="Creem",
+            verify=_creem_event,
+            signature_header=creem_provider.SIGNATURE_HEADER,
+            signature_help="Hex HMAC-SHA256 of the raw request body, keyed with the webhook secret.",
+            signature_400="Missing or invalid signature (invalid_signature), or not an event.",
+            description=CREEM_WEBHOOK_DESCRIPTION,
+        ),
+    ]
+}
+
+
+class WebhookSchema(BillingAutoSchema):
+    """The operation of one provider's webhook (``view.provider``), from its ``WebhookEndpoint``."""
+
+    @property
+    def endpoint(self) -> WebhookEndpoint:
+        return WEBHOOK_ENDPOINTS[self.view.provider]
+
+    def get_operation_id(self) -> str:
+        return f"billing_webhooks_{self.endpoint.provider}_create"
+
+    def get_summary(self) -> str:
+        return f"{self.endpoint.name} webhook endpoint (public; verified by signature)"
+
+    def get_description(self) -> str:
+        return self.endpoint.description
+
+    def get_tags(self) -> list[str]:
+        return ["payments"]
+
+    def get_auth(self) -> list:
+        return []
+
+    def get_request_serializer(self) -> Any:
+        return {"application/json": OpenApiTypes.OBJECT}
+
+    def get_override_parameters(self) -> list:
+        endpoint = self.endpoint
+        return [
+            OpenApiParameter(endpoint.signature_header, str, OpenApiParameter.HEADER, required=True,
+                             description=endpoint.signature_help),
+            *super().get_override_parameters(),
+        ]
+
+    def get_response_serializers(self) -> Any:
+        endpoint = self.endpoint
+        return {
+            200: WebhookReceiptSerializer,
+            400: error_response(endpoint.signature_400),
+            500: error_response(
+                f"Stored but not processed (webhook_processing_failed): {endpoint.name} will retry."
+            ),
+            503: error_response("Webhooks are not configured here (payment_provider_not_configured)."),
+        }
+
+
+class ProviderWebhookView(APIView):
+    """A payment provider's deliveries (``provider``: routed once per entry of ``WEBHOOK_ENDPOINTS``). Public:
+    authenticated by the provider's signature header instead. Every event is stored once by its id, then
+    processed (``webhook_event_receive``)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
     tenant_scoped = False  # no X-Platform-Key (billing_service.schema)
     public_endpoint = True  # no token: no 401/403 (billing_service.schema)
+    schema = WebhookSchema()
+    provider: str = ""  # as_view(provider=...)
 
-    @extend_schema(
-        operation_id="billing_webhooks_stripe_create",
-        summary="Stripe webhook endpoint (public; verified by signature)",
-        description=(
-            "Accepts a Stripe event only with a valid `Stripe-Signature` header (HMAC-SHA256 with "
-            "`STRIPE_WEBHOOK_SECRET`, timestamp within the tolerance, 300 s by default). Every event is stored "
-            "once by its id, then processed in one transaction. A redelivery is a 200 that changes nothing; an "
-            "unhandled type is stored and answered 200; a permanent disagreement with the order (amount, "
-            "currency) is recorded, flags the order and is answered 200; a failure that a later delivery may "
-            "get past (unknown order, database error) is recorded and answered 500 so Stripe retries. "
-            "Handled: `checkout.session.completed`, `checkout.session.async_payment_succeeded`, "
-            "`checkout.session.async_payment_failed` (top-ups and subscription checkouts), `invoice.paid` and "
-            "`invoice.payment_succeeded` (either or both: the "
-            "plan's credits for the period, once; unused plan credits of the last period roll over per the "
-            "plan's policy, the rest leave in a `rollover` row; purchased credits never expire), "
-            "`customer.subscription.created/updated/deleted` (status, plan, period, trial, cancellation; an "
-            "older event never overrides a newer one; an upgrade within the period grants the new plan's extra "
-            "credits for it once), `invoice_payment.paid` (the payment intent of a renewal, which current API "
-            "versions leave out of the invoice: its refunds are matched by it), "
-            "`charge.refunded` (of an order or of a renewal invoice: a negative `refund` "
-            "row for the newly refunded part; credits already spent are not taken below zero: the shortfall is "
-            "recorded on the order, which is flagged for review, or on the plan period), and the events that "
-            "save a card for auto-recharge: `payment_intent.succeeded` (of a top-up with "
-            "`save_payment_method`; of an auto-recharge, it credits the recharge), `setup_intent.succeeded` and "
-            "`checkout.session.completed` of a setup session opened by `POST /api/billing/payment-method/`; "
-            "`payment_intent.payment_failed` of an auto-recharge marks it failed."
-        ),
-        auth=[],
-        request={"application/json": OpenApiTypes.OBJECT},
-        parameters=[
-            OpenApiParameter(
-                stripe_provider.SIGNATURE_HEADER, str, OpenApiParameter.HEADER, required=True,
-                description="`t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\">`.",
-            )
-        ],
-        responses={
-            200: WebhookReceiptSerializer,
-            400: error_response("Missing, invalid or stale signature (invalid_signature), or not an event."),
-            500: error_response("Stored but not processed (webhook_processing_failed): Stripe will retry."),
-            503: error_response("Webhooks are not configured here (payment_provider_not_configured)."),
-        },
-        tags=["payments"],
-    )
+    def get_view_name(self) -> str:
+        return f"{WEBHOOK_ENDPOINTS[self.provider].name} Webhook"
+
+    def get_view_description(self, html: bool = False) -> str:
+        endpoint = WEBHOOK_ENDPOINTS[self.provider]
+        return (f"{endpoint.name}'s deliveries. Public: authenticated by the `{endpoint.signature_header}` header "
+                "instead.")
+
     def post(self, request: Request) -> Response:
-        event = stripe_provider.webhook_event_verify(
-            payload=request.body, signature_header=request.headers.get(stripe_provider.SIGNATURE_HEADER)
-        )
-        outcome = services.webhook_event_receive(provider=WebhookProvider.STRIPE, event=event)
+        endpoint = WEBHOOK_ENDPOINTS[self.provider]
+        event = endpoint.verify(request.body, request.headers.get(endpoint.signature_header))
+        outcome = webhook_event_receive(provider=endpoint.provider, event=event)
         return Response({"received": True, "event_id": outcome.event_id, "status": outcome.status,
                          "duplicate": outcome.duplicate})  # WebhookReceiptSerializer's shape
-

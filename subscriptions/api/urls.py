@@ -1,18 +1,9 @@
-from django.urls import path
-
+from billing_service.routers import BillingRouter
 from subscriptions.api.views import AdminPlanViewSet, PlanViewSet, SubscriptionViewSet
 
-urlpatterns = [
-    path("plans/", PlanViewSet.as_view({"get": "list"}), name="billing-plans"),
-    path("subscription/", SubscriptionViewSet.as_view({"get": "retrieve"}), name="billing-subscription"),
-    path(
-        "admin/plans/",
-        AdminPlanViewSet.as_view({"get": "list", "post": "create"}),
-        name="billing-admin-plans",
-    ),
-    path(
-        "admin/plans/<str:plan_id>/",
-        AdminPlanViewSet.as_view({"get": "retrieve", "put": "update", "patch": "partial_update"}),
-        name="billing-admin-plan",
-    ),
-]
+router = BillingRouter()
+router.register("plans", PlanViewSet, "billing-plans")
+router.register_singleton("subscription", SubscriptionViewSet, "billing-subscription")
+router.register("admin/plans", AdminPlanViewSet, "billing-admin-plans", item_name="billing-admin-plan")
+
+urlpatterns = router.urls

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import status
+from rest_framework.mixins import ListModelMixin
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.api.views import TenantViewSet
-from billing_service.pagination import page_response
+from accounts.api.views import IsPlatformAdmin, TenantGenericViewSet
+from billing_service.pagination import CountedPagination
 from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema, paginated
 from billing_service.validation import validated
 from credits.api.views import PLATFORM_KEY_PARAM, CallerAccountMixin
@@ -45,19 +46,25 @@ PLAN_409 = error_response(
 )
 
 
-def _page(request: Request, rows: Any, query: dict, serializer: Any, context: dict | None = None) -> dict:
-    size, page = query["page_size"], query["page"]
-    offset = (page - 1) * size
-    found = list(rows[offset : offset + size])
-    count = rows.count() if len(found) == size or page > 1 else len(found)
-    results = serializer(found, many=True, context=context or {}).data
-    return page_response(request, count=count, page=page, page_size=size, results=results)
-
-
-class PlanViewSet(TenantViewSet):
+class PlanViewSet(ListModelMixin, TenantGenericViewSet):
     """The plans your platform sells: active and purchasable ones, in the platform's order (`sort_order`, then
     price). Prices are integer cents per month and per year; `credits_included` is credited each billing
     period. `is_current` marks the plan of your current subscription."""
+
+    serializer_class = CatalogPlanSerializer
+    pagination_class = CountedPagination
+
+    def get_queryset(self) -> QuerySet[Plan]:
+        return selectors.plan_catalog(platform_id=self.tenant.platform.pk)
+
+    def get_serializer_context(self) -> dict:
+        tenant = self.tenant
+        current_plan_id = (
+            selectors.subscription_current_plan_id(platform=tenant.platform, user=self.request.user)
+            if tenant.membership is not None
+            else None
+        )
+        return {**super().get_serializer_context(), "current_plan_id": current_plan_id}
 
     @extend_schema(
         operation_id="billing_plans_list",
@@ -67,20 +74,10 @@ class PlanViewSet(TenantViewSet):
         tags=["plans"],
     )
     def list(self, request: Request) -> Response:
-        query = validated(PlanListQuerySerializer, request.query_params)
-        tenant = self.tenant
-        current_plan_id = (
-            selectors.subscription_current_plan_id(platform=tenant.platform, user=request.user)
-            if tenant.membership is not None
-            else None
-        )
-        rows = selectors.plan_catalog(platform_id=tenant.platform.pk)
-        return Response(
-            _page(request, rows, query, CatalogPlanSerializer, context={"current_plan_id": current_plan_id})
-        )
+        return super().list(request)
 
 
-class AdminPlanViewSet(TenantViewSet):
+class AdminPlanViewSet(ListModelMixin, TenantGenericViewSet):
     """Your platform's plans, for owners and admins (members get 403; another platform's plan is 404).
 
     Plans are never deleted: set `is_active` false to withdraw one (subscribers keep it). The `slug` is
@@ -90,8 +87,19 @@ class AdminPlanViewSet(TenantViewSet):
     changes only the fields sent. Unknown fields are refused; `id`, `created_at` and `updated_at` may be sent
     back and are ignored."""
 
-    def _plan(self, plan_id: str) -> Plan:
-        plan_uuid = services.as_uuid(plan_id)
+    serializer_class = AdminPlanSerializer
+    pagination_class = CountedPagination
+    permission_classes = [IsAuthenticated, IsPlatformAdmin]
+    lookup_url_kwarg = "plan_id"
+
+    def get_queryset(self) -> QuerySet[Plan]:
+        query = validated(AdminPlanListQuerySerializer, self.request.query_params)
+        return selectors.plan_list(
+            platform=self.tenant.platform, is_active=query["is_active"], purchasable=query["purchasable"]
+        )
+
+    def get_object(self) -> Plan:
+        plan_uuid = services.as_uuid(self.kwargs[self.lookup_url_kwarg])
         plan = selectors.plan_get(platform=self.tenant.platform, plan_id=plan_uuid) if plan_uuid else None
         if plan is None:
             raise PlanNotFound()
@@ -105,12 +113,7 @@ class AdminPlanViewSet(TenantViewSet):
         tags=["admin"],
     )
     def list(self, request: Request) -> Response:
-        self.tenant.require_admin()
-        query = validated(AdminPlanListQuerySerializer, request.query_params)
-        rows = selectors.plan_list(
-            platform=self.tenant.platform, is_active=query["is_active"], purchasable=query["purchasable"]
-        )
-        return Response(_page(request, rows, query, AdminPlanSerializer))
+        return super().list(request)
 
     @extend_schema(
         operation_id="billing_admin_plans_create",
@@ -125,7 +128,6 @@ class AdminPlanViewSet(TenantViewSet):
         tags=["admin"],
     )
     def create(self, request: Request) -> Response:
-        self.tenant.require_admin()
         data = validated(PlanInputSerializer, request.data)
         plan = services.plan_create(platform=self.tenant.platform, actor=request.user, **data)
         return Response(
@@ -146,12 +148,10 @@ class AdminPlanViewSet(TenantViewSet):
         tags=["admin"],
     )
     def retrieve(self, request: Request, plan_id: str) -> Response:
-        self.tenant.require_admin()
-        return Response(AdminPlanSerializer(self._plan(plan_id)).data)
+        return Response(AdminPlanSerializer(self.get_object()).data)
 
-    def _update(self, request: Request, plan_id: str, *, partial: bool) -> Response:
-        self.tenant.require_admin()
-        plan = self._plan(plan_id)
+    def _update(self, request: Request, *, partial: bool) -> Response:
+        plan = self.get_object()
         serializer = PlanUpdateInputSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         updated = services.plan_update(plan_id=plan.pk, actor=request.user, **serializer.validated_data)
@@ -172,7 +172,7 @@ class AdminPlanViewSet(TenantViewSet):
         tags=["admin"],
     )
     def update(self, request: Request, plan_id: str) -> Response:
-        return self._update(request, plan_id, partial=False)
+        return self._update(request, partial=False)
 
     @extend_schema(
         operation_id="billing_admin_plans_partial_update",
@@ -189,13 +189,15 @@ class AdminPlanViewSet(TenantViewSet):
         tags=["admin"],
     )
     def partial_update(self, request: Request, plan_id: str) -> Response:
-        return self._update(request, plan_id, partial=True)
+        return self._update(request, partial=True)
 
 
-class SubscriptionViewSet(CallerAccountMixin, TenantViewSet):
+class SubscriptionViewSet(CallerAccountMixin, TenantGenericViewSet):
     """Your current subscription (trialing, active or past due), or `{"subscription": null}` when you are on
     the free trial. Owners and admins see the platform's own with `?platform_key=`. Subscriptions are started,
     changed and ended by checkout and the payment providers' webhooks, not here."""
+
+    serializer_class = CurrentSubscriptionSerializer
 
     @extend_schema(
         operation_id="billing_subscription_retrieve",

@@ -1,0 +1,117 @@
+"""Query-count baselines of the payments operations (see ``tests/test_query_counts.py``): checkout and the
+billing portal against the local Stripe fake, the caller's orders and saved card, and the providers' webhooks
+(signed as the providers sign them). Update a number in ``QUERIES`` (one line) when a change moves it on
+purpose; the failure lists every statement the request ran."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api_helpers import post_json
+from tests.conftest import client_for
+from tests.payments import creem_support
+from tests.payments import stripe_subscriptions as stripe_support
+from tests.payments.conftest import deliver, session_event
+from tests.subscriptions.conftest import make_plan, start
+
+stripe_billing = stripe_support.stripe_billing  # the fake Stripe of subscriptions (and portal sessions)
+fake_creem = creem_support.fake_creem
+
+pytestmark = pytest.mark.django_db
+
+QUERIES = {
+    "billing_checkout_create": 10,
+    "billing_portal_create": 3,
+    "billing_orders_list": 1,
+    "billing_orders_retrieve": 1,
+    "billing_payment_method_create": 5,
+    "billing_payment_method_retrieve": 2,
+    "billing_payment_method_destroy": 6,
+    "billing_webhooks_stripe_create": 7,
+    "billing_webhooks_creem_create": 17,
+}
+
+SEVERAL = [2, 12]
+TOP_UP = {"channel": "stripe", "type": "top_up", "amount": "25.00", "success_url": stripe_support.SUCCESS_URL,
+          "cancel_url": stripe_support.CANCEL_URL}
+
+
+def _counted(django_assert_num_queries, operation: str, call):  # noqa: ANN001, ANN202
+    with django_assert_num_queries(QUERIES[operation]):
+        return call()
+
+
+def _top_up(member) -> dict:  # noqa: ANN001
+    response = post_json(client_for(member), "/api/billing/checkout/", TOP_UP)
+    assert response.status_code == 201, response.content
+    return client_for(member).get(f"/api/billing/orders/{response.json()['order_id']}/").json()
+
+
+def test_checkout_create(django_assert_num_queries, fake_stripe, member):
+    client = client_for(member)
+    response = _counted(django_assert_num_queries, "billing_checkout_create",
+                        lambda: post_json(client, "/api/billing/checkout/", TOP_UP))
+    assert response.status_code == 201, response.content
+
+
+def test_portal_create(django_assert_num_queries, stripe_billing, platform, member):
+    start(member.account, make_plan(platform, "pro"), provider_customer_id="cus_test_portal")
+    client = client_for(member)
+    body = {"return_url": stripe_support.RETURN_URL}
+    response = _counted(django_assert_num_queries, "billing_portal_create",
+                        lambda: post_json(client, "/api/billing/portal/", body))
+    assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize("rows", SEVERAL)
+def test_orders_list(django_assert_num_queries, fake_stripe, member, rows):
+    for _ in range(rows):
+        _top_up(member)
+    client = client_for(member)
+    response = _counted(django_assert_num_queries, "billing_orders_list",
+                        lambda: client.get("/api/billing/orders/", {"page_size": 100}))
+    assert response.status_code == 200 and len(response.json()["results"]) == rows
+
+
+def test_orders_retrieve(django_assert_num_queries, fake_stripe, member):
+    order = _top_up(member)
+    client = client_for(member)
+    response = _counted(django_assert_num_queries, "billing_orders_retrieve",
+                        lambda: client.get(f"/api/billing/orders/{order['id']}/"))
+    assert response.status_code == 200, response.content
+
+
+def test_payment_method_create(django_assert_num_queries, fake_stripe, member):
+    client = client_for(member)
+    body = {"success_url": stripe_support.SUCCESS_URL, "cancel_url": stripe_support.CANCEL_URL}
+    response = _counted(django_assert_num_queries, "billing_payment_method_create",
+                        lambda: post_json(client, "/api/billing/payment-method/", body))
+    assert response.status_code == 201, response.content
+
+
+def test_payment_method_retrieve(django_assert_num_queries, member):
+    client = client_for(member)  # no card saved: the look-up is the same
+    response = _counted(django_assert_num_queries, "billing_payment_method_retrieve",
+                        lambda: client.get("/api/billing/payment-method/"))
+    assert response.status_code == 404, response.content
+
+
+def test_payment_method_destroy(django_assert_num_queries, member):
+    client = client_for(member)  # no card saved: the look-up is the same
+    response = _counted(django_assert_num_queries, "billing_payment_method_destroy",
+                        lambda: client.delete("/api/billing/payment-method/"))
+    assert response.status_code == 404, response.content
+
+
+def test_webhooks_stripe_create(django_assert_num_queries, fake_stripe, member):
+    event = session_event("checkout.session.completed", _top_up(member))
+    response = _counted(django_assert_num_queries, "billing_webhooks_stripe_create", lambda: deliver(event))
+    assert response.status_code == 200 and response.json()["status"] == "processed", response.content
+
+
+def test_webhooks_creem_create(django_assert_num_queries, fake_creem, platform, member):
+    order = creem_support.start_subscription_checkout(member, creem_support.creem_plan(platform))
+    event = creem_support.checkout_completed(order)
+    response = _counted(django_assert_num_queries, "billing_webhooks_creem_create",
+                        lambda: creem_support.deliver(event))
+    assert response.status_code == 200 and response.json()["status"] == "processed", response.content
