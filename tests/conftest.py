@@ -5,6 +5,7 @@ Everything runs on real PostgreSQL (the embedded server unless DATABASE_URL is s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -109,3 +110,26 @@ def _lazy_static_files():
     from django.conf import settings
 
     settings.WHITENOISE_AUTOREFRESH = True
+
+
+@dataclass(frozen=True)
+class LedgerClock:
+    """The time new ledger rows of chosen accounts carry, whatever the real clock says.
+
+    The ledger stamps a row with the later of PostgreSQL's ``clock_timestamp()`` and its account's
+    ``last_entry_at`` (so ``created_at`` never goes back along an account's sequence). ``pin`` sets
+    ``last_entry_at`` to ``moment``, which the real clock cannot reach during a run: every row written on
+    those accounts afterwards carries exactly ``moment``, so assertions about its day never depend on when the
+    test runs (no skip at midnight UTC)."""
+
+    moment: datetime
+
+    def pin(self, *accounts: CreditAccount) -> None:
+        CreditAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(last_entry_at=self.moment)
+
+
+@pytest.fixture
+def ledger_clock() -> LedgerClock:
+    """Noon UTC the day after tomorrow: more than a day ahead of the real clock, on one UTC day."""
+    day = datetime.now(UTC).date() + timedelta(days=2)
+    return LedgerClock(moment=datetime.combine(day, time(12), tzinfo=UTC))

@@ -26,7 +26,7 @@ from tests.api_helpers import (
     invalid_field,
     post_json,
 )
-from tests.conftest import client_for
+from tests.conftest import client_for, make_member
 
 pytestmark = pytest.mark.django_db
 
@@ -383,6 +383,24 @@ def test_money_field_refuses_negatives_where_they_are_not_allowed(value):
 @pytest.fixture
 def platform_rows(platform, owner, admin, member, other_member, outsider) -> list[LedgerEntry]:  # noqa: ANN001
     """Rows on several accounts of acme (and globex's own, which must never show)."""
+    return write_platform_rows(platform, admin, member, other_member, outsider)
+
+
+@pytest.fixture
+def platform_rows_on_one_day(platform, owner, admin, outsider, ledger_clock) -> list[LedgerEntry]:  # noqa: ANN001
+    """``platform_rows`` with mia's and max's funding rows (what the ``member`` and ``other_member`` fixtures
+    grant) and every acme row stamped with the ledger clock's moment: one UTC day, whenever the test runs."""
+    member, other_member = make_member(platform, "mia"), make_member(platform, "max")
+    pool = CreditAccount.objects.get(platform=platform, user__isnull=True)
+    ledger_clock.pin(member.account, other_member.account, pool)
+    credits_grant(account_id=member.account.id, amount=Decimal("100.00"), description="test funds")
+    credits_grant(account_id=other_member.account.id, amount=Decimal("50.00"), description="test funds")
+    rows = write_platform_rows(platform, admin, member, other_member, outsider)
+    assert {e.created_at for e in rows} == {ledger_clock.moment}
+    return rows
+
+
+def write_platform_rows(platform, admin, member, other_member, outsider) -> list[LedgerEntry]:  # noqa: ANN001
     credits_debit(account_id=member.account.id, amount=Decimal("0.5"), description="call")
     credits_grant(account_id=other_member.account.id, amount=Decimal("5"), payment_amount_usd=Decimal("5.00"),
                   description="top-up")
@@ -461,10 +479,10 @@ def test_filters_by_account_username_and_type(admin, member, other_member, outsi
     assert admin_listing(client, username="nobody")["count"] == 0
 
 
-def test_date_filters_of_the_platform_listing(admin, platform_rows):
+def test_date_filters_of_the_platform_listing(admin, platform_rows_on_one_day):
+    platform_rows = platform_rows_on_one_day
     days = {e.created_at.astimezone(UTC).date() for e in platform_rows}
-    if len(days) != 1:
-        pytest.skip("the rows straddled midnight UTC")
+    assert len(days) == 1
     (day,) = days
     client = client_for(admin)
     one = timedelta(days=1)

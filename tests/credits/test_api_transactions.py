@@ -200,10 +200,23 @@ def test_counts_per_type_add_up(member, history):
     ).count()
 
 
-def test_date_filters_include_today_and_exclude_other_days(member, history):
+@pytest.fixture
+def history_on_one_day(platform, ledger_clock):  # noqa: ANN001, ANN201
+    """The ``member`` and ``history`` fixtures' rows (the grant of 100, then ``build_history``), every one
+    stamped with the ledger clock's moment: one UTC day, whenever the test runs."""
+    member = make_member(platform, "mia")
+    ledger_clock.pin(member.account)
+    credits_grant(account_id=member.account.id, amount=Decimal("100.00"), description="test funds")
+    rows = build_history(member)
+    assert len(rows) == 10
+    assert {e.created_at for e in rows} == {ledger_clock.moment}
+    return member, rows
+
+
+def test_date_filters_include_the_rows_day_and_exclude_other_days(history_on_one_day):
+    member, history = history_on_one_day
     days = {e.created_at.astimezone(UTC).date() for e in history}
-    if len(days) != 1:
-        pytest.skip("the history straddled midnight UTC")
+    assert len(days) == 1
     (day,) = days
     client = client_for(member)
     one = timedelta(days=1)
