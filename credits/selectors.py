@@ -9,12 +9,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import DateField, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncMonth, TruncYear
 
 from accounts.models import Platform
-from billing_service.db import server_bound_cursor
+from billing_service.db import Compiled, server_bound_cursor
 from billing_service.money import EXACT_CONTEXT
-from credits.sql import Compiled
 from credits.models import (
     CreditAccount,
     Hold,
@@ -23,6 +23,7 @@ from credits.models import (
     ModelPrice,
     TransactionType,
     UsageEvent,
+    UsageRollup,
 )
 
 
@@ -243,7 +244,7 @@ def model_prices_for(*, platform_id: int, models: list[str]) -> dict[str, list[M
 
 
 # The single-event usage path reads these on every request: stated with the ORM, compiled once, run prepared
-# (``credits.sql.Compiled``), so that the one-statement path runs no ORM query and compiles nothing per request.
+# (``billing_service.db.Compiled``), so that the one-statement path runs no ORM query and compiles nothing per request.
 _PRICE_FIELDS = [f.attname for f in ModelPrice._meta.concrete_fields]
 _ANY_PLATFORM, _ANY_MODEL = -1, "\x00model"
 _ANY_ACCOUNT, _ANY_REQUEST = uuid.UUID(int=1), "\x00request"
@@ -295,10 +296,6 @@ def model_price_at(*, platform_id: int, model: str, at: datetime) -> ModelPrice 
 
 # --- rate card listing -----------------------------------------------------------------------------------
 
-from django.db.models import DateField  # noqa: E402
-from django.db.models.functions import TruncMonth, TruncYear  # noqa: E402
-
-from credits.models import UsageRollup  # noqa: E402
 
 
 class PriceStatus:

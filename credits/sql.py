@@ -10,14 +10,13 @@
 
 Statements on the hot paths are prepared (``billing_service.db.server_bound_cursor``, ``prepare=True``) and stay
 under psycopg's cache of parsed queries (4,096 bytes, ``tests/test_statement_sizes.py``). Queries the ORM can say
-but that run on the hot path are stated with the ORM and compiled once (``Compiled``)."""
+but that run on the hot path are stated with the ORM and compiled once (``billing_service.db.Compiled``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
 
 from credits.models import CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageRollup
 
@@ -183,33 +182,3 @@ FIND_CALLS = (
     f"SELECT true, account_id, request_id, status, id, NULL FROM {HOLD_TABLE} "
     f"WHERE (account_id, request_id) IN (SELECT * FROM k)"
 )
-
-
-# --- ORM queries compiled once ----------------------------------------------------------------------------
-
-
-class Compiled:
-    """A query stated with the ORM, compiled to SQL once and run as a prepared statement: for reads of the hot
-    path, where compiling the same ORM query on every request would cost more than running it. ``queryset``
-    is built with placeholder values, each named in ``params`` ({name: placeholder}); a call passes the real
-    values by name. The queryset's ``values_list`` says the columns of the rows returned."""
-
-    def __init__(self, queryset: QuerySet, params: dict[str, Any]) -> None:
-        self.queryset = queryset
-        self._placeholders = params
-        self._sql: str | None = None
-        self._order: list[str] = []
-
-    def _compile(self) -> str:
-        sql, values = self.queryset.query.sql_with_params()
-        names = {v: k for k, v in self._placeholders.items()}
-        if len(names) != len(self._placeholders) or any(v not in names for v in values):
-            raise ValueError(f"placeholders must be distinct and be the query's only parameters: {values!r}")
-        self._order = [names[v] for v in values]
-        self._sql = sql
-        return sql
-
-    def fetch(self, cursor: Any, **values: Any) -> list[tuple]:
-        sql = self._sql or self._compile()
-        cursor.execute(sql, [values[name] for name in self._order], prepare=True)
-        return cursor.fetchall()

@@ -20,6 +20,8 @@ from datetime import datetime
 from django.db import connection
 from django.db.models import Q, QuerySet
 
+from billing_service.db import Compiled, server_bound_cursor
+
 from credits.locks import account_lock
 from credits.models import CreditAccount
 from payments.models import Order, OrderType, PlanCreditPeriod, WebhookEvent, WebhookStatus
@@ -36,8 +38,18 @@ def webhook_event_stored_lock(*, provider: str, event_id: str) -> WebhookEvent:
     return WebhookEvent.objects.select_for_update().get(provider=provider, event_id=event_id)
 
 
+# Every payment event locks its order: stated with the ORM, compiled once, run as a prepared statement.
+_ANY_ORDER = uuid.UUID(int=1)
+_ORDER = Compiled(Order.objects.select_for_update().filter(pk=_ANY_ORDER).order_by(), {"order_id": _ANY_ORDER})
+
+
 def order_lock(*, order_id: uuid.UUID | str) -> Order | None:
-    return Order.objects.select_for_update().filter(pk=order_id).first()
+    try:
+        order_uuid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
+    except ValueError:
+        return None
+    found = _ORDER.instances(order_id=order_uuid)
+    return found[0] if found else None
 
 
 PAYMENT_INTENT_LOCK = 0x5049  # "PI": the first key of pg_advisory_xact_lock(int, int)
@@ -127,21 +139,32 @@ def charge_period_lock(*, payment_intent_id: str, invoice_id: str) -> PlanCredit
 # --- parked refunds (last) ----------------------------------------------------------------------------------
 
 
+# Looked for by every credited order and every recorded period, and almost always none: compiled once (a value not
+# given is NULL, which matches nothing).
+_PH = {"order_id": uuid.UUID(int=2), "order_ref": uuid.UUID(int=3), "payment_intent_id": "\x00pi",
+       "invoice_id": "\x00in", "provider": "\x00provider", "type": "\x00type", "status": "\x00status"}
+_PARKED = Compiled(
+    WebhookEvent.objects.select_for_update().filter(
+        Q(order_id=_PH["order_id"]) | Q(order_ref=_PH["order_ref"]) | Q(payment_intent_id=_PH["payment_intent_id"])
+        | Q(invoice_id=_PH["invoice_id"]), provider=_PH["provider"], type=_PH["type"], status=_PH["status"],
+    ).order_by("pk").values_list("pk"),
+    _PH,
+)
+
+
 def parked_refunds_lock(
     *, provider: str, event_type: str, order_id: uuid.UUID | None = None, payment_intent_id: str = "",
     invoice_id: str = "",
 ) -> list[WebhookEvent]:
     """The parked events of ``event_type`` naming the order (by the order it was matched to or its metadata), the
     payment intent or the invoice given, locked."""
-    match = Q(pk__in=[])
-    if order_id is not None:
-        match |= Q(order_id=order_id) | Q(order_ref=order_id)
-    if payment_intent_id:
-        match |= Q(payment_intent_id=payment_intent_id)
-    if invoice_id:
-        match |= Q(invoice_id=invoice_id)
-    return list(WebhookEvent.objects.select_for_update().filter(
-        match, provider=provider, type=event_type, status=WebhookStatus.PARKED).order_by("pk"))
+    with server_bound_cursor() as cursor:
+        rows = _PARKED.fetch(cursor, order_id=order_id, order_ref=order_id, payment_intent_id=payment_intent_id or None,
+                             invoice_id=invoice_id or None, provider=provider, type=event_type,
+                             status=WebhookStatus.PARKED)
+    if not rows:
+        return []
+    return list(WebhookEvent.objects.filter(pk__in=[pk for (pk,) in rows]).order_by("pk"))
 
 
 # --- saved payment methods and auto-recharge (payments.payment_methods, payments.recharge) ------------------------
