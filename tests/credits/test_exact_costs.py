@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -37,6 +36,7 @@ from tests.api_helpers import post_json
 from tests.conftest import client_for, make_member
 from tests.credits.test_ledger_concurrency import errors_of, run_together
 from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
+from tests.waits import wait_until_blocked
 
 D = Decimal
 Q = D("0.000001")
@@ -281,18 +281,6 @@ def test_concurrent_fractional_events_single_batched_and_captured_stay_exact(pla
         D(i + 1) * D("0.40") / 1_000_000 for i in range(threads))
     assert cost == expected
     assert CreditAccount.objects.get(pk=account.pk).balance == D("10") - charged
-
-
-def wait_until_blocked(pid: int, timeout: float = 30) -> None:
-    """Returns once backend ``pid`` waits for a lock (pg_locks), proving the race is on."""
-    deadline = time.monotonic() + timeout
-    with connections["default"].cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", [pid])
-            if cursor.fetchone():
-                return
-            time.sleep(0.01)
-    raise AssertionError(f"backend {pid} never waited for a lock")
 
 
 @pytest.mark.django_db(transaction=True)
