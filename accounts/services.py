@@ -75,3 +75,18 @@ def membership_saved(*, membership: Membership) -> None:
 def token_for(*, user: AbstractBaseUser) -> Token:
     token, _ = Token.objects.get_or_create(user=user)
     return token
+
+
+@transaction.atomic
+def operator_ensure(*, username: str) -> tuple[AbstractBaseUser, Token]:
+    """Makes ``username`` an operator (a Django superuser: offers AI plans to every platform), creating the user
+    if needed (with no password: it signs in with its API token, or an operator sets one); returns the user and
+    its API token. Idempotent."""
+    user_model = get_user_model()
+    user, _ = user_model.objects.get_or_create(username=username)
+    if not (user.is_superuser and user.is_staff and user.is_active):
+        user.is_superuser = user.is_staff = user.is_active = True
+        if not user.password:
+            user.set_unusable_password()
+        user.save()
+    return user, token_for(user=user)

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "credits",
     "subscriptions",
     "payments",
+    "entitlements",
 ]
 
 MIDDLEWARE = [
