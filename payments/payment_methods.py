@@ -36,7 +36,7 @@ default method.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -55,6 +55,7 @@ from payments.handled import Handled, ignored, processed
 from payments.models import Channel, Order, OrderType, WebhookEvent, WebhookStatus
 from payments.providers import stripe as stripe_provider
 from payments.providers import stripe_events
+from payments.providers.lookups import epoch_seconds, object_id
 from payments.recharge import (
     PAYMENT_METHOD_REMOVED,
     PI_SUCCEEDED,
@@ -153,7 +154,7 @@ def payment_method_from_setup(*, account_id: uuid.UUID | str, setup_intent_id: s
     account, under the same checks as ``setup_intent.succeeded``. Returns whether it saved it."""
     intent = stripe_provider.setup_intent_get(setup_intent_id=setup_intent_id)
     with transaction.atomic(durable=True):
-        applied = _setup_intent_save(intent, _when(as_of), account_ref=str(account_id), describe=False)
+        applied = _setup_intent_save(intent, epoch_seconds(as_of), account_ref=str(account_id), describe=False)
     return applied.status == WebhookStatus.PROCESSED and applied.note != NOT_SAVED_OLDER
 
 
@@ -175,7 +176,7 @@ def handles(event: WebhookEvent) -> bool:
 
 def event_apply(event: WebhookEvent) -> Handled:
     obj = _object(event.payload)
-    as_of = _when(event.payload.get("created"))
+    as_of = epoch_seconds(event.payload.get("created"))
     if event.type == SETUP_SUCCEEDED:
         return _setup_intent_save(stripe_events.setup_intent_facts(obj), as_of)
     if event.type == SESSION_COMPLETED:
@@ -190,7 +191,7 @@ def _top_up_intent(obj: dict[str, Any], as_of: datetime | None) -> Handled:
         return ignored("the payment intent names no order of this service")
     if order.type != OrderType.TOP_UP or order.channel != Channel.STRIPE:
         return ignored(f"the order is a {order.channel} {order.type}, not a Stripe top-up", order.id)
-    intent_id, customer, method = (_text(obj.get(k)) for k in ("id", "customer", "payment_method"))
+    intent_id, customer, method = (object_id(obj.get(k)) for k in ("id", "customer", "payment_method"))
     if obj.get("setup_future_usage") != "off_session" or not customer or not method:
         return ignored("a top-up payment without a card saved for later", order.id)
     if order.provider_payment_id and intent_id and order.provider_payment_id != intent_id:
@@ -233,7 +234,7 @@ def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) ->
     account_id = account.pk
     if obj.get("status") not in (None, "complete"):
         return ignored(f"the setup session is {obj.get('status')}, not complete")
-    if (customer := _text(obj.get("customer"))) and (refusal := _foreign_customer(account, customer)):
+    if (customer := object_id(obj.get("customer"))) and (refusal := _foreign_customer(account, customer)):
         return ignored(refusal)
     setup_intent = obj.get("setup_intent")
     if isinstance(setup_intent, dict):  # expanded: everything is here
@@ -241,7 +242,7 @@ def _setup_session(obj: dict[str, Any], as_of: datetime | None, created: Any) ->
         if not facts.metadata:
             facts = stripe_events.setup_intent_facts({**setup_intent, "metadata": _metadata(obj)})
         return _setup_intent_save(facts, as_of, account_ref=str(account_id))
-    setup_intent_id = _text(setup_intent)
+    setup_intent_id = object_id(setup_intent)
     if not setup_intent_id:
         return ignored("the setup session names no setup intent")
 
@@ -278,19 +279,6 @@ def _object(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-
-
-def _when(created: Any) -> datetime | None:
-    if isinstance(created, int) and not isinstance(created, bool):
-        return datetime.fromtimestamp(created, tz=UTC)
-    return None
-
-
-def _text(value: Any) -> str:
-    """An id field: a string, or an expanded object with an id."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) else ""
 
 
 def _uuid(value: Any) -> uuid.UUID | None:

@@ -12,22 +12,13 @@ from typing import Any
 
 from django.utils import timezone
 
-from payments.providers.lookups import EventLookups, order_ref
+from payments.providers.lookups import EventLookups, object_id, order_ref
 from subscriptions.models import BillingCycle
 
 REFUND_CREATED = "refund.created"
 
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def text(value: Any) -> str:
-    """An id field: a string, or an expanded object with an id."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return value["id"]
-    return ""
 
 
 def moment(value: Any) -> datetime | None:
@@ -71,10 +62,10 @@ def subscription_facts(
         end = None  # Creem's own expired sample has start == end: keep the start, drop the empty period
     meta = as_dict(obj.get("metadata") if metadata is None else metadata)
     return SubscriptionFacts(
-        subscription_id=text(obj.get("id")),
-        product_id=text(product),
+        subscription_id=object_id(obj.get("id")),
+        product_id=object_id(product),
         billing_cycle=cycle,
-        customer_id=text(obj.get("customer")),
+        customer_id=object_id(obj.get("customer")),
         status=obj.get("status") if isinstance(obj.get("status"), str) else "",
         period_start=start,
         period_end=end,
@@ -89,7 +80,7 @@ def event_lookups(event: dict[str, Any]) -> EventLookups:
     obj = as_dict(event.get("object"))
     checkout = as_dict(obj.get("checkout"))
     return EventLookups(
-        object_id=text(obj.get("id")),
+        object_id=object_id(obj.get("id")),
         order_ref=order_ref(obj.get("request_id"), as_dict(obj.get("metadata")).get("order_id"),
                             checkout.get("request_id"), as_dict(checkout.get("metadata")).get("order_id")),
     )

@@ -7,6 +7,23 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+def object_id(value: object) -> str:
+    """An id field of a provider's object: a string, an expanded object with an id, or nothing ("")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        return value["id"]
+    return ""
+
+
+def epoch_seconds(value: object) -> datetime | None:
+    """A Unix time in whole seconds (Stripe's ``created``, periods), as an aware UTC datetime; None otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return None
 
 
 ID_MAX = 255  # the columns' length: a longer id is no id of ours to look up

@@ -16,19 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from payments.providers.lookups import EventLookups, order_ref
+from payments.providers.lookups import EventLookups, object_id, order_ref
 
 CHARGE_REFUNDED = "charge.refunded"
 INVOICE_PAYMENT_PAID = "invoice_payment.paid"  # names the payment intent an invoice event leaves out (2025-03-31+)
-
-
-def object_id(value: Any) -> str:
-    """An id field of a Stripe object: a string, an expanded object with an id, or nothing."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return value["id"]
-    return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,8 @@ from payments.errors import EventNotApplicable, EventRetryable
 from payments.handled import Handled, ignored, processed
 from payments.models import Channel, Order, OrderType, WebhookEvent
 from payments.providers import creem_events
-from payments.providers.creem_events import SubscriptionFacts, as_dict, moment, subscription_facts, text
+from payments.providers.creem_events import SubscriptionFacts, as_dict, moment, subscription_facts
+from payments.providers.lookups import object_id
 from subscriptions import selectors as subscription_selectors
 from subscriptions.errors import SubscriptionOwnerMismatch
 from subscriptions.models import BillingCycle, Plan, Provider, Subscription, SubscriptionStatus
@@ -128,7 +129,7 @@ def checkout_completed(event: WebhookEvent) -> Handled:
     order = _order_for(request_ref or meta_ref)
     if order is None:
         return ignored("the checkout names no order of this service")
-    checkout_id = text(obj.get("id"))
+    checkout_id = object_id(obj.get("id"))
     if order.provider_checkout_id and checkout_id and order.provider_checkout_id != checkout_id:
         raise EventNotApplicable(
             f"checkout {checkout_id} is not the order's ({order.provider_checkout_id})", order_id=order.id
@@ -140,15 +141,15 @@ def checkout_completed(event: WebhookEvent) -> Handled:
         )
     subscription_obj = obj.get("subscription")
     facts = subscription_facts(
-        as_dict(subscription_obj) or {"id": text(subscription_obj)},
+        as_dict(subscription_obj) or {"id": object_id(subscription_obj)},
         product=obj.get("product") or creem_order.get("product"),
         metadata={"order_id": str(order.id)},
     )
     if not facts.subscription_id:
         raise EventNotApplicable("the completed checkout has no subscription", order_id=order.id)
     order.provider_checkout_id = order.provider_checkout_id or checkout_id
-    order.provider_payment_id = order.provider_payment_id or text(creem_order.get("id"))
-    order.provider_customer_id = order.provider_customer_id or text(obj.get("customer"))
+    order.provider_payment_id = order.provider_payment_id or object_id(creem_order.get("id"))
+    order.provider_customer_id = order.provider_customer_id or object_id(obj.get("customer"))
     order.provider_subscription_id = order.provider_subscription_id or facts.subscription_id
     amount = creem_order.get("amount")
     if creem_order.get("currency") == "USD" and isinstance(amount, int) and not isinstance(amount, bool):
@@ -303,10 +304,10 @@ def _period_end(subscription: Subscription, facts: SubscriptionFacts) -> datetim
 
 def refund_created(event: WebhookEvent) -> Handled:
     obj, _ = _parts(event)
-    refund_id = text(obj.get("id"))
+    refund_id = object_id(obj.get("id"))
     payment = as_dict(obj.get("transaction"))  # the refunded transaction
     checkout = as_dict(obj.get("checkout"))
-    subscription_id = text(obj.get("subscription")) or text(payment.get("subscription"))
+    subscription_id = object_id(obj.get("subscription")) or object_id(payment.get("subscription"))
     if not refund_id:
         raise EventNotApplicable("the refund has no id")
     meta = as_dict(checkout.get("metadata"))
@@ -334,7 +335,7 @@ def refund_created(event: WebhookEvent) -> Handled:
     if isinstance(refunded, int) and isinstance(paid, int) and paid > 0 and refunded < paid:
         share = Decimal(max(refunded, 0)) / Decimal(paid)
     credits = (grant.balance_delta * share).quantize(CREDITS_QUANTUM, rounding=ROUND_DOWN)
-    transaction_id = text(payment)
+    transaction_id = object_id(payment)
     # The period before the credit account (payments.locks); a closed period gives back only what it carried out.
     period = locks.grant_period_lock(account_id=subscription.account_id, grant_entry_id=grant.pk)
     # Deduplicated on the refund id itself, not on its ledger row: a reversal that takes nothing (the credits had

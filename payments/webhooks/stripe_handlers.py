@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from billing_service.money import format_money
@@ -64,6 +64,7 @@ from payments.errors import EventNotApplicable, EventRetryable
 from payments.handled import Handled, ignored, parked, processed
 from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent
 from payments.providers import stripe_events
+from payments.providers.lookups import epoch_seconds
 from payments.providers.stripe_events import (
     SessionFacts,
     charge_facts,
@@ -225,7 +226,7 @@ def invoice_paid(event: WebhookEvent) -> Handled:
         return ignored("the invoice of a mid-period plan change: no subscription line for a new period (only "
                        "prorations, and one-off items), so no new period; the change's credits come with "
                        "customer.subscription.updated")
-    start, end = _when(facts.period_start), _when(facts.period_end)
+    start, end = epoch_seconds(facts.period_start), epoch_seconds(facts.period_end)
     if start is None or end is None or end <= start:
         raise EventNotApplicable("the invoice has no subscription period")
     locks.invoice_lock(invoice_id=facts.invoice_id)
@@ -337,12 +338,12 @@ def subscription_changed(event: WebhookEvent) -> Handled:
     match = _plan_of_price(account_id, facts.price_id)
     if match is None and subscription is None:
         raise EventNotApplicable(f"price {facts.price_id or '(none)'} is no plan's", order_id=order_id)
-    period = (_when(facts.current_period_start), _when(facts.current_period_end))
+    period = (epoch_seconds(facts.current_period_start), epoch_seconds(facts.current_period_end))
     if subscription is None:
         subscription = _ensure_subscription(
             subscription_id=facts.subscription_id, account_id=account_id, plan=match[0], billing_cycle=match[1],
             customer_id=facts.customer_id, status=status, as_of=as_of, period=period,
-            trial_end=_when(facts.trial_end),
+            trial_end=epoch_seconds(facts.trial_end),
         )
     if not subscription.is_current:
         return processed(order_id, "" if status == subscription.status else
@@ -351,11 +352,11 @@ def subscription_changed(event: WebhookEvent) -> Handled:
         subscription_services.subscription_change_plan(
             plan_id=match[0].pk, subscription_id=subscription.pk, billing_cycle=match[1], as_of=as_of
         )
-    changes = {"trial_end": _when(facts.trial_end), "cancel_at_period_end": facts.cancel_at_period_end}
+    changes = {"trial_end": epoch_seconds(facts.trial_end), "cancel_at_period_end": facts.cancel_at_period_end}
     if period[0] is not None and period[1] is not None and period[1] > period[0]:
         changes |= {"current_period_start": period[0], "current_period_end": period[1]}
     if status == SubscriptionStatus.CANCELED and facts.canceled_at is not None:
-        changes["canceled_at"] = _when(facts.canceled_at)
+        changes["canceled_at"] = epoch_seconds(facts.canceled_at)
     stale = as_of is not None and subscription.synced_at is not None and as_of < subscription.synced_at
     result = subscription_services.subscription_set_status(
         status=status, subscription_id=subscription.pk, as_of=as_of, **changes
@@ -396,13 +397,8 @@ def payment_intent(event: WebhookEvent) -> Handled:
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def _when(seconds: int | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
-
-
 def _event_time(event: WebhookEvent) -> datetime | None:
-    created = event.payload.get("created")
-    return _when(created) if isinstance(created, int) and not isinstance(created, bool) else None
+    return epoch_seconds(event.payload.get("created"))
 
 
 def _order_named(ref: object) -> Order | None:
