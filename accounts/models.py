@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import zoneinfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -15,9 +17,28 @@ platform_key_validator = RegexValidator(
 )
 
 
+def time_zone_validator(value: str) -> None:
+    if not time_zone_known(value):
+        raise ValidationError(f"Unknown time zone {value!r}: use an IANA name such as 'Europe/Paris'.")
+
+
+def time_zone_known(value: object) -> bool:
+    if not isinstance(value, str) or not value or value != value.strip():
+        return False
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 class Platform(models.Model):
     platform_key = models.CharField(max_length=63, unique=True, validators=[platform_key_validator])
     name = models.CharField(max_length=200)
+    time_zone = models.CharField(
+        max_length=64, default="UTC", validators=[time_zone_validator],
+        help_text="An IANA time zone (Europe/Paris): a seat's weekly budget renews on Monday 00:00 there.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -83,6 +83,16 @@ class CreditAccount(models.Model):
         ),
     )
 
+    external_funding = models.BooleanField(
+        default=False,
+        db_default=False,
+        editable=False,
+        help_text=(
+            "Usage of this account is first offered to settings.CREDITS_USAGE_FUNDER (a member's seat: kept by the "
+            "entitlements app, true while the member holds one); what it does not fund is paid with credits."
+        ),
+    )
+
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -136,6 +146,11 @@ class Hold(models.Model):
     request_id = models.CharField(max_length=255, blank=True, default="", help_text="The caller's idempotency key.")
     status = models.CharField(max_length=16, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
     captured_amount = money_field(null=True, blank=True)
+    funded = money_field(
+        default=Decimal(0),
+        db_default=Decimal(0),
+        help_text="The part of the amount reserved on the account's funder (a seat's budgets), not on its credits.",
+    )
     reference = models.CharField(max_length=255, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     expires_at = models.DateTimeField()
@@ -158,6 +173,7 @@ class Hold(models.Model):
                 fields=["account", "request_id"], condition=~Q(request_id=""), name="hold_unique_request_per_account"
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="hold_amount_positive"),
+            models.CheckConstraint(condition=Q(funded__gte=0, funded__lte=F("amount")), name="hold_funded_within"),
             models.CheckConstraint(condition=Q(status__in=HoldStatus.values), name="hold_status_valid"),
             models.CheckConstraint(
                 condition=Q(status="active", settled_at__isnull=True) | Q(settled_at__isnull=False),
@@ -305,6 +321,14 @@ class UsageEvent(models.Model):
         db_default=Decimal(0),
         help_text="What its ledger row debited: whole quanta of the account's carried remainder plus the cost.",
     )
+    funded = exact_field(
+        default=Decimal(0),
+        db_default=Decimal(0),
+        help_text="The part of the cost paid by the account's funder (a seat), not with credits.",
+    )
+    funded_by = models.CharField(
+        max_length=120, blank=True, default="", help_text="What paid ``funded``: 'seat:<AI plan slug>'."
+    )
     priced_by = models.CharField(max_length=16, choices=PricingSource.choices)
     price = models.ForeignKey(
         ModelPrice, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
@@ -333,6 +357,7 @@ class UsageEvent(models.Model):
             models.CheckConstraint(condition=Q(success=True) | Q(cost=0), name="usage_failed_costs_nothing"),
             models.CheckConstraint(condition=Q(charged__gte=0), name="usage_charged_not_negative"),
             models.CheckConstraint(condition=Q(success=True) | Q(charged=0), name="usage_failed_charged_nothing"),
+            models.CheckConstraint(condition=Q(funded__gte=0, funded__lte=F("cost")), name="usage_funded_within_cost"),
         ]
 
     def __str__(self) -> str:

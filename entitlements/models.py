@@ -20,7 +20,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from accounts.models import Platform
-from credits.models import money_field
+from credits.models import Hold, UsageEvent, exact_field, money_field
 from subscriptions.models import BillingCycle
 
 
@@ -176,3 +176,88 @@ class SeatAssignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} on {self.ai_plan_id} @ {self.platform_id}"
+
+
+# --- budgets: what each seat spends per window -----------------------------------------------------------------
+
+SESSION_HOURS = 6
+
+
+class WindowKind(models.TextChoices):
+    WEEKLY = "weekly", "Calendar week (Monday 00:00 in the platform's time zone)"
+    SESSION = "session", "Session (6 hours from the first request after the previous one ended)"
+
+
+class SeatWindow(models.Model):
+    """A member's seat spending in one budget window, exact: ``spent`` by usage, ``reserved`` by active holds.
+    Written only by the usage path (``entitlements.funding``) under the member's credit account lock, so two
+    requests of one seat never interleave; each change has its ``SeatCharge`` row. The window is the member's on
+    the platform, whatever their plan: a seat moved to another plan keeps the week's spending."""
+
+    id = models.BigAutoField(primary_key=True)
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="+", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=8, choices=WindowKind.choices)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    spent = exact_field(default=0)
+    reserved = exact_field(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["platform_id", "user_id", "kind", "-starts_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["platform", "user", "kind", "starts_at"], name="seat_window_unique"),
+            models.CheckConstraint(condition=Q(kind__in=WindowKind.values), name="seat_window_kind_valid"),
+            models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="seat_window_ordered"),
+            models.CheckConstraint(condition=Q(spent__gte=0, reserved__gte=0), name="seat_window_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.starts_at:%Y-%m-%d %H:%M} of {self.user_id}@{self.platform_id}: {self.spent}"
+
+
+class ChargeKind(models.TextChoices):
+    SPEND = "spend", "Usage paid by the seat"
+    RESERVE = "reserve", "A hold reserved on the seat"
+    CAPTURE = "capture", "A hold captured (its reservation becomes spending)"
+    RELEASE = "release", "A hold released or expired (its reservation given back)"
+
+
+class SeatCharge(models.Model):
+    """One change of a seat's windows, append-only: the audit of budgets as the ledger is of credits. For each
+    window, ``spent`` is the sum of its rows' ``spent_delta`` and ``reserved`` the sum of ``reserved_delta``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="+", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_index=False)
+    ai_plan = models.ForeignKey(AIPlan, on_delete=models.PROTECT, related_name="+", db_index=False)
+    kind = models.CharField(max_length=8, choices=ChargeKind.choices)
+    weekly_window = models.ForeignKey(SeatWindow, on_delete=models.PROTECT, related_name="+")
+    session_window = models.ForeignKey(SeatWindow, on_delete=models.PROTECT, related_name="+")
+    spent_delta = exact_field()
+    reserved_delta = exact_field()
+    weekly_budget = money_field(help_text="The plan's weekly budget when the row was written.")
+    session_budget = money_field()
+    weekly_spent_after = exact_field()
+    session_spent_after = exact_field()
+    usage_event = models.ForeignKey(UsageEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                                    db_index=False)
+    hold = models.ForeignKey(Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    model = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["platform", "created_at"], name="seat_charge_platform_created")]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=ChargeKind.values), name="seat_charge_kind_valid"),
+            models.CheckConstraint(condition=~Q(spent_delta=0) | ~Q(reserved_delta=0),
+                                   name="seat_charge_moves_something"),
+            models.CheckConstraint(condition=Q(spent_delta__gte=0), name="seat_charge_spending_only_grows"),
+            models.CheckConstraint(condition=Q(kind="reserve") | Q(hold__isnull=True) | Q(reserved_delta__lte=0),
+                                   name="seat_charge_only_reserve_reserves"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.spent_delta}/{self.reserved_delta} by {self.user_id}@{self.platform_id}"
