@@ -15,6 +15,10 @@ class DomainError(Exception):
         self.details = details or {}
         super().__init__(self.message)
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries (``Retry-After`` of a budget exceeded)."""
+        return {}
+
 
 class NotFound(DomainError):
     status_code = 404

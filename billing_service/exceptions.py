@@ -51,7 +51,7 @@ def service_unavailable_response(factory: Callable[..., Any]) -> Any:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
-        return Response(envelope(exc.code, exc.message, exc.details), status=exc.status_code)
+        return Response(envelope(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers())
     if isinstance(exc, (OperationalError, InterfaceError)):
         return service_unavailable_response(Response)
     if isinstance(exc, Http404):

@@ -201,6 +201,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Called by credits.ledger after a debit leaves an account with auto-recharge on below its threshold.
 CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"
+# A member holding a seat: their usage is paid by the seat first, within its budgets (credits.funding).
+CREDITS_USAGE_FUNDER = "entitlements.funding.SeatFunder"
 
 LOGGING = {
     "version": 1,

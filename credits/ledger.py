@@ -313,6 +313,7 @@ class _AccountState:
     last_entry_at: Any
     values: dict[str, Any]
     low_balance_threshold: Decimal | None = None  # None: no hook
+    external_funding: bool = False  # its usage is offered to the funder first (``credits.funding``)
 
 
 def post_many(
@@ -430,6 +431,7 @@ def lock_accounts(account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, _AccountS
             last_entry_at=max(now, last_entry_at) if last_entry_at else now,
             values=dict(zip(sql.ACCOUNT_STATE_COLUMNS, row[3 : 3 + n], strict=True)),
             low_balance_threshold=row[4 + n],
+            external_funding=row[5 + n],
         )
     return states
 

@@ -42,6 +42,7 @@ class UsageLock:
     carried_remainder: Decimal
     balance: Decimal
     reserved: Decimal
+    external_funding: bool  # usage offered to the funder first (``credits.funding``)
 
 
 def account_lock_for_usage(*, account_id: uuid.UUID, platform_id: int) -> UsageLock | None:
@@ -55,7 +56,8 @@ def account_lock_for_usage(*, account_id: uuid.UUID, platform_id: int) -> UsageL
 
 def accounts_lock(account_ids: list[uuid.UUID]) -> list[tuple[Any, ...]]:
     """Many accounts locked in one round trip, in primary-key order: their rows as ``sql.LOCK_ACCOUNTS`` reads
-    them (state columns, the time new rows will carry, the low-balance threshold). Missing ids are left out."""
+    them (state columns, the time new rows will carry, the low-balance threshold, the external funding mark).
+    Missing ids are left out."""
     with server_bound_cursor() as cursor:
         cursor.execute(sql.LOCK_ACCOUNTS, [list(account_ids)])  # ORDER BY id: locked in that order
         return cursor.fetchall()

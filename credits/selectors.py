@@ -198,7 +198,8 @@ def ledger_verify(*, account: CreditAccount) -> LedgerCheck:
         problems.append(f"balance {account.balance} != sum of balance effects {balance}")
     if account.reserved != reserved:
         problems.append(f"reserved {account.reserved} != sum of reserved effects {reserved}")
-    active = Hold.objects.filter(account=account, status=HoldStatus.ACTIVE).aggregate(t=Sum("amount"))["t"]
+    active = Hold.objects.filter(account=account, status=HoldStatus.ACTIVE).aggregate(
+        t=Sum(F("amount") - F("funded")))["t"]  # a funder (a seat) reserves the funded part
     if account.reserved != (active or Decimal(0)):
         problems.append(f"reserved {account.reserved} != active holds {active or 0}")
     if account.last_sequence != expected_sequence - 1:
@@ -212,15 +213,17 @@ def ledger_verify(*, account: CreditAccount) -> LedgerCheck:
 
 
 def _usage_charge_problems(account: CreditAccount) -> list[str]:
-    """Usage charges are exact: the usage debits plus the carried remainder equal the events' exact costs, and
-    each event's ``charged`` is what its ledger row took."""
+    """Usage charges are exact: the usage debits plus the carried remainder plus what funders (seats) paid equal
+    the events' exact costs, and each event's ``charged`` is what its ledger row took."""
     problems = []
     events = UsageEvent.objects.filter(account=account)
-    totals = events.aggregate(cost=Sum("cost"), charged=Sum("charged"))
+    totals = events.aggregate(cost=Sum("cost"), charged=Sum("charged"), funded=Sum("funded"))
     cost, charged = totals["cost"] or Decimal(0), totals["charged"] or Decimal(0)
-    if EXACT_CONTEXT.add(charged, account.carried_remainder) != cost:
+    funded = totals["funded"] or Decimal(0)
+    if EXACT_CONTEXT.add(EXACT_CONTEXT.add(charged, account.carried_remainder), funded) != cost:
         problems.append(
-            f"usage debits {charged} + carried remainder {account.carried_remainder} != exact costs {cost}"
+            f"usage debits {charged} + carried remainder {account.carried_remainder} + funded {funded} "
+            f"!= exact costs {cost}"
         )
     unbacked = Q(charged__gt=0, ledger_entry__isnull=True)
     disagreeing = Q(ledger_entry__isnull=False) & ~Q(ledger_entry__balance_delta=-F("charged"))

@@ -47,8 +47,10 @@ _INSERT_VALUES = ", ".join(
 
 def posting_statement(transaction_type: str, *, with_key: bool, then: str = "") -> str:
     """One posting (``credits.ledger.post``): returns ``created, <the row's columns>, low_balance_threshold`` (a
-    replay: ``false`` and the stored row). ``then``: more CTEs after ``ins`` (the new row); with it, the account
-    must also be of %(platform_id)s and the statement returns the new row only (nothing on a replay)."""
+    replay: ``false`` and the stored row). ``then``: more CTEs after ``ins`` (the new row); with it (the usage
+    path's one statement), the account must also be of %(platform_id)s and not funded externally (a seat: its
+    usage takes the general path, ``credits.funding``), and the statement returns the new row only (nothing on
+    a replay)."""
     counter = f"count_{transaction_type}"
     prior = (
         f"prior AS (SELECT {_ENTRY_COLS} FROM {ENTRY_TABLE} "
@@ -62,7 +64,7 @@ def posting_statement(transaction_type: str, *, with_key: bool, then: str = "") 
         f"reserved = reserved + %(reserved_delta)s, last_sequence = last_sequence + 1, "
         f"{counter} = {counter} + 1, last_entry_at = GREATEST(clock_timestamp(), last_entry_at), "
         f"carried_remainder = COALESCE(%(carried_after)s::numeric, carried_remainder) "
-        f"WHERE id = %(account_id)s{' AND platform_id = %(platform_id)s' if then else ''} "
+        f"WHERE id = %(account_id)s{' AND platform_id = %(platform_id)s AND NOT external_funding' if then else ''} "
         f"AND carried_remainder = COALESCE(%(carried_before)s::numeric, carried_remainder) "
         f"AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
         f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
@@ -89,7 +91,8 @@ _NUMERIC_STATE = ("balance", "reserved", "carried_remainder")
 # Many accounts locked in one round trip, in primary-key order: their state, the time new rows will carry.
 LOCK_ACCOUNTS = (
     f"SELECT id, platform_id, last_entry_at, {', '.join(ACCOUNT_STATE_COLUMNS)}, clock_timestamp(), "
-    f"low_balance_threshold FROM {ACCOUNT_TABLE} WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE"
+    f"low_balance_threshold, external_funding FROM {ACCOUNT_TABLE} WHERE id = ANY(%b::uuid[]) ORDER BY id "
+    f"FOR UPDATE"
 )
 UPDATE_ACCOUNTS = (
     f"UPDATE {ACCOUNT_TABLE} AS a SET last_entry_at = COALESCE(v.last_entry_at, a.last_entry_at), "
@@ -165,7 +168,8 @@ RECORD_CHARGED = posting_statement(
 # The general path's lock (``credits.locks.account_lock_for_usage``): the account of the platform, with what a
 # charge needs to know under the lock.
 LOCK_FOR_USAGE = (
-    f"SELECT carried_remainder, balance, reserved FROM {ACCOUNT_TABLE} WHERE id = %s AND platform_id = %s "
+    f"SELECT carried_remainder, balance, reserved, external_funding FROM {ACCOUNT_TABLE} "
+    f"WHERE id = %s AND platform_id = %s "
     f"FOR UPDATE"
 )
 COPY_EVENTS = f"COPY {EVENT_TABLE} ({_EVENT_COLS}) FROM STDIN"

@@ -1,4 +1,4 @@
-from billing_service.errors import Conflict, NotFound
+from billing_service.errors import Conflict, DomainError, NotFound
 
 
 class AIPlanNotFound(NotFound):
@@ -24,3 +24,25 @@ class SeatAlreadyAssigned(Conflict):
 class SeatNotAssigned(NotFound):
     code = "seat_not_assigned"
     default_message = "The member holds no seat on this AI plan."
+
+
+class ModelNotEntitled(DomainError):
+    status_code = 403
+    code = "model_not_entitled"
+    default_message = "The member's seat does not include this model: its tier is above the seat's plan."
+
+
+class BudgetExceeded(DomainError):
+    """A seat's weekly or session budget cannot take the request: ``details`` name the budget, what remains and
+    when it renews; ``Retry-After`` says the same in seconds."""
+
+    status_code = 429
+    code = "budget_exceeded"
+    default_message = "The seat's budget cannot take this request: it renews at resets_at."
+
+    def __init__(self, message: str | None = None, *, details: dict | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Platform
+from credits.services import external_funding_set
 from entitlements import locks, selectors
 from entitlements.errors import NoSeatAvailable, NotAPlatformMember, SeatAlreadyAssigned, SeatNotAssigned
 from entitlements.models import AIPlan, SeatAssignment, SeatProvider, SeatStatus, SeatSubscription
@@ -57,6 +58,7 @@ def seat_assign(*, platform: Platform, ai_plan: AIPlan, username: str, actor: Ab
         seats = selectors.seats_of(platform_id=platform.pk, ai_plan_id=ai_plan.pk)
         if seats.unassigned < 1:
             raise NoSeatAvailable(details={"total": seats.total, "assigned": seats.assigned})
+        external_funding_set(platform=platform, user=user, funded=True)  # the member's usage: the seat's first
         try:
             with transaction.atomic():  # another plan's assignment of the same member may commit meanwhile
                 return SeatAssignment.objects.create(platform=platform, ai_plan=ai_plan, user=user, assigned_by=actor)
@@ -69,9 +71,27 @@ def seat_unassign(*, platform: Platform, ai_plan: AIPlan, username: str) -> None
     user = _member(platform, username)
     with transaction.atomic(durable=True):
         locks.plan_seats_lock(platform_id=platform.pk, ai_plan_id=ai_plan.pk)
-        deleted, _ = SeatAssignment.objects.filter(platform=platform, ai_plan=ai_plan, user=user).delete()
-    if not deleted:
-        raise SeatNotAssigned(details={"username": username})
+        if not SeatAssignment.objects.filter(platform=platform, ai_plan=ai_plan, user=user).exists():
+            raise SeatNotAssigned(details={"username": username})
+        _unseat(platform, ai_plan, [user])
+
+
+def assignments_clear(*, platform: Platform, ai_plan: AIPlan) -> int:
+    """Frees every seat of ``ai_plan`` on the platform: for a caller that found, under the plan's seats lock,
+    that the plan has no seats left there (every subscription canceled or expired). Those members pay with
+    credits again from the next request. Returns how many seats were freed."""
+    users = list(get_user_model().objects.filter(
+        seat_assignments__platform=platform, seat_assignments__ai_plan=ai_plan).order_by("pk"))
+    _unseat(platform, ai_plan, users)
+    return len(users)
+
+
+def _unseat(platform: Platform, ai_plan: AIPlan, users: list[AbstractBaseUser]) -> None:
+    """Deletes the assignments of ``users`` on the plan, each under its member's account lock (after the plan's
+    seats lock, before the assignment: the usage path's order is the account, then the seat)."""
+    for user in users:
+        external_funding_set(platform=platform, user=user, funded=False)
+        SeatAssignment.objects.filter(platform=platform, ai_plan=ai_plan, user=user).delete()
 
 
 def _member(platform: Platform, username: str) -> AbstractBaseUser:

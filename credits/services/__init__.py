@@ -9,6 +9,7 @@ from credits.services.balances import (
     credits_grant,
     credits_refund,
     credits_reverse_purchase,
+    external_funding_set,
     low_balance_threshold_set,
 )
 from credits.services.holds import (
@@ -43,6 +44,7 @@ __all__ = [
     "credits_grant",
     "credits_refund",
     "credits_reverse_purchase",
+    "external_funding_set",
     "hold_capture",
     "low_balance_threshold_set",
     "model_price_create",

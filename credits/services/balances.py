@@ -47,6 +47,19 @@ def low_balance_threshold_set(*, account_id: uuid.UUID | str, threshold: Decimal
         raise AccountNotFound()
 
 
+def external_funding_set(*, platform: Platform, user: AbstractBaseUser, funded: bool) -> CreditAccount:
+    """Marks the member's account (created if missing) as funded first by ``settings.CREDITS_USAGE_FUNDER`` or
+    not, under the account's lock: its usage paths read the mark under the same lock, so a request is funded as
+    the mark stood when it began. For a caller inside its own transaction (entitlements' seat assignments, which
+    take their seats lock first); opens none."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("external_funding_set runs inside the caller's transaction")
+    account = account_ensure(platform=platform, user=user)
+    account_lock(account_id=account.pk)
+    CreditAccount.objects.filter(pk=account.pk).update(external_funding=funded)
+    return account
+
+
 # --- single-row changes --------------------------------------------------------------------------------
 
 

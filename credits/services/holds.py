@@ -13,8 +13,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from credits import ledger
+from credits import funding, ledger
 from credits.errors import HoldExpired, HoldNotActive, HoldNotFound, IdempotencyConflict, RequestIdRecorded
+from credits.funding import Funded, FundingRequest, usage_funder
 from credits.ledger import Posting, charge_split
 from credits.locks import account_lock, account_lock_if_free, hold_lock, hold_lock_if_free
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType, UsageEvent
@@ -55,6 +56,11 @@ def hold_create(
     if not 1 <= expires_in <= MAX_HOLD_SECONDS:
         raise ValueError(f"expires_in must be 1..{MAX_HOLD_SECONDS} seconds")
     hold_id = uuid.uuid4()
+    if usage_funder() is not None:
+        locked = account_lock(account_id=account_id)
+        if locked is not None and locked.external_funding:
+            return _hold_create_funded(locked, amount, expires_in, reference, metadata, actor, hold_id,
+                                       idempotency_key)
     try:
         result = _reserve(account_id, amount, expires_in, reference, metadata, actor, hold_id, idempotency_key)
     except IdempotencyConflict:
@@ -80,6 +86,42 @@ def hold_create(
         created_by_id=actor_id_of(actor),
     )
     return HoldResult(hold=hold, entries=[result.entry])
+
+
+def _hold_create_funded(
+    account: CreditAccount, amount: Decimal, expires_in: int, reference: str, metadata: dict[str, Any] | None,
+    actor: AbstractBaseUser | None, hold_id: uuid.UUID, request_id: str | None,
+) -> HoldResult:
+    """A hold of an account whose usage a funder pays first (a seat), under the account's lock: the funder
+    reserves what it will (``Hold.funded``; a refusal raises, nothing written), the credits reserve the rest
+    (a ``reserve`` row, keyed as any hold's). A fully funded hold has no ledger row: its request_id is its key
+    (``hold_unique_request_per_account``), read here under the same lock."""
+    if request_id:
+        existing = Hold.objects.filter(account_id=account.pk, request_id=request_id).first()
+        if existing is not None:
+            same = (existing.amount, existing.reference, existing.metadata) == (amount, reference, metadata or {})
+            if not same:
+                raise IdempotencyConflict(details={"request_id": request_id})
+            entries = list(LedgerEntry.objects.filter(account_id=account.pk, hold_id=existing.pk,
+                                                      transaction_type=TransactionType.RESERVE))
+            return HoldResult(hold=existing, entries=entries, replayed=True)
+        if _recorded(account.pk, request_id):
+            raise RequestIdRecorded(details={"request_id": request_id})
+    now = timezone.now()
+    funded = funding.fund_one(FundingRequest(funding.RESERVE, account.pk, amount, hold_id=hold_id), now)
+    paid = funded.amount if funded else Decimal(0)
+    entries = []
+    if amount - paid > 0:
+        entries.append(_reserve(account.pk, amount - paid, expires_in, reference, metadata, actor, hold_id,
+                                request_id).entry)
+    hold = Hold.objects.create(
+        id=hold_id, account_id=account.pk, amount=amount, funded=paid, request_id=request_id or "",
+        reference=reference, metadata=metadata or {},
+        expires_at=(entries[0].created_at if entries else now) + timedelta(seconds=expires_in),
+        created_by_id=actor_id_of(actor),
+    )
+    funding.record([funded], now)
+    return HoldResult(hold=hold, entries=entries)
 
 
 def _recorded(account_id: uuid.UUID | str, request_id: str) -> bool:
@@ -120,20 +162,24 @@ def hold_capture(
     metadata: dict[str, Any] | None = None,
     actor: AbstractBaseUser | None = None,
     account_id: uuid.UUID | str | None = None,
-    after_capture: Callable[[Hold, list[LedgerEntry]], Any] | None = None,
+    after_capture: Callable[[Hold, list[LedgerEntry], Funded | None], Any] | None = None,
+    usage_event_id: uuid.UUID | None = None,
+    model: str = "",
 ) -> HoldResult:
     """Charges the real cost of a held call: a ``subtract`` row for ``amount`` and a ``release`` row for
     what is left of the hold. ``amount`` is exact (up to 12 decimals): like every usage charge it is debited in
     whole quanta with the account's carried remainder (``credits.ledger.charge_split``), and ``captured_amount``
-    is the debit. Charging more than the hold needs ``available`` to cover the excess.
+    is the debit. Charging more than the hold needs ``available`` to cover the excess. A hold a funder (a seat)
+    reserved on is settled with it first: it pays what fits in its reservation and budgets (or refuses: the hold
+    stays active), the credits the rest.
     A hold is settled once: a second capture or release raises ``HoldNotActive``. ``after_capture`` runs
-    inside the same transaction with the settled hold and its rows (the usage path stores its event there);
-    whatever it returns is the result's ``extra``."""
+    inside the same transaction with the settled hold, its rows and what the funder paid (the usage path stores
+    its event ``usage_event_id`` there); whatever it returns is the result's ``extra``."""
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
         raise ValueError(f"amount must be a finite Decimal >= 0, got {amount!r}")
     return _hold_settle(
         hold_id=hold_id, account_id=account_id, capture=amount, description=description,
-        metadata=metadata, actor=actor, after_capture=after_capture,
+        metadata=metadata, actor=actor, after_capture=after_capture, usage_event_id=usage_event_id, model=model,
     )
 
 
@@ -152,7 +198,9 @@ def _hold_settle(
     actor: AbstractBaseUser | None,
     description: str = "",
     metadata: dict[str, Any] | None = None,
-    after_capture: Callable[[Hold, list[LedgerEntry]], Any] | None = None,
+    after_capture: Callable[[Hold, list[LedgerEntry], Funded | None], Any] | None = None,
+    usage_event_id: uuid.UUID | None = None,
+    model: str = "",
 ) -> HoldResult:
     expired = False
     extra = None
@@ -167,17 +215,17 @@ def _hold_settle(
             raise HoldNotActive(details={"status": hold.status})
         now = timezone.now()
         if hold.expires_at <= now:
-            entries = _hold_finish(hold, status=HoldStatus.EXPIRED, captured=None, actor=actor, now=now)
+            entries, _ = _hold_finish(hold, status=HoldStatus.EXPIRED, captured=None, actor=actor, now=now)
             expired = True
         elif capture is None:
-            entries = _hold_finish(hold, status=HoldStatus.RELEASED, captured=None, actor=actor, now=now)
+            entries, _ = _hold_finish(hold, status=HoldStatus.RELEASED, captured=None, actor=actor, now=now)
         else:
-            entries = _hold_finish(
+            entries, funded = _hold_finish(
                 hold, status=HoldStatus.CAPTURED, captured=capture, carried=carried, actor=actor, now=now,
-                description=description, metadata=metadata,
+                description=description, metadata=metadata, usage_event_id=usage_event_id, model=model,
             )
             if after_capture is not None:
-                extra = after_capture(hold, entries)
+                extra = after_capture(hold, entries, funded)
     if expired and capture is not None:
         raise HoldExpired(details={"hold_id": str(hold.id)})
     return HoldResult(hold=hold, entries=entries, extra=extra)
@@ -193,16 +241,26 @@ def _hold_finish(
     carried: Decimal = Decimal(0),
     description: str = "",
     metadata: dict[str, Any] | None = None,
-) -> list[LedgerEntry]:
+    usage_event_id: uuid.UUID | None = None,
+    model: str = "",
+) -> tuple[list[LedgerEntry], Funded | None]:
     """Writes the rows that settle a locked, active hold and marks it settled. ``captured``: the exact cost of a
-    capture, charged against the account's ``carried`` remainder (read under its lock)."""
+    capture, charged against the account's ``carried`` remainder (read under its lock). A hold a funder reserved
+    on (``funded``) is settled with it first: its part of the cost is the funder's answer, returned."""
     entries: list[LedgerEntry] = []
     actor_id = actor_id_of(actor)
-    remaining = hold.amount
+    funded = None
+    if hold.funded > 0:
+        kind = funding.CAPTURE if status == HoldStatus.CAPTURED else funding.RELEASE
+        funded = funding.fund_one(FundingRequest(kind, hold.account_id, captured or Decimal(0), model, hold.id,
+                                                 held=hold.funded, event_id=usage_event_id), now)
+    remaining = hold.amount - hold.funded  # what the credits reserved
     debit = Decimal(0)
+    if captured is not None:
+        captured -= funded.amount if funded else 0
     if captured:
         debit, carried_after = charge_split(carried, captured)
-        consumed = min(debit, hold.amount)
+        consumed = min(debit, hold.amount - hold.funded)
         if debit > 0:
             entries.append(
                 ledger.post(
@@ -242,7 +300,8 @@ def _hold_finish(
     hold.captured_amount = debit if status == HoldStatus.CAPTURED else None
     hold.settled_at = now
     hold.save(update_fields=["status", "captured_amount", "settled_at"])
-    return entries
+    funding.record([funded], now)
+    return entries, funded
 
 
 def holds_release_expired(*, now: datetime | None = None, batch_size: int = 500) -> int:

@@ -25,8 +25,9 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Platform
-from credits import ledger, sql
+from credits import funding, ledger, sql
 from credits.errors import AccountNotFound, HoldNotFound, IdempotencyConflict, RequestIdHeld
+from credits.funding import Funded, FundingRequest
 from credits.ledger import charge_is_whole, charge_split, is_idempotency_race
 from credits.locks import account_lock_for_usage
 from credits.models import CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent
@@ -111,8 +112,12 @@ def _record_locked(platform: Platform, priced: PricedUsage, actor_id: int | None
         return UsageResult(event=existing, entry=existing.ledger_entry, available=locked.balance - locked.reserved,
                            replayed=True)
     event_id = uuid.uuid4()
+    funded = None
+    if locked.external_funding:  # a seat pays first, within its budgets (or refuses: nothing written)
+        funded = funding.fund_one(FundingRequest(funding.SPEND, usage.account_id, priced.cost, usage.model,
+                                                 event_id=event_id), priced.recorded_at)
     carried = locked.carried_remainder
-    debit, carried_after = charge_split(carried, priced.cost)
+    debit, carried_after = charge_split(carried, priced.cost - (funded.amount if funded else 0))
     entry = None
     if debit > 0:
         posting = debit_posting(priced, debit, event_id, actor_id, carried=(carried, carried_after))
@@ -123,8 +128,9 @@ def _record_locked(platform: Platform, priced: PricedUsage, actor_id: int | None
             CreditAccount.objects.filter(pk=usage.account_id).update(carried_remainder=carried_after)
         available = locked.balance - locked.reserved
     row = event_row(priced, event_id=event_id, platform_id=platform.pk, charged=debit,
-                    entry_id=entry.id if entry else None)
+                    entry_id=entry.id if entry else None, funded=funded)
     events_write([row])
+    funding.record([funded], priced.recorded_at)
     return UsageResult(event=event_of(row, usage.metadata), entry=entry, available=available)
 
 
@@ -200,17 +206,17 @@ def usage_capture(
     priced = _priced(platform, usage)  # a 400 (no price, nothing to price) before any write
     event_id = uuid.uuid4()
 
-    def record(settled: Hold, entries: list[LedgerEntry]) -> UsageEvent:
+    def record(settled: Hold, entries: list[LedgerEntry], funded: Funded | None) -> UsageEvent:
         debit = next((e for e in entries if e.transaction_type == TransactionType.SUBTRACT), None)
         row = event_row(priced, event_id=event_id, platform_id=platform.pk,
                         charged=settled.captured_amount or Decimal(0), entry_id=debit.id if debit else None,
-                        hold_id=settled.id)
+                        hold_id=settled.id, funded=funded)
         events_write([row])
         return event_of(row, metadata)
 
     result = hold_capture(
         hold_id=hold.id, amount=priced.cost, description=usage_label(usage),
         metadata={**(metadata or {}), "usage_event_id": str(event_id), "endpoint": endpoint, "model": model},
-        actor=actor, after_capture=record,
+        actor=actor, after_capture=record, usage_event_id=event_id, model=model,
     )
     return result, result.extra

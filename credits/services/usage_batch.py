@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -14,8 +15,9 @@ from django.utils import timezone
 from accounts.models import Platform
 from billing_service.db import server_bound_cursor
 from billing_service.errors import DomainError
-from credits import ledger, sql
+from credits import funding, ledger, sql
 from credits.errors import AccountNotFound, IdempotencyConflict, InsufficientCredits, RequestIdHeld
+from credits.funding import SPEND, Funded, FundingRequest, usage_funder
 from credits.models import CreditAccount
 from credits.selectors import model_prices_for
 from credits.services.common import actor_id_of
@@ -65,13 +67,13 @@ def usage_record_batch(
             outcomes[i] = BatchOutcome(usage.request_id, "rejected", error=exc)
 
     if pending:
-        for i, outcome in retrying(lambda: _record_pending(platform, pending, actor_id)):
+        for i, outcome in retrying(lambda: _record_pending(platform, pending, actor_id, now)):
             outcomes[i] = outcome
     return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _record_pending(
-    platform: Platform, pending: list[tuple[int, PricedUsage]], actor_id: int | None
+    platform: Platform, pending: list[tuple[int, PricedUsage]], actor_id: int | None, now: datetime
 ) -> list[tuple[int, BatchOutcome]]:
     states = ledger.lock_accounts({priced.usage.account_id for _, priced in pending})
     known, held = _calls_of([priced.usage for _, priced in pending])
@@ -102,21 +104,31 @@ def _record_pending(
             first_in_batch[key] = (i, digest)
             fresh.append((i, priced, uuid.uuid4()))
 
+    funded = _quotes(fresh, states, now)
+    for i, priced, _ in fresh:
+        if isinstance(funded.get(i), DomainError):  # refused by the seat: a budget exceeded, a model not entitled
+            results[i] = BatchOutcome(priced.usage.request_id, "rejected", error=funded.pop(i))
+    fresh = [f for f in fresh if f[0] not in results]
     charges = [
-        (priced.usage.account_id, debit_posting(priced, Decimal(0), event_id, actor_id, None, charge=priced.cost))
-        for _, priced, event_id in fresh if priced.cost > 0
+        (priced.usage.account_id,
+         debit_posting(priced, Decimal(0), event_id, actor_id, None, charge=priced.cost - _paid(funded.get(i))))
+        for i, priced, event_id in fresh if priced.cost - _paid(funded.get(i)) > 0
     ]
     posted = iter(ledger.post_many(charges, states=states) if charges else [])
     rows: list[tuple] = []
+    accepted: list[Funded] = []
     for i, priced, event_id in fresh:
         entry_id, charged = None, Decimal(0)
-        if priced.cost > 0:
+        if priced.cost - _paid(funded.get(i)) > 0:
             outcome = next(posted)
             if isinstance(outcome, InsufficientCredits):
                 results[i] = BatchOutcome(priced.usage.request_id, "rejected", error=outcome)
                 continue
             entry_id, charged = outcome.id, outcome.charged
-        rows.append(event_row(priced, event_id=event_id, platform_id=platform.pk, charged=charged, entry_id=entry_id))
+        if i in funded:
+            accepted.append(funded[i])
+        rows.append(event_row(priced, event_id=event_id, platform_id=platform.pk, charged=charged, entry_id=entry_id,
+                              funded=funded.get(i)))
         results[i] = BatchOutcome(priced.usage.request_id, "recorded", event_id=event_id, entry_id=entry_id)
 
     for i, original in repeats:  # the same event twice in one batch: the second mirrors the first
@@ -128,7 +140,27 @@ def _record_pending(
         )
     if rows:
         events_write(rows)
+    funding.record(accepted, now)
     return sorted(results.items())
+
+
+def _quotes(
+    fresh: list[tuple[int, PricedUsage, uuid.UUID]], states: dict, now: datetime
+) -> dict[int, Funded | DomainError]:
+    """The funder's answers for the events of externally funded accounts (a seat's), in the batch's order."""
+    funder = usage_funder()
+    asked = [(i, priced, event_id) for i, priced, event_id in fresh if states[priced.usage.account_id].external_funding]
+    if funder is None or not asked:
+        return {}
+    answers = funder.quote([
+        FundingRequest(SPEND, priced.usage.account_id, priced.cost, priced.usage.model, event_id=event_id)
+        for _, priced, event_id in asked
+    ], now)
+    return {i: answer for (i, _, _), answer in zip(asked, answers, strict=True)}
+
+
+def _paid(funded: Funded | None) -> Decimal:
+    return funded.amount if funded is not None else Decimal(0)
 
 
 def _calls_of(usages: list[UsageInput]) -> tuple[dict, dict]:

@@ -18,6 +18,7 @@ from billing_service.inputs import stored_instant_problem
 from billing_service.money import EXACT_CONTEXT
 from credits import sql
 from credits.errors import AmountOrModelRequired, IdempotencyConflict, ModelNotPriced
+from credits.funding import Funded
 from credits.ledger import Posting, request_hash
 from credits.models import LedgerEntry, ModelPrice, PricingSource, TransactionType, UsageEvent
 from credits.services.common import call_key
@@ -159,14 +160,15 @@ _ROLLUP_INPUTS = [
 
 def event_row(
     priced: PricedUsage, *, event_id: uuid.UUID, platform_id: int, charged: Decimal, entry_id: uuid.UUID | None,
-    hold_id: uuid.UUID | None = None,
+    hold_id: uuid.UUID | None = None, funded: Funded | None = None,
 ) -> tuple:
     """The one statement of what a usage event's row holds, in ``credits.sql.EVENT_COLUMNS``' order (metadata as
-    JSON text). ``charged``: what its ledger row ``entry_id`` debited."""
+    JSON text). ``charged``: what its ledger row ``entry_id`` debited; ``funded``: what a funder (a seat) paid."""
     usage, price = priced.usage, priced.price
     return (
         event_id, usage.account_id, platform_id, usage.request_id, usage.endpoint, usage.model, usage.input_tokens,
-        usage.output_tokens, priced.cost, charged,
+        usage.output_tokens, priced.cost, charged, funded.amount if funded else Decimal(0),
+        funded.ref if funded else "",
         PricingSource.AMOUNT if usage.amount is not None else PricingSource.RATE_CARD,
         price.pk if price else None, usage.success, usage.description, json.dumps(usage.metadata or {}), entry_id,
         hold_id, priced.digest, priced.occurred_at, priced.recorded_at,

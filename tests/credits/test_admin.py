@@ -127,7 +127,7 @@ def test_staff_without_permission_cannot_adjust(member):
 def test_platform_created_in_admin_gets_its_own_account(browser):
     response = browser.post(
         reverse("admin:accounts_platform_add"),
-        {"platform_key": "newco", "name": "New Co", "memberships-TOTAL_FORMS": "0",
+        {"platform_key": "newco", "name": "New Co", "time_zone": "UTC", "memberships-TOTAL_FORMS": "0",
          "memberships-INITIAL_FORMS": "0"},
     )
     assert response.status_code == 302, response.content[:2000]
