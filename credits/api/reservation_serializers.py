@@ -89,7 +89,10 @@ class HoldSerializer(serializers.Serializer):
     )
     amount = MoneyOutField(help_text="Credits held.")
     captured_amount = MoneyOutField(
-        allow_null=True, help_text="What the capture charged; null unless captured."
+        allow_null=True, help_text="What the capture charged to the credits; null unless captured."
+    )
+    funded = MoneyOutField(
+        help_text="The part of the amount reserved on the member's seat budgets instead of the credits."
     )
     request_id = serializers.CharField()
     reference = serializers.CharField()

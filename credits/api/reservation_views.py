@@ -30,6 +30,7 @@ from credits.api.reservation_serializers import (
     ReservationReleasedSerializer,
 )
 from credits.api.serializers import LedgerEntrySerializer
+from credits.api.usage_views import SEAT_MODEL_REFUSED
 from credits.errors import AccountNotFound, HoldNotFound, IdempotencyConflict
 from credits.filters import HoldFilterSet
 from credits.models import Hold, LedgerEntry
@@ -106,6 +107,10 @@ class ReservationViewSet(ListModelMixin, TenantGenericViewSet):
             402: error_response(
                 "The amount exceeds the available credits (insufficient_credits); nothing written."
             ),
+            429: error_response(
+                "The account's member holds a seat and the amount does not fit in its weekly or session budget "
+                "(budget_exceeded, with Retry-After); nothing written."
+            ),
             409: error_response(
                 "This request_id was used on this account with another body (idempotency_conflict), or it is "
                 "already recorded as a usage event (request_id_recorded): a request_id names one AI call."
@@ -172,6 +177,11 @@ class ReservationViewSet(ListModelMixin, TenantGenericViewSet):
             402: error_response(
                 "The amount exceeds the hold by more than the available credits (insufficient_credits); "
                 "nothing written, the hold stays active."
+            ),
+            403: error_response(SEAT_MODEL_REFUSED),
+            429: error_response(
+                "A seat-funded hold: the cost exceeds the hold's reservation by more than the seat's budgets have "
+                "left (budget_exceeded, with Retry-After); nothing written, the hold stays active."
             ),
             409: error_response(
                 f"{SETTLED_ONCE} Or the hold had expired: it is now released, status expired "

@@ -17,6 +17,17 @@ from credits.api.usage_input import EventErrors, UsageBatchInputSerializer, Usag
 from credits.models import UsageEvent
 from credits.services import usage_record, usage_record_batch
 
+SEAT_MODEL_REFUSED = (
+    "Not an owner or admin (permission_denied); or the account's member holds a seat whose plan does not include "
+    "the model (model_not_entitled); nothing written."
+)
+SEAT_BUDGET_REFUSED = (
+    "The account's member holds a seat and the cost does not fit in its weekly or 6-hour session budget "
+    "(budget_exceeded: details name the `budget`, what is `remaining` and when it `resets_at`; the Retry-After "
+    "header gives the seconds); nothing written."
+)
+
+
 class UsageEventSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     account_id = serializers.UUIDField()
@@ -30,6 +41,11 @@ class UsageEventSerializer(serializers.Serializer):
         help_text="What its ledger row debited: the whole 0.000001 of the account's carried remainder plus the "
         "cost; the rest stays carried (`carried_remainder`)."
     )
+    funded = ExactOutField(
+        help_text="The part of the cost the member's seat paid (within its budgets), not the credits: the cost is "
+        "`funded` + `charged` + what the account carried."
+    )
+    funded_by = serializers.CharField(help_text="What paid `funded`: `seat:<AI plan slug>`; empty when nothing did.")
     priced_by = serializers.CharField(help_text="amount or rate_card")
     price_version_id = serializers.IntegerField(source="price_id", allow_null=True)
     success = serializers.BooleanField()
@@ -52,6 +68,8 @@ class UsageEventSerializer(serializers.Serializer):
             "output_tokens": event.output_tokens,
             "cost": format_exact(event.cost),
             "charged": format_money(event.charged),
+            "funded": format_exact(event.funded),
+            "funded_by": event.funded_by,
             "priced_by": event.priced_by,
             "price_version_id": event.price_id,
             "success": event.success,
@@ -110,6 +128,8 @@ class UsageViewSet(TenantViewSet):
             201: UsageRecordedSerializer,
             200: OpenApiResponse(UsageRecordedSerializer, description="The same event again: the first result."),
             402: error_response("Not enough available credits (insufficient_credits); nothing written."),
+            403: error_response(SEAT_MODEL_REFUSED),
+            429: error_response(SEAT_BUDGET_REFUSED),
             409: error_response(
                 "This request_id was recorded with other content (idempotency_conflict), or it is a hold's "
                 "(request_id_held: a request_id names one AI call; capture or release the hold)."

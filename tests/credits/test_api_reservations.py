@@ -34,6 +34,7 @@ HOLD_FIELDS = {
     "account_id",
     "status",
     "amount",
+    "funded",
     "captured_amount",
     "request_id",
     "reference",

@@ -28,7 +28,7 @@ ROW_FIELDS = {
 }
 EVENT_FIELDS = {
     "id", "account_id", "request_id", "endpoint", "model", "input_tokens", "output_tokens", "cost", "priced_by",
-    "charged", "price_version_id", "success", "description", "metadata", "transaction_id", "hold_id", "occurred_at",
+    "charged", "funded", "funded_by", "price_version_id", "success", "description", "metadata", "transaction_id", "hold_id", "occurred_at",
     "recorded_at",
 }
 ITEM_FIELDS = {"request_id", "status", "transaction_id", "usage_event_id", "error"}
@@ -88,7 +88,8 @@ def test_owner_or_admin_records_usage_and_gets_the_debit_and_the_event(request, 
     assert row["metadata"]["usage_event_id"] == ev["id"]
     assert ev == {
         "id": ev["id"], "account_id": str(member.account.id), "request_id": "call-1", "endpoint": "/v1/chat",
-        "model": "gpt-x", "input_tokens": 120, "output_tokens": 30, "cost": "1.25", "charged": "1.25", "priced_by": "amount",
+        "model": "gpt-x", "input_tokens": 120, "output_tokens": 30, "cost": "1.25", "charged": "1.25", "funded": "0.00", "funded_by": "",
+        "priced_by": "amount",
         "price_version_id": None, "success": True, "description": "Tutor chat",
         "metadata": {"conversation": "c-9", "turn": 3}, "transaction_id": row["id"], "hold_id": None,
         "occurred_at": iso_z(at), "recorded_at": ev["recorded_at"],
