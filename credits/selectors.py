@@ -15,6 +15,7 @@ from django.db.models.functions import TruncMonth, TruncYear
 from accounts.models import Platform
 from billing_service.db import Compiled, server_bound_cursor
 from billing_service.money import EXACT_CONTEXT
+from credits import sql
 from credits.models import (
     CreditAccount,
     Hold,
@@ -281,11 +282,15 @@ def account_carried_remainder(*, account_id: uuid.UUID, platform_id: int) -> Dec
 def usage_call_get(*, account_id: uuid.UUID, request_id: str) -> tuple[uuid.UUID | None, UsageEvent | None]:
     """What an AI call's request_id already names in an account: (its hold's id, its recorded event with the
     event's ledger row), each None when there is none."""
-    held = Hold.objects.filter(account_id=account_id, request_id=request_id).values_list("id", flat=True).first()
-    if held is not None:
-        return held, None
-    event = UsageEvent.objects.select_related("ledger_entry").filter(account_id=account_id, request_id=request_id)
-    return None, event.first()
+    with server_bound_cursor() as cursor:  # one prepared round trip (the batch's look-up), usually finding nothing
+        cursor.execute(sql.FIND_CALLS, [[account_id], [request_id]], prepare=True)
+        found = cursor.fetchall()
+    for is_hold, _, _, _, row_id, _ in found:
+        if is_hold:
+            return row_id, None
+    if not found:
+        return None, None
+    return None, UsageEvent.objects.select_related("ledger_entry").get(pk=found[0][4])
 
 
 def model_price_at(*, platform_id: int, model: str, at: datetime) -> ModelPrice | None:

@@ -26,11 +26,11 @@ QUERIES = {
     "billing_transactions_list_cursor": 2,
     "billing_admin_credits_transactions_list": 1,
     "billing_admin_credits_manual_create": 1,
-    "billing_usage_create": 4,
+    "billing_usage_create": 2,
     "billing_usage_batch_create": 3,
     "billing_usage_stats_retrieve": 2,
     "billing_reservations_list": 1,
-    "billing_reservations_create": 7,
+    "billing_reservations_create": 8,  # the account locked first: is its usage funded by a seat?
     "billing_reservations_retrieve": 1,
     "billing_reservations_capture": 8,
     "billing_reservations_release": 7,
