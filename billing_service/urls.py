@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/billing/", include("credits.api.urls")),
     path("api/billing/", include("subscriptions.api.urls")),
     path("api/billing/", include("payments.api.urls")),
+    path("api/billing/", include("entitlements.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),

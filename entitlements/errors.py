@@ -1,4 +1,4 @@
-from billing_service.errors import Conflict, DomainError, NotFound
+from billing_service.errors import Conflict, DomainError, NotFound, PermissionDenied
 
 
 class AIPlanNotFound(NotFound):
@@ -46,3 +46,13 @@ class BudgetExceeded(DomainError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class AIPlanConflict(Conflict):
+    code = "ai_plan_conflict"
+    default_message = "Another AI plan already uses this slug or Stripe price id."
+
+
+class OperatorRequired(PermissionDenied):
+    code = "operator_required"
+    default_message = "Only operators (Django superusers) may change the catalogue of AI plans."

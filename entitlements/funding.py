@@ -35,7 +35,7 @@ from billing_service.money import QUANTUM
 from credits.funding import CAPTURE, RELEASE, RESERVE, SPEND, Funded, FundingRequest
 from entitlements import sql
 from entitlements.errors import BudgetExceeded, ModelNotEntitled
-from entitlements.models import TIER_RANK, ChargeKind, Overage, SeatCharge, SeatWindow, WindowKind
+from entitlements.models import TIER_RANK, ChargeKind, Overage, SeatCharge, SeatWindow, WindowKind, model_tier
 from entitlements.windows import session_bounds, week_bounds
 
 _KINDS = {SPEND: ChargeKind.SPEND, RESERVE: ChargeKind.RESERVE, CAPTURE: ChargeKind.CAPTURE,
@@ -64,6 +64,7 @@ class _Window:
     ends_at: datetime
     spent: Decimal
     reserved: Decimal
+    opened: bool = True  # False: not open yet (the request would open it)
     committed_spent: Decimal = Decimal(0)
     committed_reserved: Decimal = Decimal(0)
 
@@ -89,17 +90,13 @@ class _Charge:
     reserved: Decimal
 
 
-def model_tier(tiers: list[str]) -> str | None:
-    """A catalogued model's tier: its lowest on the active AI plans that list it (None: not catalogued)."""
-    return min(tiers, key=TIER_RANK.__getitem__) if tiers else None
-
-
 class SeatFunder:
     """``credits.funding.UsageFunder`` for members holding a seat."""
 
     def quote(self, requests: Sequence[FundingRequest], now: datetime) -> list[Funded | DomainError]:
         settles = [r.hold_id for r in requests if r.kind in (CAPTURE, RELEASE)]
-        seats, tiers = _seats_of(requests, now)
+        seats, tiers = seats_read(sorted({r.account_id for r in requests}), sorted({r.model for r in requests if r.model}),
+                                  now)
         held = _hold_windows(settles) if settles else {}
         answers: list[Funded | DomainError] = []
         for request in requests:
@@ -165,14 +162,13 @@ def _quote_one(request: FundingRequest, seat: _Seat | None, tiers: dict[str, lis
                   state=_Charge(plan, weekly, session, spent, reserved))
 
 
-def _seats_of(requests: Sequence[FundingRequest], now: datetime) -> tuple[dict, dict[str, list[str]]]:
-    """One round trip (``sql.SEATS_READ``): {account id: _Seat} for the members who hold a seat, with their
-    windows open at ``now`` (a window not open yet: opened in memory, written by ``record``); and the catalogue's
-    tiers of the requests' models. The member's credit account lock, held by the caller, keeps them as read."""
-    models = sorted({r.model for r in requests if r.model})
+def seats_read(account_ids: list, models: list[str], now: datetime) -> tuple[dict, dict[str, list[str]]]:
+    """One round trip (``sql.SEATS_READ``): {account id: _Seat} for the members of these credit accounts who hold
+    a seat, with their windows at ``now`` (the latest of each kind that has not ended; without one, the window a
+    request would open now, ``opened`` false); and the catalogue's tiers of ``models``. On the usage path the
+    member's credit account lock, held by the caller, keeps them as read; ``selectors.seat_usage_of`` shows them."""
     with server_bound_cursor() as cursor:
-        cursor.execute(sql.SEATS_READ, {"now": now, "models": models,
-                                        "accounts": sorted({r.account_id for r in requests})}, prepare=True)
+        cursor.execute(sql.SEATS_READ, {"now": now, "models": models, "accounts": account_ids}, prepare=True)
         rows = cursor.fetchall()
     seats, tiers = {}, {}
     for row in rows:
@@ -180,9 +176,9 @@ def _seats_of(requests: Sequence[FundingRequest], now: datetime) -> tuple[dict, 
         weekly_row, session_row, catalogue = row[10:14], row[14:18], row[18]
         member = (platform_id, user_id)
         if weekly_row[0] is None:
-            weekly_row = (*week_bounds(now, time_zone), Decimal(0), Decimal(0))
+            weekly_row = (*week_bounds(now, time_zone), Decimal(0), Decimal(0), False)
         if session_row[0] is None:
-            session_row = (*session_bounds(now), Decimal(0), Decimal(0))
+            session_row = (*session_bounds(now), Decimal(0), Decimal(0), False)
         seats[account_id] = _Seat(_Plan(*plan_row), _Window(*member, WindowKind.WEEKLY, *weekly_row),
                                   _Window(*member, WindowKind.SESSION, *session_row))
         for entry in catalogue or []:

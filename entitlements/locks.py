@@ -18,3 +18,12 @@ def plan_seats_lock(*, platform_id: int, ai_plan_id: uuid.UUID) -> None:
     """Serializes the assignments and quantity changes of one AI plan's seats on one platform."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_PLAN_SEATS, f"{platform_id}:{ai_plan_id}"])
+
+
+_CATALOGUE = 0x4350  # "CP"
+
+
+def catalogue_lock() -> None:
+    """Serializes the catalogue's writes (rare: operators), so the checks against other plans hold at commit."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [_CATALOGUE])

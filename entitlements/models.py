@@ -33,6 +33,13 @@ class Tier(models.TextChoices):
 TIER_RANK = {Tier.EVERYDAY: 1, Tier.ADVANCED: 2, Tier.STRATEGIC: 3}
 
 
+def model_tier(tiers: list[str]) -> str | None:
+    """A model's tier, from the tiers the active AI plans of the catalogue list it with: the lowest (the catalogue
+    keeps them equal, ``entitlements.catalogue``); None for a model no active plan lists. The one statement of the
+    rule, for the usage path (``entitlements.funding``) and for what a seat is shown (``selectors``)."""
+    return min(tiers, key=TIER_RANK.__getitem__) if tiers else None
+
+
 class Overage(models.TextChoices):
     REFUSE = "refuse", "Refuse spending beyond a budget"
     CREDITS = "credits", "Charge spending beyond a budget to the member's credits"

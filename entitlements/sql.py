@@ -20,11 +20,13 @@ _CHARGE = SeatCharge._meta.db_table
 
 
 def _open_window(alias: str, kind: str) -> str:
-    """The member's latest window of ``kind``, if it is still open at %(now)s (the unique index
-    (platform, user, kind, starts_at), read backwards: one row whatever the member's history)."""
+    """The member's latest window of ``kind``, if it has not ended at %(now)s (the unique index
+    (platform, user, kind, starts_at), read backwards: one row whatever the member's history). The latest, even
+    one that starts after %(now)s: a request whose clock was read before it waited for the account lock joins the
+    window a request before it opened, never opens a second one beside it."""
     return (
         f"LEFT JOIN LATERAL (SELECT id, starts_at, ends_at, spent, reserved FROM {_WINDOW} "
-        f"WHERE platform_id = a.platform_id AND user_id = a.user_id AND kind = '{kind}' AND starts_at <= %(now)s "
+        f"WHERE platform_id = a.platform_id AND user_id = a.user_id AND kind = '{kind}' "
         f"ORDER BY starts_at DESC LIMIT 1) {alias} ON {alias}.ends_at > %(now)s"
     )
 
