@@ -165,6 +165,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "HoldStatusEnum": "credits.models.HoldStatus",
         "TransactionTypeEnum": "credits.models.TransactionType",
+        # A plan's and an AI plan's billing cycle (checkout's own, narrower list keeps its name).
+        "BillingCycleEnum": "subscriptions.models.BillingCycle",
     },
 }
 
@@ -194,10 +196,14 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "release-expired-holds": {"task": "credits.tasks.holds_release_expired_task", "schedule": 60.0},
+    # operators' seat contracts past their end (seats_grant --until)
+    "expire-seat-contracts": {"task": "entitlements.tasks.seats_expire_task", "schedule": 300.0},
     "reprocess-failed-webhooks": {"task": "payments.tasks.webhook_events_reprocess", "schedule": 300.0},
     "resume-stalled-recharges": {"task": "payments.tasks.recharges_resume", "schedule": 300.0},
     # processing recharges whose webhook never came (older than 30 minutes), read back from Stripe
     "reconcile-processing-recharges": {"task": "payments.tasks.recharges_reconcile", "schedule": 300.0},
+    # seat subscriptions read back from Stripe (quantities and statuses a lost or late webhook left behind)
+    "refresh-seat-subscriptions": {"task": "payments.tasks.seat_subscriptions_refresh", "schedule": 900.0},
 }
 # Called by credits.ledger after a debit leaves an account with auto-recharge on below its threshold.
 CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"

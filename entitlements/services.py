@@ -20,7 +20,7 @@ from accounts.models import Membership, Platform
 from credits.services import external_funding_set
 from entitlements import locks, selectors
 from entitlements.errors import NoSeatAvailable, NotAPlatformMember, SeatAlreadyAssigned, SeatNotAssigned
-from entitlements.models import AIPlan, SeatAssignment, SeatProvider, SeatStatus, SeatSubscription
+from entitlements.models import SEATED_STATUSES, AIPlan, SeatAssignment, SeatProvider, SeatStatus, SeatSubscription
 
 
 def seats_grant(
@@ -44,6 +44,26 @@ def seats_grant(
             subscription.quantity, subscription.ends_at, subscription.status = quantity, until, SeatStatus.ACTIVE
             subscription.save(update_fields=["quantity", "ends_at", "status", "updated_at"])
     return subscription, created
+
+
+def seats_expire_due(*, now: datetime | None = None) -> int:
+    """Ends the operator's contracts (provider ``manual``) whose ``until`` has passed: status ``expired``, and
+    when their plan has no seats left on the platform, its assignments are freed (the members pay with credits
+    again). Each under its plan's seats lock, in its own transaction; safe beside itself. Stripe's subscriptions end
+    by their own events and refresh. Returns how many contracts ended."""
+    now = now or timezone.now()
+    due = SeatSubscription.objects.filter(provider=SeatProvider.MANUAL, status__in=SEATED_STATUSES, ends_at__lte=now)
+    ended = 0
+    for subscription_id, platform_id, ai_plan_id in due.values_list("pk", "platform_id", "ai_plan_id"):
+        with transaction.atomic(durable=True):
+            locks.plan_seats_lock(platform_id=platform_id, ai_plan_id=ai_plan_id)
+            if not due.filter(pk=subscription_id).update(status=SeatStatus.EXPIRED, updated_at=now):
+                continue  # ended or renewed meanwhile
+            ended += 1
+            if selectors.seats_of(platform_id=platform_id, ai_plan_id=ai_plan_id).total == 0:
+                assignments_clear(platform=Platform.objects.get(pk=platform_id),
+                                  ai_plan=AIPlan.objects.get(pk=ai_plan_id))
+    return ended
 
 
 def seat_assign(*, platform: Platform, ai_plan: AIPlan, username: str, actor: AbstractBaseUser | None) -> SeatAssignment:

@@ -14,6 +14,16 @@ steps:
 A Stripe subscription checkout buys a plan for a billing cycle: the order costs the plan's price, the session
 (mode ``subscription``) charges the plan's Stripe price, and the subscription starts from the webhooks.
 
+A seats checkout (``type: "seats"``, Stripe only; the API lets owners and admins of the platform start one) buys
+``quantity`` seats (1 to 10,000) of an AI plan offered to the platform, active, purchasable and sold through a
+Stripe price (``stripe_price_id``) at a price per seat above zero: the order (no credits) names the plan and the
+quantity and costs ``price_per_seat_cents x quantity``; the session (mode ``subscription``) charges ``quantity``
+units of the plan's Stripe price on the platform's seat customer (of its earlier seats; Checkout creates one the
+first time), with ``metadata.kind`` "seats", the platform, the AI plan and the order in its metadata and in
+``subscription_data.metadata``. Nothing else is stored before Stripe confirms: the seats are recorded by the
+webhooks (``payments.webhooks.seat_handlers``). A platform that already has a current Stripe subscription of the
+plan's seats changes its quantity instead (409 ``seat_subscription_exists``).
+
 Creem checkouts are product-backed (reference: "For Creem flows, plan_id must reference a billing plan that
 has creem_product_id configured in admin"): the customer pays the price of the Creem product, not an amount this
 service chooses. ``type: "subscription"`` names an active, purchasable plan with a ``creem_product_id``; the
@@ -38,6 +48,8 @@ from django.db import transaction
 from accounts.models import Platform
 from billing_service.money import format_money
 from credits.models import CreditAccount
+from entitlements import selectors as entitlement_selectors
+from entitlements.models import AIPlan
 from payments import locks, orders, payment_methods, selectors
 from payments.errors import (
     ChannelNotAvailable,
@@ -45,16 +57,19 @@ from payments.errors import (
     InvalidCheckout,
     NoBillingCustomer,
     PaymentProviderError,
+    SeatSubscriptionExists,
 )
-from payments.models import Channel, Order, OrderType
+from payments.models import USD_DIGITS, Channel, Order, OrderType
 from payments.providers import creem as creem_provider
 from payments.providers import stripe as stripe_provider
 from payments.redirects import redirects_check
+from payments.seat_sync import MAX_SEATS
 from subscriptions import selectors as subscription_selectors
 from subscriptions.errors import SubscriptionExists
 from subscriptions.models import BillingCycle, Plan
 
 CREDITS_PER_USD = Decimal(1)
+_MAX_ORDER_USD = Decimal(10) ** (USD_DIGITS - 2) - Decimal("0.01")  # what an order's amount column holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +93,8 @@ class OrderSpec:
     plan: Plan | None = None
     billing_cycle: str = ""
     customer_id: str = ""  # the account's provider customer, recorded when the session names none
+    ai_plan: AIPlan | None = None  # seats: the AI plan and how many
+    quantity: int | None = None
 
 
 def checkout_create(
@@ -93,16 +110,25 @@ def checkout_create(
     plan_id: str | None = None,
     billing_cycle: str | None = None,
     save_payment_method: bool = False,
+    ai_plan_id: str | None = None,
+    quantity: int | None = None,
 ) -> Order:
     """A pending order and the provider's checkout session for it; returns the order with its ``checkout_url``.
     ``save_payment_method`` (Stripe top-ups only): the card is also kept for auto-recharge, on the account's Stripe
-    customer (one is created at checkout when it has none); see ``payments.payment_methods``."""
+    customer (one is created at checkout when it has none); see ``payments.payment_methods``. ``ai_plan_id`` (its
+    id or slug) and ``quantity``: seats only (see the module docstring)."""
     if save_payment_method and (channel != Channel.STRIPE or order_type != OrderType.TOP_UP):
         raise InvalidCheckout(
             "save_payment_method",
             "Only for Stripe top-ups; save a card on its own through /api/billing/payment-method/.",
         )
+    _fields_of_type_check(order_type, amount=amount, plan_id=plan_id, billing_cycle=billing_cycle,
+                          ai_plan_id=ai_plan_id, quantity=quantity)
     email = getattr(user, "email", "") or ""
+    if channel == Channel.CREEM and order_type == OrderType.SEATS:
+        raise CheckoutTypeNotAvailable(
+            "Seats are sold through 'stripe' only.", details={"type": ["Seats are sold through 'stripe' only."]}
+        )
     if channel == Channel.CREEM:
         spec = _creem_subscription(platform, order_type, plan_id, billing_cycle, email)
     elif channel != Channel.STRIPE:
@@ -114,14 +140,18 @@ def checkout_create(
         spec = _stripe_subscription(platform, account, plan_id, billing_cycle, email)
     elif order_type == OrderType.TOP_UP:
         spec = _top_up(platform, account, amount, email, save_payment_method)
+    elif order_type == OrderType.SEATS:
+        spec = _stripe_seats(platform, ai_plan_id, quantity, email)
     else:
         raise CheckoutTypeNotAvailable(
             f"Checkout of type {order_type!r} is not available yet; use 'top_up'.",
-            details={"type": ["Not available yet: only 'top_up' or 'subscription' are."]},
+            details={"type": ["Not available yet: only 'top_up', 'subscription' or 'seats' are."]},
         )
     redirects_check(platform, success_url=success_url, cancel_url=cancel_url)
     if spec.type == OrderType.SUBSCRIPTION:
         refuse_second_subscription(account=account)
+    if spec.type == OrderType.SEATS:
+        refuse_second_seat_subscription(platform=platform, ai_plan=spec.ai_plan)
     (creem_provider if channel == Channel.CREEM else stripe_provider).ensure_configured()
     order = _order_create(spec, platform=platform, account=account, user=user, channel=channel,
                           success_url=success_url, cancel_url=cancel_url)
@@ -181,6 +211,59 @@ def _stripe_subscription(
                      billing_cycle, customer_id)
 
 
+def _fields_of_type_check(order_type: str, **fields: object) -> None:
+    """A field of another type of checkout is refused (it would be ignored silently): a seats checkout takes
+    ``ai_plan_id`` and ``quantity``, not ``amount``, ``plan_id`` or ``billing_cycle`` (the AI plan has its
+    cycle); the other types do not take ``ai_plan_id`` or ``quantity``."""
+    seats_fields = ("ai_plan_id", "quantity")
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if order_type == OrderType.SEATS and name not in seats_fields:
+            raise InvalidCheckout(name, "Not for a seats checkout: it buys `quantity` seats of `ai_plan_id`.")
+        if order_type != OrderType.SEATS and name in seats_fields:
+            raise InvalidCheckout(name, "Only for a seats checkout (type 'seats').")
+
+
+def _stripe_seats(platform: Platform, ai_plan_ref: str | None, quantity: int | None, email: str) -> OrderSpec:
+    """``quantity`` seats of the AI plan ``ai_plan_ref`` names (its id or slug), charged as that many units of its
+    Stripe price by a Checkout Session in mode ``subscription``. Refused (400): no plan or quantity, a quantity
+    that is not a whole number from 1 to 10,000, a plan not offered to the platform (or inactive), not
+    purchasable, without a Stripe price or without a price per seat, an order beyond what an order can cost."""
+    if not ai_plan_ref:
+        raise InvalidCheckout("ai_plan_id", "Required for seats: the AI plan's id or slug.")
+    if quantity is None:
+        raise InvalidCheckout("quantity", f"Required for seats: how many, from 1 to {MAX_SEATS}.")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_SEATS:
+        raise InvalidCheckout("quantity", f"Must be a whole number from 1 to {MAX_SEATS}.")
+    plan = entitlement_selectors.ai_plan_get(platform=platform, ref=ai_plan_ref)
+    # (the plans it names include those the platform holds seats on after they were retired or withdrawn from it:
+    # those are not on sale to it)
+    if plan is None or not entitlement_selectors.ai_plans_offered(platform=platform).filter(pk=plan.pk).exists():
+        raise InvalidCheckout("ai_plan_id", "No such active AI plan offered to this platform.")
+    if not plan.purchasable:
+        raise InvalidCheckout("ai_plan_id", "This AI plan is not on sale.")
+    if not plan.stripe_price_id:
+        raise InvalidCheckout("ai_plan_id", "This AI plan is not sold through Stripe: it has no stripe_price_id.")
+    if plan.price_per_seat_cents <= 0:
+        raise InvalidCheckout("ai_plan_id", "This AI plan has no price per seat to pay.")
+    amount = Decimal(plan.price_per_seat_cents) * quantity / 100
+    if amount > _MAX_ORDER_USD:
+        raise InvalidCheckout("quantity",
+                              f"Too many seats for one order (at most {format_money(_MAX_ORDER_USD)} USD).")
+    customer_id = selectors.seat_customer_of(platform=platform)
+
+    def open_session(order: Order) -> Session:
+        session = stripe_provider.seats_checkout_session_create(
+            order=order, price_id=plan.stripe_price_id, customer_id=customer_id,
+            customer_email="" if customer_id else email,
+        )
+        return Session(session.id, session.url, "", session.customer_id)
+
+    return OrderSpec(OrderType.SEATS, amount, Decimal(0), open_session, billing_cycle=plan.billing_cycle,
+                     customer_id=customer_id, ai_plan=plan, quantity=quantity)
+
+
 def _creem_subscription(
     platform: Platform, order_type: str, plan_id: str | None, billing_cycle: str | None, email: str
 ) -> OrderSpec:
@@ -218,7 +301,7 @@ def _order_create(spec: OrderSpec, **fields: object) -> Order:
     with transaction.atomic(durable=True):
         return Order.objects.create(
             type=spec.type, amount_usd=spec.amount_usd, credits=spec.credits, plan=spec.plan,
-            billing_cycle=spec.billing_cycle, **fields,
+            billing_cycle=spec.billing_cycle, ai_plan=spec.ai_plan, quantity=spec.quantity, **fields,
         )
 
 
@@ -245,6 +328,14 @@ def refuse_second_subscription(*, account: CreditAccount) -> None:
             "The account already has a current subscription: change plans in the billing portal.",
             details={"subscription_id": str(current.pk), "plan": current.plan.slug},
         )
+
+
+def refuse_second_seat_subscription(*, platform: Platform, ai_plan: AIPlan | None) -> None:
+    """A seats checkout while the platform has a current Stripe subscription of the plan's seats is refused: its
+    quantity changes instead (two subscriptions of one plan would be billed apart, and bought twice by mistake)."""
+    current = selectors.seat_subscription_seated(platform=platform, ai_plan=ai_plan) if ai_plan else None
+    if current is not None:
+        raise SeatSubscriptionExists(details={"subscription_id": str(current.pk), "quantity": current.quantity})
 
 
 def billing_portal_create(*, platform: Platform, account: CreditAccount, return_url: str) -> str:

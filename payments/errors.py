@@ -93,3 +93,28 @@ class InvalidAutoRecharge(InvalidInput):
 class PaymentMethodNotFound(NotFound):
     code = "payment_method_not_found"
     default_message = "No saved payment method: save one through POST /api/billing/payment-method/."
+
+
+class SeatSubscriptionNotFound(NotFound):
+    code = "seat_subscription_not_found"
+    default_message = "No such seat subscription in this platform."
+
+
+class SeatSubscriptionManual(Conflict):
+    code = "seat_subscription_manual"
+    default_message = (
+        "These seats are an operator's contract, paid outside Stripe: the operator changes them (seats_grant)."
+    )
+
+
+class SeatSubscriptionEnded(Conflict):
+    code = "seat_subscription_ended"
+    default_message = "The seat subscription has ended (canceled or expired): buy seats again through checkout."
+
+
+class SeatSubscriptionExists(Conflict):
+    code = "seat_subscription_exists"
+    default_message = (
+        "The platform already has a current Stripe subscription of this AI plan's seats: change its quantity "
+        "(PATCH /api/billing/ai-subscriptions/{id}/)."
+    )

@@ -9,6 +9,10 @@
 6. the credit account (``credits.locks`` / inside ``credits.ledger``),
 7. parked refund events (``parked_refunds_lock``), applied last by the event that un-parks them.
 
+Seats (``payments.webhooks.seat_handlers``): the webhook event, then the order, then the AI plan's seats
+(``entitlements.locks.plan_seats_lock``, taken by ``entitlements.sync``), then, when a plan's last seats end, the
+members' credit accounts (``entitlements.services.assignments_clear``).
+
 Auto-recharge (``payments.recharge`` / ``payments.payment_methods``) has its own order below: the credit account,
 then its saved payment method, then its recharges. Nothing here is held across a call to a provider."""
 

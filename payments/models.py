@@ -2,7 +2,9 @@
 
 Invariants kept by PostgreSQL (constraints below) and by the services:
 - An order's amount is whole cents above zero in USD (NUMERIC(12, 2), so ``amount_usd * 100`` is the exact
-  integer a provider charges); its credits are above zero (a top-up buys 1 credit per USD).
+  integer a provider charges); its credits are above zero (a top-up buys 1 credit per USD), or zero for a
+  subscription (its credits come with its invoices) and for seats (an AI plan's seats, no credits: ``ai_plan`` and
+  ``quantity`` say what it buys; the seats themselves are ``entitlements.SeatSubscription``, from the webhooks).
 - A ``paid`` order has ``paid_at``; a paid top-up has exactly one ledger ``add`` row (``ledger_entry``, unique:
   one row never pays two orders). A ``failed`` order has ``failed_at``.
 - A provider's checkout session names at most one order. A provider's event id is stored at most once
@@ -21,6 +23,7 @@ from django.db.models import F, Q
 from accounts.models import Platform
 from billing_service.money import DECIMAL_PLACES, MAX_DIGITS
 from credits.models import CreditAccount, LedgerEntry
+from entitlements.models import AIPlan
 from subscriptions.models import Plan, Subscription
 
 USD_DIGITS = 12  # NUMERIC(12, 2): up to 9,999,999,999.99 USD in one order
@@ -40,6 +43,11 @@ class Channel(models.TextChoices):
 class OrderType(models.TextChoices):
     SUBSCRIPTION = "subscription", "Subscription"
     TOP_UP = "top_up", "Credit top-up"
+    SEATS = "seats", "Seats on an AI plan"
+
+
+# Orders that grant no credits of their own (a subscription's come with its invoices; seats are no credits).
+ORDER_TYPES_WITHOUT_CREDITS = (OrderType.SUBSCRIPTION, OrderType.SEATS)
 
 
 class OrderStatus(models.TextChoices):
@@ -123,6 +131,11 @@ class Order(models.Model):
         help_text="The plan a subscription order buys.",
     )
     billing_cycle = models.CharField(max_length=8, blank=True, default="", help_text="monthly or yearly.")
+    ai_plan = models.ForeignKey(
+        AIPlan, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False,
+        help_text="The AI plan a seats order buys seats on.",
+    )
+    quantity = models.PositiveIntegerField(null=True, blank=True, help_text="The seats a seats order buys.")
     provider_subscription_id = models.CharField(
         max_length=255, blank=True, default="", help_text="The provider's subscription id (Stripe: sub_...)."
     )
@@ -162,11 +175,15 @@ class Order(models.Model):
             models.CheckConstraint(condition=Q(currency="USD"), name="order_currency_supported"),
             models.CheckConstraint(condition=Q(amount_usd__gt=0), name="order_amount_positive"),
             models.CheckConstraint(
-                condition=Q(credits__gt=0) | Q(type=OrderType.SUBSCRIPTION, credits__gte=0),
+                condition=Q(credits__gt=0) | Q(type__in=ORDER_TYPES_WITHOUT_CREDITS, credits__gte=0),
                 name="order_credits_positive",
             ),
             models.CheckConstraint(
                 condition=~Q(type=OrderType.SUBSCRIPTION) | Q(plan__isnull=False), name="order_subscription_has_plan"
+            ),
+            models.CheckConstraint(
+                condition=~Q(type=OrderType.SEATS) | Q(ai_plan__isnull=False, quantity__gte=1, credits=0),
+                name="order_seats_have_plan_and_quantity",
             ),
             models.CheckConstraint(
                 condition=Q(amount_refunded_usd__gte=0, credits_reversed__gte=0, refund_shortfall_credits__gte=0),

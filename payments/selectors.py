@@ -11,7 +11,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Platform
+from billing_service.inputs import uuid_or_none
 from credits.models import CreditAccount
+from entitlements.models import SEATED_STATUSES, AIPlan, SeatProvider, SeatSubscription
 from payments.models import (
     Channel,
     Order,
@@ -152,3 +154,57 @@ def webhook_events_to_reprocess(*, older_than_seconds: int, max_attempts: int, l
         .exclude(order__needs_review=True)
         .order_by("id").values_list("pk", flat=True)[:limit]
     )
+
+
+# --- seats bought through Stripe ------------------------------------------------------------------------------
+
+
+def seat_subscription_list(*, platform: Platform) -> QuerySet[SeatSubscription]:
+    """The platform's seat subscriptions (every provider and status), newest first, with their plan and platform."""
+    return (SeatSubscription.objects.filter(platform=platform).select_related("ai_plan", "platform")
+            .order_by("-created_at", "-id"))
+
+
+def seat_subscription_get(*, platform: Platform, subscription_id: object) -> SeatSubscription | None:
+    """One of the platform's seat subscriptions, by its id (None for another platform's, or a malformed id)."""
+    pk = uuid_or_none(subscription_id)
+    return seat_subscription_list(platform=platform).filter(pk=pk).first() if pk is not None else None
+
+
+def seat_subscription_seated(*, platform: Platform, ai_plan: AIPlan) -> SeatSubscription | None:
+    """The platform's current (active or past due) Stripe subscription of the plan's seats, if any."""
+    return SeatSubscription.objects.filter(
+        platform=platform, ai_plan=ai_plan, provider=SeatProvider.STRIPE, status__in=SEATED_STATUSES
+    ).order_by("-started_at").first()
+
+
+def seat_customer_of(*, platform: Platform) -> str:
+    """The Stripe customer the platform's seats are billed to: its latest Stripe seat subscription's, else its
+    latest seats order's ("" when it has bought none yet: Checkout creates one)."""
+    return (
+        SeatSubscription.objects.filter(platform=platform, provider=SeatProvider.STRIPE)
+        .exclude(provider_customer_id="").order_by("-created_at").values_list("provider_customer_id", flat=True)
+        .first()
+        or Order.objects.filter(platform=platform, type=OrderType.SEATS, channel=Channel.STRIPE)
+        .exclude(provider_customer_id="").order_by("-created_at").values_list("provider_customer_id", flat=True)
+        .first()
+        or ""
+    )
+
+
+def seat_customers_of(*, platform: Platform) -> list[str]:
+    """Every Stripe customer the platform's seats were billed to (of its seat subscriptions and seats orders)."""
+    subscriptions = SeatSubscription.objects.filter(platform=platform, provider=SeatProvider.STRIPE).exclude(
+        provider_customer_id="").values_list("provider_customer_id", flat=True)
+    orders = Order.objects.filter(platform=platform, type=OrderType.SEATS, channel=Channel.STRIPE).exclude(
+        provider_customer_id="").values_list("provider_customer_id", flat=True)
+    return sorted(set(subscriptions) | set(orders))
+
+
+def platforms_with_stripe_seats() -> list[int]:
+    """The platforms that hold, or bought, seats through Stripe: what the periodic refresh reads."""
+    subscriptions = SeatSubscription.objects.filter(provider=SeatProvider.STRIPE).values_list("platform_id",
+                                                                                               flat=True)
+    orders = Order.objects.filter(type=OrderType.SEATS, channel=Channel.STRIPE).exclude(
+        provider_customer_id="").values_list("platform_id", flat=True)
+    return sorted(set(subscriptions) | set(orders))

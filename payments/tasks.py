@@ -1,4 +1,5 @@
-"""Celery tasks of the payments app: auto-recharge charges and the upkeep the beat schedules."""
+"""Celery tasks of the payments app: auto-recharge charges, the seats' refresh from Stripe, and the upkeep the beat
+schedules."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import logging
 
 from celery import shared_task
 
-from payments import payment_methods, recharge, selectors
-from payments.errors import PaymentProviderError, WebhookProcessingFailed
+from accounts.models import Platform
+from payments import payment_methods, recharge, seat_sync, selectors
+from payments.errors import PaymentProviderError, PaymentProviderNotConfigured, WebhookProcessingFailed
+from payments.providers import stripe as stripe_provider
 from payments.webhooks.events import webhook_event_process
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,25 @@ def webhook_events_reprocess(*, older_than_seconds: int = 60) -> int:
         except WebhookProcessingFailed:
             continue
     return done
+
+
+@shared_task(name="payments.tasks.seat_subscriptions_refresh")
+def seat_subscriptions_refresh() -> int:
+    """Reads from Stripe the seat subscriptions of every platform that bought seats through it and records what
+    changed (``payments.seat_sync.seat_subscriptions_refresh``: what a lost or late webhook left behind). Safe
+    beside the webhooks and beside another run. A platform whose refresh Stripe fails is tried again next run.
+    Returns how many seat subscriptions changed."""
+    try:
+        stripe_provider.ensure_configured()
+    except PaymentProviderNotConfigured:
+        return 0
+    updated = 0
+    for platform in Platform.objects.filter(pk__in=selectors.platforms_with_stripe_seats()).order_by("pk"):
+        try:
+            updated += seat_sync.seat_subscriptions_refresh(platform=platform).seats_updated
+        except PaymentProviderError:
+            logger.warning("the seats of platform %s were not refreshed: Stripe failed", platform.pk)
+    return updated
 
 
 # A provider failure (PaymentProviderError) is retried with a growing delay: Stripe may be briefly unreachable.

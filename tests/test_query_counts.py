@@ -1,5 +1,6 @@
 """Query-count baselines: the number of SQL statements of a typical request, per operation of the OpenAPI
-schema (the payments operations are in ``tests/payments/test_query_counts.py``).
+schema (the payments operations are in ``tests/payments/test_query_counts.py``, the entitlements ones in
+``tests/entitlements/test_api_query_counts.py``).
 
 A listing is counted with a few rows and with many: the same number, so an N+1 cannot come back silently.
 When a change to a service moves a count on purpose, update its number in ``QUERIES`` (one line); the
@@ -340,6 +341,7 @@ def test_summary_retrieve(django_assert_num_queries, owner, member):
 
 
 def test_every_operation_of_the_schema_has_a_query_count():
+    from tests.entitlements.test_api_query_counts import QUERIES as ENTITLEMENT_QUERIES
     from tests.payments.test_query_counts import QUERIES as PAYMENT_QUERIES
 
     schema = SchemaGenerator().get_schema(request=None, public=True)
@@ -348,4 +350,4 @@ def test_every_operation_of_the_schema_has_a_query_count():
         for path, item in schema["paths"].items() if path.startswith("/api/billing/")
         for operation in item.values()
     }
-    assert operations - set(QUERIES) - set(PAYMENT_QUERIES) == set()
+    assert operations - set(QUERIES) - set(PAYMENT_QUERIES) - set(ENTITLEMENT_QUERIES) == set()

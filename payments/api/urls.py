@@ -3,6 +3,7 @@ from django.urls import path
 from billing_service.routers import BillingRouter
 from payments.api.account_views import AccountSummaryViewSet, CreditAccountViewSet
 from payments.api.payment_method_views import PaymentMethodViewSet
+from payments.api.seat_views import EntitlementsRefreshViewSet, SeatSubscriptionViewSet
 from payments.api.views import (
     WEBHOOK_ENDPOINTS,
     CheckoutViewSet,
@@ -19,6 +20,11 @@ router.register("checkout", CheckoutViewSet, "billing-checkout")
 router.register("portal", PortalViewSet, "billing-portal")
 router.register_singleton("payment-method", PaymentMethodViewSet, "billing-payment-method")
 router.register("orders", OrderViewSet, "billing-orders", item_name="billing-order")
+# Seats on AI plans, where they need Stripe (the rest of seats is the entitlements app's API). The refresh is a
+# path of its own under entitlements/: this app's URLs are included before the entitlements app's.
+router.register("ai-subscriptions", SeatSubscriptionViewSet, "billing-ai-subscriptions",
+                item_name="billing-ai-subscription")
+router.register_singleton("entitlements/refresh", EntitlementsRefreshViewSet, "billing-entitlements-refresh")
 
 urlpatterns = [
     *router.urls,

@@ -41,7 +41,7 @@ from payments.api.serializers import (
 )
 from payments.errors import OrderNotFound
 from payments.filters import OrderFilterSet
-from payments.models import Order, WebhookProvider
+from payments.models import Order, OrderType, WebhookProvider
 from payments.providers import creem as creem_provider
 from payments.providers import stripe as stripe_provider
 from payments.webhooks.events import webhook_event_receive
@@ -70,15 +70,22 @@ class CheckoutViewSet(TenantGenericViewSet):
             "400 `checkout_type_not_available`; Creem has no cancel page (`cancel_url` is checked, not sent). "
             "`save_payment_method` (Stripe top-ups only, default false): Stripe also keeps the card for "
             "off-session charges, on the caller's Stripe customer (created at checkout when there is none), and "
-            "it becomes the payment method auto-recharge charges once the payment succeeds. `success_url` "
-            "and `cancel_url` must be on one of the platform's allowed origins (no open redirects)."
+            "it becomes the payment method auto-recharge charges once the payment succeeds. `type` `seats` "
+            "(owners and admins of the platform; channel `stripe`): `ai_plan_id` (an AI plan's id or slug, offered "
+            "to the platform, active, purchasable, with a Stripe price) and `quantity` (1 to 10000); the order "
+            "(no credits) costs the price per seat times the quantity, the Stripe subscription charges that many "
+            "units of the plan's price, and the seats are recorded when Stripe's webhooks confirm them; a platform "
+            "with a current Stripe subscription of the plan's seats gets a 409 `seat_subscription_exists` (change "
+            "its quantity: `PATCH /api/billing/ai-subscriptions/{id}/`). Fields of another type are refused. "
+            "`success_url` and `cancel_url` must be on one of the platform's allowed origins (no open redirects)."
         ),
         request=CheckoutInputSerializer,
         responses={
             201: CheckoutOutputSerializer,
             409: error_response(
                 "A subscription checkout for an account that already has a current subscription "
-                "(subscription_exists; change plans in the billing portal)."
+                "(subscription_exists; change plans in the billing portal), or a seats checkout for a plan the "
+                "platform holds a current Stripe subscription of (seat_subscription_exists)."
             ),
             502: error_response("The provider refused or failed (payment_provider_error); the order is failed."),
             503: error_response("The provider is not configured here (payment_provider_not_configured)."),
@@ -88,6 +95,8 @@ class CheckoutViewSet(TenantGenericViewSet):
     )
     def create(self, request: Request) -> Response:
         tenant = self.tenant
+        if isinstance(request.data, dict) and request.data.get("type") == OrderType.SEATS:
+            tenant.require_admin()  # seats are bought for the platform: by its owners and admins (else 403)
         data = validated(CheckoutInputSerializer, request.data)
         account = credit_selectors.account_for(platform=tenant.platform, user=request.user)
         account = account or credit_services.account_ensure(platform=tenant.platform, user=request.user)
@@ -103,6 +112,8 @@ class CheckoutViewSet(TenantGenericViewSet):
             plan_id=data.get("plan_id"),
             billing_cycle=data.get("billing_cycle"),
             save_payment_method=data.get("save_payment_method", False),
+            ai_plan_id=data.get("ai_plan_id"),
+            quantity=data.get("quantity"),
         )
         return Response(CheckoutOutputSerializer(order).data, status=status.HTTP_201_CREATED)
 
@@ -205,7 +216,11 @@ STRIPE_WEBHOOK_DESCRIPTION = (
     "save a card for auto-recharge: `payment_intent.succeeded` (of a top-up with "
     "`save_payment_method`; of an auto-recharge, it credits the recharge), `setup_intent.succeeded` and "
     "`checkout.session.completed` of a setup session opened by `POST /api/billing/payment-method/`; "
-    "`payment_intent.payment_failed` of an auto-recharge marks it failed."
+    "`payment_intent.payment_failed` of an auto-recharge marks it failed. Events about seats (their "
+    "object's `metadata.kind` is `seats`): `checkout.session.completed` of a seats checkout (the order is paid and "
+    "its seats recorded), `customer.subscription.created/updated/deleted` (the seats' quantity, status and dates; "
+    "an older event never overrides a newer one; a subscription ended with no other seats of its AI plan frees "
+    "the plan's assignments), their invoices (stored, ignored)."
 )
 CREEM_WEBHOOK_DESCRIPTION = (
     "Accepts a Creem event only with a valid `creem-signature` header (hex HMAC-SHA256 of the raw "

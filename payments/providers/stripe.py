@@ -27,6 +27,7 @@ from payments.errors import (
 )
 from payments.models import Order
 from payments.providers.stripe_events import (
+    SEATS_KIND,
     CardFacts,
     SetupIntentFacts,
     card_facts,
@@ -184,12 +185,40 @@ def subscription_checkout_session_create(
     (Stripe copies it onto the subscription, so its later events name them). Idempotency key: the order's."""
     order_id = str(order.id)
     meta = {"order_id": order_id, "account_id": str(order.account_id), "plan_id": str(order.plan_id)}
+    return _subscription_session_create(
+        order, session_metadata={**meta, "order_type": order.type, "platform_id": str(order.platform_id)},
+        subscription_metadata=meta, price_id=price_id, quantity=1, customer_id=customer_id,
+        customer_email=customer_email,
+    )
+
+
+def seats_checkout_session_create(
+    *, order: Order, price_id: str, customer_id: str = "", customer_email: str = ""
+) -> CheckoutSession:
+    """A Checkout Session in mode ``subscription`` for ``order.quantity`` units of the AI plan's Stripe price (one
+    per seat). ``metadata`` (the session's) and ``subscription_data.metadata`` (Stripe copies it onto the
+    subscription, so every event of it says so) name the kind ``seats``, the platform, the AI plan and the order;
+    the webhooks route on that kind (``payments.webhooks.routes``). Idempotency key: the order's."""
+    meta = {"kind": SEATS_KIND, "platform_id": str(order.platform_id), "ai_plan_id": str(order.ai_plan_id),
+            "order_id": str(order.id)}
+    return _subscription_session_create(
+        order, session_metadata={**meta, "order_type": order.type, "quantity": str(order.quantity)},
+        subscription_metadata=meta, price_id=price_id, quantity=order.quantity, customer_id=customer_id,
+        customer_email=customer_email,
+    )
+
+
+def _subscription_session_create(
+    order: Order, *, session_metadata: dict[str, str], subscription_metadata: dict[str, str], price_id: str,
+    quantity: int, customer_id: str, customer_email: str,
+) -> CheckoutSession:
+    order_id = str(order.id)
     params: dict[str, Any] = {
         "mode": "subscription",
         "client_reference_id": order_id,
-        "metadata": {**meta, "order_type": order.type, "platform_id": str(order.platform_id)},
-        "subscription_data": {"metadata": meta},
-        "line_items": [{"quantity": 1, "price": price_id}],
+        "metadata": session_metadata,
+        "subscription_data": {"metadata": subscription_metadata},
+        "line_items": [{"quantity": quantity, "price": price_id}],
         "success_url": order.success_url,
         "cancel_url": order.cancel_url,
     }
@@ -207,6 +236,42 @@ def subscription_checkout_session_create(
     if not session_id or not isinstance(url, str) or not url:
         raise PaymentProviderError(details={"provider": "stripe"})
     return CheckoutSession(id=session_id, url=url, customer_id=object_id(session.get("customer")), payment_intent_id="")
+
+
+def subscription_retrieve(*, subscription_id: str) -> dict[str, Any] | None:
+    """A subscription as Stripe has it now (what its ``customer.subscription.*`` events carry); None when Stripe
+    has no such subscription. Other failures raise ``PaymentProviderError``. Call it with no transaction open."""
+    try:
+        return _client().v1.subscriptions.retrieve(subscription_id).to_dict()
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        logger.warning("Stripe refused subscription %s: %s", subscription_id, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+    except stripe.StripeError as exc:
+        logger.warning("Stripe failed subscription %s: %s", subscription_id, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+
+
+def customer_subscriptions(*, customer_id: str) -> list[dict[str, Any]]:
+    """Every subscription of the customer, whatever its status (``status=all``: ended ones too), every page."""
+    try:
+        listing = _client().v1.subscriptions.list(params={"customer": customer_id, "status": "all", "limit": 100})
+        return [subscription.to_dict() for subscription in listing.auto_paging_iter()]
+    except stripe.StripeError as exc:
+        logger.warning("Stripe failed the subscriptions of %s: %s", customer_id, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+
+
+def subscription_item_quantity_set(*, subscription_id: str, item_id: str, quantity: int) -> dict[str, Any]:
+    """Sets the quantity of the subscription's item, prorated as Stripe does (``proration_behavior``
+    "create_prorations": the change is credited or charged on the next invoice). An absolute quantity, so a retry
+    (the library's own, with its idempotency key) sets the same. Returns the subscription as Stripe answered."""
+    params = {"items": [{"id": item_id, "quantity": quantity}], "proration_behavior": "create_prorations"}
+    return _stripe_call(
+        f"the quantity of subscription {subscription_id}",
+        lambda: _client().v1.subscriptions.update(subscription_id, params=params),
+    )
 
 
 def billing_portal_session_create(*, customer_id: str, return_url: str) -> str:

@@ -199,26 +199,55 @@ class SubscriptionFacts:
     cancel_at_period_end: bool
     canceled_at: int | None
     metadata: dict[str, str]
+    # what seats read besides (``payments.seat_sync``): the item's quantity and id, the price's interval, and when
+    # the subscription started, ended or is set to end
+    quantity: int | None = None
+    item_id: str = ""
+    interval: str = ""  # the price's recurring interval: month, year...
+    start_date: int | None = None
+    created: int | None = None
+    ended_at: int | None = None
+    cancel_at: int | None = None
 
 
 def subscription_facts(event: dict[str, Any]) -> SubscriptionFacts:
-    """The newer shape is read first (price and period on the item), the older one as the fallback (the item's
-    ``plan``, or the subscription's own ``plan`` and ``current_period_*``)."""
-    obj = _obj(event)
+    """The facts of a ``customer.subscription.*`` event's subscription (``subscription_object_facts``)."""
+    return subscription_object_facts(_obj(event))
+
+
+def subscription_object_facts(obj: Any, *, price_id: str = "") -> SubscriptionFacts:
+    """A subscription object's facts (an event's, or one the API returned). The newer shape is read first (price
+    and period on the item), the older one as the fallback (the item's ``plan``, or the subscription's own
+    ``plan``, ``quantity`` and ``current_period_*``). The item read is the one of ``price_id`` when given and
+    present, else the first."""
+    obj = _dict(obj)
     items = [i for i in (_dict(obj.get("items")).get("data") or []) if isinstance(i, dict)]
-    item = items[0] if items else {}
+    item = next((i for i in items if price_id and _item_price(i) == price_id), items[0] if items else {})
+    price = _dict(item.get("price")) or _dict(item.get("plan")) or _dict(obj.get("plan"))
+    interval = _dict(price.get("recurring")).get("interval") or price.get("interval")
     return SubscriptionFacts(
         subscription_id=object_id(obj.get("id")),
         customer_id=object_id(obj.get("customer")),
         status=obj.get("status") if isinstance(obj.get("status"), str) else "",
-        price_id=object_id(item.get("price")) or object_id(item.get("plan")) or object_id(obj.get("plan")),
+        price_id=_item_price(item) or object_id(obj.get("plan")),
         current_period_start=_first_int(item.get("current_period_start"), obj.get("current_period_start")),
         current_period_end=_first_int(item.get("current_period_end"), obj.get("current_period_end")),
         trial_end=_int(obj.get("trial_end")),
         cancel_at_period_end=obj.get("cancel_at_period_end") is True,
         canceled_at=_int(obj.get("canceled_at")),
         metadata=_str_dict(obj.get("metadata")),
+        quantity=_first_int(item.get("quantity"), obj.get("quantity") if len(items) <= 1 else None),
+        item_id=object_id(item.get("id")),
+        interval=interval if isinstance(interval, str) else "",
+        start_date=_int(obj.get("start_date")),
+        created=_int(obj.get("created")),
+        ended_at=_int(obj.get("ended_at")),
+        cancel_at=_int(obj.get("cancel_at")),
     )
+
+
+def _item_price(item: dict[str, Any]) -> str:
+    return object_id(item.get("price")) or object_id(item.get("plan"))
 
 
 def _first_int(*values: Any) -> int | None:
@@ -285,6 +314,19 @@ def setup_intent_facts(obj: Any) -> SetupIntentFacts:
         card=card_facts(obj.get("payment_method")),
         metadata=_str_dict(obj.get("metadata")),
     )
+
+
+SEATS_KIND = "seats"  # ``metadata.kind`` of a seats checkout session and of the subscription it starts
+
+
+def metadata_kind(event: dict[str, Any]) -> str:
+    """``metadata.kind`` of the event's object (a checkout session, a subscription), or of the subscription an
+    invoice is for (its ``subscription_details`` or lines, as ``invoice_facts`` reads them); "" when none."""
+    obj = _obj(event)
+    kind = _str_dict(obj.get("metadata")).get("kind", "")
+    if not kind and obj.get("object") == "invoice":
+        kind = invoice_facts(event).metadata.get("kind", "")
+    return kind
 
 
 def event_lookups(event: dict[str, Any]) -> EventLookups:

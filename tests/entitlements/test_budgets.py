@@ -15,8 +15,8 @@ from credits.models import CreditAccount, Hold, LedgerEntry, UsageEvent
 from credits.selectors import ledger_verify
 from credits.services import UsageInput, hold_create, hold_release, usage_capture, usage_record, usage_record_batch
 from entitlements.errors import BudgetExceeded, ModelNotEntitled
-from entitlements.models import AIPlanModel, Overage, SeatCharge, SeatWindow, Tier
-from entitlements.services import seat_assign, seat_unassign, seats_grant
+from entitlements.models import AIPlanModel, Overage, SeatAssignment, SeatCharge, SeatSubscription, SeatWindow, Tier
+from entitlements.services import seat_assign, seat_unassign, seats_expire_due, seats_grant
 from tests.api_helpers import post_json
 from tests.conftest import client_for, make_member
 from tests.entitlements.conftest import make_ai_plan
@@ -171,3 +171,16 @@ def test_over_http_a_refusal_is_429_with_retry_after(platform, seated, owner):
     assert error["code"] == "budget_exceeded"
     assert set(error["details"]) == {"budget", "remaining", "resets_at"}
     assert 0 < int(response["Retry-After"]) <= 6 * 3600
+
+
+def test_an_operators_contract_past_its_end_frees_the_seats_and_credits_pay_again(platform, plan, seated):
+    use(platform, seated, "0.10", "r1")
+    until = timezone.now() + timedelta(days=1)
+    seats_grant(platform=platform, ai_plan=plan, quantity=3, until=until)
+    assert seats_expire_due(now=until - timedelta(seconds=1)) == 0
+    assert seats_expire_due(now=until) == 1
+    assert SeatSubscription.objects.get(ai_plan=plan).status == "expired"
+    assert not SeatAssignment.objects.filter(user=seated.user).exists()
+    event = use(platform, seated, "0.10", "r2").event
+    assert (event.funded, event.charged) == (0, D("0.10"))
+    assert seats_expire_due(now=until) == 0  # once

@@ -13,11 +13,13 @@ from tests.api_helpers import post_json
 from tests.conftest import client_for
 from tests.payments import creem_support
 from tests.payments import stripe_subscriptions as stripe_support
+from tests.payments import test_seats_support as seats_support
 from tests.payments.conftest import deliver, session_event
 from tests.subscriptions.conftest import make_plan, start
 
 stripe_billing = stripe_support.stripe_billing  # the fake Stripe of subscriptions (and portal sessions)
 fake_creem = creem_support.fake_creem
+stripe_seats = seats_support.stripe_seats  # the fake Stripe of seats (sessions, subscriptions)
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +33,10 @@ QUERIES = {
     "billing_payment_method_destroy": 6,
     "billing_webhooks_stripe_create": 5,
     "billing_webhooks_creem_create": 16,
+    "billing_ai_subscriptions_list": 1,
+    "billing_ai_subscriptions_retrieve": 1,
+    "billing_ai_subscriptions_partial_update": 1,
+    "billing_entitlements_refresh_create": 10,
 }
 
 SEVERAL = [2, 12]
@@ -117,3 +123,56 @@ def test_webhooks_creem_create(django_assert_num_queries, fake_creem, platform, 
     response = _counted(django_assert_num_queries, "billing_webhooks_creem_create",
                         lambda: creem_support.deliver(event))
     assert response.status_code == 200 and response.json()["status"] == "processed", response.content
+
+
+# --- seats ------------------------------------------------------------------------------------------------------
+
+
+def _seats(platform, subscription_id: str, quantity: int = 3):  # noqa: ANN001, ANN202
+    from entitlements.models import AIPlan, SeatSubscription
+
+    plan = AIPlan.objects.filter(slug="advanced").first() or seats_support.seat_plan()
+    event = seats_support.subscription_event(
+        "created", subscription_id, created=seats_support.T0 + 10, quantity=quantity, price_id=plan.stripe_price_id,
+        metadata=seats_support.seats_metadata(platform, plan))
+    assert deliver(event).json()["status"] == "processed"
+    return plan, SeatSubscription.objects.get(provider_subscription_id=subscription_id)
+
+
+@pytest.mark.parametrize("rows", SEVERAL)
+def test_ai_subscriptions_list(django_assert_num_queries, stripe_seats, platform, admin, rows):
+    for i in range(rows):
+        _seats(platform, f"sub_count_{i}")
+    client = client_for(admin)
+    response = _counted(django_assert_num_queries, "billing_ai_subscriptions_list",
+                        lambda: client.get(seats_support.AI_SUBSCRIPTIONS_URL, {"page_size": 100}))
+    assert response.status_code == 200 and len(response.json()["results"]) == rows
+
+
+def test_ai_subscriptions_retrieve(django_assert_num_queries, stripe_seats, platform, admin):
+    _, row = _seats(platform, "sub_count")
+    client = client_for(admin)
+    response = _counted(django_assert_num_queries, "billing_ai_subscriptions_retrieve",
+                        lambda: client.get(f"{seats_support.AI_SUBSCRIPTIONS_URL}{row.pk}/"))
+    assert response.status_code == 200, response.content
+
+
+def test_ai_subscriptions_partial_update(django_assert_num_queries, stripe_seats, platform, admin):
+    plan, row = _seats(platform, "sub_count")
+    stripe_seats.subscription("sub_count", quantity=3, price_id=plan.stripe_price_id,
+                              metadata=seats_support.seats_metadata(platform, plan))
+    client = client_for(admin)
+    response = _counted(django_assert_num_queries, "billing_ai_subscriptions_partial_update",
+                        lambda: client.patch(f"{seats_support.AI_SUBSCRIPTIONS_URL}{row.pk}/", {"quantity": 4},
+                                             format="json"))
+    assert response.status_code == 202, response.content
+
+
+def test_entitlements_refresh_create(django_assert_num_queries, stripe_seats, platform, admin):
+    plan, _ = _seats(platform, "sub_count")
+    stripe_seats.subscription("sub_count", quantity=5, price_id=plan.stripe_price_id,
+                              metadata=seats_support.seats_metadata(platform, plan))
+    client = client_for(admin)
+    response = _counted(django_assert_num_queries, "billing_entitlements_refresh_create",
+                        lambda: post_json(client, seats_support.REFRESH_URL, {}))
+    assert response.status_code == 200 and response.json()["seats_updated"] == 1, response.content
