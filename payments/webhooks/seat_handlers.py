@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 
 from payments import locks, orders, seat_sync
 from payments.errors import EventNotApplicable, EventRetryable
@@ -31,8 +30,8 @@ from payments.handled import Handled, ignored, processed
 from payments.models import Channel, OrderType, WebhookEvent
 from payments.providers.lookups import epoch_seconds
 from payments.providers.stripe_events import session_facts, subscription_facts
+from payments.webhooks.stripe_handlers import subscription_session_settle
 
-ASYNC_FAILED = "checkout.session.async_payment_failed"
 SUBSCRIPTION_DELETED = "customer.subscription.deleted"
 
 
@@ -54,29 +53,10 @@ def checkout_session(event: WebhookEvent) -> Handled:
         raise EventNotApplicable(
             f"checkout session {facts.session_id} is not the order's ({order.provider_checkout_id})", order_id=order.id
         )
-    if facts.mode != "subscription":
-        raise EventNotApplicable(f"session mode is {facts.mode!r}, expected 'subscription'", order_id=order.id)
     orders.order_link(order, checkout_id=facts.session_id, customer_id=facts.customer_id)
-    if event.type == ASYNC_FAILED:
-        orders.order_fail(order, "payment failed")
-        order.save()
-        return processed(order.id)
-    if facts.payment_status == "unpaid":
-        order.save()
-        return processed(order.id, "awaiting the delayed payment")
-    if facts.payment_status not in ("paid", "no_payment_required"):
-        raise EventNotApplicable(f"payment_status is {facts.payment_status!r}", order_id=order.id)
-    if not facts.subscription_id:
-        raise EventNotApplicable("the session names no subscription", order_id=order.id)
-    if order.provider_subscription_id and order.provider_subscription_id != facts.subscription_id:
-        raise EventNotApplicable(
-            f"subscription {facts.subscription_id} is not the order's ({order.provider_subscription_id})",
-            order_id=order.id,
-        )
-    orders.order_link(order, subscription_id=facts.subscription_id)
-    paid = Decimal(facts.amount_total) / 100 if facts.amount_total is not None else None
-    orders.order_mark_paid(order, amount_paid_usd=None if order.amount_paid_usd is not None else paid)
-    order.save()
+    unsettled = subscription_session_settle(event, order, facts)
+    if unsettled is not None:
+        return unsettled
     applied = seat_sync.seat_checkout_apply(order, subscription_id=facts.subscription_id,
                                             customer_id=facts.customer_id, as_of=_event_time(event))
     return processed(order.id, applied.note)

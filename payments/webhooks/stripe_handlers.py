@@ -174,6 +174,28 @@ def _check_amount(order: Order, facts: SessionFacts) -> None:
 
 
 def _subscription_session(event: WebhookEvent, order: Order, facts: SessionFacts) -> Handled:
+    unsettled = subscription_session_settle(event, order, facts)
+    if unsettled is not None:
+        return unsettled
+    _ensure_subscription(
+        subscription_id=facts.subscription_id,
+        account_id=order.account_id,
+        plan=order.plan,
+        billing_cycle=order.billing_cycle,
+        customer_id=facts.customer_id,
+        status=SubscriptionStatus.TRIALING if facts.payment_status == "no_payment_required"
+        else SubscriptionStatus.ACTIVE,
+        as_of=_event_time(event),
+    )
+    if order.credits == 0:
+        refunds.parked_refunds_apply_to_order(order)
+    return processed(order.id)
+
+
+def subscription_session_settle(event: WebhookEvent, order: Order, facts: SessionFacts) -> Handled | None:
+    """A subscription-mode Checkout Session of the locked ``order`` (a plan's or seats'), completed or failed: the
+    order failed, or left awaiting a delayed payment (what was handled), or None: paid, linked to its subscription
+    and customer, marked paid and saved (the caller records what the subscription brings)."""
     if facts.mode != "subscription":
         raise EventNotApplicable(f"session mode is {facts.mode!r}, expected 'subscription'", order_id=order.id)
     if facts.currency and facts.currency != order.currency.lower():
@@ -200,19 +222,7 @@ def _subscription_session(event: WebhookEvent, order: Order, facts: SessionFacts
     paid = Decimal(facts.amount_total) / 100 if facts.amount_total is not None else None
     orders.order_mark_paid(order, amount_paid_usd=None if order.amount_paid_usd is not None else paid)
     order.save()
-    _ensure_subscription(
-        subscription_id=facts.subscription_id,
-        account_id=order.account_id,
-        plan=order.plan,
-        billing_cycle=order.billing_cycle,
-        customer_id=facts.customer_id,
-        status=SubscriptionStatus.TRIALING if facts.payment_status == "no_payment_required"
-        else SubscriptionStatus.ACTIVE,
-        as_of=_event_time(event),
-    )
-    if order.credits == 0:
-        refunds.parked_refunds_apply_to_order(order)
-    return processed(order.id)
+    return None
 
 
 # --- invoice.paid: the plan's credits for the period -------------------------------------------------------
