@@ -31,7 +31,7 @@ QUERIES = {
     "billing_usage_batch_create": 3,
     "billing_usage_stats_retrieve": 2,
     "billing_reservations_list": 1,
-    "billing_reservations_create": 8,  # the account locked first: is its usage funded by a seat?
+    "billing_reservations_create": 9,  # the account locked first (is it funded by a seat?), its request_id looked up
     "billing_reservations_retrieve": 1,
     "billing_reservations_capture": 8,
     "billing_reservations_release": 7,

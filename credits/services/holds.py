@@ -58,7 +58,11 @@ def hold_create(
     hold_id = uuid.uuid4()
     if usage_funder() is not None:
         locked = account_lock(account_id=account_id)
-        if locked is not None and locked.external_funding:
+        held = Hold.objects.filter(account_id=account_id, request_id=idempotency_key).first() if (
+            locked is not None and idempotency_key) else None
+        if held is not None and held.funded > 0:  # replayed by the hold itself: its ledger row (if any) is partial
+            return _funded_replay(held, amount, reference, metadata)
+        if held is None and locked is not None and locked.external_funding:
             return _hold_create_funded(locked, amount, expires_in, reference, metadata, actor, hold_id,
                                        idempotency_key)
     try:
@@ -95,18 +99,10 @@ def _hold_create_funded(
     """A hold of an account whose usage a funder pays first (a seat), under the account's lock: the funder
     reserves what it will (``Hold.funded``; a refusal raises, nothing written), the credits reserve the rest
     (a ``reserve`` row, keyed as any hold's). A fully funded hold has no ledger row: its request_id is its key
-    (``hold_unique_request_per_account``), read here under the same lock."""
-    if request_id:
-        existing = Hold.objects.filter(account_id=account.pk, request_id=request_id).first()
-        if existing is not None:
-            same = (existing.amount, existing.reference, existing.metadata) == (amount, reference, metadata or {})
-            if not same:
-                raise IdempotencyConflict(details={"request_id": request_id})
-            entries = list(LedgerEntry.objects.filter(account_id=account.pk, hold_id=existing.pk,
-                                                      transaction_type=TransactionType.RESERVE))
-            return HoldResult(hold=existing, entries=entries, replayed=True)
-        if _recorded(account.pk, request_id):
-            raise RequestIdRecorded(details={"request_id": request_id})
+    (``hold_unique_request_per_account``): ``hold_create`` looks it up under the same lock first
+    (``_funded_replay``), whether the member still holds the seat or not."""
+    if request_id and _recorded(account.pk, request_id):
+        raise RequestIdRecorded(details={"request_id": request_id})
     now = timezone.now()
     funded = funding.fund_one(FundingRequest(funding.RESERVE, account.pk, amount, hold_id=hold_id), now)
     paid = funded.amount if funded else Decimal(0)
@@ -122,6 +118,18 @@ def _hold_create_funded(
     )
     funding.record([funded], now)
     return HoldResult(hold=hold, entries=entries)
+
+
+def _funded_replay(
+    hold: Hold, amount: Decimal, reference: str, metadata: dict[str, Any] | None
+) -> HoldResult:
+    """The same request_id again on a hold a funder reserved on: the hold as it is now if the arguments are the
+    same (amount, reference, metadata), else IdempotencyConflict."""
+    if (hold.amount, hold.reference, hold.metadata) != (amount, reference, metadata or {}):
+        raise IdempotencyConflict(details={"request_id": hold.request_id})
+    entries = list(LedgerEntry.objects.filter(account_id=hold.account_id, hold_id=hold.pk,
+                                              transaction_type=TransactionType.RESERVE))
+    return HoldResult(hold=hold, entries=entries, replayed=True)
 
 
 def _recorded(account_id: uuid.UUID | str, request_id: str) -> bool:
