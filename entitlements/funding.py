@@ -164,9 +164,14 @@ def _quote_one(request: FundingRequest, seat: _Seat | None, tiers: dict[str, lis
 
 def seats_read(account_ids: list, models: list[str], now: datetime) -> tuple[dict, dict[str, list[str]]]:
     """One round trip (``sql.SEATS_READ``): {account id: _Seat} for the members of these credit accounts who hold
-    a seat, with their windows at ``now`` (the latest of each kind that has not ended; without one, the window a
-    request would open now, ``opened`` false); and the catalogue's tiers of ``models``. On the usage path the
-    member's credit account lock, held by the caller, keeps them as read; ``selectors.seat_usage_of`` shows them."""
+    a seat, with their windows at ``now``, and the catalogue's tiers of ``models``. A member's window is their
+    latest of its kind while it has not ended, even one that starts after ``now`` (a request whose clock was read
+    before it waited for the account lock joins the window the request before it opened, never opens a second one
+    beside it). Without one, the window a request would open now (``opened`` false): the session from ``now``; the
+    calendar week holding ``now``, but never from before the previous week window's end (a platform whose time zone
+    moved west would otherwise start a week that overlaps the last one, with a budget of its own). On the usage
+    path the member's credit account lock, held by the caller, keeps them as read; ``selectors.seat_usage_of``
+    shows them."""
     with server_bound_cursor() as cursor:
         cursor.execute(sql.SEATS_READ, {"now": now, "models": models, "accounts": account_ids}, prepare=True)
         rows = cursor.fetchall()
@@ -175,9 +180,10 @@ def seats_read(account_ids: list, models: list[str], now: datetime) -> tuple[dic
         account_id, platform_id, user_id, *plan_row, time_zone = row[:10]
         weekly_row, session_row, catalogue = row[10:14], row[14:18], row[18]
         member = (platform_id, user_id)
-        if weekly_row[0] is None:
-            weekly_row = (*week_bounds(now, time_zone), Decimal(0), Decimal(0), False)
-        if session_row[0] is None:
+        if weekly_row[1] is None or weekly_row[1] <= now:
+            start, end = week_bounds(now, time_zone)
+            weekly_row = (max(start, weekly_row[1] or start), end, Decimal(0), Decimal(0), False)
+        if session_row[1] is None or session_row[1] <= now:
             session_row = (*session_bounds(now), Decimal(0), Decimal(0), False)
         seats[account_id] = _Seat(_Plan(*plan_row), _Window(*member, WindowKind.WEEKLY, *weekly_row),
                                   _Window(*member, WindowKind.SESSION, *session_row))

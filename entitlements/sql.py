@@ -3,8 +3,7 @@ prepared round trip (``entitlements.funding``). They read and write; every rule 
 decided in Python between them.
 
 - ``SEATS_READ``: for credit accounts, their member's seat (the plan's tier, budgets and overage, the platform's
-  time zone) and the windows open at a moment (the latest weekly and session windows, when they still run), with
-  the catalogue's tiers of the models asked about.
+  time zone) and their latest weekly and session windows, with the catalogue's tiers of the models asked about.
 - ``CHARGES_WRITE``: the windows' new totals upserted (a new window inserted, an open one updated: the totals
   were read under the member's account lock, so they are exact) and the ``SeatCharge`` rows inserted,
   referencing them."""
@@ -19,15 +18,13 @@ _WINDOW = SeatWindow._meta.db_table
 _CHARGE = SeatCharge._meta.db_table
 
 
-def _open_window(alias: str, kind: str) -> str:
-    """The member's latest window of ``kind``, if it has not ended at %(now)s (the unique index
-    (platform, user, kind, starts_at), read backwards: one row whatever the member's history). The latest, even
-    one that starts after %(now)s: a request whose clock was read before it waited for the account lock joins the
-    window a request before it opened, never opens a second one beside it."""
+def _latest_window(alias: str, kind: str) -> str:
+    """The member's latest window of ``kind`` (the unique index (platform, user, kind, starts_at), read backwards:
+    one row whatever the member's history); ``entitlements.funding.seats_read`` decides whether it is still open."""
     return (
-        f"LEFT JOIN LATERAL (SELECT id, starts_at, ends_at, spent, reserved FROM {_WINDOW} "
+        f"LEFT JOIN LATERAL (SELECT starts_at, ends_at, spent, reserved FROM {_WINDOW} "
         f"WHERE platform_id = a.platform_id AND user_id = a.user_id AND kind = '{kind}' "
-        f"ORDER BY starts_at DESC LIMIT 1) {alias} ON {alias}.ends_at > %(now)s"
+        f"ORDER BY starts_at DESC LIMIT 1) {alias} ON true"
     )
 
 
@@ -39,7 +36,7 @@ SEATS_READ = (
     f"FROM {CreditAccount._meta.db_table} c "
     f"JOIN {SeatAssignment._meta.db_table} a ON a.platform_id = c.platform_id AND a.user_id = c.user_id "
     f"JOIN {AIPlan._meta.db_table} p ON p.id = a.ai_plan_id JOIN {Platform._meta.db_table} pl ON pl.id = a.platform_id "
-    f"{_open_window('wk', 'weekly')} {_open_window('ss', 'session')} "
+    f"{_latest_window('wk', 'weekly')} {_latest_window('ss', 'session')} "
     f"WHERE c.id = ANY(%(accounts)s)"
 )
 

@@ -259,17 +259,17 @@ def test_a_spent_week_is_refused_until_monday_midnight_local(platform, seated, c
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("zone", "next_week"), [
-    # eastward: the Paris week holding Monday 00:30 UTC began an hour before the UTC week ended
-    ("Europe/Paris", (utc(2027, 1, 10, 23), utc(2027, 1, 17, 23))),
-    # westward: the New York week holding Monday 00:30 UTC is the one that ends at 05:00 UTC that day
-    ("America/New_York", (utc(2027, 1, 4, 5), utc(2027, 1, 11, 5))),
+    # eastward: the Paris week holding Monday 00:30 UTC began at 23:00 UTC, before the UTC week ended: it starts
+    # when that one ended
+    ("Europe/Paris", (utc(2027, 1, 11), utc(2027, 1, 17, 23))),
+    # westward: the New York week holding Monday 00:30 UTC ends at 05:00 UTC that day: from the UTC week's end to
+    # then, a short week, never a second budget for hours the old week already counted
+    ("America/New_York", (utc(2027, 1, 11), utc(2027, 1, 11, 5))),
 ])
 def test_a_time_zone_changed_mid_week_applies_from_the_next_week_window(platform, seated, clock, zone, next_week):
-    """What the code does (``entitlements.sql.SEATS_READ``: a window is open while it has not ended): the week
-    window open when the platform's time zone changes runs to its end and keeps its spending (the change gives
-    no fresh budget mid-week); the first request after it ends opens the week of the new zone that holds that
-    moment. Westward, that week began before the old window ended and ends a few hours later: its budget is
-    whole although the old window spent in the same hours (see the report of issue 10)."""
+    """The week window open when the platform's time zone changes runs to its end and keeps its spending (the
+    change gives no fresh budget mid-week); the first request after it ends opens the week of the new zone that
+    holds that moment, starting no earlier than the old window's end (``entitlements.funding.seats_read``)."""
     spend(platform, seated, clock, utc(2027, 1, 6, 10), "0.30", "wednesday")
     old = (utc(2027, 1, 4), utc(2027, 1, 11))
     assert windows(WindowKind.WEEKLY) == [(*old, D("0.3"))]

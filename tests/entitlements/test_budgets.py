@@ -4,7 +4,7 @@ overage "credits" paid with credits; a model above the seat's tier is refused; n
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
@@ -184,3 +184,17 @@ def test_an_operators_contract_past_its_end_frees_the_seats_and_credits_pay_agai
     event = use(platform, seated, "0.10", "r2").event
     assert (event.funded, event.charged) == (0, D("0.10"))
     assert seats_expire_due(now=until) == 0  # once
+
+
+def test_a_week_never_starts_before_the_last_one_ended_when_the_time_zone_moves_west(platform, seated, monkeypatch):
+    sunday = datetime(2026, 12, 6, 12, tzinfo=UTC)  # the UTC week: Monday 11-30 00:00 to Monday 12-07 00:00
+    monkeypatch.setattr("credits.services.usage.timezone.now", lambda: sunday)
+    use(platform, seated, "0.30", "r1")
+    platform.time_zone = "America/New_York"  # its week runs to Monday 12-07 05:00 UTC
+    platform.save()
+    after = datetime(2026, 12, 7, 0, 30, tzinfo=UTC)
+    monkeypatch.setattr("credits.services.usage.timezone.now", lambda: after)
+    use(platform, seated, "0.30", "r2")
+    weeks = list(SeatWindow.objects.filter(kind="weekly").order_by("starts_at").values_list("starts_at", "ends_at"))
+    assert weeks == [(datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 7, tzinfo=UTC)),
+                     (datetime(2026, 12, 7, tzinfo=UTC), datetime(2026, 12, 7, 5, tzinfo=UTC))]
