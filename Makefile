@@ -24,6 +24,7 @@ migrate: setup
 
 demo: migrate
 	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo_seats
 
 run: demo
 	$(PY) manage.py collectstatic --noinput --verbosity 0

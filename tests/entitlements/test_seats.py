@@ -202,3 +202,14 @@ def test_create_operator_makes_a_superuser_with_a_token_and_is_idempotent(db):
     assert first == second and first["username"] == "opal" and len(first["token"]) == 40
     user = get_user_model().objects.get(username="opal")
     assert user.is_superuser and user.is_staff and not user.has_usable_password()
+
+
+def test_seed_demo_seats_gives_alice_a_seat_and_is_idempotent():
+    call_command("seed_demo", stdout=StringIO())
+    for _ in range(2):
+        out = StringIO()
+        call_command("seed_demo_seats", stdout=out)
+        assert json.loads(out.getvalue()) == {"platform_key": "demo", "ai_plan": "everyday", "seats": 5,
+                                              "seated": ["alice"]}
+    assert list(SeatAssignment.objects.values_list("user__username", "ai_plan__slug")) == [("alice", "everyday")]
+    assert SeatSubscription.objects.get().quantity == 5
