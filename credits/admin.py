@@ -324,3 +324,25 @@ class UsageRollupAdmin(ReadOnlyAdmin):
     list_select_related = ["account__platform", "account__user"]
     show_full_result_count = False
     ordering = ["-day", "endpoint"]
+
+
+# --- the daily check-in (set through PUT /api/billing/admin/checkin/config/, which validates it) ---------------
+
+from credits.models import Checkin, CheckinConfig  # noqa: E402
+
+
+@admin.register(CheckinConfig)
+class CheckinConfigAdmin(ReadOnlyAdmin):
+    list_display = ["platform", "enabled", "credits_per_day", "monthly_cap", "streak_bonuses", "updated_by",
+                    "updated_at"]
+    list_filter = ["enabled"]
+    list_select_related = ["platform", "updated_by"]
+
+
+@admin.register(Checkin)
+class CheckinAdmin(ReadOnlyAdmin):
+    list_display = ["day", "account", "streak", "credits", "ledger_entry", "created_at"]
+    list_filter = ["day"]
+    search_fields = ["account__user__username", "=account__id"]
+    list_select_related = ["account__platform", "account__user"]
+    date_hierarchy = "day"

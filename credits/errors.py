@@ -1,4 +1,4 @@
-from billing_service.errors import Conflict, DomainError, NotFound
+from billing_service.errors import Conflict, DomainError, NotFound, PermissionDenied
 
 
 class InsufficientCredits(DomainError):
@@ -86,3 +86,13 @@ class RequestIdHeld(Conflict):
 class RequestIdRecorded(Conflict):
     code = "request_id_recorded"
     default_message = "This request_id is already recorded as a usage event of the account: a hold needs its own."
+
+
+class CheckinDisabled(PermissionDenied):
+    code = "checkin_disabled"
+    default_message = "The daily check-in is not enabled on this platform."
+
+
+class AlreadyCheckedIn(Conflict):
+    code = "already_checked_in"
+    default_message = "You have already checked in today: come back at next_checkin_at."

@@ -46,6 +46,7 @@ class TransactionType(models.TextChoices):
     ROLLOVER = "rollover", "Rollover (period end)"
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Manual adjustment"
+    CHECKIN = "checkin", "Daily check-in"
 
 
 class CreditAccount(models.Model):
@@ -69,6 +70,7 @@ class CreditAccount(models.Model):
     count_rollover = models.BigIntegerField(default=0, editable=False)
     count_refund = models.BigIntegerField(default=0, editable=False)
     count_adjustment = models.BigIntegerField(default=0, editable=False)
+    count_checkin = models.BigIntegerField(default=0, db_default=0, editable=False)
     last_entry_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Usage cost not yet debited: less than one quantum (0.000001). The ledger debits whole quanta; the rest of
     # each exact cost waits here for the next charge (credits.ledger.charge_split), so that for every account
@@ -385,3 +387,60 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id} {self.day} {self.endpoint}"
+
+
+# --- promotions: the daily check-in --------------------------------------------------------------------------
+
+
+class CheckinConfig(models.Model):
+    """A platform's daily check-in: off until an admin turns it on (``PUT /admin/checkin/config/``). The day is
+    the calendar day in the platform's time zone (``Platform.time_zone``)."""
+
+    platform = models.OneToOneField(Platform, on_delete=models.PROTECT, primary_key=True,
+                                    related_name="checkin_config")
+    enabled = models.BooleanField(default=False)
+    credits_per_day = money_field(default=Decimal(0))
+    streak_bonuses = models.JSONField(
+        default=dict, blank=True,
+        help_text='Extra credits on a given day of a streak: {"7": "5.00"} adds 5 on the 7th day in a row.',
+    )
+    monthly_cap = money_field(null=True, blank=True,
+                              help_text="Credits a member may earn by check-ins per calendar month; none: no cap.")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(credits_per_day__gte=0), name="checkin_credits_not_negative"),
+            models.CheckConstraint(condition=Q(monthly_cap__isnull=True) | Q(monthly_cap__gte=0),
+                                   name="checkin_cap_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"check-in of {self.platform_id}: {self.credits_per_day}/day ({'on' if self.enabled else 'off'})"
+
+
+class Checkin(models.Model):
+    """A member's check-in of one day: at most one per account and day (a constraint, so concurrent check-ins
+    grant once), with its streak and the credits it granted (its ``checkin`` ledger row; none when it granted 0)."""
+
+    id = models.BigAutoField(primary_key=True)
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="checkins", db_index=False)
+    day = models.DateField()
+    streak = models.PositiveIntegerField()
+    credits = money_field()
+    ledger_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, null=True, blank=True,
+                                        related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-day"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "day"], name="checkin_one_per_account_and_day"),
+            models.CheckConstraint(condition=Q(streak__gte=1), name="checkin_streak_positive"),
+            models.CheckConstraint(condition=Q(credits__gte=0), name="checkin_credits_granted_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} checked in {self.day} (streak {self.streak}, {self.credits})"

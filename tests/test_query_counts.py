@@ -8,12 +8,15 @@ failure lists every statement the request ran."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from credits.services import credits_grant
+from credits.services.checkin import checkin, checkin_config_set
 from tests.api_helpers import post_json
 from tests.conftest import Member, client_for, make_member
 from tests.subscriptions.conftest import make_plan, start
@@ -28,6 +31,10 @@ QUERIES = {
     "billing_admin_credits_transactions_list": 1,
     "billing_admin_credits_manual_create": 1,
     "billing_usage_create": 2,
+    "billing_checkin_create": 10,
+    "billing_checkin_retrieve": 4,
+    "billing_admin_checkin_config_retrieve": 2,
+    "billing_admin_checkin_config_update": 9,
     "billing_usage_batch_create": 3,
     "billing_usage_stats_retrieve": 2,
     "billing_reservations_list": 1,
@@ -115,6 +122,46 @@ def test_admin_credits_manual_create(django_assert_num_queries, owner, member):
     response = _counted(django_assert_num_queries, "billing_admin_credits_manual_create",
                         lambda: post_json(client, "/api/billing/admin/credits/manual/", body))
     assert response.status_code == 201, response.content
+
+
+# --- the daily check-in ------------------------------------------------------------------------------------
+
+
+def test_checkin_create(django_assert_num_queries, platform, member):
+    checkin_config_set(platform=platform, actor=None, enabled=True, credits_per_day=Decimal("1"),
+                       streak_bonuses={}, monthly_cap=Decimal("30"), time_zone="UTC")
+    client = client_for(member)
+    response = _counted(django_assert_num_queries, "billing_checkin_create",
+                        lambda: post_json(client, "/api/billing/checkin/", {}))
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize("days", SEVERAL)
+def test_checkin_retrieve(django_assert_num_queries, platform, member, days):
+    checkin_config_set(platform=platform, actor=None, enabled=True, credits_per_day=Decimal("1"),
+                       streak_bonuses={}, monthly_cap=None, time_zone="UTC")
+    for day in range(days):
+        checkin(platform=platform, account=member.account, actor=None,
+                now=timezone.now() - timedelta(days=day))
+    client = client_for(member)
+    response = _counted(django_assert_num_queries, "billing_checkin_retrieve",
+                        lambda: client.get("/api/billing/checkin/"))
+    assert response.status_code == 200 and len(response.json()["history"]) == days
+
+
+def test_admin_checkin_config_retrieve(django_assert_num_queries, owner):
+    client = client_for(owner)
+    response = _counted(django_assert_num_queries, "billing_admin_checkin_config_retrieve",
+                        lambda: client.get("/api/billing/admin/checkin/config/"))
+    assert response.status_code == 200
+
+
+def test_admin_checkin_config_update(django_assert_num_queries, owner):
+    client = client_for(owner)
+    body = {"enabled": True, "credits_per_day": "1", "time_zone": "Europe/Paris"}
+    response = _counted(django_assert_num_queries, "billing_admin_checkin_config_update",
+                        lambda: client.put("/api/billing/admin/checkin/config/", body, format="json"))
+    assert response.status_code == 200, response.content
 
 
 # --- usage --------------------------------------------------------------------------------------------------

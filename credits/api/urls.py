@@ -1,4 +1,5 @@
 from billing_service.routers import BillingRouter
+from credits.api.checkin_views import CheckinConfigViewSet, CheckinViewSet
 from credits.api.metering_views import ModelPriceViewSet, UsageStatsViewSet
 from credits.api.reservation_views import ReservationViewSet
 from credits.api.usage_views import UsageViewSet
@@ -8,6 +9,7 @@ router = BillingRouter()
 # The caller's account and ledger.
 router.register("transactions", LedgerEntryViewSet, "billing-transactions")
 router.register_singleton("usage/stats", UsageStatsViewSet, "billing-usage-stats")
+router.register_singleton("checkin", CheckinViewSet, "billing-checkin")
 # Metering, from the platform's backend.
 router.register("usage", UsageViewSet, "billing-usage")
 router.register("reservations", ReservationViewSet, "billing-reservations", item_name="billing-reservation")
@@ -16,6 +18,7 @@ router.register("admin/credits/manual", ManualAdjustmentViewSet, "billing-admin-
 router.register(
     "admin/credits/transactions", PlatformLedgerEntryViewSet, "billing-admin-credits-transactions"
 )
+router.register_singleton("admin/checkin/config", CheckinConfigViewSet, "billing-admin-checkin-config")
 router.register("admin/models", ModelPriceViewSet, "billing-admin-models", item_name="billing-admin-model")
 
 urlpatterns = router.urls

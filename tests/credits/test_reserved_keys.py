@@ -28,6 +28,7 @@ DERIVED_KEYS = [
     "refund:ch_123:500",
     "upgrade:7f7b6c4e-0000-4000-8000-000000000003:1767225600:pro",
     "creem:sub_123:2026-01-01T00:00:00+00:00",
+    "checkin:2026-12-02",
     "creem:refund:ref_123",
 ]
 
