@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
@@ -12,6 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Platform
 from billing_service.inputs import uuid_or_none
+from billing_service.local_time import local_date, local_midnight
 from credits.models import CreditAccount, ModelPrice
 from entitlements import funding
 from entitlements.models import (
@@ -161,9 +161,7 @@ def seats_by_plan(*, platform_id: int, ai_plan_ids: list) -> dict[object, Seats]
 
 def month_start(now: datetime, time_zone: str) -> datetime:
     """The 1st of the month holding ``now`` in ``time_zone``, 00:00 local, in UTC."""
-    zone = zoneinfo.ZoneInfo(time_zone)
-    first = now.astimezone(zone).date().replace(day=1)
-    return datetime.combine(first, time(0), tzinfo=zone).astimezone(UTC)
+    return local_midnight(local_date(now, time_zone).replace(day=1), time_zone)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,8 @@ keyed ``checkin:<day>``, with the member as its actor."""
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -19,6 +18,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Platform
+from billing_service.local_time import local_date, local_midnight
 from billing_service.money import format_money
 from credits import ledger
 from credits.errors import AlreadyCheckedIn, CheckinDisabled
@@ -39,9 +39,8 @@ class CheckinDay:
 
 
 def checkin_day(platform: Platform, now: datetime) -> CheckinDay:
-    zone = zoneinfo.ZoneInfo(platform.time_zone)
-    local = now.astimezone(zone).date()
-    return CheckinDay(local, datetime.combine(local + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC))
+    today = local_date(now, platform.time_zone)
+    return CheckinDay(today, local_midnight(today + timedelta(days=1), platform.time_zone))
 
 
 @dataclass(frozen=True, slots=True)
