@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connection
 
-from credits.models import CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageRollup
+from credits.models import Checkin, CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageRollup
 
 ENTRY_TABLE = LedgerEntry._meta.db_table
 ACCOUNT_TABLE = CreditAccount._meta.db_table
@@ -45,12 +45,12 @@ _INSERT_VALUES = ", ".join(
 )
 
 
-def posting_statement(transaction_type: str, *, with_key: bool, then: str = "") -> str:
+def posting_statement(transaction_type: str, *, with_key: bool, then: str = "", unfunded: bool = False) -> str:
     """One posting (``credits.ledger.post``): returns ``created, <the row's columns>, low_balance_threshold`` (a
-    replay: ``false`` and the stored row). ``then``: more CTEs after ``ins`` (the new row); with it (the usage
-    path's one statement), the account must also be of %(platform_id)s and not funded externally (a seat: its
-    usage takes the general path, ``credits.funding``), and the statement returns the new row only (nothing on
-    a replay)."""
+    replay: ``false`` and the stored row). ``then``: more CTEs after ``ins`` (the new row); with it, the account
+    must also be of %(platform_id)s, and the statement returns the new row only (nothing on a replay).
+    ``unfunded``: the account must not be funded externally (the usage path's one statement: a seat's usage takes
+    the general path, ``credits.funding``)."""
     counter = f"count_{transaction_type}"
     prior = (
         f"prior AS (SELECT {_ENTRY_COLS} FROM {ENTRY_TABLE} "
@@ -64,7 +64,8 @@ def posting_statement(transaction_type: str, *, with_key: bool, then: str = "") 
         f"reserved = reserved + %(reserved_delta)s, last_sequence = last_sequence + 1, "
         f"{counter} = {counter} + 1, last_entry_at = GREATEST(clock_timestamp(), last_entry_at), "
         f"carried_remainder = COALESCE(%(carried_after)s::numeric, carried_remainder) "
-        f"WHERE id = %(account_id)s{' AND platform_id = %(platform_id)s AND NOT external_funding' if then else ''} "
+        f"WHERE id = %(account_id)s{' AND platform_id = %(platform_id)s' if then else ''}"
+        f"{' AND NOT external_funding' if unfunded else ''} "
         f"AND carried_remainder = COALESCE(%(carried_before)s::numeric, carried_remainder) "
         f"AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
         f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
@@ -159,6 +160,7 @@ INSERT_EVENT = (
 RECORD_CHARGED = posting_statement(
     TransactionType.SUBTRACT,
     with_key=True,
+    unfunded=True,
     then=(
         f", ev AS (INSERT INTO {EVENT_TABLE} ({_EVENT_COLS}) SELECT "
         + ", ".join(f"%({p})s::{_param_type(f)}" for p, f in zip(EVENT_PARAMS, EVENT_FIELDS, strict=True))
@@ -185,4 +187,15 @@ FIND_CALLS = (
     f"WHERE (account_id, request_id) IN (SELECT * FROM k) UNION ALL "
     f"SELECT true, account_id, request_id, status, id, NULL FROM {HOLD_TABLE} "
     f"WHERE (account_id, request_id) IN (SELECT * FROM k)"
+)
+
+# A day's check-in granting credits, in one statement: the keyed ``checkin`` row (``checkin:<day>``: once per day),
+# then the day's check-in row (``credits.services.checkin``).
+CHECKIN_GRANT = posting_statement(
+    TransactionType.CHECKIN,
+    with_key=True,
+    then=(
+        f", ck AS (INSERT INTO {Checkin._meta.db_table} (account_id, day, streak, credits, ledger_entry_id, "
+        f"created_at) SELECT account_id, %(day)s, %(streak)s, balance_delta, id, created_at FROM ins)"
+    ),
 )

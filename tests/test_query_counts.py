@@ -31,7 +31,7 @@ QUERIES = {
     "billing_admin_credits_transactions_list": 1,
     "billing_admin_credits_manual_create": 1,
     "billing_usage_create": 2,
-    "billing_checkin_create": 10,
+    "billing_checkin_create": 4,  # and the one statement of the grant (sql.CHECKIN_GRANT, raw)
     "billing_checkin_retrieve": 4,
     "billing_admin_checkin_config_retrieve": 2,
     "billing_admin_checkin_config_update": 9,
