@@ -48,11 +48,12 @@ class FakeStripeBilling:
     def _record(self, request: Request) -> dict[str, str] | Response:
         form = request.form.to_dict()
         with self.lock:
-            self.requests.append({"path": request.path, "form": form, "headers": dict(request.headers)})
+            self.requests.append({"method": request.method, "path": request.path, "form": form,
+                                  "query": request.args.to_dict(), "headers": dict(request.headers)})
         if request.headers.get("Authorization") != f"Bearer {SECRET_KEY}":
-            return _error(401, "authentication_error", "Invalid API Key provided")
+            return stripe_error(401, "authentication_error", "Invalid API Key provided")
         if self.fail_status is not None:
-            return _error(self.fail_status, "api_error", "Something went wrong on Stripe's end.")
+            return stripe_error(self.fail_status, "api_error", "Something went wrong on Stripe's end.")
         return form
 
     def checkout(self, request: Request) -> Response:
@@ -60,7 +61,9 @@ class FakeStripeBilling:
         if isinstance(form, Response):
             return form
         if form.get("mode") != "subscription" or "line_items[0][price]" not in form:
-            return _error(400, "invalid_request_error", "a subscription session needs a recurring price")
+            return stripe_error(400, "invalid_request_error", "a subscription session needs a recurring price")
+        if "customer" in form and "customer_email" in form:
+            return stripe_error(400, "invalid_request_error", "customer_email cannot be used with customer.")
         session_id = next_id("cs")
         body = {
             "id": session_id,
@@ -72,16 +75,18 @@ class FakeStripeBilling:
             "customer": form.get("customer"),
             "subscription": None,
             "payment_intent": None,
+            "metadata": {k[len("metadata["):-1]: v for k, v in form.items()
+                         if k.startswith("metadata[") and k.count("[") == 1},
             "url": f"https://checkout.stripe.test/c/pay/{session_id}",
         }
-        return Response(json.dumps(body), status=200, content_type="application/json")
+        return stripe_json(body)
 
     def portal(self, request: Request) -> Response:
         form = self._record(request)
         if isinstance(form, Response):
             return form
         if not form.get("customer"):
-            return _error(400, "invalid_request_error", "Missing required param: customer.")
+            return stripe_error(400, "invalid_request_error", "Missing required param: customer.")
         session_id = next_id("bps")
         body = {
             "id": session_id,
@@ -97,7 +102,11 @@ class FakeStripeBilling:
         return self.requests[-1]
 
 
-def _error(status: int, kind: str, message: str) -> Response:
+def stripe_json(body: Any) -> Response:
+    return Response(json.dumps(body), status=200, content_type="application/json")
+
+
+def stripe_error(status: int, kind: str, message: str) -> Response:
     return Response(
         json.dumps({"error": {"type": kind, "message": message}}),
         status=status,
@@ -105,8 +114,8 @@ def _error(status: int, kind: str, message: str) -> Response:
     )
 
 
-@pytest.fixture
-def stripe_billing(settings, httpserver: HTTPServer) -> FakeStripeBilling:
+def stripe_fake_settings(settings, httpserver: HTTPServer) -> None:  # noqa: ANN001
+    """Points the Stripe client at the local fake ``httpserver``."""
     settings.STRIPE_SECRET_KEY = SECRET_KEY
     settings.STRIPE_API_BASE = httpserver.url_for("/").rstrip("/")
     settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
@@ -114,6 +123,11 @@ def stripe_billing(settings, httpserver: HTTPServer) -> FakeStripeBilling:
     settings.STRIPE_MAX_NETWORK_RETRIES = 0
     settings.STRIPE_TIMEOUT_SECONDS = 10
     settings.CHECKOUT_ALLOWED_ORIGINS = [APP_ORIGIN]
+
+
+@pytest.fixture
+def stripe_billing(settings, httpserver: HTTPServer) -> FakeStripeBilling:
+    stripe_fake_settings(settings, httpserver)
     fake = FakeStripeBilling()
     httpserver.expect_request("/v1/checkout/sessions", method="POST").respond_with_handler(fake.checkout)
     httpserver.expect_request("/v1/billing_portal/sessions", method="POST").respond_with_handler(fake.portal)

@@ -7,9 +7,7 @@ through ``tests.payments.conftest.deliver``."""
 from __future__ import annotations
 
 import itertools
-import json
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,7 +21,8 @@ from entitlements.models import AIPlan, SeatAssignment, SeatSubscription, Tier
 from payments.models import Order, WebhookEvent
 from tests.api_helpers import post_json
 from tests.conftest import Member, client_for
-from tests.payments.conftest import APP_ORIGIN, CANCEL_URL, CHECKOUT_URL, SECRET_KEY, SUCCESS_URL, WEBHOOK_SECRET
+from tests.payments.conftest import CANCEL_URL, CHECKOUT_URL, SUCCESS_URL, WEBHOOK_SECRET
+from tests.payments.stripe_subscriptions import FakeStripeBilling, stripe_error, stripe_fake_settings, stripe_json
 
 AI_SUBSCRIPTIONS_URL = "/api/billing/ai-subscriptions/"
 REFRESH_URL = "/api/billing/entitlements/refresh/"
@@ -70,44 +69,12 @@ def seat_rows() -> tuple:
 
 
 @dataclass
-class FakeStripeSeats:
-    """Checkout Sessions (mode ``subscription``) and subscriptions: kept in ``subscriptions`` (id -> the object
-    Stripe would return), which tests fill with ``subscription``; every request is kept in ``requests``."""
+class FakeStripeSeats(FakeStripeBilling):
+    """Checkout Sessions (mode ``subscription``, ``FakeStripeBilling``'s) and subscriptions: kept in
+    ``subscriptions`` (id -> the object Stripe would return), which tests fill with ``subscription``; every request
+    is kept in ``requests``."""
 
-    requests: list[dict[str, Any]] = field(default_factory=list)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fail_status: int | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _record(self, request: Request) -> dict[str, str] | Response:
-        form = request.form.to_dict()
-        with self.lock:
-            self.requests.append({"method": request.method, "path": request.path, "form": form,
-                                  "query": request.args.to_dict()})
-        if request.headers.get("Authorization") != f"Bearer {SECRET_KEY}":
-            return _error(401, "authentication_error", "Invalid API Key provided")
-        if self.fail_status is not None:
-            return _error(self.fail_status, "api_error", "Something went wrong on Stripe's end.")
-        return form
-
-    def checkout(self, request: Request) -> Response:
-        form = self._record(request)
-        if isinstance(form, Response):
-            return form
-        if form.get("mode") != "subscription" or "line_items[0][price]" not in form:
-            return _error(400, "invalid_request_error", "a subscription session needs a recurring price")
-        if "customer" in form and "customer_email" in form:
-            return _error(400, "invalid_request_error", "customer_email cannot be used with customer.")
-        session_id = next_id("cs")
-        body = {
-            "id": session_id, "object": "checkout.session", "mode": "subscription", "status": "open",
-            "payment_status": "unpaid", "client_reference_id": form.get("client_reference_id"),
-            "customer": form.get("customer"), "subscription": None, "payment_intent": None,
-            "metadata": {k[len("metadata["):-1]: v for k, v in form.items()
-                         if k.startswith("metadata[") and k.count("[") == 1},
-            "url": f"https://checkout.stripe.test/c/pay/{session_id}",
-        }
-        return _json(body)
 
     def subscription_get(self, request: Request) -> Response:
         recorded = self._record(request)
@@ -115,8 +82,8 @@ class FakeStripeSeats:
             return recorded
         found = self.subscriptions.get(request.path.rsplit("/", 1)[1])
         if found is None:
-            return _error(404, "invalid_request_error", "No such subscription")
-        return _json(found)
+            return stripe_error(404, "invalid_request_error", "No such subscription")
+        return stripe_json(found)
 
     def subscription_update(self, request: Request) -> Response:
         form = self._record(request)
@@ -124,12 +91,12 @@ class FakeStripeSeats:
             return form
         found = self.subscriptions.get(request.path.rsplit("/", 1)[1])
         if found is None:
-            return _error(404, "invalid_request_error", "No such subscription")
+            return stripe_error(404, "invalid_request_error", "No such subscription")
         item = found["items"]["data"][0]
         if form.get("items[0][id]") != item["id"]:
-            return _error(400, "invalid_request_error", "No such subscription item")
+            return stripe_error(400, "invalid_request_error", "No such subscription item")
         item["quantity"] = int(form["items[0][quantity]"])
-        return _json(found)
+        return stripe_json(found)
 
     def subscription_list(self, request: Request) -> Response:
         recorded = self._record(request)
@@ -137,7 +104,7 @@ class FakeStripeSeats:
             return recorded
         customer = request.args.get("customer")
         data = [s for s in self.subscriptions.values() if s["customer"] == customer]
-        return _json({"object": "list", "data": data, "has_more": False, "url": "/v1/subscriptions"})
+        return stripe_json({"object": "list", "data": data, "has_more": False, "url": "/v1/subscriptions"})
 
     def subscription(self, subscription_id: str, *, quantity: int, price_id: str, customer: str = "cus_seats",
                      status: str = "active", metadata: dict[str, str] | None = None) -> dict[str, Any]:
@@ -151,24 +118,9 @@ class FakeStripeSeats:
         return [r for r in self.requests if r["path"].startswith(path_prefix)]
 
 
-def _json(body: Any) -> Response:
-    return Response(json.dumps(body), status=200, content_type="application/json")
-
-
-def _error(status: int, kind: str, message: str) -> Response:
-    return Response(json.dumps({"error": {"type": kind, "message": message}}), status=status,
-                    content_type="application/json")
-
-
 @pytest.fixture
 def stripe_seats(settings, httpserver: HTTPServer) -> FakeStripeSeats:  # noqa: ANN001
-    settings.STRIPE_SECRET_KEY = SECRET_KEY
-    settings.STRIPE_API_BASE = httpserver.url_for("/").rstrip("/")
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_WEBHOOK_TOLERANCE = 300
-    settings.STRIPE_MAX_NETWORK_RETRIES = 0
-    settings.STRIPE_TIMEOUT_SECONDS = 10
-    settings.CHECKOUT_ALLOWED_ORIGINS = [APP_ORIGIN]
+    stripe_fake_settings(settings, httpserver)
     fake = FakeStripeSeats()
     httpserver.expect_request("/v1/checkout/sessions", method="POST").respond_with_handler(fake.checkout)
     httpserver.expect_request("/v1/subscriptions", method="GET").respond_with_handler(fake.subscription_list)
