@@ -14,21 +14,11 @@ from django.utils.html import format_html
 
 from billing_service import forms as strict
 from billing_service.errors import DomainError
+from billing_service.admin_base import ReadOnlyAdmin
 from billing_service.forms import StrictModelForm
 from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT, format_exact, format_money
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry
 from credits.services import credits_adjust, hold_release
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
-
-    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
 
 
 class RecentEntriesInline(admin.TabularInline):

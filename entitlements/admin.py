@@ -25,22 +25,12 @@ from django.urls import reverse
 from accounts.models import Platform
 from billing_service import forms as strict
 from billing_service.errors import DomainError
+from billing_service.admin_base import ReadOnlyAdmin
 from billing_service.forms import StrictModelForm
 from billing_service.money import format_exact, format_money
 from entitlements import catalogue, selectors
 from entitlements.models import AIPlan, AIPlanModel, SeatAssignment, SeatCharge, SeatSubscription, SeatWindow
 from entitlements.services import seat_assign, seat_unassign
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
-
-    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
 
 
 # --- AI plans (the catalogue) ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from billing_service.errors import DomainError
+from billing_service.admin_base import ReadOnlyAdmin
 from billing_service.forms import StrictModelForm
 from payments.errors import InvalidAutoRecharge
 from payments.models import Order, PlanCreditPeriod, PlatformPaymentSettings, WebhookEvent, WebhookStatus
@@ -17,17 +18,6 @@ from payments.recharge import auto_recharge_admin_save, auto_recharge_check
 from payments.recharge_models import ACTIVE, AutoRechargeSettings, Recharge, SavedPaymentMethod
 from payments.selectors import origin_of, payment_settings_for
 from payments.webhooks.events import webhook_event_process
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
-
-    def has_change_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
-        return False
 
 
 class PlatformPaymentSettingsForm(StrictModelForm):

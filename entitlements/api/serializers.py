@@ -37,45 +37,20 @@ from entitlements.catalogue import (
 )
 from entitlements.models import AIPlan, Overage, Tier
 from subscriptions.models import BillingCycle
-from subscriptions.validation import PROVIDER_ID_MAX_LENGTH, STRIPE_PRICE_PREFIXES, provider_id_problem
+from subscriptions.api.serializers import CheckedField, StripePriceIdField
 
 # --- input -----------------------------------------------------------------------------------------------------
 
 
-class _CheckedField(serializers.Field):
-    """A JSON value taken as it is and checked by one of ``entitlements.catalogue``'s rules."""
-
-    @staticmethod
-    def check(value: Any) -> str | None:
-        raise NotImplementedError
-
-    def to_internal_value(self, data: Any) -> Any:
-        problem = self.check(data)
-        if problem:
-            raise serializers.ValidationError(problem)
-        return data
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
 @extend_schema_field({"type": "string", "pattern": f"^{SLUG_RE.pattern}$", "maxLength": SLUG_MAX_LENGTH,
                       "description": SLUG_HELP, "example": "advanced"})
-class AIPlanSlugField(_CheckedField):
+class AIPlanSlugField(CheckedField):
     check = staticmethod(slug_problem)
 
 
 @extend_schema_field({"type": "integer", "minimum": 0, "maximum": MAX_SEAT_PRICE_CENTS, "example": 2500})
-class SeatPriceCentsField(_CheckedField):
+class SeatPriceCentsField(CheckedField):
     check = staticmethod(seat_price_problem)
-
-
-@extend_schema_field({"type": "string", "maxLength": PROVIDER_ID_MAX_LENGTH,
-                      "pattern": rf"^$|^({'|'.join(STRIPE_PRICE_PREFIXES)})[A-Za-z0-9_-]*$"})
-class StripePriceIdField(_CheckedField):
-    @staticmethod
-    def check(value: Any) -> str | None:
-        return provider_id_problem(value, prefix=STRIPE_PRICE_PREFIXES)
 
 
 def _choice(choices: list[tuple[str, str]] | list[str], **kwargs: Any) -> StrictChoiceField:
