@@ -47,6 +47,8 @@ class TransactionType(models.TextChoices):
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Manual adjustment"
     CHECKIN = "checkin", "Daily check-in"
+    PROMOTION = "promotion", "Promotion (coupon)"
+    EXPIRY = "expiry", "Expiry (promotional credits past their date)"
 
 
 class CreditAccount(models.Model):
@@ -71,6 +73,8 @@ class CreditAccount(models.Model):
     count_refund = models.BigIntegerField(default=0, editable=False)
     count_adjustment = models.BigIntegerField(default=0, editable=False)
     count_checkin = models.BigIntegerField(default=0, db_default=0, editable=False)
+    count_promotion = models.BigIntegerField(default=0, db_default=0, editable=False)
+    count_expiry = models.BigIntegerField(default=0, db_default=0, editable=False)
     last_entry_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Usage cost not yet debited: less than one quantum (0.000001). The ledger debits whole quanta; the rest of
     # each exact cost waits here for the next charge (credits.ledger.charge_split), so that for every account
@@ -82,6 +86,15 @@ class CreditAccount(models.Model):
         help_text=(
             "The hook CREDITS_LOW_BALANCE_HOOK runs after a debit leaves `available` below it. Set by payments' "
             "auto-recharge while it is enabled, NULL otherwise."
+        ),
+    )
+
+    alert_threshold = money_field(
+        null=True,
+        blank=True,
+        help_text=(
+            "The platform hears of this account's balance (outbound webhooks): `balance.low` when a debit takes "
+            "`available` from at least this to below it, `balance.depleted` when one takes it to zero. NULL: no alerts."
         ),
     )
 
@@ -406,6 +419,11 @@ class CheckinConfig(models.Model):
     )
     monthly_cap = money_field(null=True, blank=True,
                               help_text="Credits a member may earn by check-ins per calendar month; none: no cap.")
+    credits_expire_after_days = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Check-in credits not spent this many days after the check-in day leave by an `expiry` ledger row "
+                  "(at the platform's local midnight); none: they never expire.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
                                    related_name="+")
@@ -433,9 +451,19 @@ class Checkin(models.Model):
     ledger_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, null=True, blank=True,
                                         related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Expiry of the credits granted (CheckinConfig.credits_expire_after_days when granted; none: never).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True, help_text="When the expiry of these credits was settled.")
+    expired_credits = money_field(null=True, blank=True, help_text="What was left of them and taken back then.")
+    expiry_entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                                     db_index=False, help_text="The `expiry` ledger row that took them back.")
 
     class Meta:
         ordering = ["-day"]
+        indexes = [
+            models.Index(fields=["expires_at"], condition=Q(expires_at__isnull=False, expired_at__isnull=True),
+                         name="checkin_expiry_due"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["account", "day"], name="checkin_one_per_account_and_day"),
             models.CheckConstraint(condition=Q(streak__gte=1), name="checkin_streak_positive"),
