@@ -204,6 +204,12 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-processing-recharges": {"task": "payments.tasks.recharges_reconcile", "schedule": 300.0},
     # seat subscriptions read back from Stripe (quantities and statuses a lost or late webhook left behind)
     "refresh-seat-subscriptions": {"task": "payments.tasks.seat_subscriptions_refresh", "schedule": 900.0},
+    # check-in credits past their expiry leave by an expiry ledger row
+    "expire-checkin-credits": {"task": "credits.tasks.checkin_credits_expire_task", "schedule": 300.0},
+    # the admin dashboard's daily rollups of the ledger (today and yesterday recomputed)
+    "refresh-ledger-rollups": {"task": "credits.tasks.ledger_rollups_refresh_task", "schedule": 300.0},
+    # outbound webhooks due (a new event's first try is sent on commit; this catches retries and lost sends)
+    "deliver-outbound-webhooks": {"task": "accounts.tasks.outbound_deliver_task", "schedule": 30.0},
 }
 # Called by credits.ledger after a debit leaves an account with auto-recharge on below its threshold.
 CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"
