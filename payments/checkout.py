@@ -50,7 +50,7 @@ from billing_service.money import format_money
 from credits.models import CreditAccount
 from entitlements import selectors as entitlement_selectors
 from entitlements.models import AIPlan
-from payments import locks, orders, payment_methods, selectors
+from payments import coupons, locks, orders, payment_methods, selectors
 from payments.errors import (
     ChannelNotAvailable,
     CheckoutTypeNotAvailable,
@@ -112,11 +112,16 @@ def checkout_create(
     save_payment_method: bool = False,
     ai_plan_id: str | None = None,
     quantity: int | None = None,
+    coupon: str | None = None,
 ) -> Order:
     """A pending order and the provider's checkout session for it; returns the order with its ``checkout_url``.
     ``save_payment_method`` (Stripe top-ups only): the card is also kept for auto-recharge, on the account's Stripe
     customer (one is created at checkout when it has none); see ``payments.payment_methods``. ``ai_plan_id`` (its
-    id or slug) and ``quantity``: seats only (see the module docstring)."""
+    id or slug) and ``quantity``: seats only (see the module docstring). ``coupon``: a discount coupon's code
+    (``payments.coupons.checkout_discount``), checked last (the attempt counts towards the user's hourly limit); the
+    order costs the discounted price, a top-up's credits stay the undiscounted amount, and the provider applies
+    the same discount (Stripe: the coupon's Stripe coupon, made before the order is written; Creem: its
+    ``discount_code``)."""
     if save_payment_method and (channel != Channel.STRIPE or order_type != OrderType.TOP_UP):
         raise InvalidCheckout(
             "save_payment_method",
@@ -153,8 +158,16 @@ def checkout_create(
     if spec.type == OrderType.SEATS:
         refuse_second_seat_subscription(platform=platform, ai_plan=spec.ai_plan)
     (creem_provider if channel == Channel.CREEM else stripe_provider).ensure_configured()
+    discount = None
+    if coupon is not None:
+        discount = coupons.checkout_discount(
+            platform=platform, account=account, user=user, code=coupon, channel=channel, order_type=spec.type,
+            plan=spec.plan, price_usd=spec.amount_usd,
+        )
+        if channel == Channel.STRIPE:
+            coupons.stripe_coupon_ensure(discount.coupon)  # a network call: no transaction open, nothing locked
     order = _order_create(spec, platform=platform, account=account, user=user, channel=channel,
-                          success_url=success_url, cancel_url=cancel_url)
+                          success_url=success_url, cancel_url=cancel_url, discount=discount)
     try:
         session = spec.open_session(order)
     except PaymentProviderError as exc:
@@ -180,6 +193,7 @@ def _top_up(
         session = stripe_provider.checkout_session_create(
             order=order, product_name=f"{format_money(order.credits)} credits", customer_email=email,
             save_payment_method=save_payment_method, customer_id=customer_id,
+            discount_coupon_id=_stripe_discount(order),
         )
         return Session(session.id, session.url, session.payment_intent_id, session.customer_id)
 
@@ -204,6 +218,7 @@ def _stripe_subscription(
     def open_session(order: Order) -> Session:
         session = stripe_provider.subscription_checkout_session_create(
             order=order, price_id=price_id, customer_id=customer_id, customer_email="" if customer_id else email,
+            discount_coupon_id=_stripe_discount(order),
         )
         return Session(session.id, session.url, "", session.customer_id)
 
@@ -281,7 +296,10 @@ def _creem_subscription(
         raise InvalidCheckout("plan_id", f"This plan has no {cycle} price to pay through Creem.")
 
     def open_session(order: Order) -> Session:
-        checkout = creem_provider.checkout_create(order=order, product_id=plan.creem_product_id, customer_email=email)
+        checkout = creem_provider.checkout_create(
+            order=order, product_id=plan.creem_product_id, customer_email=email,
+            discount_code=order.coupon.code if order.coupon_id else "",
+        )
         return Session(checkout.id, checkout.url)
 
     return OrderSpec(OrderType.SUBSCRIPTION, Decimal(cents) / 100, plan.credits_included, open_session, plan, cycle)
@@ -296,12 +314,20 @@ def _plan_on_sale(platform: Platform, plan_id: str | None) -> Plan:
     return plan
 
 
-def _order_create(spec: OrderSpec, **fields: object) -> Order:
-    """The pending order, committed before the provider is called."""
+def _stripe_discount(order: Order) -> str:
+    """The Stripe coupon of the order's discount ("" without one); made by ``coupons.stripe_coupon_ensure``."""
+    return order.coupon.stripe_coupon_id if order.coupon_id else ""
+
+
+def _order_create(spec: OrderSpec, *, discount: coupons.Discount | None = None, **fields: object) -> Order:
+    """The pending order, committed before the provider is called; with a discount, it costs the discounted
+    price and records the coupon and what it took off (a top-up's credits stay ``spec.credits``)."""
     with transaction.atomic(durable=True):
         return Order.objects.create(
-            type=spec.type, amount_usd=spec.amount_usd, credits=spec.credits, plan=spec.plan,
-            billing_cycle=spec.billing_cycle, ai_plan=spec.ai_plan, quantity=spec.quantity, **fields,
+            type=spec.type, amount_usd=discount.amount_usd if discount else spec.amount_usd, credits=spec.credits,
+            plan=spec.plan, billing_cycle=spec.billing_cycle, ai_plan=spec.ai_plan, quantity=spec.quantity,
+            coupon=discount.coupon if discount else None,
+            discount_usd=discount.discount_usd if discount else Decimal(0), **fields,
         )
 
 

@@ -13,6 +13,11 @@ Seats (``payments.webhooks.seat_handlers``): the webhook event, then the order, 
 (``entitlements.locks.plan_seats_lock``, taken by ``entitlements.sync``), then, when a plan's last seats end, the
 members' credit accounts (``entitlements.services.assignments_clear``).
 
+Coupons (``payments.coupons``): a coupon's row (``coupon_lock``) is taken before the credit account (a redemption's
+``promotion`` row) and, in a webhook, after the order and before the account's subscriptions and the credit account
+(the paid order's redemption is counted before ``orders.order_credit``). A user's coupon attempts
+(``coupon_attempts_lock``, an advisory lock) are taken alone, in a transaction of their own.
+
 Auto-recharge (``payments.recharge`` / ``payments.payment_methods``) has its own order below: the credit account,
 then its saved payment method, then its recharges. Nothing here is held across a call to a provider."""
 
@@ -23,12 +28,13 @@ from datetime import datetime
 
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.db.models.functions import Upper
 
 from billing_service.db import Compiled, server_bound_cursor
 
 from credits.locks import account_lock
 from credits.models import CreditAccount
-from payments.models import Order, OrderType, PlanCreditPeriod, WebhookEvent, WebhookStatus
+from payments.models import Coupon, Order, OrderType, PlanCreditPeriod, WebhookEvent, WebhookStatus
 from payments.recharge_models import ACTIVE, AutoRechargeSettings, Recharge, SavedPaymentMethod
 from subscriptions.locks import account_subscriptions_lock
 
@@ -215,3 +221,29 @@ def recharge_lock(*, recharge_id: uuid.UUID | str) -> tuple[CreditAccount, Recha
     account = account_lock(account_id=account_id)
     assert account is not None  # accounts are never deleted (PROTECT)
     return account, Recharge.objects.select_for_update().get(pk=recharge_id)
+
+
+# --- coupons (payments.coupons) ----------------------------------------------------------------------------------
+
+COUPON_ATTEMPTS_LOCK = 0x4350  # "CP": the first key of pg_advisory_xact_lock(int, int)
+
+
+def coupon_lock(*, coupon_id: uuid.UUID) -> Coupon | None:
+    """The coupon's row, locked: its redemptions are counted (and ``redemptions_count`` moved) under it, so
+    concurrent redemptions never pass ``max_redemptions`` or ``max_per_account``."""
+    return Coupon.objects.select_for_update().filter(pk=coupon_id).first()
+
+
+def coupon_by_code_lock(*, platform_id: int, code: str) -> Coupon | None:
+    """The platform's coupon of ``code`` in any case, locked (found through its unique ``UPPER(code)`` index)."""
+    return (
+        Coupon.objects.select_for_update().annotate(code_upper=Upper("code"))
+        .filter(platform_id=platform_id, code_upper=code.upper()).first()
+    )
+
+
+def coupon_attempts_lock(*, user_id: int) -> None:
+    """Serializes one user's coupon attempts (in every worker: a PostgreSQL advisory lock): the count of the
+    window and the new attempt's insert cannot interleave with another request's."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [COUPON_ATTEMPTS_LOCK, int(user_id) & 0x7FFFFFFF])

@@ -19,6 +19,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Upper
+from django.utils import timezone
 
 from accounts.models import Platform
 from billing_service.money import DECIMAL_PLACES, MAX_DIGITS
@@ -92,6 +94,90 @@ class PlatformPaymentSettings(models.Model):
         return f"payment settings of {self.platform_id}"
 
 
+class CouponKind(models.TextChoices):
+    CREDITS = "credits", "Credits (redeemed for a promotion ledger row)"
+    PERCENT_OFF = "percent_off", "Percent off a checkout"
+    AMOUNT_OFF = "amount_off", "Amount (USD) off a checkout"
+
+
+DISCOUNT_KINDS = (CouponKind.PERCENT_OFF, CouponKind.AMOUNT_OFF)
+COUPON_CODE_MAX_LENGTH = 64
+
+
+class Coupon(models.Model):
+    """A code of a platform (unique per platform whatever its case) that grants credits (``credits``: ``value``
+    credits, redeemed through the API) or takes ``value`` percent / ``value`` USD off a checkout (``percent_off``,
+    ``amount_off``; counted when the payment succeeds). Never deleted: ``active`` false withdraws it. ``code`` and
+    ``kind`` are fixed once created. ``redemptions_count`` counts its redemptions (``CouponRedemption`` rows), kept
+    by the services under the coupon's row lock. See ``payments.coupons``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="coupons", db_index=False)
+    code = models.CharField(max_length=COUPON_CODE_MAX_LENGTH, help_text="What customers type; any case matches.")
+    kind = models.CharField(max_length=16, choices=CouponKind.choices)
+    value = models.DecimalField(
+        max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES,
+        help_text="credits: the credits granted; percent_off: the percent (0-100, 2 decimals); amount_off: USD off "
+        "(whole cents).",
+    )
+    max_redemptions = models.PositiveIntegerField(null=True, blank=True, help_text="Redemptions in all; none: no limit.")
+    max_per_account = models.PositiveIntegerField(default=1, help_text="Redemptions per credit account.")
+    valid_from = models.DateTimeField(null=True, blank=True)
+    valid_until = models.DateTimeField(null=True, blank=True)
+    plans = models.ManyToManyField(
+        Plan, blank=True, related_name="+", help_text="Discounts only: the only plans it takes money off (none: any)."
+    )
+    top_ups_only = models.BooleanField(default=False, help_text="Discounts only: for top-ups, not subscriptions.")
+    first_purchase_only = models.BooleanField(
+        default=False, help_text="Only for an account that has never paid an order."
+    )
+    active = models.BooleanField(default=True)
+    redemptions_count = models.PositiveIntegerField(default=0, editable=False)
+    stripe_coupon_id = models.CharField(
+        max_length=255, blank=True, default="", editable=False,
+        help_text="The Stripe coupon known to exist for the current terms (created on first use).",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["platform", "-created_at"], name="coupon_platform_created")]
+        constraints = [
+            models.UniqueConstraint(F("platform"), Upper("code"), name="coupon_unique_code_per_platform"),
+            models.CheckConstraint(condition=Q(kind__in=CouponKind.values), name="coupon_kind_valid"),
+            models.CheckConstraint(condition=Q(value__gt=0), name="coupon_value_positive"),
+            models.CheckConstraint(
+                condition=~Q(kind=CouponKind.PERCENT_OFF) | Q(value__lte=100), name="coupon_percent_at_most_100"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_redemptions__isnull=True) | Q(max_redemptions__gte=1),
+                name="coupon_max_redemptions_positive",
+            ),
+            models.CheckConstraint(condition=Q(max_per_account__gte=1), name="coupon_max_per_account_positive"),
+            models.CheckConstraint(
+                condition=Q(valid_from__isnull=True) | Q(valid_until__isnull=True)
+                | Q(valid_until__gt=F("valid_from")),
+                name="coupon_validity_ordered",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=DISCOUNT_KINDS) | Q(top_ups_only=False), name="coupon_credits_unrestricted"
+            ),
+            models.CheckConstraint(condition=~Q(code=""), name="coupon_code_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.kind} {self.value})"
+
+    @property
+    def is_discount(self) -> bool:
+        return self.kind in DISCOUNT_KINDS
+
+
+
 class Order(models.Model):
     """One purchase: a top-up or a subscription, paid through one provider's checkout."""
 
@@ -150,6 +236,14 @@ class Order(models.Model):
         max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0),
         help_text="Credits a refund should have removed but were already spent (the order needs review).",
     )
+    coupon = models.ForeignKey(
+        Coupon, on_delete=models.PROTECT, null=True, blank=True, related_name="orders", db_index=False,
+        help_text="The discount coupon applied at checkout; its redemption counts when the order is paid.",
+    )
+    discount_usd = usd_field(
+        default=Decimal(0),
+        help_text="What the coupon took off: the customer pays amount_usd, the price before it was amount_usd + this.",
+    )
     needs_review = models.BooleanField(
         default=False, help_text="A provider event disagreed with the order (amount, currency...); see last_error."
     )
@@ -200,6 +294,10 @@ class Order(models.Model):
                 condition=~Q(status=OrderStatus.FAILED) | Q(failed_at__isnull=False),
                 name="order_failed_has_failed_at",
             ),
+            models.CheckConstraint(
+                condition=Q(discount_usd=0) | Q(discount_usd__gt=0, coupon__isnull=False),
+                name="order_discount_has_coupon",
+            ),
             models.UniqueConstraint(
                 fields=["channel", "provider_checkout_id"],
                 condition=~Q(provider_checkout_id=""),
@@ -214,6 +312,11 @@ class Order(models.Model):
     def amount_cents(self) -> int:
         """The amount in the provider's smallest unit (exact: ``amount_usd`` has two decimals)."""
         return int(self.amount_usd * 100)
+
+    @property
+    def list_amount_cents(self) -> int:
+        """The price before the coupon's discount, in cents (what the provider's line item says)."""
+        return int((self.amount_usd + self.discount_usd) * 100)
 
 
 class PlanCreditPeriod(models.Model):
@@ -312,6 +415,77 @@ class PlanCreditPeriod(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription_id} {self.period_start:%Y-%m-%d}: {self.granted} + {self.carried_in}"
+
+
+class RedemptionSource(models.TextChoices):
+    REDEEM = "redeem", "Redeemed for credits (POST /coupons/redeem/)"
+    CHECKOUT = "checkout", "A discount on a paid checkout"
+
+
+class CouponRedemption(models.Model):
+    """One use of a coupon by a credit account: a ``credits`` coupon redeemed (its ``promotion`` ledger row), or a
+    discount coupon on a checkout whose payment succeeded (its order, one redemption per order). ``over_limit``: a
+    paid checkout recorded past the coupon's limits (the checkout was allowed when it opened; the customer paid
+    the discounted price, so the redemption is a fact the count keeps)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    coupon = models.ForeignKey(Coupon, on_delete=models.PROTECT, related_name="redemptions", db_index=False)
+    account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="+", db_index=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False,
+        help_text="Who redeemed it (the ledger row's actor), or whose order it was.",
+    )
+    source = models.CharField(max_length=16, choices=RedemptionSource.choices)
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The promotion row of a credits coupon.",
+    )
+    order = models.OneToOneField(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="coupon_redemption",
+        help_text="The paid order a discount was applied to.",
+    )
+    credits = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0))
+    discount_usd = usd_field(default=Decimal(0))
+    over_limit = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["coupon", "account"], name="coupon_redemption_account"),
+            models.Index(fields=["coupon", "-created_at"], name="coupon_redemption_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=RedemptionSource.values), name="redemption_source_valid"),
+            models.CheckConstraint(
+                condition=Q(source=RedemptionSource.REDEEM, ledger_entry__isnull=False, order__isnull=True,
+                            credits__gt=0)
+                | Q(source=RedemptionSource.CHECKOUT, order__isnull=False, ledger_entry__isnull=True),
+                name="redemption_source_shape",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.coupon_id} by {self.account_id} ({self.source})"
+
+
+class CouponAttempt(models.Model):
+    """A coupon code a user tried (redeem or checkout): what the per-user rate limit counts
+    (``COUPON_REDEEM_ATTEMPTS_PER_HOUR`` in a sliding hour), in PostgreSQL so every worker sees the same count."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    platform = models.ForeignKey(Platform, on_delete=models.CASCADE, related_name="+", db_index=False)
+    code = models.CharField(max_length=COUPON_CODE_MAX_LENGTH, help_text="The code as typed.")
+    outcome = models.CharField(max_length=48, blank=True, default="", help_text="'redeemed', 'applied' or an error code.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="coupon_attempt_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} tried {self.code!r} ({self.outcome or 'pending'})"
 
 
 class WebhookProvider(models.TextChoices):

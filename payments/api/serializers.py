@@ -8,17 +8,24 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing_service.inputs import (
+    InstantField,
+    QueryBooleanField,
+    QueryIntegerField,
     StrictBooleanField,
     StrictChoiceField,
     StrictInputSerializer,
     StrictIntegerField,
+    StrictUUIDField,
     TextField,
     URLField,
 )
 from billing_service.money import MoneyField, format_money
 from entitlements.models import SeatProvider, SeatStatus
 from payments.seat_sync import MAX_SEATS
-from payments.models import Channel, OrderStatus, OrderType
+from billing_service.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from credits.api.serializers import LedgerEntrySerializer
+from payments.coupons import CODE_HELP, CODE_RE, MAX_PER_ACCOUNT, MAX_PLANS, MAX_REDEMPTIONS, code_problem
+from payments.models import COUPON_CODE_MAX_LENGTH, Channel, CouponKind, OrderStatus, OrderType
 from subscriptions.models import BillingCycle
 
 
@@ -70,6 +77,18 @@ class CheckoutInputSerializer(StrictInputSerializer):
         required=False, min_value=1, max_value=MAX_SEATS,
         help_text=f"Seats only: how many seats, a whole number from 1 to {MAX_SEATS}.",
     )
+    coupon = TextField(
+        required=False, max_length=COUPON_CODE_MAX_LENGTH, blank=False,
+        help_text="A discount coupon's code (any case): Stripe top-ups and Stripe or Creem subscriptions. The order "
+        "costs the discounted price; a top-up still buys `amount` credits. Counts towards the hourly limit of "
+        "coupon codes tried.",
+    )
+
+    def validate_coupon(self, value: str) -> str:
+        problem = code_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
 
 
 class CheckoutOutputSerializer(serializers.Serializer):
@@ -93,7 +112,9 @@ class OrderSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=Channel.choices)
     status = serializers.ChoiceField(choices=OrderStatus.choices)
     currency = serializers.CharField()
-    amount_usd = MoneyOutField(help_text="Price of the order.")
+    amount_usd = MoneyOutField(help_text="Price of the order (after its coupon's discount).")
+    discount_usd = MoneyOutField(help_text="What its coupon took off the price (0.00 without one).")
+    coupon_id = serializers.UUIDField(allow_null=True, help_text="The discount coupon applied at checkout.")
     credits = MoneyOutField(help_text="Credits the order grants once paid.")
     amount_paid_usd = MoneyOutField(allow_null=True, help_text="What the provider reported as paid; null before.")
     provider_checkout_id = serializers.CharField(help_text="Checkout session id (Stripe: cs_...), or empty.")
@@ -229,3 +250,162 @@ class EntitlementsRefreshSerializer(serializers.Serializer):
         help_text="Seat subscriptions whose recorded state changed (new, quantity, status or dates)."
     )
     timestamp = serializers.DateTimeField(help_text="When the refresh began reading Stripe.")
+
+
+# --- coupons (payments.coupons) -------------------------------------------------------------------------------
+
+
+@extend_schema_field({"type": "string", "pattern": f"^{CODE_RE.pattern}$", "maxLength": COUPON_CODE_MAX_LENGTH})
+class CouponCodeField(TextField):
+    """A coupon code: 1-64 ASCII letters, digits, '-' or '_' (matched in any case)."""
+
+    def __init__(self, **kwargs):  # noqa: ANN003
+        kwargs.setdefault("help_text", f"The coupon's code: {CODE_HELP} Matched whatever its case.")
+        super().__init__(max_length=COUPON_CODE_MAX_LENGTH, blank=False, **kwargs)
+
+    def to_internal_value(self, data):  # noqa: ANN001, ANN201
+        value = super().to_internal_value(data)
+        problem = code_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+# Fields of the output a client may send back unchanged (a PUT of a fetched coupon): ignored on input.
+COUPON_READ_ONLY_FIELDS = frozenset({"id", "redemptions", "created_at", "updated_at"})
+
+
+def coupon_input_fields(*, for_update: bool) -> dict[str, serializers.Field]:
+    """The writable fields of a coupon. For a create, optional fields get their defaults; for an update an omitted
+    field stays as it is; ``code`` and ``kind`` may be sent back unchanged, never changed."""
+
+    def optional(default):  # noqa: ANN001, ANN202
+        return {"required": False} if for_update else {"required": False, "default": default}
+
+    return {
+        "code": CouponCodeField(required=not for_update),
+        "kind": StrictChoiceField(
+            choices=CouponKind.choices, required=not for_update,
+            help_text="`credits` (redeemed for `value` credits), `percent_off` or `amount_off` (a discount at "
+            "checkout). Fixed once created.",
+        ),
+        "value": MoneyField(
+            help_text='credits: the credits granted ("10.00", up to 6 decimals); percent_off: the percent, above 0 '
+            'and at most 100 (2 decimals: "12.5"); amount_off: USD off, whole cents ("5.00").',
+        ),
+        "max_redemptions": StrictIntegerField(
+            min_value=1, max_value=MAX_REDEMPTIONS, allow_null=True,
+            help_text="Redemptions in all; null: no limit.", **optional(None),
+        ),
+        "max_per_account": StrictIntegerField(
+            min_value=1, max_value=MAX_PER_ACCOUNT, help_text="Redemptions per credit account.", **optional(1),
+        ),
+        "valid_from": InstantField(allow_null=True, help_text="Not usable before; null: at once.", **optional(None)),
+        "valid_until": InstantField(
+            allow_null=True, help_text="Not usable from then on (after valid_from); null: no end.", **optional(None)
+        ),
+        "plan_ids": serializers.ListField(
+            child=StrictUUIDField(), max_length=MAX_PLANS,
+            help_text="Discounts only: the only plans (subscriptions) it takes money off; empty: no restriction.",
+            **optional([]),
+        ),
+        "top_ups_only": StrictBooleanField(help_text="Discounts only: for top-ups, not subscriptions.",
+                                           **optional(False)),
+        "first_purchase_only": StrictBooleanField(
+            help_text="Only for an account that has never paid an order.", **optional(False)
+        ),
+        "active": StrictBooleanField(
+            help_text="Coupons are never deleted: false withdraws one (paid redemptions stay counted).",
+            **optional(True),
+        ),
+    }
+
+
+class _CouponInputBase(serializers.Serializer):
+    def to_internal_value(self, data):  # noqa: ANN001, ANN201
+        """The fields' own validation, with every unknown field named as well."""
+        unknown = sorted(set(data) - set(self.fields) - COUPON_READ_ONLY_FIELDS) if isinstance(data, dict) else []
+        errors = {str(name): ["Unknown field."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict):
+                raise
+            raise serializers.ValidationError(exc.detail | errors) from None
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+CouponInputSerializer = type(
+    "CouponInputSerializer",
+    (_CouponInputBase,),
+    {
+        "__module__": __name__,
+        "__doc__": "A new coupon. Unknown fields are refused (400).",
+        **coupon_input_fields(for_update=False),
+    },
+)
+CouponUpdateInputSerializer = type(
+    "CouponUpdateInputSerializer",
+    (_CouponInputBase,),
+    {
+        "__module__": __name__,
+        "__doc__": "PUT: `value` is required; other omitted fields stay as they are. PATCH: only the fields sent "
+        "change. `code` and `kind` are fixed (sent back unchanged they are ignored).",
+        **coupon_input_fields(for_update=True),
+    },
+)
+
+
+class CouponListQuerySerializer(serializers.Serializer):
+    page = QueryIntegerField(min_value=1, max_value=10_000_000, default=1, help_text="Page number (1-based).")
+    page_size = QueryIntegerField(
+        min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE, help_text="Coupons per page (max 100)."
+    )
+    active = QueryBooleanField(required=False, allow_null=True, default=None,
+                               help_text="Only active (true) or withdrawn (false) coupons.")
+    kind = StrictChoiceField(choices=CouponKind.choices, required=False, allow_null=True, default=None,
+                             help_text="Only coupons of this kind.")
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "example": "12.50"})
+class CouponValueField(serializers.Field):
+    def to_representation(self, value):  # noqa: ANN001, ANN201
+        return format_money(value)
+
+
+class CouponSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    code = serializers.CharField()
+    kind = serializers.ChoiceField(choices=CouponKind.choices)
+    value = CouponValueField(help_text="credits: credits; percent_off: percent; amount_off: USD.")
+    max_redemptions = serializers.IntegerField(allow_null=True)
+    max_per_account = serializers.IntegerField()
+    valid_from = serializers.DateTimeField(allow_null=True)
+    valid_until = serializers.DateTimeField(allow_null=True)
+    plan_ids = serializers.SerializerMethodField(help_text="The only plans it applies to; empty: any.")
+    top_ups_only = serializers.BooleanField()
+    first_purchase_only = serializers.BooleanField()
+    active = serializers.BooleanField()
+    redemptions = serializers.IntegerField(
+        source="redemptions_count", help_text="Redemptions so far (credits redeemed, or paid checkouts)."
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def get_plan_ids(self, coupon) -> list[str]:  # noqa: ANN001
+        return sorted(str(plan.pk) for plan in coupon.plans.all())
+
+
+class CouponRedeemInputSerializer(StrictInputSerializer):
+    code = CouponCodeField()
+
+
+class CouponRedemptionSerializer(serializers.Serializer):
+    redemption_id = serializers.UUIDField(source="id")
+    coupon_id = serializers.UUIDField()
+    code = serializers.CharField(source="coupon.code")
+    credits_awarded = MoneyOutField(source="credits")
+    balance = MoneyOutField(source="ledger_entry.balance_after", help_text="Your balance after the grant.")
+    transaction = LedgerEntrySerializer(source="ledger_entry", help_text="The `promotion` ledger row.")

@@ -2,6 +2,7 @@ from django.urls import path
 
 from billing_service.routers import BillingRouter
 from payments.api.account_views import AccountSummaryViewSet, CreditAccountViewSet
+from payments.api.coupon_views import AdminCouponViewSet, CouponRedeemViewSet
 from payments.api.payment_method_views import PaymentMethodViewSet
 from payments.api.seat_views import EntitlementsRefreshViewSet, SeatSubscriptionViewSet
 from payments.api.views import (
@@ -25,6 +26,9 @@ router.register("orders", OrderViewSet, "billing-orders", item_name="billing-ord
 router.register("ai-subscriptions", SeatSubscriptionViewSet, "billing-ai-subscriptions",
                 item_name="billing-ai-subscription")
 router.register_singleton("entitlements/refresh", EntitlementsRefreshViewSet, "billing-entitlements-refresh")
+# Coupons: the platform's (owners and admins), and redeeming a credits coupon (members).
+router.register("admin/coupons", AdminCouponViewSet, "billing-admin-coupons", item_name="billing-admin-coupon")
+router.register_singleton("coupons/redeem", CouponRedeemViewSet, "billing-coupons-redeem")
 
 urlpatterns = [
     *router.urls,

@@ -77,7 +77,13 @@ class CheckoutViewSet(TenantGenericViewSet):
             "units of the plan's price, and the seats are recorded when Stripe's webhooks confirm them; a platform "
             "with a current Stripe subscription of the plan's seats gets a 409 `seat_subscription_exists` (change "
             "its quantity: `PATCH /api/billing/ai-subscriptions/{id}/`). Fields of another type are refused. "
-            "`success_url` and `cancel_url` must be on one of the platform's allowed origins (no open redirects)."
+            "`success_url` and `cancel_url` must be on one of the platform's allowed origins (no open redirects). "
+            "`coupon`: a discount coupon's code (not for seats): the order costs the discounted price (a top-up "
+            "still buys `amount` credits) and the provider applies the same discount; the coupon counts as redeemed "
+            "when the payment succeeds. Refused: 400 `coupon_unknown`, `coupon_inactive`, `coupon_not_yet_valid`, "
+            "`coupon_expired`, `coupon_not_a_discount` (a credits coupon: redeem it), `coupon_not_applicable` "
+            "(its plans, top-ups only, seats, or less than 0.50 USD left to pay); 409 `coupon_exhausted`, "
+            "`coupon_already_redeemed`, `coupon_first_purchase_only`; 429 `coupon_attempts_exceeded` (Retry-After)."
         ),
         request=CheckoutInputSerializer,
         responses={
@@ -85,8 +91,11 @@ class CheckoutViewSet(TenantGenericViewSet):
             409: error_response(
                 "A subscription checkout for an account that already has a current subscription "
                 "(subscription_exists; change plans in the billing portal), or a seats checkout for a plan the "
-                "platform holds a current Stripe subscription of (seat_subscription_exists)."
+                "platform holds a current Stripe subscription of (seat_subscription_exists); a coupon used up "
+                "(coupon_exhausted, coupon_already_redeemed, coupon_first_purchase_only)."
             ),
+            429: error_response("Too many coupon codes tried in the last hour (coupon_attempts_exceeded); see the "
+                                "Retry-After header."),
             502: error_response("The provider refused or failed (payment_provider_error); the order is failed."),
             503: error_response("The provider is not configured here (payment_provider_not_configured)."),
             **ERROR_RESPONSES,
@@ -114,6 +123,7 @@ class CheckoutViewSet(TenantGenericViewSet):
             save_payment_method=data.get("save_payment_method", False),
             ai_plan_id=data.get("ai_plan_id"),
             quantity=data.get("quantity"),
+            coupon=data.get("coupon"),
         )
         return Response(CheckoutOutputSerializer(order).data, status=status.HTTP_201_CREATED)
 

@@ -62,8 +62,11 @@ def ensure_configured() -> None:
         raise PaymentProviderNotConfigured("Creem is not configured on this service (CREEM_API_KEY).")
 
 
-def checkout_create(*, order: Order, product_id: str, customer_email: str = "") -> CreemCheckout:
-    """A Creem checkout for ``product_id`` whose ``request_id`` and ``metadata.order_id`` are the order id."""
+def checkout_create(
+    *, order: Order, product_id: str, customer_email: str = "", discount_code: str = ""
+) -> CreemCheckout:
+    """A Creem checkout for ``product_id`` whose ``request_id`` and ``metadata.order_id`` are the order id;
+    ``discount_code``: a Creem discount code (the order's coupon; the discount with that code is Creem's own)."""
     ensure_configured()
     order_id = str(order.id)
     body: dict[str, Any] = {
@@ -74,6 +77,8 @@ def checkout_create(*, order: Order, product_id: str, customer_email: str = "") 
     }
     if customer_email:
         body["customer"] = {"email": customer_email}
+    if discount_code:
+        body["discount_code"] = discount_code
     request = urllib.request.Request(
         f"{settings.CREEM_API_BASE.rstrip('/')}/v1/checkouts",
         data=json.dumps(body).encode(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -81,13 +82,17 @@ def checkout_session_create(
     customer_email: str = "",
     save_payment_method: bool = False,
     customer_id: str = "",
+    discount_coupon_id: str = "",
 ) -> CheckoutSession:
     """A Checkout Session (mode ``payment``) charging the order's exact amount, naming the order in
     ``client_reference_id`` and ``metadata.order_id`` (and on the PaymentIntent's metadata). The Stripe
     idempotency key is derived from the order id, so a retry can never open a second session for it.
     ``save_payment_method``: the card is kept for off-session charges (``payment_intent_data.setup_future_usage``
     "off_session"), attached to ``customer_id`` or, without one, to a customer Checkout creates
-    (``customer_creation`` "always"; Stripe attaches a saved card only to a customer)."""
+    (``customer_creation`` "always"; Stripe attaches a saved card only to a customer).
+    ``discount_coupon_id``: the order's discount, a Stripe coupon (``coupon_ensure``): the line item is the price
+    before it (``order.list_amount_cents``) and Stripe takes the coupon off (``discounts``), so the session's
+    ``amount_total`` is what the order costs."""
     order_id = str(order.id)
     params: dict[str, Any] = {
         "mode": "payment",
@@ -99,7 +104,7 @@ def checkout_session_create(
                 "quantity": 1,
                 "price_data": {
                     "currency": order.currency.lower(),
-                    "unit_amount": order.amount_cents,
+                    "unit_amount": order.list_amount_cents,
                     "product_data": {"name": product_name},
                 },
             }
@@ -107,6 +112,8 @@ def checkout_session_create(
         "success_url": order.success_url,
         "cancel_url": order.cancel_url,
     }
+    if discount_coupon_id:
+        params["discounts"] = [{"coupon": discount_coupon_id}]
     if save_payment_method:
         params["payment_intent_data"]["setup_future_usage"] = "off_session"
         if not customer_id:
@@ -178,7 +185,7 @@ def _stripe_call(what: str, call):
 
 
 def subscription_checkout_session_create(
-    *, order: Order, price_id: str, customer_id: str = "", customer_email: str = ""
+    *, order: Order, price_id: str, customer_id: str = "", customer_email: str = "", discount_coupon_id: str = ""
 ) -> CheckoutSession:
     """A Checkout Session in mode ``subscription`` for the plan's Stripe price, naming the order in
     ``client_reference_id`` and ``metadata``, and the order, account and plan in ``subscription_data.metadata``
@@ -188,7 +195,7 @@ def subscription_checkout_session_create(
     return _subscription_session_create(
         order, session_metadata={**meta, "order_type": order.type, "platform_id": str(order.platform_id)},
         subscription_metadata=meta, price_id=price_id, quantity=1, customer_id=customer_id,
-        customer_email=customer_email,
+        customer_email=customer_email, discount_coupon_id=discount_coupon_id,
     )
 
 
@@ -210,7 +217,7 @@ def seats_checkout_session_create(
 
 def _subscription_session_create(
     order: Order, *, session_metadata: dict[str, str], subscription_metadata: dict[str, str], price_id: str,
-    quantity: int, customer_id: str, customer_email: str,
+    quantity: int, customer_id: str, customer_email: str, discount_coupon_id: str = "",
 ) -> CheckoutSession:
     order_id = str(order.id)
     params: dict[str, Any] = {
@@ -222,6 +229,8 @@ def _subscription_session_create(
         "success_url": order.success_url,
         "cancel_url": order.cancel_url,
     }
+    if discount_coupon_id:  # a Stripe coupon of duration "once": the first invoice only
+        params["discounts"] = [{"coupon": discount_coupon_id}]
     if customer_id:
         params["customer"] = customer_id
     elif customer_email:
@@ -288,6 +297,34 @@ def billing_portal_session_create(*, customer_id: str, return_url: str) -> str:
     return url
 
 
+# --- coupons (payments.coupons) ------------------------------------------------------------------------------
+
+
+def coupon_ensure(
+    *, coupon_id: str, percent_off: Decimal | None, amount_off_cents: int | None, name: str, metadata: dict[str, str]
+) -> None:
+    """Creates the Stripe coupon ``coupon_id`` (``duration`` "once": one payment, a subscription's first invoice)
+    taking ``percent_off`` percent or ``amount_off_cents`` USD cents off, unless it exists already (Stripe answers
+    ``resource_already_exists``). Stripe coupons cannot change their discount: the id names the terms
+    (``payments.coupons.stripe_coupon_id_for``). Idempotency key: ``coupon:<id>``."""
+    params: dict[str, Any] = {"id": coupon_id, "duration": "once", "name": name[:40], "metadata": metadata}
+    if percent_off is not None:
+        params["percent_off"] = format(percent_off.normalize(), "f")
+    else:
+        params["amount_off"] = amount_off_cents
+        params["currency"] = "usd"
+    try:
+        _client().v1.coupons.create(params=params, options={"idempotency_key": f"coupon:{coupon_id}"})
+    except stripe.InvalidRequestError as exc:
+        if exc.code == "resource_already_exists":
+            return
+        logger.warning("Stripe refused coupon %s: %s", coupon_id, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+    except stripe.StripeError as exc:
+        logger.warning("Stripe failed coupon %s: %s", coupon_id, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+
+
 # --- off-session charges (auto-recharge) ---------------------------------------------------------------------
 
 
@@ -345,6 +382,22 @@ def payment_intent_retrieve(*, payment_intent_id: str) -> dict[str, Any]:
     ``PaymentProviderError``. Call it with no transaction open."""
     return _stripe_call(
         f"payment intent {payment_intent_id}", lambda: _client().v1.payment_intents.retrieve(payment_intent_id)
+    )
+
+
+def refund_create(
+    *, payment_intent_id: str, amount_cents: int, metadata: dict[str, str], idempotency_key: str
+) -> dict[str, Any]:
+    """Refunds ``amount_cents`` of the PaymentIntent's charge (an operator's refund from the admin). Stripe answers
+    with the refund and then sends ``charge.refunded``, whose handler takes the credits back. The idempotency key
+    is derived from local state, so a repeated request refunds once. A refusal or failure raises
+    ``PaymentProviderError``. Call it with no transaction open."""
+    return _stripe_call(
+        f"refund of {payment_intent_id}",
+        lambda: _client().v1.refunds.create(
+            params={"payment_intent": payment_intent_id, "amount": amount_cents, "metadata": metadata},
+            options={"idempotency_key": idempotency_key},
+        ),
     )
 
 

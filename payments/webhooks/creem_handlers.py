@@ -59,7 +59,7 @@ from typing import Any
 
 
 from credits.models import LedgerEntry, TransactionType
-from payments import locks, orders, plan_periods, selectors
+from payments import coupons, locks, orders, plan_periods, selectors
 from payments.errors import EventNotApplicable, EventRetryable
 from payments.handled import Handled, ignored, processed
 from payments.models import Channel, Order, OrderType, WebhookEvent
@@ -156,6 +156,7 @@ def checkout_completed(event: WebhookEvent) -> Handled:
         order.amount_paid_usd = Decimal(amount) / 100
 
     plan = _plan_of(order.platform_id, facts)
+    coupons.order_redemption_record(order)  # paid: its coupon counts (once), before the subscription's locks
     subscription = _ensure_subscription(order, plan, facts, as_of)
     _mark_paid(order)
     if facts.period_start is None:
@@ -171,6 +172,8 @@ def subscription_changed(event: WebhookEvent) -> Handled:
     if not facts.subscription_id:
         raise EventNotApplicable("the event names no subscription")
     order = _order_for(facts.order_ref) if facts.order_ref else None
+    if order is not None and event_type == SUBSCRIPTION_PAID:
+        coupons.order_redemption_record(order)  # paid: its coupon counts (once per order), before other locks
     subscription = subscription_selectors.subscription_by_provider(
         provider=Provider.CREEM, provider_subscription_id=facts.subscription_id
     )

@@ -59,7 +59,7 @@ from decimal import Decimal
 
 from billing_service.money import format_money
 from credits.models import CreditAccount
-from payments import locks, orders, payment_methods, plan_periods, recharge, refunds, selectors
+from payments import coupons, locks, orders, payment_methods, plan_periods, recharge, refunds, selectors
 from payments.errors import EventNotApplicable, EventRetryable
 from payments.handled import Handled, ignored, parked, processed
 from payments.models import Channel, Order, OrderStatus, OrderType, WebhookEvent
@@ -142,6 +142,7 @@ def checkout_session(event: WebhookEvent) -> Handled:
         return processed(order.id, "already paid")
     if order.status not in orders.UNPAID_STATUSES:
         raise EventNotApplicable(f"a payment arrived for an order that is {order.status}", order_id=order.id)
+    coupons.order_redemption_record(order)  # the coupon's lock before the account's (payments.locks)
     orders.order_credit(order, amount_paid_usd=Decimal(facts.amount_total) / 100)
     refunds.parked_refunds_apply_to_order(order)
     return processed(order.id)
@@ -166,11 +167,25 @@ def _check_amount(order: Order, facts: SessionFacts) -> None:
             f"paid in {facts.currency or '(none)'}, the order is in {order.currency.lower()}",
             order_id=order.id, amount_paid_usd=None,
         )
+    if facts.amount_total != order.amount_cents and _discount_rounded(order, facts.amount_total):
+        # Stripe rounded the coupon's percentage the other way by a cent: the order costs what Stripe charged.
+        order.discount_usd = Decimal(order.list_amount_cents - facts.amount_total) / 100
+        order.amount_usd = Decimal(facts.amount_total) / 100
+        order.save(update_fields=["amount_usd", "discount_usd", "updated_at"])
     if facts.amount_total != order.amount_cents:
         raise EventNotApplicable(
             f"amount_total {facts.amount_total} differs from the order's {order.amount_cents} cents",
             order_id=order.id, amount_paid_usd=paid,
         )
+
+
+def _discount_rounded(order: Order, amount_total: int | None) -> bool:
+    """A discounted order whose total Stripe computed one cent away from ours: its percentage discount fell on half
+    a cent, which Stripe may round either way (``payments.coupons.discount_of`` rounds half up)."""
+    return (
+        amount_total is not None and order.coupon_id is not None and order.discount_usd > 0
+        and abs(amount_total - order.amount_cents) == 1 and amount_total <= order.list_amount_cents
+    )
 
 
 def _subscription_session(event: WebhookEvent, order: Order, facts: SessionFacts) -> Handled:
@@ -222,6 +237,7 @@ def subscription_session_settle(event: WebhookEvent, order: Order, facts: Sessio
     paid = Decimal(facts.amount_total) / 100 if facts.amount_total is not None else None
     orders.order_mark_paid(order, amount_paid_usd=None if order.amount_paid_usd is not None else paid)
     order.save()
+    coupons.order_redemption_record(order)  # paid: its coupon counts (once), before the subscription's locks
     return None
 
 
@@ -246,6 +262,8 @@ def invoice_paid(event: WebhookEvent) -> Handled:
     order = _order_named(facts.metadata.get("order_id"))
     if order is not None and (order.type != OrderType.SUBSCRIPTION or order.channel != Channel.STRIPE):
         raise EventNotApplicable("the invoice names an order that is not a Stripe subscription", order_id=order.id)
+    if order is not None and facts.billing_reason in ("subscription_create", ""):
+        coupons.order_redemption_record(order)  # its first invoice is paid; the coupon before the account's locks
     subscription = _subscription_of(facts.subscription_id)
     account_id = _account_of(subscription, order, facts.metadata)
     if account_id is None:

@@ -31,12 +31,19 @@ QUERIES = {
     "billing_payment_method_create": 5,
     "billing_payment_method_retrieve": 2,
     "billing_payment_method_destroy": 6,
-    "billing_webhooks_stripe_create": 5,
-    "billing_webhooks_creem_create": 16,
+    "billing_webhooks_stripe_create": 6,  # + does an endpoint listen to order.paid?
+    "billing_webhooks_creem_create": 18,  # + order.paid, subscription.updated listened to?
     "billing_ai_subscriptions_list": 1,
     "billing_ai_subscriptions_retrieve": 1,
     "billing_ai_subscriptions_partial_update": 1,
     "billing_entitlements_refresh_create": 10,
+    "billing_admin_coupons_list": 2,  # the page, its plans (prefetched)
+    "billing_admin_coupons_create": 10,
+    "billing_admin_coupons_retrieve": 2,
+    "billing_admin_coupons_update": 9,
+    "billing_admin_coupons_partial_update": 8,
+    "billing_coupons_redeem_create": 13,  # the attempt counted (its own transaction), the redemption (the ledger row: a prepared statement)
+    "billing_checkout_create_with_coupon": 18,
 }
 
 SEVERAL = [2, 12]
@@ -176,3 +183,84 @@ def test_entitlements_refresh_create(django_assert_num_queries, stripe_seats, pl
     response = _counted(django_assert_num_queries, "billing_entitlements_refresh_create",
                         lambda: post_json(client, seats_support.REFRESH_URL, {}))
     assert response.status_code == 200 and response.json()["seats_updated"] == 1, response.content
+
+
+# --- coupons -------------------------------------------------------------------------------------------------
+
+COUPON = {"code": "SAVE5", "kind": "amount_off", "value": "5.00"}
+
+
+def _coupon(admin, code: str = "SAVE5", **fields) -> dict:  # noqa: ANN001, ANN003
+    response = post_json(client_for(admin), "/api/billing/admin/coupons/", COUPON | {"code": code} | fields)
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+@pytest.mark.parametrize("rows", SEVERAL)
+def test_admin_coupons_list(django_assert_num_queries, platform, admin, rows):
+    plan = make_plan(platform, "pro")
+    for i in range(rows):
+        _coupon(admin, f"C{i}", plan_ids=[str(plan.pk)])
+    client = client_for(admin)
+    response = _counted(django_assert_num_queries, "billing_admin_coupons_list",
+                        lambda: client.get("/api/billing/admin/coupons/"))
+    assert response.status_code == 200 and response.json()["count"] == rows
+
+
+def test_admin_coupons_create(django_assert_num_queries, platform, admin):
+    plan = make_plan(platform, "pro")
+    client = client_for(admin)
+    body = COUPON | {"plan_ids": [str(plan.pk)]}
+    response = _counted(django_assert_num_queries, "billing_admin_coupons_create",
+                        lambda: post_json(client, "/api/billing/admin/coupons/", body))
+    assert response.status_code == 201, response.content
+
+
+def test_admin_coupons_retrieve(django_assert_num_queries, admin):
+    coupon = _coupon(admin)
+    client = client_for(admin)
+    response = _counted(django_assert_num_queries, "billing_admin_coupons_retrieve",
+                        lambda: client.get(f"/api/billing/admin/coupons/{coupon['id']}/"))
+    assert response.status_code == 200
+
+
+def test_admin_coupons_update(django_assert_num_queries, admin):
+    coupon = _coupon(admin)
+    client = client_for(admin)
+    response = _counted(django_assert_num_queries, "billing_admin_coupons_update",
+                        lambda: client.put(f"/api/billing/admin/coupons/{coupon['id']}/", coupon | {"value": "6"},
+                                           format="json"))
+    assert response.status_code == 200, response.content
+
+
+def test_admin_coupons_partial_update(django_assert_num_queries, admin):
+    coupon = _coupon(admin)
+    client = client_for(admin)
+    response = _counted(django_assert_num_queries, "billing_admin_coupons_partial_update",
+                        lambda: client.patch(f"/api/billing/admin/coupons/{coupon['id']}/", {"active": False},
+                                             format="json"))
+    assert response.status_code == 200, response.content
+
+
+def test_coupons_redeem_create(django_assert_num_queries, admin, member):
+    _coupon(admin, "FREE10", kind="credits", value="10")
+    client = client_for(member)
+    response = _counted(django_assert_num_queries, "billing_coupons_redeem_create",
+                        lambda: post_json(client, "/api/billing/coupons/redeem/", {"code": "free10"}))
+    assert response.status_code == 201, response.content
+
+
+def test_checkout_create_with_coupon(django_assert_num_queries, fake_stripe, httpserver, admin, member):
+    import json
+
+    from werkzeug import Response
+
+    httpserver.expect_request("/v1/coupons", method="POST").respond_with_handler(
+        lambda request: Response(json.dumps({"id": request.form["id"], "object": "coupon"}),
+                                 content_type="application/json"))
+    _coupon(admin)
+    client = client_for(member)
+    post_json(client, "/api/billing/checkout/", TOP_UP | {"coupon": "SAVE5"})  # the Stripe coupon is made once
+    response = _counted(django_assert_num_queries, "billing_checkout_create_with_coupon",
+                        lambda: post_json(client, "/api/billing/checkout/", TOP_UP | {"coupon": "SAVE5"}))
+    assert response.status_code == 201, response.content
