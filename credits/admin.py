@@ -3,8 +3,11 @@ manual adjustment made through ``credits_adjust`` (a ledger row naming the actin
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -17,7 +20,7 @@ from billing_service.errors import DomainError
 from billing_service.admin_base import ReadOnlyAdmin
 from billing_service.forms import StrictModelForm
 from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT, format_exact, format_money
-from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry
+from credits.models import CreditAccount, Hold, HoldStatus, LedgerDailyRollup, LedgerEntry
 from credits.services import credits_adjust, hold_release
 
 
@@ -63,9 +66,17 @@ class AdjustmentForm(forms.Form):
         return amount
 
 
+class SelectedAdjustmentForm(AdjustmentForm):
+    """The "grant or take back credits" action's form: one adjustment for each selected account. ``key`` makes
+    a form sent twice (a double click, a reload) write once: each account's row is keyed ``admin:<key>``."""
+
+    key = forms.UUIDField(widget=forms.HiddenInput)
+
+
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
     form = StrictModelForm  # the same input rules as the API (auto-recharge settings: payments' admin)
+    actions = ["grant_or_take_back"]
     list_display = ["__str__", "platform", "user", "balance_display", "reserved_display", "available_display",
                     "last_entry_at"]
     list_filter = ["platform", "currency"]
@@ -117,6 +128,56 @@ class CreditAccountAdmin(admin.ModelAdmin):
             )
         ]
         return custom + super().get_urls()
+
+    def has_adjust_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("credits.add_ledgerentry")
+
+    @admin.action(description="Grant or take back credits…", permissions=["adjust"])
+    def grant_or_take_back(self, request: HttpRequest, queryset) -> HttpResponse | None:  # noqa: ANN001
+        """An intermediate page asks the amount (signed) and the reason; each selected account then gets an
+        ``adjustment`` row through ``credits_adjust``, naming the admin. A refusal (taking back more than is
+        available) is reported per account and writes nothing for it."""
+        accounts = list(queryset.select_related("platform", "user").order_by("pk"))
+        if "apply" not in request.POST:
+            form = SelectedAdjustmentForm(initial={"key": uuid.uuid4()})
+        else:
+            form = SelectedAdjustmentForm(request.POST)
+            if form.is_valid():
+                self._adjust_selected(request, accounts, form.cleaned_data)
+                return None  # back to the list, with the messages
+            self.message_user(request, "Nothing was written: correct the form.", messages.ERROR)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Grant or take back credits",
+            "accounts": accounts,
+            "form": form,
+            "opts": self.model._meta,
+            "action_name": "grant_or_take_back",
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/credits/creditaccount/adjust_selected.html", context)
+
+    def _adjust_selected(self, request: HttpRequest, accounts: list[CreditAccount], data: dict) -> None:
+        done = 0
+        for account in accounts:
+            try:
+                result = credits_adjust(
+                    account_id=account.pk,
+                    amount=data["amount"],
+                    description=data["description"],
+                    reference=data["reference"],
+                    actor=request.user,
+                    idempotency_key=f"admin:{data['key']}",
+                )
+            except DomainError as exc:
+                self.message_user(request, f"{account}: {exc.message} Nothing written for it.", messages.ERROR)
+            else:
+                done += 1
+                self.log_change(request, account, f"Adjusted by {format_money(result.entry.balance_delta)}: "
+                                                  f"{data['description']}")
+        if done:
+            self.message_user(request, f"Adjusted {done} account(s) by {format_money(data['amount'])}.",
+                              messages.SUCCESS)
 
     def adjust_view(self, request: HttpRequest, account_id: str) -> HttpResponse:
         account = get_object_or_404(CreditAccount.objects.select_related("platform", "user"), pk=account_id)
@@ -335,4 +396,16 @@ class CheckinAdmin(ReadOnlyAdmin):
     list_filter = ["day"]
     search_fields = ["account__user__username", "=account__id"]
     list_select_related = ["account__platform", "account__user"]
+    date_hierarchy = "day"
+
+
+@admin.register(LedgerDailyRollup)
+class LedgerDailyRollupAdmin(ReadOnlyAdmin):
+    """The dashboard's sums of the ledger per platform, UTC day and type (``credits.services.rollups``)."""
+
+    list_display = ["day", "platform", "transaction_type", "entries", "credits_in", "credits_out", "credits_in_paid",
+                    "payment_usd", "refreshed_at"]
+    list_filter = ["transaction_type", "platform", "day"]
+    search_fields = ["platform__platform_key", "=transaction_type"]
+    list_select_related = ["platform"]
     date_hierarchy = "day"

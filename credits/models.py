@@ -472,3 +472,38 @@ class Checkin(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id} checked in {self.day} (streak {self.streak}, {self.credits})"
+
+
+# --- the admin dashboard: the ledger summed per platform, UTC day and type -----------------------------------
+
+
+class LedgerDailyRollup(models.Model):
+    """The ledger rows of one platform, UTC day and transaction type, summed: what the admin dashboard reads
+    instead of the ledger. Recomputed for whole days from the ledger by ``credits.services.ledger_rollups_refresh``
+    (the beat: today and yesterday every 5 minutes; ``backfill_ledger_rollups`` for every day), never written
+    anywhere else, so it is only as fresh as its last refresh (``refreshed_at``).
+
+    ``credits_in`` sums the positive ``balance_delta``s, ``credits_out`` the negative ones (as a positive number),
+    ``credits_in_paid`` the positive ones of rows with a ``payment_amount_usd`` (credits sold) and ``payment_usd``
+    what those payments were. Reserve and release rows move no balance: they are counted only."""
+
+    platform = models.ForeignKey(Platform, on_delete=models.PROTECT, related_name="+", db_index=False)
+    day = models.DateField(help_text="The UTC day of the rows' created_at.")
+    transaction_type = models.CharField(max_length=16, choices=TransactionType.choices)
+    entries = models.BigIntegerField(default=0)
+    credits_in = money_field(default=Decimal(0))
+    credits_out = money_field(default=Decimal(0))
+    credits_in_paid = money_field(default=Decimal(0))
+    payment_usd = money_field(default=Decimal(0))
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "platform", "transaction_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["platform", "day", "transaction_type"],
+                                    name="ledger_daily_rollup_unique_bucket"),
+        ]
+        indexes = [models.Index(fields=["day"], name="ledger_daily_rollup_day")]
+
+    def __str__(self) -> str:
+        return f"{self.platform_id} {self.day} {self.transaction_type}: +{self.credits_in} -{self.credits_out}"

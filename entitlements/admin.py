@@ -263,3 +263,14 @@ class SeatChargeAdmin(ReadOnlyAdmin):
     @admin.display(description="weekly budget")
     def weekly_budget_display(self, charge: SeatCharge) -> str:
         return format_money(charge.weekly_budget)
+
+
+@admin.register(AIPlanModel)
+class AIPlanModelAdmin(ReadOnlyAdmin):
+    """The models of every AI plan, for finding which plans offer a model; edited on their plan's page (checked
+    and written with the plan by the catalogue's services)."""
+
+    list_display = ["model", "display_name", "tier", "plan"]
+    list_filter = ["tier", "plan"]
+    search_fields = ["model", "display_name", "plan__slug", "plan__name"]
+    list_select_related = ["plan"]

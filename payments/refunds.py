@@ -30,11 +30,55 @@ from django.utils import timezone
 
 from billing_service.money import QUANTUM, format_money
 from payments import locks, selectors
-from payments.errors import EventNotApplicable
-from payments.models import Order, PlanCreditPeriod, WebhookEvent, WebhookProvider, WebhookStatus
+from payments.errors import EventNotApplicable, OrderNotFound, OrderNotRefundable
+from payments.models import (
+    Channel,
+    Order,
+    OrderStatus,
+    OrderType,
+    PlanCreditPeriod,
+    WebhookEvent,
+    WebhookProvider,
+    WebhookStatus,
+)
 from payments.orders import order_is_credited, order_refund_record
 from payments.plan_periods import period_credits_reverse, reversal_note
+from payments.providers import stripe as stripe_provider
 from payments.providers.stripe_events import CHARGE_REFUNDED, ChargeFacts, charge_facts
+
+
+REFUNDABLE_STATUSES = (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED)
+REFUNDABLE_TYPES = (OrderType.TOP_UP, OrderType.SUBSCRIPTION)
+
+
+def order_refund_request(*, order_id: object, reason: str, actor_id: int | None) -> Decimal:
+    """An operator's refund of what is left of a paid Stripe order (the admin's action): asks Stripe to refund it
+    and returns the USD amount asked. Nothing is written here: Stripe then sends ``charge.refunded``, and its
+    handler takes the credits back by the one rule of every refund (``order_refund_apply``), once. The Stripe
+    idempotency key is ``order-refund:<order id>:<cents refunded so far>``, so a repeated request (a double click,
+    a retry) refunds once. Refused (``OrderNotRefundable``) for another provider (Creem's refunds are made in its
+    dashboard), an order not paid, seats, and an order refunded in full; a provider failure raises
+    ``PaymentProviderError``. Call it with no transaction open."""
+    order = Order.objects.filter(pk=order_id).first()
+    if order is None:
+        raise OrderNotFound()
+    if order.channel != Channel.STRIPE:
+        raise OrderNotRefundable(f"A {order.get_channel_display()} order is refunded in that provider's dashboard.")
+    if order.type not in REFUNDABLE_TYPES:
+        raise OrderNotRefundable(f"A {order.get_type_display().lower()} order is not refunded from here.")
+    remaining = order.amount_usd - order.amount_refunded_usd
+    if remaining <= 0:
+        raise OrderNotRefundable("The order is refunded in full already.")
+    if order.status not in REFUNDABLE_STATUSES or not order.provider_payment_id:
+        raise OrderNotRefundable(f"The order is {order.get_status_display().lower()}: there is no payment to refund.")
+    refunded_cents = int(order.amount_refunded_usd * 100)
+    stripe_provider.refund_create(
+        payment_intent_id=order.provider_payment_id,
+        amount_cents=int(remaining * 100),
+        metadata={"order_id": str(order.id), "reason": reason[:500], "requested_by": str(actor_id or "")},
+        idempotency_key=f"order-refund:{order.id}:{refunded_cents}",
+    )
+    return remaining
 
 
 def order_refund_apply(order: Order, facts: ChargeFacts) -> str:

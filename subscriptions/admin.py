@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin
 from django.core.validators import MaxValueValidator, MinValueValidator
 
+from billing_service.admin_base import ReadOnlyAdmin
 from billing_service.forms import StrictModelForm
 from billing_service.money import MAX_AMOUNT, format_money
 from subscriptions.models import Plan, Subscription, SubscriptionChange
@@ -201,3 +202,16 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(SubscriptionChange)
+class SubscriptionChangeAdmin(ReadOnlyAdmin):
+    """Every change of every subscription (written by ``subscriptions.services`` only), searchable on its own."""
+
+    list_display = ["created_at", "subscription", "kind", "plan_from", "plan_to", "status_from", "status_to",
+                    "billing_cycle", "as_of", "actor"]
+    list_filter = ["kind", "status_to", "billing_cycle", "subscription__provider", "subscription__account__platform"]
+    search_fields = ["=subscription__id", "=subscription__provider_subscription_id", "=subscription__account__id",
+                     "subscription__account__user__username", "plan_to__slug", "plan_from__slug"]
+    list_select_related = ["subscription", "plan_from", "plan_to", "actor"]
+    date_hierarchy = "created_at"
