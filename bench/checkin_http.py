@@ -107,7 +107,8 @@ def main() -> int:
             print("-" * len(header))
             for r in range(args.rounds):
                 for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
-                    n = 3000 if side == "noop" else int(rate * args.seconds * 3 / args.threads) + 100
+                    # enough prepared check-ins for twice the fastest rate seen (each takes a member of its own)
+                    n = 3000 if side == "noop" else int(max(rate, 400.0) * args.seconds * 2 / args.threads) + 100
                     res = run_load(server.port, work(side, n), seconds=args.seconds, expect=EXPECT[side],
                                    server=server, backends=backends)
                     if side == "checkin":

@@ -1,6 +1,6 @@
-"""The daily check-in: ``checkin/`` (any member: claim today's credits, see today's state, the streak and the
-last 30 days) and ``admin/checkin/config/`` (owners and admins: turn it on, the daily credits, streak bonuses,
-the monthly cap, the platform's time zone)."""
+"""The daily check-in: ``checkin/`` (any member: claim today's credits, see today's state, the streak, the
+last 30 days and the check-in credits about to expire) and ``admin/checkin/config/`` (owners and admins: turn it
+on, the daily credits, streak bonuses, the monthly cap, the expiry of the credits, the platform's time zone)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from rest_framework.response import Response
 
 from accounts.api.views import IsPlatformAdmin, IsPlatformMember, TenantGenericViewSet
 from accounts.models import time_zone_known
-from billing_service.inputs import StrictBooleanField, StrictInputSerializer, TextField
+from billing_service.inputs import StrictBooleanField, StrictInputSerializer, StrictIntegerField, TextField
 from billing_service.money import MoneyField
 from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema
 from credits.api.serializers import MoneyOutField
 from credits.models import Checkin, CheckinConfig
-from credits.selectors import account_for
-from credits.services.checkin import HISTORY_DAYS, checkin, checkin_config_set, checkin_day
+from credits.services.checkin import HISTORY_DAYS, MAX_EXPIRY_DAYS, checkin, checkin_config_set, checkin_state_read
+from credits.services.expiry import checkin_credits_expiring
 
 TAGS = ["check-in"]
 MAX_STREAK_DAY = 366
@@ -31,6 +31,8 @@ class CheckinRowSerializer(serializers.Serializer):
     streak = serializers.IntegerField()
     credits_awarded = MoneyOutField(source="credits")
     transaction_id = serializers.UUIDField(source="ledger_entry_id", allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="When its credits expire; null: never.")
+    expired_credits = MoneyOutField(allow_null=True, help_text="Once expired: what was left of its credits then.")
 
 
 class CheckinDoneSerializer(serializers.Serializer):
@@ -39,6 +41,12 @@ class CheckinDoneSerializer(serializers.Serializer):
     balance = MoneyOutField()
     next_checkin_at = serializers.DateTimeField()
     transaction_id = serializers.UUIDField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="When these credits expire; null: never.")
+
+
+class ExpiringSerializer(serializers.Serializer):
+    amount = MoneyOutField(help_text="Check-in credits not spent yet that expire then.")
+    expires_at = serializers.DateTimeField()
 
 
 class CheckinStateSerializer(serializers.Serializer):
@@ -48,6 +56,10 @@ class CheckinStateSerializer(serializers.Serializer):
     streak = serializers.IntegerField(help_text="Days in a row up to today (or yesterday, if not checked in yet).")
     next_checkin_at = serializers.DateTimeField()
     history = CheckinRowSerializer(many=True, help_text=f"The last {HISTORY_DAYS} days' check-ins, newest first.")
+    credits_expire_after_days = serializers.IntegerField(allow_null=True, help_text="Null: check-in credits never "
+                                                         "expire.")
+    expiring = ExpiringSerializer(many=True, help_text="Unspent check-in credits and when they expire, the soonest "
+                                                        "first (usage spends them first).")
 
 
 class StreakBonusesField(serializers.DictField):
@@ -70,6 +82,10 @@ class CheckinConfigSerializer(StrictInputSerializer):
                                         help_text='Extra credits on a day of a streak: {"7": "5.00"}.')
     monthly_cap = MoneyField(allow_zero=True, allow_null=True, required=False, default=None,
                              help_text="Credits check-ins may grant a member per calendar month; null: no cap.")
+    credits_expire_after_days = StrictIntegerField(
+        min_value=1, max_value=MAX_EXPIRY_DAYS, allow_null=True, required=False, default=None,
+        help_text="Check-in credits not spent by the end of this many days after the check-in day expire; null: "
+                  "never. Applies to later check-ins.")
     time_zone = TextField(max_length=64, required=False, help_text="The platform's IANA time zone (its check-in day, its seats' "
                                                     "weeks); unchanged when absent.")
 
@@ -84,6 +100,7 @@ class CheckinConfigOutSerializer(serializers.Serializer):
     credits_per_day = MoneyOutField()
     streak_bonuses = serializers.DictField(child=serializers.CharField())
     monthly_cap = MoneyOutField(allow_null=True)
+    credits_expire_after_days = serializers.IntegerField(allow_null=True)
     time_zone = serializers.CharField()
     updated_at = serializers.DateTimeField(allow_null=True)
 
@@ -107,12 +124,11 @@ class CheckinViewSet(TenantGenericViewSet):
         tags=TAGS,
     )
     def create(self, request: Request) -> Response:
-        platform = self.tenant.platform
-        account = account_for(platform=platform, user=request.user)
-        result = checkin(platform=platform, account=account, actor=request.user)
+        result = checkin(platform=self.tenant.platform, user=request.user, actor=request.user)
         body = {"credits_awarded": result.checkin.credits, "streak": result.checkin.streak,
                 "balance": result.balance, "next_checkin_at": result.next_checkin_at,
-                "transaction_id": result.entry.id if result.entry else None}
+                "transaction_id": result.entry.id if result.entry else None,
+                "expires_at": result.checkin.expires_at}
         return Response(CheckinDoneSerializer(body).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -122,17 +138,19 @@ class CheckinViewSet(TenantGenericViewSet):
         tags=TAGS,
     )
     def retrieve(self, request: Request) -> Response:
-        platform = self.tenant.platform
-        account = account_for(platform=platform, user=request.user)
-        today = checkin_day(platform, timezone.now())
-        history = list(Checkin.objects.filter(account=account, day__gt=today.day - timedelta(days=HISTORY_DAYS),
-                                              day__lte=today.day).order_by("-day"))
+        now = timezone.now()
+        state = checkin_state_read(platform=self.tenant.platform, user=request.user, now=now)
+        today = state.day(now)
+        history = list(Checkin.objects.filter(account_id=state.account_id, day__gt=today.day - timedelta(
+            days=HISTORY_DAYS), day__lte=today.day).order_by("-day"))
         latest = history[0] if history else None
         current = latest is not None and latest.day >= today.day - timedelta(days=1)
-        config = CheckinConfig.objects.filter(platform=platform).first()
+        config = state.config
         body = {"enabled": bool(config and config.enabled), "day": today.day,
                 "checked_in_today": latest is not None and latest.day == today.day,
-                "streak": latest.streak if current else 0, "next_checkin_at": today.next_at, "history": history}
+                "streak": latest.streak if current else 0, "next_checkin_at": today.next_at, "history": history,
+                "credits_expire_after_days": config.credits_expire_after_days if config else None,
+                "expiring": checkin_credits_expiring(account_id=state.account_id, now=now)}
         return Response(CheckinStateSerializer(body).data)
 
 
@@ -147,7 +165,9 @@ class CheckinConfigViewSet(TenantGenericViewSet):
         return CheckinConfigOutSerializer({
             "enabled": bool(config and config.enabled), "credits_per_day": config.credits_per_day if config else 0,
             "streak_bonuses": config.streak_bonuses if config else {},
-            "monthly_cap": config.monthly_cap if config else None, "time_zone": platform.time_zone,
+            "monthly_cap": config.monthly_cap if config else None,
+            "credits_expire_after_days": config.credits_expire_after_days if config else None,
+            "time_zone": platform.time_zone,
             "updated_at": config.updated_at if config else None,
         }).data
 
@@ -168,5 +188,6 @@ class CheckinConfigViewSet(TenantGenericViewSet):
             platform=platform, actor=request.user, enabled=values["enabled"],
             credits_per_day=values["credits_per_day"], streak_bonuses=values["streak_bonuses"],
             monthly_cap=values["monthly_cap"], time_zone=values.get("time_zone", platform.time_zone),
+            credits_expire_after_days=values["credits_expire_after_days"],
         )
         return Response(self._body(config))

@@ -3,6 +3,7 @@
 from credits.services.balances import (
     RemovalResult,
     account_ensure,
+    alert_threshold_set,
     credits_adjust,
     credits_debit,
     credits_expire_plan,
@@ -12,6 +13,7 @@ from credits.services.balances import (
     external_funding_set,
     low_balance_threshold_set,
 )
+from credits.services.expiry import ExpiryRun, checkin_credits_expire
 from credits.services.holds import (
     DEFAULT_HOLD_SECONDS,
     MAX_HOLD_SECONDS,
@@ -22,11 +24,14 @@ from credits.services.holds import (
     holds_release_expired,
 )
 from credits.services.rate_card import model_price_create
+from credits.services.rollups import ledger_rollups_backfill, ledger_rollups_refresh, ledger_rollups_refresh_range
 from credits.services.usage import UsageResult, usage_capture, usage_record
 from credits.services.usage_events import UsageInput
 from credits.services.usage_batch import BatchOutcome, usage_record_batch
 
 __all__ = [
+    "ExpiryRun",
+    "checkin_credits_expire",
     "BatchOutcome",
     "UsageInput",
     "UsageResult",
@@ -38,6 +43,7 @@ __all__ = [
     "HoldResult",
     "RemovalResult",
     "account_ensure",
+    "alert_threshold_set",
     "credits_adjust",
     "credits_debit",
     "credits_expire_plan",
@@ -49,6 +55,9 @@ __all__ = [
     "low_balance_threshold_set",
     "model_price_create",
     "hold_create",
+    "ledger_rollups_backfill",
+    "ledger_rollups_refresh",
+    "ledger_rollups_refresh_range",
     "hold_release",
     "holds_release_expired",
 ]

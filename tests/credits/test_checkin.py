@@ -9,7 +9,9 @@ from decimal import Decimal as D
 
 import pytest
 from django.db import connections
+from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 
+from credits import sql
 from credits.errors import AlreadyCheckedIn, CheckinDisabled
 from credits.models import Checkin, CheckinConfig, CreditAccount, LedgerEntry
 from credits.services.checkin import checkin, checkin_config_set
@@ -76,6 +78,10 @@ def test_the_monthly_cap_stops_the_grants_but_not_the_streak(platform, member):
     assert capped.checkin.credits == D("2") and (zero.checkin.credits, zero.entry) == (D("0"), None)
 
 
+def test_the_one_statement_fits_psycopgs_query_cache():
+    assert len(sql.CHECKIN_GRANT.encode()) <= MAX_CACHED_STATEMENT_LENGTH
+
+
 @pytest.mark.django_db
 def test_off_until_enabled(platform, member):
     with pytest.raises(CheckinDisabled):
@@ -124,12 +130,13 @@ def test_over_http_a_member_checks_in_and_sees_the_streak(platform, owner, membe
     assert response.status_code == 200, response.content
     assert response.json() | {"updated_at": None} == {
         "enabled": True, "credits_per_day": "0.50", "streak_bonuses": {"7": "3.00"}, "monthly_cap": "10.00",
-        "time_zone": "Europe/Paris", "updated_at": None}
+        "credits_expire_after_days": None, "time_zone": "Europe/Paris", "updated_at": None}
     done = post_json(client_for(member), CHECKIN_URL, {})
     assert done.status_code == 201, done.content
     body = done.json()
     assert (body["credits_awarded"], body["streak"]) == ("0.50", 1)
-    assert set(body) == {"credits_awarded", "streak", "balance", "next_checkin_at", "transaction_id"}
+    assert set(body) == {"credits_awarded", "streak", "balance", "next_checkin_at", "transaction_id", "expires_at"}
+    assert body["expires_at"] is None  # no expiry set
     again = post_json(client_for(member), CHECKIN_URL, {})
     assert (again.status_code, again.json()["error"]["code"]) == (409, "already_checked_in")
     state = client_for(member).get(CHECKIN_URL).json()
