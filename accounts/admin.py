@@ -59,3 +59,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return False
+
+
+# Outbound webhooks' pages (their own module).
+from accounts.outbound_admin import OutboundDeliveryAdmin, OutboundEventAdmin, WebhookEndpointAdmin  # noqa: E402, F401

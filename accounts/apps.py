@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = "Platforms and members"
+
+    def ready(self) -> None:
+        # Services queue tasks by name (billing_service.queue): registered in every process, not only the worker's.
+        from accounts import tasks  # noqa: F401

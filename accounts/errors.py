@@ -1,4 +1,4 @@
-from billing_service.errors import DomainError, NotFound, PermissionDenied
+from billing_service.errors import Conflict, DomainError, NotFound, PermissionDenied
 
 
 class PlatformNotFound(NotFound):
@@ -20,3 +20,18 @@ class NotAMember(PermissionDenied):
 class AdminRequired(PermissionDenied):
     code = "admin_required"
     default_message = "Only owners and admins of the platform may do this."
+
+
+class WebhookEndpointNotFound(NotFound):
+    code = "webhook_endpoint_not_found"
+    default_message = "No such webhook endpoint on this platform."
+
+
+class WebhookDeliveryNotFound(NotFound):
+    code = "webhook_delivery_not_found"
+    default_message = "No such webhook delivery on this platform."
+
+
+class WebhookEndpointLimit(Conflict):
+    code = "endpoint_limit"
+    default_message = "The platform has as many webhook endpoints as it may: deactivate or change one."

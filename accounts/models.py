@@ -39,6 +39,11 @@ class Platform(models.Model):
         max_length=64, default="UTC", validators=[time_zone_validator],
         help_text="An IANA time zone (Europe/Paris): a seat's weekly budget renews on Monday 00:00 there.",
     )
+    alert_threshold_default = models.DecimalField(
+        max_digits=20, decimal_places=6, null=True, blank=True,
+        help_text="The balance alert threshold of the platform's new credit accounts (outbound webhooks "
+                  "balance.low / balance.depleted); set with PUT /api/billing/admin/balance-alerts/.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -82,3 +87,15 @@ class Membership(models.Model):
     @property
     def is_admin(self) -> bool:
         return self.role in ADMIN_ROLES
+
+
+# Outbound webhooks (their own module: a platform's endpoints, the outbox, deliveries and attempts).
+from accounts.outbound_models import (  # noqa: E402, F401 - registered with the app
+    DeliveryStatus,
+    OutboundAttempt,
+    OutboundDelivery,
+    OutboundEvent,
+    OutboundEventType,
+    WebhookEndpoint,
+)
+

@@ -28,3 +28,27 @@ def user_by_token_statement(user_columns: list[str], user_table: str, user_pk: s
         f"SELECT {', '.join('u.' + column for column in user_columns)}, {memberships_of_user_json(f'u.{user_pk}')} "
         f"FROM authtoken_token t JOIN {user_table} u ON u.{user_pk} = t.user_id WHERE t.key = %s"
     )
+
+# --- outbound webhooks (``accounts.outbound``) ------------------------------------------------------------------
+
+# New events fanned out to the active endpoints of their platform subscribed to their type, in one statement; two
+# workers never fan out one event twice (SKIP LOCKED, and a delivery is unique per event and endpoint).
+OUTBOUND_FAN_OUT = (
+    "WITH ev AS (UPDATE accounts_outboundevent e SET fanned_out = true FROM (SELECT id FROM accounts_outboundevent "
+    "WHERE NOT fanned_out ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) n WHERE e.id = n.id "
+    "RETURNING e.id, e.platform_id, e.type, e.account_id) "
+    "INSERT INTO accounts_outbounddelivery (event_id, endpoint_id, stream, status, attempts, next_attempt_at, "
+    "last_error, created_at) SELECT ev.id, w.id, coalesce(ev.account_id::text, 'event:' || ev.id), 'pending', 0, "
+    "%(now)s, '', %(now)s FROM ev JOIN accounts_webhookendpoint w ON w.platform_id = ev.platform_id AND w.active "
+    "AND ev.type = ANY(w.events) ON CONFLICT (event_id, endpoint_id) DO NOTHING"
+)
+# The deliveries due now that head their stream (no earlier pending delivery of the same endpoint and account),
+# leased until %(lease_until)s: a worker sends them without holding a lock, and one that dies leaves them to be
+# claimed again when the lease ends (at least once). Their ids, in event order.
+OUTBOUND_CLAIM = (
+    "UPDATE accounts_outbounddelivery d SET next_attempt_at = %(lease_until)s FROM (SELECT c.id FROM "
+    "accounts_outbounddelivery c WHERE c.status = 'pending' AND c.next_attempt_at <= %(now)s AND NOT EXISTS ("
+    "SELECT 1 FROM accounts_outbounddelivery p WHERE p.endpoint_id = c.endpoint_id AND p.stream = c.stream "
+    "AND p.status = 'pending' AND p.event_id < c.event_id) ORDER BY c.event_id LIMIT %(limit)s "
+    "FOR UPDATE SKIP LOCKED) pick WHERE d.id = pick.id RETURNING d.id, d.event_id"
+)

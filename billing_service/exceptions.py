@@ -51,6 +51,7 @@ def service_unavailable_response(factory: Callable[..., Any]) -> Any:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
+        exc.follow_up()  # the view's transactions have ended (ATOMIC_REQUESTS is off)
         return Response(envelope(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers())
     if isinstance(exc, (OperationalError, InterfaceError)):
         return service_unavailable_response(Response)

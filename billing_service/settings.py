@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
@@ -183,6 +184,9 @@ CREEM_API_KEY = os.environ.get("CREEM_API_KEY", "")
 CREEM_API_BASE = os.environ.get("CREEM_API_BASE", "https://api.creem.io")
 CREEM_WEBHOOK_SECRET = os.environ.get("CREEM_WEBHOOK_SECRET", "")
 CREEM_TIMEOUT_SECONDS = float(os.environ.get("CREEM_TIMEOUT_SECONDS", "20"))
+# Coupons (payments/coupons.py): coupon codes a user may try per sliding hour (redeem and checkout alike), counted
+# in PostgreSQL so every worker shares the count; beyond it a 429 with Retry-After.
+COUPON_REDEEM_ATTEMPTS_PER_HOUR = int(os.environ.get("COUPON_REDEEM_ATTEMPTS_PER_HOUR", "10"))
 
 # --- Background work (billing_service/celery.py): Celery with a Redis broker, or in-process without one ---
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
@@ -211,6 +215,13 @@ CELERY_BEAT_SCHEDULE = {
     # outbound webhooks due (a new event's first try is sent on commit; this catches retries and lost sends)
     "deliver-outbound-webhooks": {"task": "accounts.tasks.outbound_deliver_task", "schedule": 30.0},
 }
+# Outbound webhooks (accounts.outbound): a request's timeout, the retries' first delay, their longest delay, and how
+# long after its event a delivery is retried before it fails. Endpoints must be https unless OUTBOUND_ALLOW_HTTP.
+OUTBOUND_TIMEOUT_SECONDS = float(os.environ.get("OUTBOUND_TIMEOUT_SECONDS", "10"))
+OUTBOUND_RETRY_BASE_SECONDS = float(os.environ.get("OUTBOUND_RETRY_BASE_SECONDS", "30"))
+OUTBOUND_RETRY_MAX_DELAY_SECONDS = float(os.environ.get("OUTBOUND_RETRY_MAX_DELAY_SECONDS", str(6 * 3600)))
+OUTBOUND_RETRY_FOR_SECONDS = float(os.environ.get("OUTBOUND_RETRY_FOR_SECONDS", str(3 * 24 * 3600)))
+OUTBOUND_ALLOW_HTTP = env_bool("OUTBOUND_ALLOW_HTTP", DEBUG)
 # Called by credits.ledger after a debit leaves an account with auto-recharge on below its threshold.
 CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"
 # A member holding a seat: their usage is paid by the seat first, within its budgets (credits.funding).

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils.module_loading import import_string
 
+from accounts import outbound
 from billing_service.db import server_bound_cursor
 from billing_service.money import DECIMAL_PLACES, EXACT_CONTEXT, QUANTUM, floor_to_quantum, format_money
 from credits import sql
@@ -43,7 +44,7 @@ _IDEMPOTENCY_CONSTRAINT = "ledger_unique_idempotency_key"
 # Idempotency keys are unique per account and come in two namespaces that never meet: a key a client chose
 # (the Idempotency-Key header) is stored as "client:<key>" (``billing_service.idempotency.client_key``); every
 # key the service derives is "<kind>:<...>" with a kind of its own (usage, order, recharge, period, rollover,
-# refund, upgrade, creem) and never "client".
+# refund, upgrade, creem, coupon, expiry, checkin) and never "client".
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,7 @@ def post(
     if not created and entry.request_hash != digest:
         raise IdempotencyConflict(details={"idempotency_key": posting.idempotency_key})
     if created:
-        _check_low_balance(account_id, posting, entry, row[-1])
+        _after_posting(account_id, posting, entry, row)
     return PostResult(entry=entry, replayed=not created)
 
 
@@ -191,7 +192,7 @@ def post_chained(statement: str, params: dict[str, Any], posting: Posting) -> Le
     if row is None:
         return None
     entry = _entry_from_row(row)
-    _check_low_balance(params["account_id"], posting, entry, row[-1])
+    _after_posting(params["account_id"], posting, entry, row)
     return entry
 
 
@@ -230,13 +231,15 @@ def _params(
     }
 
 
-def _check_low_balance(
-    account_id: uuid.UUID | str, posting: Posting, entry: LedgerEntry, threshold: Decimal | None
-) -> None:
-    # The account's low_balance_threshold came back with the update (NULL: no hook), so checking it costs no
-    # query on the hot path.
+def _after_posting(account_id: uuid.UUID | str, posting: Posting, entry: LedgerEntry, row: tuple) -> None:
+    """What a written row sets off, from what its statement returned (``low_balance_threshold``, the balance alerts
+    it recorded): no query on the hot path."""
+    threshold, alerts = row[-2], row[-1]
+    # The account's low_balance_threshold came back with the update (NULL: no hook).
     if threshold is not None and posting.balance_delta < 0 and entry.balance_after - entry.reserved_after < threshold:
         low_balance_hook()(account_id)
+    if alerts:
+        outbound.deliver_on_commit()
 
 
 @lru_cache(maxsize=1)
@@ -248,7 +251,7 @@ def low_balance_hook() -> Callable[[uuid.UUID | str], None]:
 
 
 def _entry_from_row(row: tuple) -> LedgerEntry:
-    """The entry of a posting statement's row (``created``, the row's columns, the threshold)."""
+    """The entry of a posting statement's row (``created``, the row's columns, the threshold, the alerts)."""
     values = list(row[1 : 1 + _N])
     for i, field in _CONVERTERS:
         values[i] = field.from_db_value(values[i], None, connection)
@@ -314,6 +317,8 @@ class _AccountState:
     values: dict[str, Any]
     low_balance_threshold: Decimal | None = None  # None: no hook
     external_funding: bool = False  # its usage is offered to the funder first (``credits.funding``)
+    alert_threshold: Decimal | None = None  # None: no balance alerts (``sql.alert_events``)
+    user_id: int | None = None
 
 
 def post_many(
@@ -337,6 +342,7 @@ def post_many(
     rows: list[tuple] = []
     changed: set[uuid.UUID] = set()
     low: set[uuid.UUID] = set()
+    alerts: list[tuple] = []  # the changes of accounts with an alert threshold, as ``sql.ALERTS_BATCH`` takes them
     for account_id, posting in postings:
         state = states.get(account_id)
         if state is None:
@@ -349,13 +355,27 @@ def post_many(
         if row is None:
             continue
         rows.append(row)
+        if state.alert_threshold is not None:
+            after = result.balance_after - result.reserved_after
+            alerts.append((state.platform_id, account_id, state.user_id, state.alert_threshold, after,
+                           after - row[6] + row[7], state.last_entry_at))
         threshold = state.low_balance_threshold
         if row[6] < 0 and threshold is not None and result.balance_after - result.reserved_after < threshold:
             low.add(account_id)
     for account_id in sorted(low, key=_by_uuid):
         low_balance_hook()(account_id)
     _write_many(rows, [(account_id, states[account_id]) for account_id in sorted(changed, key=_by_uuid)])
+    if alerts:
+        _alerts_record(alerts)
     return results
+
+
+def _alerts_record(changes: list[tuple]) -> None:
+    """The balance alerts of a batch's changes, by the one rule (``sql.alert_events``), in one statement."""
+    with server_bound_cursor() as cursor:
+        cursor.execute(sql.ALERTS_BATCH, [list(column) for column in zip(*changes, strict=True)])
+        if cursor.rowcount:
+            outbound.deliver_on_commit()
 
 
 def _apply(
@@ -432,6 +452,8 @@ def lock_accounts(account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, _AccountS
             values=dict(zip(sql.ACCOUNT_STATE_COLUMNS, row[3 : 3 + n], strict=True)),
             low_balance_threshold=row[4 + n],
             external_funding=row[5 + n],
+            alert_threshold=row[6 + n],
+            user_id=row[7 + n],
         )
     return states
 

@@ -18,13 +18,18 @@ from typing import Any
 
 from django.db import connection
 
-from credits.models import Checkin, CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageRollup
+from accounts.models import Platform
+from accounts.outbound_models import OutboundEvent
+from credits.models import (
+    Checkin, CheckinConfig, CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageRollup,
+)
 
 ENTRY_TABLE = LedgerEntry._meta.db_table
 ACCOUNT_TABLE = CreditAccount._meta.db_table
 EVENT_TABLE = UsageEvent._meta.db_table
 HOLD_TABLE = Hold._meta.db_table
 ROLLUP_TABLE = UsageRollup._meta.db_table
+OUTBOX_TABLE = OutboundEvent._meta.db_table
 
 # --- the ledger: one posting in one statement --------------------------------------------------------------
 
@@ -45,15 +50,30 @@ _INSERT_VALUES = ", ".join(
 )
 
 
+def alert_events(source: str) -> str:
+    """The one statement of the balance alerts: for each change of ``source`` (a relation with the account's
+    platform ``p``, id ``i``, user ``u``, alert threshold ``t``, ``available`` before ``o`` and after ``n``, and the
+    time ``w``), a ``balance.low`` event when it takes ``available`` from at least the threshold to below it, and a
+    ``balance.depleted`` event when it takes it to zero; nothing for an account without a threshold. Recorded in the
+    outbox of outbound webhooks (``accounts.outbound``), in the change's own statement or transaction."""
+    return (
+        f"INSERT INTO {OUTBOX_TABLE} (platform_id, account_id, type, data, created_at) SELECT p, i, k, "
+        "jsonb_build_object('user_id', u, 'available', n, 'threshold', t), w FROM "
+        f"{source} a, (VALUES ('balance.low'), ('balance.depleted')) v(k) WHERE t IS NOT NULL AND CASE k "
+        "WHEN 'balance.low' THEN o >= t AND n < t ELSE o > 0 AND n = 0 END RETURNING 1"
+    )
+
+
 def posting_statement(transaction_type: str, *, with_key: bool, then: str = "", unfunded: bool = False) -> str:
-    """One posting (``credits.ledger.post``): returns ``created, <the row's columns>, low_balance_threshold`` (a
-    replay: ``false`` and the stored row). ``then``: more CTEs after ``ins`` (the new row); with it, the account
-    must also be of %(platform_id)s, and the statement returns the new row only (nothing on a replay).
-    ``unfunded``: the account must not be funded externally (the usage path's one statement: a seat's usage takes
-    the general path, ``credits.funding``)."""
+    """One posting (``credits.ledger.post``): returns ``created, <the row's columns>, low_balance_threshold, alerts``
+    (a replay: ``false`` and the stored row; ``alerts``: the balance alerts it recorded, ``alert_events``).
+    ``then``: more CTEs after ``ins`` (the new row); with it, the account must also be of %(platform_id)s, and the
+    statement returns the new row only (nothing on a replay). ``unfunded``: the account must not be funded
+    externally (the usage path's one statement: a seat's usage takes the general path, ``credits.funding``)."""
     counter = f"count_{transaction_type}"
+    replays = with_key and not then  # a replay returns the stored row
     prior = (
-        f"prior AS (SELECT {_ENTRY_COLS} FROM {ENTRY_TABLE} "
+        f"prior AS (SELECT {_ENTRY_COLS if replays else 1} FROM {ENTRY_TABLE} "
         f"WHERE account_id = %(account_id)s AND idempotency_key = %(idempotency_key)s), "
         if with_key
         else ""
@@ -70,12 +90,19 @@ def posting_statement(transaction_type: str, *, with_key: bool, then: str = "", 
         f"AND balance + %(balance_delta)s >= reserved + %(reserved_delta)s "
         f"AND reserved + %(reserved_delta)s >= 0 AND balance + %(balance_delta)s <= %(max_balance)s"
         f"{' AND NOT EXISTS (SELECT 1 FROM prior)' if with_key else ''} "
-        f"RETURNING id, platform_id, balance, reserved, last_sequence, last_entry_at, low_balance_threshold), "
-        f"ins AS (INSERT INTO {ENTRY_TABLE} ({_ENTRY_COLS}) SELECT {_INSERT_VALUES} FROM acct RETURNING {_ENTRY_COLS})"
-        f"{then} SELECT true, {_ENTRY_COLS}, (SELECT low_balance_threshold FROM acct) FROM ins"
-        f"{f' UNION ALL SELECT false, {_ENTRY_COLS}, NULL FROM prior' if with_key and not then else ''}"
+        f"RETURNING *), "
+        f"ins AS (INSERT INTO {ENTRY_TABLE} ({_ENTRY_COLS}) SELECT {_INSERT_VALUES} FROM acct RETURNING *), "
+        f"al AS ({alert_events(_ALERT_SOURCE)})"
+        f"{then} SELECT true, {_ENTRY_COLS}, (SELECT low_balance_threshold FROM acct), (SELECT count(*) FROM al) "
+        f"FROM ins{f' UNION ALL SELECT false, {_ENTRY_COLS}, NULL, 0 FROM prior' if replays else ''}"
     )
 
+
+# The posting's account before and after, for its alerts.
+_ALERT_SOURCE = (
+    "(SELECT platform_id p, id i, user_id u, alert_threshold t, balance - reserved n, "
+    "balance - reserved - %(balance_delta)s + %(reserved_delta)s o, last_entry_at w FROM acct)"
+)
 
 POSTINGS = {
     (t, with_key): posting_statement(t, with_key=with_key)
@@ -92,8 +119,13 @@ _NUMERIC_STATE = ("balance", "reserved", "carried_remainder")
 # Many accounts locked in one round trip, in primary-key order: their state, the time new rows will carry.
 LOCK_ACCOUNTS = (
     f"SELECT id, platform_id, last_entry_at, {', '.join(ACCOUNT_STATE_COLUMNS)}, clock_timestamp(), "
-    f"low_balance_threshold, external_funding FROM {ACCOUNT_TABLE} WHERE id = ANY(%b::uuid[]) ORDER BY id "
-    f"FOR UPDATE"
+    f"low_balance_threshold, external_funding, alert_threshold, user_id FROM {ACCOUNT_TABLE} "
+    f"WHERE id = ANY(%b::uuid[]) ORDER BY id FOR UPDATE"
+)
+# The balance alerts of a batch's postings (``credits.ledger.post_many``), by the same rule as one posting's.
+ALERTS_BATCH = alert_events(
+    "(SELECT * FROM unnest(%b::bigint[], %b::uuid[], %b::bigint[], %s::numeric[], %s::numeric[], %s::numeric[], "
+    "%b::timestamptz[]) AS x(p, i, u, t, n, o, w))"
 )
 UPDATE_ACCOUNTS = (
     f"UPDATE {ACCOUNT_TABLE} AS a SET last_entry_at = COALESCE(v.last_entry_at, a.last_entry_at), "
@@ -124,6 +156,8 @@ EVENT_PARAMS = [f"e{i}" for i in range(len(EVENT_FIELDS))]
 def _param_type(field: Any) -> str:
     """A parameter's type: the column's, but ``text`` for strings (a cast to ``varchar(n)`` would truncate a
     longer value silently; the column itself refuses it)."""
+    if field.get_internal_type() == "DateTimeField":
+        return "timestamptz"  # the same type, shorter (the statement stays under the cache's limit)
     return "text" if field.get_internal_type() in ("CharField", "TextField") else field.cast_db_type(connection)
 
 
@@ -190,12 +224,40 @@ FIND_CALLS = (
 )
 
 # A day's check-in granting credits, in one statement: the keyed ``checkin`` row (``checkin:<day>``: once per day),
-# then the day's check-in row (``credits.services.checkin``).
+# then the day's check-in row, with the moment its credits expire (NULL: never) (``credits.services.checkin``).
 CHECKIN_GRANT = posting_statement(
     TransactionType.CHECKIN,
     with_key=True,
     then=(
         f", ck AS (INSERT INTO {Checkin._meta.db_table} (account_id, day, streak, credits, ledger_entry_id, "
-        f"created_at) SELECT account_id, %(day)s, %(streak)s, balance_delta, id, created_at FROM ins)"
+        f"created_at, expires_at) SELECT account_id, %(day)s, %(streak)s, balance_delta, id, created_at, "
+        f"%(expires_at)s::timestamptz FROM ins)"
     ),
+)
+
+
+def _checkin_state(account: str) -> str:
+    """What a check-in decides its credits from, in one read (``credits.services.checkin``): the platform's time
+    zone, its check-in settings (NULLs: none), the member's account (``account``: how it is found) and that
+    account's check-ins of the days %(first)s..%(last)s (day, streak, credits: arrays)."""
+    return (
+        f"SELECT p.time_zone, c.enabled, c.credits_per_day, c.streak_bonuses::text, c.monthly_cap, "
+        f"c.credits_expire_after_days, a.id, k.days, k.streaks, k.credits FROM {Platform._meta.db_table} p "
+        f"LEFT JOIN {CheckinConfig._meta.db_table} c ON c.platform_id = p.id "
+        f"LEFT JOIN {ACCOUNT_TABLE} a ON a.platform_id = p.id AND {account} "
+        f"LEFT JOIN LATERAL (SELECT array_agg(day) AS days, array_agg(streak) AS streaks, array_agg(credits) AS "
+        f"credits FROM {Checkin._meta.db_table} WHERE account_id = a.id AND day BETWEEN %(first)s AND %(last)s) k "
+        f"ON true WHERE p.id = %(platform_id)s"
+    )
+
+
+CHECKIN_STATE_OF_USER = _checkin_state("a.user_id = %(user_id)s")
+CHECKIN_STATE_OF_ACCOUNT = _checkin_state("a.id = %(account_id)s")
+# The usage an account spent between the events of its expiring check-in lots (``credits.services.expiry``): its
+# ``subtract`` rows after the first lot's grant and before the last lot's expiry, summed per interval; an interval
+# is (how many of the lots' grants precede the row, by sequence; how many of their expiries, by time).
+CHECKIN_LOTS_SPENT = (
+    f"SELECT width_bucket(sequence, %(grants)s::bigint[]), width_bucket(created_at, %(expiries)s::timestamptz[]), "
+    f"-sum(balance_delta) FROM {ENTRY_TABLE} WHERE account_id = %(account_id)s AND transaction_type = "
+    f"'{TransactionType.SUBTRACT}' AND sequence > %(after)s AND created_at < %(until)s GROUP BY 1, 2 ORDER BY 1, 2"
 )

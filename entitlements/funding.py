@@ -28,7 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
+from functools import partial
 
+from django.db import transaction
+
+from accounts import outbound
+from accounts.outbound_models import OutboundEventType
 from billing_service.db import server_bound_cursor
 from billing_service.errors import DomainError
 from billing_service.money import QUANTUM
@@ -223,11 +228,28 @@ def _fit(request: FundingRequest, ai_plan: _Plan, weekly: _Window, session: _Win
     need = request.amount
     if need > fits:
         if ai_plan.overage != Overage.CREDITS:
-            raise _exceeded(weekly_left + returned < need, weekly, session, max(fits, Decimal(0)), now)
+            exceeded = _exceeded(weekly_left + returned < need, weekly, session, max(fits, Decimal(0)), now)
+            exceeded.followups.append(partial(_budget_exceeded_event, request, ai_plan,
+                                              weekly if weekly_left + returned < need else session, exceeded))
+            raise exceeded
         need = fits  # the seat pays up to its budget, the credits the rest
     if request.kind == RESERVE:
         return Decimal(0), need
     return need, -returned
+
+
+def _budget_exceeded_event(request: FundingRequest, ai_plan: _Plan, window: _Window, exceeded: BudgetExceeded) -> None:
+    """The platform hears that a seat's budget refused usage: once per member, budget and window (the refused
+    request rolled back: this runs after it, in a transaction of its own)."""
+    with transaction.atomic():
+        outbound.event_record(
+            platform_id=window.platform_id, type=OutboundEventType.BUDGET_EXCEEDED, account_id=request.account_id,
+            data={"user_id": window.user_id, "ai_plan": ai_plan.slug, "budget": window.kind,
+                  "window_start": window.starts_at, "resets_at": window.ends_at,
+                  "remaining": exceeded.details.get("remaining"), "model": request.model or None},
+            dedupe_key=f"budget.exceeded:{window.platform_id}:{window.user_id}:{window.kind}:"
+                       f"{window.starts_at.isoformat()}",
+        )
 
 
 def _exceeded(weekly_short: bool, weekly: _Window, session: _Window, remaining: Decimal,

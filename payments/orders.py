@@ -13,6 +13,8 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import outbound
+from accounts.outbound_models import OutboundEventType
 from credits.services import credits_grant
 from payments import locks
 from payments.models import Order, OrderStatus
@@ -50,12 +52,20 @@ def order_credit(order: Order, *, amount_paid_usd: Decimal) -> None:
 
 def order_mark_paid(order: Order, *, amount_paid_usd: Decimal | None = None) -> None:
     """A pending or failed order becomes paid (unsaved); ``amount_paid_usd`` is recorded when given."""
-    if order.status in UNPAID_STATUSES:
+    became_paid = order.status in UNPAID_STATUSES
+    if became_paid:
         order.status = OrderStatus.PAID
         order.paid_at = timezone.now()
         order.last_error = ""
     if amount_paid_usd is not None:
         order.amount_paid_usd = amount_paid_usd
+    if became_paid:  # the platform hears of it when the order's transaction commits
+        outbound.event_record(
+            platform_id=order.platform_id, type=OutboundEventType.ORDER_PAID, account_id=order.account_id,
+            data={"order_id": order.pk, "type": order.type, "channel": order.channel, "user_id": order.user_id,
+                  "amount_usd": order.amount_usd, "amount_paid_usd": order.amount_paid_usd, "credits": order.credits,
+                  "paid_at": order.paid_at},
+        )
 
 
 def order_fail(order: Order, reason: str) -> bool:

@@ -59,6 +59,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
+from accounts import outbound
+from accounts.outbound_models import OutboundEventType
 from billing_service.queue import enqueue_on_commit
 from credits.locks import account_lock
 from credits.models import CreditAccount
@@ -405,6 +407,7 @@ def _cancel(recharge: Recharge, reason: RechargeFailure, message: str) -> None:
     recharge.last_error = message[:2000]
     recharge.settled_at = timezone.now()
     recharge.save(update_fields=["status", "failure_reason", "last_error", "settled_at", "updated_at"])
+    _recharge_event(recharge, OutboundEventType.AUTO_RECHARGE_FAILED)
     logger.info("recharge %s of %s not sent: %s (%s)", recharge.pk, recharge.account_id, reason, message)
 
 
@@ -426,6 +429,7 @@ def _fail(account: CreditAccount, recharge: Recharge, reason: RechargeFailure, m
     recharge.last_error = message[:2000]
     recharge.settled_at = timezone.now()
     recharge.save()
+    _recharge_event(recharge, OutboundEventType.AUTO_RECHARGE_FAILED)
     settled = [RechargeStatus.SUCCEEDED, RechargeStatus.FAILED]
     recent = list(
         Recharge.objects.filter(account_id=recharge.account_id, status__in=settled)
@@ -486,7 +490,19 @@ def recharge_event_apply(event_type: str, payload: dict[str, Any]) -> Handled:
     recharge.settled_at = timezone.now()
     recharge.last_error = ""
     recharge.save()
+    _recharge_event(recharge, OutboundEventType.AUTO_RECHARGE_SUCCEEDED)
     return processed()
+
+
+def _recharge_event(recharge: Recharge, event_type: str) -> None:
+    """The platform hears of a settled recharge (``auto_recharge.succeeded`` / ``failed``) when its transaction
+    commits."""
+    outbound.event_record(
+        platform_id=recharge.account.platform_id, type=event_type, account_id=recharge.account_id,
+        data={"recharge_id": recharge.pk, "status": recharge.status, "failure_reason": recharge.failure_reason or None,
+              "message": recharge.last_error or None, "amount_usd": recharge.amount_usd, "credits": recharge.credits,
+              "ledger_entry_id": recharge.ledger_entry_id, "settled_at": recharge.settled_at},
+    )
 
 
 # --- upkeep --------------------------------------------------------------------------------------------------

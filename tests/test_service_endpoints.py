@@ -76,6 +76,25 @@ OPERATIONS = {
     ("/api/billing/ai-plans/{ai_plan}/", "patch"),
     ("/api/billing/ai-plans/{ai_plan}/seats/", "post"),
     ("/api/billing/ai-plans/{ai_plan}/seats/{username}/", "delete"),
+    # coupons (payments)
+    ("/api/billing/admin/coupons/", "get"),
+    ("/api/billing/admin/coupons/", "post"),
+    ("/api/billing/admin/coupons/{coupon_id}/", "get"),
+    ("/api/billing/admin/coupons/{coupon_id}/", "put"),
+    ("/api/billing/admin/coupons/{coupon_id}/", "patch"),
+    ("/api/billing/coupons/redeem/", "post"),
+    # outbound webhooks (accounts) and balance alerts (credits)
+    ("/api/billing/admin/webhook-endpoints/", "get"),
+    ("/api/billing/admin/webhook-endpoints/", "post"),
+    ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "get"),
+    ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "put"),
+    ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "patch"),
+    ("/api/billing/admin/webhook-endpoints/{endpoint_id}/rotate-secret/", "post"),
+    ("/api/billing/admin/webhook-deliveries/", "get"),
+    ("/api/billing/admin/webhook-deliveries/{delivery_id}/", "get"),
+    ("/api/billing/admin/webhook-deliveries/{delivery_id}/redeliver/", "post"),
+    ("/api/billing/admin/balance-alerts/", "get"),
+    ("/api/billing/admin/balance-alerts/", "put"),
 }
 BILLING_OPERATIONS = OPERATIONS - {("/healthz", "get")}
 # Called by a payment provider, authenticated by its signature: no token, so no 401/403/404.

@@ -1,4 +1,5 @@
 from billing_service.routers import BillingRouter
+from credits.api.alert_views import BalanceAlertsViewSet
 from credits.api.checkin_views import CheckinConfigViewSet, CheckinViewSet
 from credits.api.metering_views import ModelPriceViewSet, UsageStatsViewSet
 from credits.api.reservation_views import ReservationViewSet
@@ -19,6 +20,7 @@ router.register(
     "admin/credits/transactions", PlatformLedgerEntryViewSet, "billing-admin-credits-transactions"
 )
 router.register_singleton("admin/checkin/config", CheckinConfigViewSet, "billing-admin-checkin-config")
+router.register_singleton("admin/balance-alerts", BalanceAlertsViewSet, "billing-admin-balance-alerts")
 router.register("admin/models", ModelPriceViewSet, "billing-admin-models", item_name="billing-admin-model")
 
 urlpatterns = router.urls

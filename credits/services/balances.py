@@ -31,8 +31,30 @@ from credits.services.common import actor_id_of, require_positive
 
 def account_ensure(*, platform: Platform, user: AbstractBaseUser | None) -> CreditAccount:
     """The credit account of a member (or, with ``user=None``, of the platform); created if missing."""
-    account, _ = CreditAccount.objects.get_or_create(platform=platform, user=user)
+    account, _ = CreditAccount.objects.get_or_create(
+        # read only when the account is created, as it stands (not as a caller's Platform instance remembers it)
+        platform=platform, user=user, defaults={"alert_threshold": lambda: Platform.objects.filter(
+            pk=platform.pk).values_list("alert_threshold_default", flat=True).first()}
+    )
     return account
+
+
+@transaction.atomic(durable=True)
+def alert_threshold_set(
+    *, platform: Platform, threshold: Decimal | None, account_id: uuid.UUID | None = None
+) -> int:
+    """The balance alert threshold (None: no alerts) of one account of the platform or, without ``account_id``, of
+    the platform: every account it has and the ones it will have (``Platform.alert_threshold_default``). The
+    platform hears of an account's balance by outbound webhooks (``balance.low`` crossing it, ``balance.depleted``;
+    the rule: ``credits.sql.alert_events``). The number of accounts changed (0: no such account)."""
+    if threshold is not None and (not isinstance(threshold, Decimal) or not threshold.is_finite() or threshold < 0):
+        raise ValueError(f"threshold must be None or a finite Decimal >= 0, got {threshold!r}")
+    accounts = CreditAccount.objects.filter(platform=platform)
+    if account_id is not None:
+        return accounts.filter(pk=account_id).update(alert_threshold=threshold)
+    Platform.objects.filter(pk=platform.pk).update(alert_threshold_default=threshold)
+    platform.alert_threshold_default = threshold
+    return accounts.update(alert_threshold=threshold)
 
 
 def low_balance_threshold_set(*, account_id: uuid.UUID | str, threshold: Decimal | None) -> None:

@@ -69,6 +69,9 @@ def usage_record_batch(
     if pending:
         for i, outcome in retrying(lambda: _record_pending(platform, pending, actor_id, now)):
             outcomes[i] = outcome
+        for outcome in outcomes:
+            if outcome is not None and outcome.error is not None:
+                outcome.error.follow_up()  # the batch's transaction has ended
     return [outcome for outcome in outcomes if outcome is not None]
 
 

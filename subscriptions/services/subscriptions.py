@@ -29,6 +29,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts import outbound
+from accounts.outbound_models import OutboundEventType
 from billing_service.errors import InvalidInput
 from credits.errors import AccountNotFound
 from credits.models import CreditAccount
@@ -111,6 +113,15 @@ def _record(
         billing_cycle=subscription.billing_cycle,
         as_of=as_of,
         actor_id=actor_id_of(actor),
+    )
+    # The platform hears of every change when its transaction commits.
+    outbound.event_record(
+        platform_id=subscription.plan.platform_id, type=OutboundEventType.SUBSCRIPTION_UPDATED,
+        account_id=subscription.account_id,
+        data={"subscription_id": subscription.pk, "change": kind, "status": subscription.status,
+              "plan": subscription.plan.slug, "plan_from": plan_from.slug if plan_from else None,
+              "status_from": status_from or None, "billing_cycle": subscription.billing_cycle,
+              "current_period_end": subscription.current_period_end, "provider": subscription.provider},
     )
 
 
