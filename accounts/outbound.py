@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from celery import current_app
@@ -60,6 +63,31 @@ DELIVER_TASK = "accounts.tasks.outbound_deliver_task"
 
 
 # --- endpoints -------------------------------------------------------------------------------------------------
+
+
+def url_problem(url: str) -> str | None:
+    """Why the service must not send to ``url``, or None. Only https (http where ``OUTBOUND_ALLOW_HTTP``), and a
+    host that resolves to public addresses only: a tenant's endpoint must not reach the service's own network
+    (loopback, private, link-local such as cloud metadata, reserved) unless ``OUTBOUND_ALLOW_PRIVATE_HOSTS``.
+    Checked when an endpoint is saved and again before every request (DNS may have changed since)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.scheme == "http" and settings.OUTBOUND_ALLOW_HTTP):
+        return "An endpoint must be an https URL."
+    if not parts.hostname:
+        return "An endpoint needs a host."
+    if settings.OUTBOUND_ALLOW_PRIVATE_HOSTS:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)}
+    except (OSError, ValueError):
+        return "The endpoint's host does not resolve."
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            return "The endpoint's host is not a public address."
+    return None
+
 
 
 def secret_new() -> str:
@@ -257,8 +285,10 @@ def outbound_deliver(*, now: datetime | None = None, budget_seconds: float = 25.
     while time.monotonic() - started < budget_seconds:
         at = now or timezone.now()
         with connection.cursor() as cursor:
+            # One at a time: its lease (twice the timeout) covers its one request, never a queue of others.
             cursor.execute(sql.OUTBOUND_CLAIM, {
-                "now": at, "lease_until": at + timedelta(seconds=settings.OUTBOUND_TIMEOUT_SECONDS + 30), "limit": 20,
+                "now": at, "lease_until": at + timedelta(seconds=2 * settings.OUTBOUND_TIMEOUT_SECONDS + 30),
+                "limit": 1,
             })
             claimed = [row[0] for row in sorted(cursor.fetchall(), key=lambda row: row[1])]
         if not claimed:
@@ -269,10 +299,9 @@ def outbound_deliver(*, now: datetime | None = None, budget_seconds: float = 25.
             delivered += outcome == DeliveryStatus.DELIVERED
             failed += outcome == DeliveryStatus.FAILED
             retrying += outcome == DeliveryStatus.PENDING
-    due = (
-        OutboundDelivery.objects.filter(status=DeliveryStatus.PENDING).order_by("next_attempt_at")
-        .values_list("next_attempt_at", flat=True).first()
-    )
+    with connection.cursor() as cursor:  # the soonest a delivery heading its stream is due
+        cursor.execute(sql.OUTBOUND_NEXT_DUE)
+        due = cursor.fetchone()[0]
     next_due_in = max((due - timezone.now()).total_seconds(), 0.0) if due is not None else None
     return DeliveryRun(fanned_out, delivered, retrying, failed, next_due_in)
 
@@ -300,12 +329,16 @@ def _attempt(delivery: OutboundDelivery, *, now: datetime | None, manual: bool =
     }
     began = time.monotonic()
     status_code, error, response_body = None, "", ""
+    refused = url_problem(endpoint.url)
     try:
-        response = requests.post(endpoint.url, data=body, headers=headers, timeout=settings.OUTBOUND_TIMEOUT_SECONDS,
-                                 allow_redirects=False)
-        status_code, response_body = response.status_code, response.text[:1000]
-        if not 200 <= status_code < 300:
-            error = f"HTTP {status_code}"
+        if refused:
+            error = f"not sent: {refused}"
+        else:
+            response = requests.post(endpoint.url, data=body, headers=headers,
+                                     timeout=settings.OUTBOUND_TIMEOUT_SECONDS, allow_redirects=False)
+            status_code, response_body = response.status_code, response.text[:1000]
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     duration_ms = int((time.monotonic() - began) * 1000)

@@ -20,6 +20,7 @@ from billing_service.admin_base import ReadOnlyAdmin
 class WebhookEndpointAdmin(ReadOnlyAdmin):
     list_display = ("url", "platform", "active", "events", "created_at")
     list_filter = ("active", "platform")
+    list_select_related = ("platform",)
     search_fields = ("url", "description", "platform__platform_key")
     exclude = ("secret",)
     actions = ("deactivate",)
@@ -35,6 +36,7 @@ class WebhookEndpointAdmin(ReadOnlyAdmin):
 class OutboundEventAdmin(ReadOnlyAdmin):
     list_display = ("id", "type", "platform", "account_id", "fanned_out", "created_at")
     list_filter = ("type", "fanned_out", "platform")
+    list_select_related = ("platform",)
     search_fields = ("=event_id", "=account_id", "dedupe_key")
     date_hierarchy = "created_at"
     show_full_result_count = False
@@ -44,6 +46,7 @@ class OutboundEventAdmin(ReadOnlyAdmin):
 class OutboundAttemptAdmin(ReadOnlyAdmin):
     list_display = ("id", "delivery", "attempted_at", "status_code", "error", "duration_ms", "manual")
     list_filter = ("manual", "status_code")
+    list_select_related = ("delivery",)
     search_fields = ("=delivery__id", "error")
     show_full_result_count = False
 

@@ -26,7 +26,6 @@ class OutboundEventType(models.TextChoices):
     ORDER_PAID = "order.paid", "An order was paid and credited"
     SUBSCRIPTION_UPDATED = "subscription.updated", "A subscription was created, changed or ended"
     BUDGET_EXCEEDED = "budget.exceeded", "A seat's weekly or session budget refused usage"
-    PING = "ping", "A test event sent from the API or the admin"
 
 
 class _ExactDecoder(json.JSONDecoder):

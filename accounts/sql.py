@@ -42,13 +42,20 @@ OUTBOUND_FAN_OUT = (
     "%(now)s, '', %(now)s FROM ev JOIN accounts_webhookendpoint w ON w.platform_id = ev.platform_id AND w.active "
     "AND ev.type = ANY(w.events) ON CONFLICT (event_id, endpoint_id) DO NOTHING"
 )
+# Pending deliveries to active endpoints that head their stream (no earlier pending delivery of the same endpoint
+# and account): the only ones that may be sent.
+_HEADS = (
+    "c.status = 'pending' AND EXISTS (SELECT 1 FROM accounts_webhookendpoint w WHERE w.id = c.endpoint_id AND "
+    "w.active) AND NOT EXISTS (SELECT 1 FROM accounts_outbounddelivery p WHERE p.endpoint_id = c.endpoint_id AND "
+    "p.stream = c.stream AND p.status = 'pending' AND p.event_id < c.event_id)"
+)
 # The deliveries due now that head their stream (no earlier pending delivery of the same endpoint and account),
 # leased until %(lease_until)s: a worker sends them without holding a lock, and one that dies leaves them to be
 # claimed again when the lease ends (at least once). Their ids, in event order.
 OUTBOUND_CLAIM = (
     "UPDATE accounts_outbounddelivery d SET next_attempt_at = %(lease_until)s FROM (SELECT c.id FROM "
-    "accounts_outbounddelivery c WHERE c.status = 'pending' AND c.next_attempt_at <= %(now)s AND NOT EXISTS ("
-    "SELECT 1 FROM accounts_outbounddelivery p WHERE p.endpoint_id = c.endpoint_id AND p.stream = c.stream "
-    "AND p.status = 'pending' AND p.event_id < c.event_id) ORDER BY c.event_id LIMIT %(limit)s "
-    "FOR UPDATE SKIP LOCKED) pick WHERE d.id = pick.id RETURNING d.id, d.event_id"
+    f"accounts_outbounddelivery c WHERE {_HEADS} AND c.next_attempt_at <= %(now)s ORDER BY c.event_id "
+    "LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED) pick WHERE d.id = pick.id RETURNING d.id, d.event_id"
 )
+# When the soonest of those is due (NULL: none pending): deliveries waiting behind an earlier one do not count.
+OUTBOUND_NEXT_DUE = f"SELECT min(c.next_attempt_at) FROM accounts_outbounddelivery c WHERE {_HEADS}"

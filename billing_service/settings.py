@@ -222,6 +222,8 @@ OUTBOUND_RETRY_BASE_SECONDS = float(os.environ.get("OUTBOUND_RETRY_BASE_SECONDS"
 OUTBOUND_RETRY_MAX_DELAY_SECONDS = float(os.environ.get("OUTBOUND_RETRY_MAX_DELAY_SECONDS", str(6 * 3600)))
 OUTBOUND_RETRY_FOR_SECONDS = float(os.environ.get("OUTBOUND_RETRY_FOR_SECONDS", str(3 * 24 * 3600)))
 OUTBOUND_ALLOW_HTTP = env_bool("OUTBOUND_ALLOW_HTTP", DEBUG)
+# Endpoints on loopback, private or link-local addresses (a development receiver; never in production).
+OUTBOUND_ALLOW_PRIVATE_HOSTS = env_bool("OUTBOUND_ALLOW_PRIVATE_HOSTS", False)
 # Called by credits.ledger after a debit leaves an account with auto-recharge on below its threshold.
 CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"
 # A member holding a seat: their usage is paid by the seat first, within its budgets (credits.funding).

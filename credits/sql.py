@@ -258,6 +258,7 @@ CHECKIN_STATE_OF_ACCOUNT = _checkin_state("a.id = %(account_id)s")
 # is (how many of the lots' grants precede the row, by sequence; how many of their expiries, by time).
 CHECKIN_LOTS_SPENT = (
     f"SELECT width_bucket(sequence, %(grants)s::bigint[]), width_bucket(created_at, %(expiries)s::timestamptz[]), "
-    f"-sum(balance_delta) FROM {ENTRY_TABLE} WHERE account_id = %(account_id)s AND transaction_type = "
-    f"'{TransactionType.SUBTRACT}' AND sequence > %(after)s AND created_at < %(until)s GROUP BY 1, 2 ORDER BY 1, 2"
+    f"sequence > %(mark)s, -sum(balance_delta) FROM {ENTRY_TABLE} WHERE account_id = %(account_id)s AND "
+    f"transaction_type = '{TransactionType.SUBTRACT}' AND sequence > %(after)s AND created_at < %(until)s "
+    f"GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 )

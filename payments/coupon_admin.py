@@ -67,7 +67,7 @@ class CouponRedemptionAdmin(ReadOnlyAdmin):
                     "over_limit"]
     list_filter = ["source", "over_limit", "coupon__kind", "coupon__platform"]
     search_fields = ["coupon__code", "account__id", "user__username", "order__id"]
-    list_select_related = ["coupon", "account", "user"]
+    list_select_related = ["coupon", "account__user", "account__platform", "user", "order"]
     date_hierarchy = "created_at"
 
 

@@ -305,6 +305,9 @@ def coupon_by_code(*, platform: Platform, code: str) -> Coupon | None:
     )
 
 
+OPEN_CHECKOUT_LIFETIME = timedelta(hours=24)
+
+
 def account_has_paid(*, account_id: uuid.UUID) -> bool:
     """Whether the account has ever paid an order (refunded ones count: they were purchases)."""
     return Order.objects.filter(account_id=account_id, status__in=PAID_STATUSES).exists()
@@ -352,13 +355,16 @@ def _usable_check(coupon: Coupon, now: datetime, field: str) -> None:
         raise CouponExpired(field=field, details={"valid_until": coupon.valid_until.isoformat()})
 
 
-def _limits_check(coupon: Coupon, account_id: uuid.UUID, field: str) -> None:
-    """Not exhausted, not used up by this account, a first purchase when it must be."""
+def _limits_check(coupon: Coupon, account_id: uuid.UUID, field: str, *, open_checkouts: int = 0) -> None:
+    """Not exhausted, not used up by this account (its redemptions and ``open_checkouts``: unpaid checkouts with the
+    coupon), a first purchase when it must be."""
     if coupon.max_redemptions is not None and coupon.redemptions_count >= coupon.max_redemptions:
         raise CouponExhausted(field=field)
     used = CouponRedemption.objects.filter(coupon_id=coupon.pk, account_id=account_id).count()
-    if used >= coupon.max_per_account:
-        raise CouponAlreadyRedeemed(field=field, details={"max_per_account": coupon.max_per_account})
+    if used + open_checkouts >= coupon.max_per_account:
+        details = {"max_per_account": coupon.max_per_account} | ({"open_checkouts": open_checkouts} if open_checkouts
+                                                                 else {})
+        raise CouponAlreadyRedeemed(field=field, details=details)
     if coupon.first_purchase_only and account_has_paid(account_id=account_id):
         raise CouponFirstPurchaseOnly(field=field)
 
@@ -474,7 +480,11 @@ def _discount(platform: Platform, account: CreditAccount, code: str, channel: st
     _usable_check(coupon, now, field)
     if coupon.kind == CouponKind.CREDITS:
         raise CouponNotADiscount(field=field)
-    _limits_check(coupon, account.pk, field)
+    # Checkouts still open with this coupon count against the account's limit too: opening five before paying any
+    # must not give five discounts to a coupon of one per account (an open Stripe session lives 24 hours).
+    open_orders = Order.objects.filter(account_id=account.pk, coupon_id=coupon.pk, status=OrderStatus.PENDING,
+                                       created_at__gte=now - OPEN_CHECKOUT_LIFETIME).count()
+    _limits_check(coupon, account.pk, field, open_checkouts=open_orders)
     if order_type == OrderType.SEATS:
         raise CouponNotApplicable("Coupons do not apply to seats.", field=field, details={"reason": "seats"})
     if coupon.top_ups_only and order_type != OrderType.TOP_UP:

@@ -182,7 +182,9 @@ def ledger_days(*, platform_ids: list[int], first: date, last: date) -> tuple[li
     return ordered, outstanding, refreshed_at
 
 
-def dashboard_get(*, platforms: list[Platform], now: datetime | None = None, days: int = DAYS) -> Dashboard:
+def dashboard_get(
+    *, platforms: list[Platform], now: datetime | None = None, days: int = DAYS, provider_events: bool = False
+) -> Dashboard:
     """Everything the dashboard shows for ``platforms`` over the last ``days`` UTC days (today included)."""
     now = now or clock()
     last = now.astimezone(UTC).date()
@@ -203,13 +205,12 @@ def dashboard_get(*, platforms: list[Platform], now: datetime | None = None, day
                   past_due=Count("pk", filter=Q(status="past_due")), total=Count("pk"))
         .order_by("-total", "plan__slug")
     )
-    webhooks = dict(
-        WebhookEvent.objects.filter(status__in=WEBHOOKS_NEEDING_ATTENTION)
-        .values_list("status").annotate(n=Count("pk")).order_by()
-    )
+    # Provider events belong to no platform (one webhook endpoint per provider): operators only.
+    events = WebhookEvent.objects.filter(status__in=WEBHOOKS_NEEDING_ATTENTION) if provider_events else \
+        WebhookEvent.objects.none()
+    webhooks = dict(events.values_list("status").annotate(n=Count("pk")).order_by())
     webhooks_latest = list(
-        WebhookEvent.objects.filter(status__in=WEBHOOKS_NEEDING_ATTENTION)
-        .only("pk", "event_id", "provider", "type", "status", "attempts", "last_error", "received_at")
+        events.only("pk", "event_id", "provider", "type", "status", "attempts", "last_error", "received_at")
         .order_by("-received_at")[:LATEST]
     )
     recharges = Recharge.objects.filter(account__platform_id__in=ids)

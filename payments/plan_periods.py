@@ -79,6 +79,7 @@ from billing_service.money import format_money
 from credits.locks import account_lock
 from credits.models import CreditAccount, LedgerEntry, TransactionType
 from credits.services import RemovalResult, credits_expire_plan, credits_grant, credits_reverse_purchase
+from credits.services.expiry import lots_absorbed
 from payments import locks
 from payments.models import PlanCreditPeriod
 from payments.providers.stripe_events import subscription_period_line
@@ -133,12 +134,14 @@ def period_grant(
 
 
 def plan_credits_spent(*, account_id: uuid.UUID, after_sequence: int) -> Decimal:
-    """Credits spent on usage after a ledger sequence: ``subtract`` rows, less the refunds of usage."""
+    """Plan credits spent on usage after a ledger sequence: ``subtract`` rows, less the refunds of usage, less what
+    check-in credits paid (they are spent first: ``credits.services.expiry``)."""
     rows = LedgerEntry.objects.filter(account_id=account_id, sequence__gt=after_sequence)
     debits = rows.filter(transaction_type=TransactionType.SUBTRACT).aggregate(t=Sum("balance_delta"))["t"]
     returned = rows.filter(transaction_type=TransactionType.REFUND, refund_of__isnull=False).aggregate(
         t=Sum("balance_delta"))["t"]
-    return max(-(debits or Decimal(0)) - (returned or Decimal(0)), Decimal(0))
+    by_checkins = lots_absorbed(account_id=account_id, after_sequence=after_sequence)
+    return max(-(debits or Decimal(0)) - (returned or Decimal(0)) - by_checkins, Decimal(0))
 
 
 def _period_close(period: PlanCreditPeriod) -> Decimal:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
 from rest_framework import serializers, status
@@ -44,7 +43,8 @@ MAX_ENDPOINTS = 16  # per platform: each event is sent to every one subscribed
 
 
 class EndpointInputSerializer(StrictInputSerializer):
-    url = URLField(help_text="Where events are POSTed: https (http only where OUTBOUND_ALLOW_HTTP is on).")
+    url = URLField(help_text="Where events are POSTed: https (http only where OUTBOUND_ALLOW_HTTP is on), to a host "
+                             "with public addresses only.")
     events = serializers.ListField(
         child=StrictChoiceField(choices=OutboundEventType.choices), min_length=1, max_length=len(OutboundEventType),
         help_text="The event types sent to it.",
@@ -53,8 +53,9 @@ class EndpointInputSerializer(StrictInputSerializer):
     active = StrictBooleanField(required=False, help_text="False: nothing is sent to it (it is never deleted).")
 
     def validate_url(self, value: str) -> str:
-        if not value.startswith("https://") and not settings.OUTBOUND_ALLOW_HTTP:
-            raise serializers.ValidationError("An endpoint must be an https URL.")
+        problem = outbound.url_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
 

@@ -22,7 +22,7 @@ from billing_service.money import format_money
 from credits import ledger
 from credits.errors import AccountNotFound, EntryNotFound, InvalidRefundTarget, RefundExceedsOriginal
 from credits.ledger import Posting, PostResult
-from credits.locks import account_lock
+from credits.locks import account_lock, accounts_lock
 from credits.models import CreditAccount, LedgerEntry, TransactionType
 from credits.services.common import actor_id_of, require_positive
 
@@ -32,9 +32,10 @@ from credits.services.common import actor_id_of, require_positive
 def account_ensure(*, platform: Platform, user: AbstractBaseUser | None) -> CreditAccount:
     """The credit account of a member (or, with ``user=None``, of the platform); created if missing."""
     account, _ = CreditAccount.objects.get_or_create(
-        # read only when the account is created, as it stands (not as a caller's Platform instance remembers it)
-        platform=platform, user=user, defaults={"alert_threshold": lambda: Platform.objects.filter(
-            pk=platform.pk).values_list("alert_threshold_default", flat=True).first()}
+        # read only when the account is created, as it stands (not as a caller's Platform instance remembers it),
+        # waiting for a platform-wide change in progress (``alert_threshold_set`` locks the platform first)
+        platform=platform, user=user, defaults={"alert_threshold": lambda: Platform.objects.select_for_update(
+            no_key=True).filter(pk=platform.pk).values_list("alert_threshold_default", flat=True).first()}
     )
     return account
 
@@ -52,9 +53,17 @@ def alert_threshold_set(
     accounts = CreditAccount.objects.filter(platform=platform)
     if account_id is not None:
         return accounts.filter(pk=account_id).update(alert_threshold=threshold)
-    Platform.objects.filter(pk=platform.pk).update(alert_threshold_default=threshold)
+    # The platform first (an account created meanwhile reads the new default), then its accounts in primary-key
+    # order, as every other path locks them (no deadlock with a usage batch), a thousand at a time.
+    Platform.objects.filter(pk=platform.pk).update(alert_threshold_default=threshold)  # locks the platform
     platform.alert_threshold_default = threshold
-    return accounts.update(alert_threshold=threshold)
+    changed = 0
+    ids = list(accounts.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start:start + 1000]
+        accounts_lock(chunk)
+        changed += CreditAccount.objects.filter(pk__in=chunk).update(alert_threshold=threshold)
+    return changed
 
 
 def low_balance_threshold_set(*, account_id: uuid.UUID | str, threshold: Decimal | None) -> None:

@@ -83,10 +83,17 @@ def lots_unspent(*, account_id: uuid.UUID | str, lots: list[Lot], of: list[Lot])
         if latest is None or latest <= lot.granted_at:
             start = i  # no earlier lot alive when this one was granted
         latest = lot.expires_at if latest is None else max(latest, lot.expires_at)
-    replayed = lots[start:]
+    left, _ = _replay(account_id, lots[start:], mark=None)
+    return {lot.id: left[lot.id] for lot in of}
+
+
+def _replay(account_id: uuid.UUID | str, replayed: list[Lot], *, mark: int | None) -> tuple[dict[int, Decimal], Decimal]:
+    """The lots of ``replayed`` (in grant order, from a moment no earlier lot was alive) against the account's
+    usage: what is left of each, and how much of the usage after ledger sequence ``mark`` they paid."""
     by_expiry = sorted(replayed, key=_spending_order)
     grant_rank = {lot.id: i for i, lot in enumerate(replayed)}  # width_bucket of a later debit's sequence > rank
     left = {lot.id: lot.credits for lot in replayed}
+    absorbed_after = ZERO
     with server_bound_cursor() as cursor:
         cursor.execute(sql.CHECKIN_LOTS_SPENT, {
             "account_id": account_id,
@@ -94,9 +101,10 @@ def lots_unspent(*, account_id: uuid.UUID | str, lots: list[Lot], of: list[Lot])
             "expiries": [lot.expires_at for lot in by_expiry],
             "after": replayed[0].granted_sequence,
             "until": by_expiry[-1].expires_at,
+            "mark": mark if mark is not None else replayed[-1].granted_sequence,
         })
         intervals = cursor.fetchall()
-    for granted, expired, spent in intervals:  # in the order they happened
+    for granted, expired, after_mark, spent in intervals:  # in the order they happened
         for lot in by_expiry[expired:]:  # the lots not expired yet, in spending order
             if spent <= 0:
                 break
@@ -105,7 +113,19 @@ def lots_unspent(*, account_id: uuid.UUID | str, lots: list[Lot], of: list[Lot])
             taken = min(left[lot.id], spent)
             left[lot.id] -= taken
             spent -= taken
-    return {lot.id: left[lot.id] for lot in of}
+            if after_mark:
+                absorbed_after += taken
+    return left, absorbed_after
+
+
+def lots_absorbed(*, account_id: uuid.UUID | str, after_sequence: int) -> Decimal:
+    """The usage after ledger sequence ``after_sequence`` that check-in lots paid. Lots are spent first, so another
+    rule of expiring credits (a plan period's close, ``payments.plan_periods``) does not count that usage as
+    spending its own credits: one spending order for both. 0 without lots (one query)."""
+    lots = lots_of(account_id=account_id)
+    if not lots:
+        return ZERO
+    return _replay(account_id, lots, mark=after_sequence)[1]
 
 
 @dataclass(frozen=True, slots=True)

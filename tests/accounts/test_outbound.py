@@ -49,9 +49,16 @@ def spend(platform, account_id, amount: str) -> None:  # noqa: ANN001
                                                      endpoint="/chat", amount=Decimal(amount)))
 
 
+@pytest.fixture(autouse=True)
+def _no_dns(settings):  # noqa: ANN001, ANN202
+    """Endpoints named *.example.com need no DNS here (none is reachable); the tests of the host rule turn it on."""
+    settings.OUTBOUND_ALLOW_PRIVATE_HOSTS = True
+
+
 @pytest.fixture
 def receiver(httpserver, settings):  # noqa: ANN001, ANN201
     settings.OUTBOUND_ALLOW_HTTP = True
+    settings.OUTBOUND_ALLOW_PRIVATE_HOSTS = True  # the receiver listens on localhost
     settings.OUTBOUND_TIMEOUT_SECONDS = 2
     return httpserver
 
@@ -200,6 +207,52 @@ def test_an_endpoints_secret_is_shown_once(api, admin, settings):
 def test_bad_endpoints_are_refused(api, admin, body, field):
     invalid_field(post_json(api(admin), ENDPOINTS, body), field)
     assert not OutboundDelivery.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", [
+    "https://127.0.0.1/hook", "https://localhost:8443/hook", "https://10.0.0.5/x", "https://192.168.1.1/x",
+    "https://169.254.169.254/latest/meta-data/", "https://[::1]/x", "https://0.0.0.0/x",
+])
+def test_endpoints_on_the_services_own_network_are_refused(api, admin, url, settings):
+    settings.OUTBOUND_ALLOW_PRIVATE_HOSTS = False
+    response = post_json(api(admin), ENDPOINTS, {"url": url, "events": ["order.paid"]})
+    assert "public address" in invalid_field(response, "url")["details"]["url"][0]
+
+
+@pytest.mark.django_db
+def test_an_endpoint_whose_host_does_not_resolve_is_refused(api, admin, settings):
+    settings.OUTBOUND_ALLOW_PRIVATE_HOSTS = False
+    response = post_json(api(admin), ENDPOINTS, {"url": "https://hooks.invalid/x", "events": ["order.paid"]})
+    assert "resolve" in invalid_field(response, "url")["details"]["url"][0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_whose_host_turned_private_is_not_sent_to(platform, member, admin, api, receiver, settings):
+    register(admin, api, receiver.url_for("/hook"), ["balance.low"])
+    settings.OUTBOUND_ALLOW_PRIVATE_HOSTS = False  # as if its name now resolved to the service's network
+    alert_threshold_set(platform=platform, threshold=Decimal(50), account_id=member.account.id)
+    spend(platform, member.account.id, "60")
+    assert not receiver.log
+    attempt = OutboundAttempt.objects.get()
+    assert attempt.status_code is None and attempt.error.startswith("not sent: ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deactivated_endpoint_gets_nothing_until_it_is_active_again(platform, member, admin, api, receiver):
+    endpoint = register(admin, api, receiver.url_for("/hook"), ["balance.low"])
+    api(admin).patch(f"{ENDPOINTS}{endpoint['id']}/", {"active": False}, format="json")
+    alert_threshold_set(platform=platform, threshold=Decimal(50), account_id=member.account.id)
+    spend(platform, member.account.id, "60")  # no delivery: the endpoint was off when the event was fanned out
+    api(admin).patch(f"{ENDPOINTS}{endpoint['id']}/", {"active": True}, format="json")
+    assert OutboundDelivery.objects.count() == 0 and not receiver.log
+    receiver.expect_request("/hook").respond_with_data("no", status=500)
+    credits_grant(account_id=member.account.id, amount=Decimal(60), description="top-up")
+    spend(platform, member.account.id, "60")  # a delivery, failed once, pending
+    api(admin).patch(f"{ENDPOINTS}{endpoint['id']}/", {"active": False}, format="json")
+    run = outbound.outbound_deliver(now=timezone.now() + timedelta(hours=1))
+    assert (run.delivered, run.retrying, run.next_due_in) == (0, 0, None)  # off: not sent, nothing due
+    assert len(receiver.log) == 1
 
 
 @pytest.mark.django_db

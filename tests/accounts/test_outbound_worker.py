@@ -37,7 +37,7 @@ def wait_until(condition, timeout: float = 60.0) -> None:  # noqa: ANN001
 
 def test_a_real_worker_delivers_what_was_recorded_while_it_was_down_then_retries(platform, member, admin, api,  # noqa: ANN001
                                                                                  httpserver, settings):
-    settings.OUTBOUND_ALLOW_HTTP = True
+    settings.OUTBOUND_ALLOW_HTTP = settings.OUTBOUND_ALLOW_PRIVATE_HOSTS = True  # the receiver is on localhost
     created = api(admin).post("/api/billing/admin/webhook-endpoints/", {
         "url": httpserver.url_for("/hook"), "events": ["balance.low", "balance.depleted"]}, format="json")
     secret = created.json()["secret"]
@@ -77,7 +77,8 @@ def _deliveries_through_a_worker(platform, member, httpserver, secret, failures,
     with tempfile.TemporaryDirectory() as workdir:
         redis, broker = start_redis(workdir)
         env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": broker, "CONN_MAX_AGE": "0",
-               "LOG_LEVEL": "WARNING", "OUTBOUND_ALLOW_HTTP": "true", "OUTBOUND_RETRY_BASE_SECONDS": "0.2"}
+               "LOG_LEVEL": "WARNING", "OUTBOUND_ALLOW_HTTP": "true", "OUTBOUND_ALLOW_PRIVATE_HOSTS": "true",
+               "OUTBOUND_RETRY_BASE_SECONDS": "0.2"}
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "billing_service", "worker", "--pool=solo", "--concurrency=1",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],

@@ -194,7 +194,7 @@ def test_counts_per_type_add_up(member, history):
     counts = {t: listing(client, transaction_type=t)["count"] for t in TransactionType.values}
     assert counts == {
         "add": 2, "subtract": 2, "reserve": 2, "release": 2, "rollover": 0, "refund": 1, "adjustment": 1,
-        "checkin": 0,
+        "checkin": 0, "promotion": 0, "expiry": 0,
     }
     assert sum(counts.values()) == listing(client)["count"] == LedgerEntry.objects.filter(
         account=member.account

@@ -404,3 +404,20 @@ def test_the_service_refuses_a_bad_setting():
     with pytest.raises(ValueError, match="credits_expire_after_days"):
         checkin_config_set(platform=None, actor=None, enabled=True, credits_per_day=D("1"), streak_bonuses={},
                            monthly_cap=None, time_zone="UTC", credits_expire_after_days=0)
+
+
+def test_plan_credits_and_check_in_lots_share_one_spending_order(platform, member):
+    """A plan period's close counts as spending its credits only the usage the check-in lots did not pay: lots are
+    spent first, so one debit is never counted by both rules (and credits escape neither expiry)."""
+    from payments.plan_periods import plan_credits_spent
+
+    configure(platform, days=30, credits_per_day=D("30"))
+    pin(member.account, at(3, 1, 8))
+    grant = credits_grant(account_id=member.account.pk, amount=D(100), description="plan credits").entry
+    check_in(platform, member.account, at(3, 1, 9))
+    spend(member.account, "20", at(3, 2, 9))  # paid by the lot
+    assert plan_credits_spent(account_id=member.account.pk, after_sequence=grant.sequence) == 0
+    spend(member.account, "25", at(3, 3, 9))  # 10 by the lot, 15 by the plan's credits
+    assert plan_credits_spent(account_id=member.account.pk, after_sequence=grant.sequence) == D(15)
+    assert sweep(at(4, 2), member.account).taken == 0  # the lot was spent whole
+    assert_sound(member.account)

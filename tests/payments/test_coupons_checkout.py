@@ -30,7 +30,7 @@ def _pay(order: Order, amount_total: int, **kwargs):  # noqa: ANN003, ANN202
 
 
 def test_a_percent_coupon_on_a_top_up(coupon_stripe, admin, member):
-    coupon = make_coupon(admin, "SAVE20", "percent_off", "20")
+    coupon = make_coupon(admin, "SAVE20", "percent_off", "20", max_per_account=2)
     response = top_up(member, "25.00", coupon="save20")
     assert response.status_code == 201, response.content
     order = Order.objects.get(pk=response.json()["order_id"])
@@ -93,7 +93,7 @@ def test_stripe_rounding_a_half_cent_the_other_way_is_accepted(coupon_stripe, ad
 
 
 def test_a_changed_value_makes_a_new_stripe_coupon(coupon_stripe, admin, member):
-    coupon = make_coupon(admin, "MOVING", "amount_off", "2")
+    coupon = make_coupon(admin, "MOVING", "amount_off", "2", max_per_account=2)
     assert top_up(member, coupon="MOVING").status_code == 201
     client = test_coupons_support.client_for(admin)
     assert client.patch(f"/api/billing/admin/coupons/{coupon['id']}/", {"value": "3"}, format="json").status_code == 200
@@ -103,6 +103,15 @@ def test_a_changed_value_makes_a_new_stripe_coupon(coupon_stripe, admin, member)
     assert ids == [f"cpn_{hex_id}_a200", f"cpn_{hex_id}_a300"]
     assert coupon_stripe.of("/v1/checkout/sessions")[-1]["form"]["discounts[0][coupon]"] == ids[1]
     assert order.discount_usd == Decimal(3)
+
+
+def test_checkouts_still_open_count_against_the_accounts_limit(coupon_stripe, admin, member, other_member):
+    make_coupon(admin, "ONCE", "amount_off", "1")  # once per account
+    assert top_up(member, "10.00", coupon="ONCE").status_code == 201
+    error = error_of(top_up(member, "10.00", coupon="ONCE"), 409, "coupon_already_redeemed")
+    assert error["details"]["open_checkouts"] == 1
+    assert top_up(other_member, "10.00", coupon="ONCE").status_code == 201  # another account's own
+    assert Order.objects.filter(coupon__code="ONCE").count() == 2
 
 
 def test_a_stripe_coupon_that_already_exists_is_used(coupon_stripe, admin, member):

@@ -18,7 +18,7 @@ ORDER_FIELDS = {
     "provider_checkout_id", "provider_payment_id", "provider_customer_id", "checkout_url", "transaction_id",
     "created_at", "updated_at", "paid_at", "failed_at", "canceled_at", "refunded_at",
     "plan_id", "billing_cycle", "provider_subscription_id", "amount_refunded_usd", "credits_reversed",
-    "refund_shortfall_credits", "ai_plan_id", "quantity",
+    "refund_shortfall_credits", "ai_plan_id", "quantity", "coupon_id", "discount_usd",
 }
 
 
