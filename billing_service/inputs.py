@@ -280,6 +280,26 @@ class StrictInputSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class EchoTolerantInputSerializer(serializers.Serializer):
+    """A request body whose unknown fields are each named in the 400 beside the fields' own errors, except
+    ``echoed_fields``: fields of the resource's representation a client may send back unchanged (ignored)."""
+
+    echoed_fields: frozenset[str] = frozenset()
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        unknown = sorted(set(data) - set(self.fields) - self.echoed_fields) if isinstance(data, dict) else []
+        errors = {str(name): ["Unknown field."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict):
+                raise
+            raise serializers.ValidationError(exc.detail | errors) from None
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
 class URLField(TextField):
     """An absolute http(s) URL under the text rule (``TextField``) and Django's URL validator."""
 

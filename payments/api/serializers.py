@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing_service.inputs import (
+    EchoTolerantInputSerializer,
     InstantField,
     QueryBooleanField,
     QueryIntegerField,
@@ -321,20 +322,8 @@ def coupon_input_fields(*, for_update: bool) -> dict[str, serializers.Field]:
     }
 
 
-class _CouponInputBase(serializers.Serializer):
-    def to_internal_value(self, data):  # noqa: ANN001, ANN201
-        """The fields' own validation, with every unknown field named as well."""
-        unknown = sorted(set(data) - set(self.fields) - COUPON_READ_ONLY_FIELDS) if isinstance(data, dict) else []
-        errors = {str(name): ["Unknown field."] for name in unknown}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            if not isinstance(exc.detail, dict):
-                raise
-            raise serializers.ValidationError(exc.detail | errors) from None
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
+class _CouponInputBase(EchoTolerantInputSerializer):
+    echoed_fields = frozenset(COUPON_READ_ONLY_FIELDS)
 
 
 CouponInputSerializer = type(

@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing_service.inputs import (
+    EchoTolerantInputSerializer,
     QueryBooleanField,
     QueryIntegerField,
     StrictBooleanField,
@@ -198,20 +199,8 @@ def plan_input_fields(*, for_update: bool) -> dict[str, serializers.Field]:
     }
 
 
-class _PlanInputBase(serializers.Serializer):
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        """The fields' own validation, with every unknown field named as well."""
-        unknown = sorted(set(data) - set(self.fields) - READ_ONLY_FIELDS) if isinstance(data, dict) else []
-        errors = {name: ["Unknown field."] for name in unknown}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as exc:
-            if not isinstance(exc.detail, dict):
-                raise
-            raise serializers.ValidationError(exc.detail | errors) from None
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
+class _PlanInputBase(EchoTolerantInputSerializer):
+    echoed_fields = frozenset(READ_ONLY_FIELDS)
 
 
 PlanInputSerializer = type(
