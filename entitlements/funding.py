@@ -239,17 +239,25 @@ def _fit(request: FundingRequest, ai_plan: _Plan, weekly: _Window, session: _Win
 
 
 def _budget_exceeded_event(request: FundingRequest, ai_plan: _Plan, window: _Window, exceeded: BudgetExceeded) -> None:
-    """The platform hears that a seat's budget refused usage: once per member, budget and window (the refused
-    request rolled back: this runs after it, in a transaction of its own)."""
+    """The platform hears that a seat's budget refused usage: once per member, budget and window (``_window_key``;
+    the refused request rolled back: this runs after it, in a transaction of its own)."""
     with transaction.atomic():
         outbound.event_record(
             platform_id=window.platform_id, type=OutboundEventType.BUDGET_EXCEEDED, account_id=request.account_id,
             data={"user_id": window.user_id, "ai_plan": ai_plan.slug, "budget": window.kind,
                   "window_start": window.starts_at, "resets_at": window.ends_at,
                   "remaining": exceeded.details.get("remaining"), "model": request.model or None},
-            dedupe_key=f"budget.exceeded:{window.platform_id}:{window.user_id}:{window.kind}:"
-                       f"{window.starts_at.isoformat()}",
+            dedupe_key=f"budget.exceeded:{window.platform_id}:{window.user_id}:{window.kind}:{_window_key(window)}",
         )
+
+
+def _window_key(window: _Window) -> str:
+    """The window a refusal is told once for: its start; for a window the refused request would have opened (a
+    session starting now), the session-long stretch of time it falls in."""
+    if window.opened:
+        return window.starts_at.isoformat()
+    length = (window.ends_at - window.starts_at).total_seconds()
+    return f"unopened:{int(window.starts_at.timestamp() // length)}"
 
 
 def _exceeded(weekly_short: bool, weekly: _Window, session: _Window, remaining: Decimal,

@@ -198,3 +198,21 @@ def test_a_week_never_starts_before_the_last_one_ended_when_the_time_zone_moves_
     weeks = list(SeatWindow.objects.filter(kind="weekly").order_by("starts_at").values_list("starts_at", "ends_at"))
     assert weeks == [(datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 7, tzinfo=UTC)),
                      (datetime(2026, 12, 7, tzinfo=UTC), datetime(2026, 12, 7, 5, tzinfo=UTC))]
+
+
+def test_a_refusal_tells_the_platform_once_per_window(platform, seated, owner):
+    """budget.exceeded outlives the refused request's rollback (its follow-up runs after it), once per member,
+    budget and window, over HTTP and in batches alike."""
+    from accounts import outbound
+    from accounts.outbound_models import OutboundEvent
+
+    outbound.endpoint_create(platform=platform, url="https://h.example.com/x", events=["budget.exceeded"])
+    body = {"account_id": str(seated.account.id), "request_id": "r1", "endpoint": "/x", "amount": "0.60"}
+    assert post_json(client_for(owner), "/api/billing/usage/", body).status_code == 429
+    assert post_json(client_for(owner), "/api/billing/usage/", body | {"request_id": "r2"}).status_code == 429
+    events = [UsageInput(account_id=seated.account.id, request_id="b1", endpoint="/x", amount=D("0.6"))]
+    assert usage_record_batch(platform=platform, events=events)[0].error.code == "budget_exceeded"
+    event = OutboundEvent.objects.get()
+    assert (event.type, event.account_id) == ("budget.exceeded", seated.account.id)
+    assert (event.data["budget"], event.data["ai_plan"], event.data["user_id"]) == (
+        "session", "advanced", seated.membership.user_id)
