@@ -183,3 +183,17 @@ def test_bad_settings_are_a_400_and_write_nothing(platform, owner, body):
     assert response.status_code == 400, response.content
     assert not CheckinConfig.objects.exists()
     assert platform.__class__.objects.get(pk=platform.pk).time_zone == "UTC"
+
+
+@pytest.mark.django_db
+def test_the_demo_has_the_check_in_on_and_a_rerun_keeps_an_admins_settings():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("seed_demo", stdout=StringIO())
+    config = CheckinConfig.objects.get(platform__platform_key="demo")
+    assert (config.enabled, config.credits_per_day, config.credits_expire_after_days) == (True, D(1), 30)
+    CheckinConfig.objects.filter(pk=config.pk).update(enabled=False)
+    call_command("seed_demo", stdout=StringIO())
+    assert CheckinConfig.objects.get(pk=config.pk).enabled is False

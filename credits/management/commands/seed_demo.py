@@ -6,8 +6,10 @@ from django.db import transaction
 
 from accounts.models import Role
 from accounts.services import member_add, platform_create
+from credits.models import CheckinConfig
 from credits.selectors import account_for
 from credits.services import credits_grant
+from credits.services.checkin import checkin_config_set
 
 DEMO_MEMBERS = [
     ("demo-owner", Role.OWNER, Decimal("0")),
@@ -18,7 +20,8 @@ DEMO_MEMBERS = [
 
 
 class Command(BaseCommand):
-    help = "Loads the demo platform 'demo' (an owner, an admin, two members with credits) and prints tokens."
+    help = ("Loads the demo platform 'demo' (an owner, an admin, two members with credits; the daily check-in on) and "
+            "prints tokens.")
 
     def handle(self, *args, **options):  # noqa: ANN002, ANN003
         with transaction.atomic():
@@ -37,6 +40,10 @@ class Command(BaseCommand):
                         idempotency_key="demo-welcome-credits",
                     )
                 rows.append({"username": username, "role": role, "token": token.key})
+        if not CheckinConfig.objects.filter(platform=platform).exists():  # an admin's own settings stay
+            checkin_config_set(platform=platform, actor=None, enabled=True, credits_per_day=Decimal("1.00"),
+                               streak_bonuses={"7": Decimal("5.00")}, monthly_cap=Decimal("40.00"),
+                               time_zone=platform.time_zone, credits_expire_after_days=30)
         self.stdout.write("Demo platform 'demo' ready. API tokens (Authorization: Token <token>):")
         for row in rows:
             self.stdout.write(json.dumps({"platform_key": "demo", **row}))
