@@ -1,16 +1,23 @@
 """Token authentication as DRF's (``Authorization: Token <key>``), looked up with one prepared statement:
 every API request authenticates, and the ORM would compile the same query each time. The same statement
 brings the user's memberships (``accounts.selectors.membership_list_for_user`` uses them), so resolving the
-request's platform costs no second query."""
+request's platform costs no second query.
+
+``PlatformJWTAuthentication`` takes ``Authorization: Bearer <JWT>`` (``accounts.jwt``): one statement too, which
+also checks that the token's holder is still active and a member of its platform."""
 
 from __future__ import annotations
 
 import re
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.jwt import token_holder, token_parse
 from accounts.selectors import memberships_attach
 from accounts.sql import user_by_token_statement
 from billing_service.db import server_bound_cursor
@@ -38,3 +45,25 @@ class PreparedTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         memberships_attach(user, row[-1])
         return user, key
+
+
+class PlatformJWTAuthentication(JWTAuthentication):
+    """``Authorization: Bearer <access token>``: a JWT scoped to one platform (``accounts.jwt``). Another scheme
+    is left to the other authentication classes; a Bearer value that is not a valid access token of a user still
+    active and still a member of its platform is a 401 (a DRF Token key sent as Bearer included)."""
+
+    def authenticate(self, request):  # noqa: ANN001, ANN201
+        header = self.get_header(request)
+        parts = header.split() if header else []
+        if not parts or parts[0] != b"Bearer":
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Invalid Authorization header: send 'Bearer <token>'.")
+        token = token_parse(parts[1], AccessToken)
+        return token_holder(token), token
+
+
+class PlatformJWTScheme(SimpleJWTScheme):
+    """The OpenAPI security scheme of ``PlatformJWTAuthentication``: HTTP Bearer, format JWT (``jwtAuth``)."""
+
+    target_class = "accounts.authentication.PlatformJWTAuthentication"

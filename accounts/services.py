@@ -47,10 +47,11 @@ def platform_create(*, platform_key: str, name: str | None = None) -> tuple[Plat
 
 @transaction.atomic
 def member_add(
-    *, platform: Platform, username: str, role: str = Role.MEMBER, email: str | None = None
+    *, platform: Platform, username: str, role: str = Role.MEMBER, email: str | None = None,
+    password: str | None = None,
 ) -> tuple[Membership, Token]:
     """Creates the user if needed, sets the role, ensures an API token (and, through ``holder_handlers``, a
-    credit account)."""
+    credit account). ``password``, when given, becomes the user's password (for ``POST /api/auth/jwt/``)."""
     if role not in Role.values:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(Role.values)}")
     user_model = get_user_model()
@@ -58,6 +59,9 @@ def member_add(
     if email and user.email != email:
         user.email = email
         user.save(update_fields=["email"])
+    if password is not None:
+        user.set_password(password)
+        user.save(update_fields=["password"])
     membership, created = Membership.objects.get_or_create(platform=platform, user=user, defaults={"role": role})
     if not created and membership.role != role:
         membership.role = role

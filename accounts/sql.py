@@ -1,5 +1,5 @@
 """The raw SQL of the accounts app: token authentication's one statement (``user_by_token_statement``: the user
-and their memberships, on every API request), and the memberships of a user with their platforms (a session
+and their memberships, on every API request; ``user_by_id_statement``, the same by user id, for a JWT), and the memberships of a user with their platforms (a session
 user's are read by ``MEMBERSHIPS_OF_USER``, prepared). Raw because the JSON aggregate inside authentication's
 own statement is not something the ORM can say, and the two must return the same rows, in the same order."""
 
@@ -27,6 +27,15 @@ def user_by_token_statement(user_columns: list[str], user_table: str, user_pk: s
     return (
         f"SELECT {', '.join('u.' + column for column in user_columns)}, {memberships_of_user_json(f'u.{user_pk}')} "
         f"FROM authtoken_token t JOIN {user_table} u ON u.{user_pk} = t.user_id WHERE t.key = %s"
+    )
+
+
+def user_by_id_statement(user_columns: list[str], user_table: str, user_pk: str) -> str:
+    """The statement of JWT authentication (``accounts.jwt``): what ``user_by_token_statement`` returns, for the
+    user whose id is ``%s`` (a token's ``user_id`` claim). One statement per request, as a Token's."""
+    return (
+        f"SELECT {', '.join('u.' + column for column in user_columns)}, {memberships_of_user_json(f'u.{user_pk}')} "
+        f"FROM {user_table} u WHERE u.{user_pk} = %s"
     )
 
 # --- outbound webhooks (``accounts.outbound``) ------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 A user in one platform acts in it. A user in several picks one with the ``X-Platform-Key`` header; without
 it the request is ambiguous (400). Operators (Django superusers) may act in any platform they name.
+
+A request authenticated with a JWT acts in the token's platform (``accounts.jwt.token_platform``), with or without
+the header, even for a user in several platforms; a header naming another platform is a 403 ``not_a_member``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser
 
 from accounts.errors import AdminRequired, NotAMember, PlatformNotFound, PlatformRequired
+from accounts.jwt import token_platform
 from accounts.models import PLATFORM_KEY_RE, Membership, Platform
 from accounts.selectors import membership_get, membership_list_for_user, memberships_attached, platform_get
 
@@ -37,6 +41,14 @@ class Tenant:
 
 
 def tenant_resolve(*, user: AbstractBaseUser, platform_key: str | None) -> Tenant:
+    scoped = token_platform(user)
+    if scoped is not None:
+        if platform_key and platform_key != scoped:
+            raise NotAMember(
+                "Your token is scoped to another platform: obtain a token for this one (POST /api/auth/jwt/).",
+                details={"token_platform": scoped},
+            )
+        platform_key = scoped
     if platform_key and not PLATFORM_KEY_RE.fullmatch(platform_key):
         # Not a key any platform can have: answered as an unknown one, without a query.
         raise PlatformNotFound() if user.is_superuser else NotAMember()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -131,7 +132,8 @@ API_BATCH_MAX_BODY_BYTES = 20 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_BATCH_MAX_BODY_BYTES
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "accounts.authentication.PreparedTokenAuthentication",
+        "accounts.authentication.PreparedTokenAuthentication",  # first: the fast path, and its WWW-Authenticate
+        "accounts.authentication.PlatformJWTAuthentication",  # Authorization: Bearer <JWT> (accounts/jwt.py)
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -154,7 +156,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Credit billing service API",
     "DESCRIPTION": (
         "Prepaid credits for AI platforms: the caller's credit account and ledger, and platform "
-        "administration. Authenticate with `Authorization: Token <key>`; a user in several platforms "
+        "administration. Authenticate with `Authorization: Token <key>`, or with a JWT scoped to one platform "
+        "(`Authorization: Bearer <access>`, from `POST /api/auth/jwt/`); a Token user in several platforms "
         "picks one with `X-Platform-Key`. Amounts are decimal strings; times are ISO 8601 UTC."
     ),
     "VERSION": "1.0.0",
@@ -169,6 +172,26 @@ SPECTACULAR_SETTINGS = {
         # A plan's and an AI plan's billing cycle (checkout's own, narrower list keeps its name).
         "BillingCycleEnum": "subscriptions.models.BillingCycle",
     },
+}
+
+# --- JWT Bearer authentication (accounts/jwt.py): tokens scoped to one platform, HS256-signed ---
+JWT_SIGNING_KEY = os.environ.get("JWT_SIGNING_KEY") or SECRET_KEY
+JWT_ACCESS_MINUTES = int(os.environ.get("JWT_ACCESS_MINUTES", "15"))
+JWT_REFRESH_DAYS = int(os.environ.get("JWT_REFRESH_DAYS", "7"))
+SIMPLE_JWT = {
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": JWT_SIGNING_KEY,
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=JWT_ACCESS_MINUTES),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=JWT_REFRESH_DAYS),
+    # No rotation: without a blacklist an old refresh token would stay valid beside each new one, so rotation
+    # would only stretch a stolen refresh token's life. Revocation is by membership and is_active (accounts/jwt.py).
+    "ROTATE_REFRESH_TOKENS": False,
+    "BLACKLIST_AFTER_ROTATION": False,
+    "UPDATE_LAST_LOGIN": False,  # obtaining a token writes nothing
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+    "LEEWAY": 0,
 }
 
 # --- Payments (payments/): Stripe, and where a checkout may send the customer back ---

@@ -7,6 +7,7 @@ from billing_service.health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("api/auth/", include("accounts.api.jwt_urls")),  # JWT Bearer tokens (obtain, refresh, verify)
     path("api/billing/", include("accounts.api.urls")),
     path("api/billing/", include("credits.api.urls")),
     path("api/billing/", include("subscriptions.api.urls")),

@@ -26,6 +26,10 @@ from tests.conftest import client_for
 
 OPERATIONS = {
     ("/healthz", "get"),
+    # JWT Bearer tokens (accounts/api/jwt_views.py): credentials in the body, no token needed
+    ("/api/auth/jwt/", "post"),
+    ("/api/auth/jwt/refresh/", "post"),
+    ("/api/auth/jwt/verify/", "post"),
     (ACCOUNT_URL, "get"),
     (ACCOUNT_URL, "patch"),
     (TRANSACTIONS_URL, "get"),
@@ -96,7 +100,8 @@ OPERATIONS = {
     ("/api/billing/admin/balance-alerts/", "get"),
     ("/api/billing/admin/balance-alerts/", "put"),
 }
-BILLING_OPERATIONS = OPERATIONS - {("/healthz", "get")}
+BILLING_OPERATIONS = {op for op in OPERATIONS if op[0].startswith("/api/billing/")}
+AUTH_OPERATIONS = {op for op in OPERATIONS if op[0].startswith("/api/auth/")}
 # Called by a payment provider, authenticated by its signature: no token, so no 401/403/404.
 PUBLIC_OPERATIONS = {("/api/billing/webhooks/stripe/", "post"), ("/api/billing/webhooks/creem/", "post")}
 
@@ -268,6 +273,48 @@ def test_token_auth_is_documented(schema):
     assert "security" not in schema  # no document-wide requirement: an operation without one is public
     for path, method in PUBLIC_OPERATIONS:
         assert schema["paths"][path][method].get("security") in (None, [], [{}])
+
+
+def test_jwt_bearer_auth_is_documented(schema):
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["jwtAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    for path, method in BILLING_OPERATIONS - PUBLIC_OPERATIONS:
+        assert {"jwtAuth": []} in schema["paths"][path][method]["security"]
+    for path, method in AUTH_OPERATIONS:  # the credentials are in the body
+        op = schema["paths"][path][method]
+        assert op.get("security") in (None, [], [{}])
+        assert {"200", "400", "401"} <= set(op["responses"])
+        for code in ("400", "401"):
+            assert _is_error_envelope(schema, op["responses"][code])
+        assert "X-Platform-Key" not in {p["name"] for p in op.get("parameters", [])}
+    obtain = schema["paths"]["/api/auth/jwt/"]["post"]
+    assert {"403"} <= set(obtain["responses"])
+    body = obtain["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    fields = schema["components"]["schemas"][body]
+    assert set(fields["properties"]) == {"username", "password", "platform_key"}
+    assert set(fields["required"]) == {"username", "password"}
+
+
+@pytest.mark.django_db
+def test_jwt_responses_match_the_schema(schema, member):
+    member.user.set_password("pw")
+    member.user.save()
+    obtained = post_json(APIClient(), "/api/auth/jwt/", {"username": member.user.username, "password": "pw"})
+    _check(schema, "/api/auth/jwt/", "post", obtained)
+    pair = obtained.json()
+    _check(schema, "/api/auth/jwt/", "post", post_json(APIClient(), "/api/auth/jwt/", {"username": "x",
+                                                                                        "password": "y"}))
+    _check(schema, "/api/auth/jwt/", "post", post_json(APIClient(), "/api/auth/jwt/", {"username": 1}))
+    _check(schema, "/api/auth/jwt/refresh/", "post",
+           post_json(APIClient(), "/api/auth/jwt/refresh/", {"refresh": pair["refresh"]}))
+    _check(schema, "/api/auth/jwt/refresh/", "post",
+           post_json(APIClient(), "/api/auth/jwt/refresh/", {"refresh": "x"}))
+    _check(schema, "/api/auth/jwt/verify/", "post",
+           post_json(APIClient(), "/api/auth/jwt/verify/", {"token": pair["access"]}))
+    _check(schema, "/api/auth/jwt/verify/", "post", post_json(APIClient(), "/api/auth/jwt/verify/", {"token": "x"}))
+    bearer = APIClient()
+    bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
+    _check(schema, ACCOUNT_URL, "get", bearer.get(ACCOUNT_URL))
 
 
 # --- real responses match the documented schemas ----------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from accounts.models import Membership, Platform
 from credits.models import CreditAccount, LedgerEntry
@@ -120,6 +121,41 @@ def test_add_member_to_a_second_platform_keeps_one_token(platform, other_platfor
         ("acme", "member"), ("globex", "admin"),
     }
     assert CreditAccount.objects.filter(user__username="sam").count() == 2
+
+
+def test_add_member_password_lets_the_user_obtain_a_jwt(platform):
+    data = json_line(run("add_member", "acme", "alice", "--password", "correct horse"))
+    assert set(data) == {"username", "platform_key", "role", "token"}  # the password is not echoed
+    user = get_user_model().objects.get(username="alice")
+    assert user.check_password("correct horse")
+    response = APIClient().post("/api/auth/jwt/", {"username": "alice", "password": "correct horse"}, format="json")
+    assert response.status_code == 200, response.content
+    access = response.json()["access"]
+    bearer = APIClient()
+    bearer.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    assert bearer.get(ACCOUNT_URL).status_code == 200
+
+
+def test_add_member_password_from_stdin_and_kept_when_not_given(platform):
+    run("add_member", "acme", "alice", "--password", "-", stdin=StringIO("from stdin\n"))
+    assert get_user_model().objects.get(username="alice").check_password("from stdin")
+    run("add_member", "acme", "alice", "--role", "admin")  # no --password: unchanged
+    assert get_user_model().objects.get(username="alice").check_password("from stdin")
+    run("add_member", "acme", "alice", "--password", "changed")
+    assert get_user_model().objects.get(username="alice").check_password("changed")
+
+
+def test_add_member_refuses_an_empty_password(platform):
+    with pytest.raises(CommandError, match="password"):
+        run("add_member", "acme", "alice", "--password", "")
+    assert not get_user_model().objects.filter(username="alice").exists()
+
+
+def test_add_member_without_password_gives_no_jwt(platform):
+    run("add_member", "acme", "alice")
+    for password in ("x", "alice", "!"):
+        response = APIClient().post("/api/auth/jwt/", {"username": "alice", "password": password}, format="json")
+        assert response.status_code == 401, response.content
 
 
 def test_add_member_to_an_unknown_platform_fails(db):

@@ -67,9 +67,16 @@ def test_bad_token_is_401(admin, member, url, header):
 
 @pytest.mark.parametrize("header", ["Bearer {token}", "{token}", "Basic {token}"])
 def test_a_token_under_another_scheme_is_not_accepted(member, header):
+    # Bearer is the JWT scheme (tests/accounts/test_jwt.py): a DRF Token key is not a JWT, so it is refused there
+    # too, with the envelope's authentication_failed; an unknown scheme is no credentials at all.
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=header.format(token=member.token))
-    error_of(client.get(ACCOUNT_URL), 401)
+    before = db_snapshot()
+    error = error_of(client.get(ACCOUNT_URL), 401)
+    if header.startswith("Bearer"):
+        assert error["code"] == "authentication_failed"
+        assert "JWT" in error["message"]
+    assert db_snapshot() == before
 
 
 def test_inactive_users_token_is_401(member):

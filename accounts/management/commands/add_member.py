@@ -1,4 +1,5 @@
 import json
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -10,22 +11,37 @@ from accounts.services import member_add
 class Command(BaseCommand):
     help = (
         "Adds USERNAME to platform KEY with a role (creating the user if needed) and prints one JSON line "
-        "with the user's API token. Idempotent: running it again updates the role and email."
+        "with the user's API token. Idempotent: running it again updates the role and email. --password sets the "
+        "user's password, with which they can obtain a JWT (POST /api/auth/jwt/)."
     )
+
+    stealth_options = ("stdin",)  # call_command(..., stdin=...) for --password -
 
     def add_arguments(self, parser):  # noqa: ANN001
         parser.add_argument("platform_key")
         parser.add_argument("username")
         parser.add_argument("--role", choices=Role.values, default=Role.MEMBER)
         parser.add_argument("--email", default=None)
+        parser.add_argument(
+            "--password", default=None,
+            help="Set the user's password (for JWT Bearer tokens). Use --password - to read it from standard input.",
+        )
 
-    def handle(self, *args, platform_key: str, username: str, role: str, email: str | None, **options):  # noqa: ANN002, ANN003
+    def handle(self, *args, platform_key: str, username: str, role: str, email: str | None,
+               password: str | None = None, **options):  # noqa: ANN002, ANN003
         platform = platform_get(platform_key=platform_key)
         if platform is None:
             raise CommandError(f"no platform {platform_key!r}; create it with create_platform")
         if not username or len(username) > 150:
             raise CommandError("username must be 1-150 characters")
-        membership, token = member_add(platform=platform, username=username, role=role, email=email)
+        if password == "-":
+            # Kept out of the process list and the shell history.
+            password = (options.get("stdin") or sys.stdin).readline().rstrip("\r\n")
+        if password is not None and not password:
+            raise CommandError("password must not be empty")
+        membership, token = member_add(
+            platform=platform, username=username, role=role, email=email, password=password
+        )
         self.stdout.write(
             json.dumps(
                 {
