@@ -103,6 +103,24 @@ def api():  # noqa: ANN201
     return client_for
 
 
+@pytest.fixture
+def operator(db):  # noqa: ANN001, ANN201
+    """A Django superuser (an operator): the admin site's user."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+
+
+@pytest.fixture
+def browser(operator):  # noqa: ANN001, ANN201
+    """The Django admin site, signed in as ``operator``."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(operator)
+    return client
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _lazy_static_files():
     """WhiteNoise scans every static file when its middleware starts, which every test client does; in tests

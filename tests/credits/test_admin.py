@@ -13,18 +13,6 @@ from credits.selectors import ledger_verify
 from tests.payments.recharge_support import auto_recharge_of, auto_recharge_set
 
 
-@pytest.fixture
-def operator(db):  # noqa: ANN001, ANN201
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
-
-
-@pytest.fixture
-def browser(operator) -> Client:  # noqa: ANN001
-    client = Client()
-    client.force_login(operator)
-    return client
-
-
 @pytest.mark.parametrize(
     "url",
     [

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -578,18 +577,6 @@ def test_usage_is_priced_by_the_version_in_effect_and_keeps_its_id(owner, member
 
 
 # --- Django admin -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def operator(db):  # noqa: ANN001, ANN201
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
-
-
-@pytest.fixture
-def browser(operator) -> Client:  # noqa: ANN001
-    client = Client()
-    client.force_login(operator)
-    return client
 
 
 def admin_form(platform, **values):  # noqa: ANN001, ANN003, ANN201

@@ -36,18 +36,6 @@ COMPLETED = "checkout.session.completed"
 DASHBOARD = "admin:billing_dashboard"
 
 
-@pytest.fixture
-def operator(db):  # noqa: ANN001, ANN201
-    return get_user_model().objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
-
-
-@pytest.fixture
-def browser(operator) -> Client:  # noqa: ANN001
-    client = Client()
-    client.force_login(operator)
-    return client
-
-
 def messages_of(response) -> list[str]:  # noqa: ANN001
     return [str(m) for m in get_messages(response.wsgi_request)]
 
