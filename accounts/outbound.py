@@ -29,6 +29,7 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -210,7 +211,7 @@ def _wire(value: Any) -> Any:
         return {str(k): _wire(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_wire(v) for v in value]
-    if hasattr(value, "hex") and not isinstance(value, int | float | str):  # a UUID
+    if isinstance(value, uuid.UUID):
         return str(value)
     return value
 
