@@ -14,6 +14,10 @@ class DateFilter(django_filters.DateFilter):
     field_class = forms.DateField
 
 
+class InstantFilter(django_filters.DateTimeFilter):
+    field_class = forms.InstantField
+
+
 class UUIDFilter(django_filters.UUIDFilter):
     field_class = forms.UUIDField
 

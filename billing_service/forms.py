@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 
-from billing_service.inputs import date_parse, decimal_parse, text_problem, uuid_parse
+from billing_service.inputs import date_parse, decimal_parse, instant_parse, text_problem, uuid_parse
 
 
 def _parsed(field: forms.Field, value: Any, parse: Any) -> Any:
@@ -25,6 +25,13 @@ def _parsed(field: forms.Field, value: Any, parse: Any) -> Any:
 class DateField(forms.DateField):
     def to_python(self, value: Any):  # noqa: ANN201
         return _parsed(self, value, date_parse)
+
+
+class InstantField(forms.DateTimeField):
+    """A strict ISO 8601 date-time (or a date: its UTC midnight), as an aware UTC datetime."""
+
+    def to_python(self, value: Any):  # noqa: ANN201
+        return _parsed(self, value, lambda text: instant_parse(text, allow_date=True))
 
 
 class UUIDField(forms.UUIDField):

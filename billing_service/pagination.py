@@ -1,6 +1,7 @@
 """The two ways a listing pages, as DRF pagination classes that the viewsets declare (``pagination_class``):
 
-- ``CountedPagination``: page numbers (``page``, ``page_size``) with an exact ``count``;
+- ``CountedPagination``: page numbers (``page``, ``page_size``), or any ``offset`` with a ``limit``, with an
+  exact ``count``;
 - ``CursorPagination``: keyset pages (``cursor``), constant cost at any depth, no ``count``;
 - ``PageOrCursorPagination``: the listings that offer both, chosen by ``?pagination=cursor`` (or a
   ``cursor``).
@@ -34,11 +35,37 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 
+MAX_OFFSET = 1_000_000_000
+
+
 class PageNumberQuerySerializer(serializers.Serializer):
     page = QueryIntegerField(min_value=1, max_value=10_000_000, default=1, help_text="Page number (1-based).")
     page_size = QueryIntegerField(
         min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE, help_text="Rows per page (max 100)."
     )
+    offset = QueryIntegerField(
+        min_value=0, max_value=MAX_OFFSET, required=False,
+        help_text="Instead of `page`: rows to skip, any number (0-based). Past the end, the page is empty.",
+    )
+    limit = QueryIntegerField(
+        min_value=1, max_value=MAX_PAGE_SIZE, required=False,
+        help_text="With `offset`: rows per page (default 20, max 100).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        given = set(self.initial_data)
+        if given & {"offset", "limit"} and given & {"page", "page_size"}:
+            raise serializers.ValidationError(
+                {"offset": ["Page with page and page_size, or with offset and limit: not both."]}
+            )
+        return attrs
+
+
+def offset_of(query: dict[str, Any]) -> tuple[int, int, bool]:
+    """(offset, limit, by_offset) of a validated ``PageNumberQuerySerializer`` query."""
+    if "offset" in query or "limit" in query:
+        return query.get("offset", 0), query.get("limit", DEFAULT_PAGE_SIZE), True
+    return (query["page"] - 1) * query["page_size"], query["page_size"], False
 
 
 class PageQuerySerializer(PageNumberQuerySerializer):
@@ -52,6 +79,12 @@ class PageQuerySerializer(PageNumberQuerySerializer):
         required=False, max_length=200, blank=False,
         help_text="Opaque position from a `next` or `previous` link.",
     )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if (attrs["pagination"] == "cursor" or "cursor" in attrs) and set(self.initial_data) & {"offset", "limit"}:
+            raise serializers.ValidationError({"offset": ["Cursor pages take page_size, not offset or limit."]})
+        return attrs
 
 
 class InvalidCursor(DomainError):
@@ -82,8 +115,8 @@ def decode_cursor(token: str) -> tuple[str, Any]:
 class PagedRows(Protocol):
     """Rows that page themselves (instead of a QuerySet's slice, ``COUNT(*)`` and keyset filter)."""
 
-    def page(self, *, page: int, page_size: int) -> tuple[int, list[Any]]:
-        """(count, rows) of page ``page`` (1-based)."""
+    def slice(self, *, offset: int, limit: int) -> tuple[int, list[Any]]:
+        """(count, rows): the count of all rows, and up to ``limit`` rows after the first ``offset``."""
 
     def keyset(self, *, direction: str | None, position: Any, limit: int) -> tuple[list[Any], bool]:
         """Up to ``limit`` rows, newest first, past ``position`` ("before": older, "after": newer; ``None``:
@@ -117,35 +150,38 @@ class _Paginator(BasePagination):
 
 
 class CountedPagination(_Paginator):
-    """Page numbers with an exact ``count``: ``{count, next, previous, results}``."""
+    """Pages with an exact ``count``: ``{count, next, previous, results}``. A page is named by its number
+    (``page``, ``page_size``: a page past the last is a 404) or by any ``offset`` and a ``limit`` (past the
+    end: an empty page); the ``next`` and ``previous`` links name pages the same way."""
 
     def paginate_query(self, rows: Any, request: Request, query: dict[str, Any]) -> list[Any]:
-        self.request, self.page, self.page_size = request, query["page"], query["page_size"]
+        self.request = request
+        self.offset, self.limit, self.by_offset = offset_of(query)
         if isinstance(rows, PagedRows):
-            self.count, found = rows.page(page=self.page, page_size=self.page_size)
+            self.count, found = rows.slice(offset=self.offset, limit=self.limit)
         else:
-            offset = (self.page - 1) * self.page_size
-            found = list(rows[offset : offset + self.page_size])
-            self.count = rows.count() if len(found) == self.page_size or self.page > 1 else len(found)
-        if self.page > 1 and (self.page - 1) * self.page_size >= self.count:
-            raise NotFound("Invalid page: past the last page.", details={"page": self.page})
+            found = list(rows[self.offset : self.offset + self.limit])
+            self.count = rows.count() if len(found) == self.limit or self.offset else len(found)
+        if not self.by_offset and self.offset and self.offset >= self.count:
+            raise NotFound("Invalid page: past the last page.", details={"page": query["page"]})
         return found
 
     def get_paginated_body(self, data: Any) -> dict[str, Any]:
-        page, url = self.page, self.request.build_absolute_uri()
-        has_next = page * self.page_size < self.count
-        if page == 1:
-            previous = None
-        elif page == 2:
-            previous = remove_query_param(url, "page")
+        url, offset, limit = self.request.build_absolute_uri(), self.offset, self.limit
+        has_next = offset + limit < self.count
+        if self.by_offset:
+            next_url = replace_query_param(url, "offset", offset + limit) if has_next else None
+            previous = replace_query_param(url, "offset", max(offset - limit, 0)) if offset else None
         else:
-            previous = replace_query_param(url, "page", page - 1)
-        return {
-            "count": self.count,
-            "next": replace_query_param(url, "page", page + 1) if has_next else None,
-            "previous": previous,
-            "results": data,
-        }
+            page = offset // limit + 1
+            next_url = replace_query_param(url, "page", page + 1) if has_next else None
+            if page == 1:
+                previous = None
+            elif page == 2:
+                previous = remove_query_param(url, "page")
+            else:
+                previous = replace_query_param(url, "page", page - 1)
+        return {"count": self.count, "next": next_url, "previous": previous, "results": data}
 
 
 class CursorPagination(_Paginator):

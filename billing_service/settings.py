@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -210,6 +212,14 @@ CREEM_TIMEOUT_SECONDS = float(os.environ.get("CREEM_TIMEOUT_SECONDS", "20"))
 # Coupons (payments/coupons.py): coupon codes a user may try per sliding hour (redeem and checkout alike), counted
 # in PostgreSQL so every worker shares the count; beyond it a 429 with Retry-After.
 COUPON_REDEEM_ATTEMPTS_PER_HOUR = int(os.environ.get("COUPON_REDEEM_ATTEMPTS_PER_HOUR", "10"))
+
+# --- Drop-in surfaces of the other published APIs (payments/surfaces/) ---
+# billing-service-api.txt's mount point, and its credit unit: that API counts credits in integers, each worth
+# BILLING_V1_CREDIT_UNIT of ours (0.01: "15.00" credits here are 1500 there; a fraction of a unit keeps its decimals).
+BILLING_V1_PREFIX = os.environ.get("BILLING_V1_PREFIX", "api/v1/").strip("/") + "/"
+BILLING_V1_CREDIT_UNIT = Decimal(os.environ.get("BILLING_V1_CREDIT_UNIT", "0.01"))
+if not (BILLING_V1_CREDIT_UNIT.is_finite() and BILLING_V1_CREDIT_UNIT > 0):
+    raise ImproperlyConfigured("BILLING_V1_CREDIT_UNIT must be a positive decimal, e.g. 0.01")
 
 # --- Background work (billing_service/celery.py): Celery with a Redis broker, or in-process without one ---
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")

@@ -13,6 +13,10 @@ urlpatterns = [
     path("api/billing/", include("subscriptions.api.urls")),
     path("api/billing/", include("payments.api.urls")),
     path("api/billing/", include("entitlements.api.urls")),
+    # Drop-in surfaces of the other published billing APIs (payments/surfaces/).
+    path(settings.BILLING_V1_PREFIX, include("payments.surfaces.billing_v1")),
+    path("auth/account/", include("payments.surfaces.account_api")),
+    path("api/", include("payments.surfaces.entitlements_plans")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, time
 import django_filters
 from django import forms
 
-from billing_service.filters import DateFilter, TextFilter, UUIDFilter
+from billing_service.filters import DateFilter, InstantFilter, TextFilter, UUIDFilter
 from billing_service.pagination import InvalidCursor
 from credits import selectors
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
-from credits.selectors import LedgerFilter, day_end
+from credits.selectors import LedgerDirection, LedgerFilter, day_end
 
 
 class AccountLedger:
@@ -28,8 +28,8 @@ class AccountLedger:
     def all(self) -> AccountLedger:
         return self
 
-    def page(self, *, page: int, page_size: int) -> tuple[int, list[LedgerEntry]]:
-        return selectors.ledger_page(account=self.account, flt=self.flt, page=page, page_size=page_size)
+    def slice(self, *, offset: int, limit: int) -> tuple[int, list[LedgerEntry]]:
+        return selectors.ledger_slice(account=self.account, flt=self.flt, offset=offset, limit=limit)
 
     def keyset(
         self, *, direction: str | None, position: object, limit: int
@@ -51,6 +51,9 @@ class DateRangeForm(forms.Form):
         start, end = data.get("from_date"), data.get("to_date")
         if start and end and start > end:
             raise forms.ValidationError({"to_date": "Must not be before from_date."})
+        start, end = data.get("created_from"), data.get("created_to")
+        if start and end and start > end:
+            raise forms.ValidationError({"created_to": "Must not be before created_from."})
         return data
 
 
@@ -64,10 +67,24 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
     to_date = DateFilter(
         method="filter_to_date", help_text="Last day included (YYYY-MM-DD, UTC)."
     )
+    created_from = InstantFilter(
+        method="filter_created_from", help_text="Rows at or after this instant (ISO 8601 date-time, or a date: its "
+        "UTC midnight)."
+    )
+    created_to = InstantFilter(
+        method="filter_created_to", help_text="Rows at or before this instant (ISO 8601 date-time, or a date: its "
+        "UTC midnight)."
+    )
+    direction = django_filters.ChoiceFilter(
+        choices=[(c, c) for c in LedgerDirection.CHOICES],
+        method="filter_direction",
+        help_text="`credit`: rows that raised the balance; `debit`: rows that lowered it; `either`: both (leaves "
+        "out holds, which move credits between available and reserved).",
+    )
 
     class Meta:
         model = LedgerEntry
-        fields = ["transaction_type", "from_date", "to_date"]
+        fields = ["transaction_type", "from_date", "to_date", "created_from", "created_to", "direction"]
         form = DateRangeForm
 
     def filter_from_date(self, queryset, name, value):  # noqa: ANN001, ANN201
@@ -76,6 +93,15 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
     def filter_to_date(self, queryset, name, value):  # noqa: ANN001, ANN201
         end = day_end(value)
         return queryset if end is None else queryset.filter(created_at__lt=end)
+
+    def filter_created_from(self, queryset, name, value):  # noqa: ANN001, ANN201
+        return queryset.filter(created_at__gte=value)
+
+    def filter_created_to(self, queryset, name, value):  # noqa: ANN001, ANN201
+        return queryset.filter(created_at__lte=value)
+
+    def filter_direction(self, queryset, name, value):  # noqa: ANN001, ANN201
+        return queryset.filter(LedgerDirection.CONDITIONS[value])
 
     def filter_queryset(self, queryset):  # noqa: ANN001, ANN201
         if isinstance(queryset, AccountLedger):  # the selectors apply the filter
@@ -88,6 +114,9 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
             transaction_type=data.get("transaction_type") or None,
             from_date=data.get("from_date"),
             to_date=data.get("to_date"),
+            direction=data.get("direction") or None,
+            created_from=data.get("created_from"),
+            created_to=data.get("created_to"),
         )
 
 

@@ -28,15 +28,40 @@ from credits.models import (
 )
 
 
+class LedgerDirection:
+    """Which way a row moved the balance: ``credit`` raised it, ``debit`` lowered it, ``either`` is both (it
+    leaves out the holds, which move credits between available and reserved, not the balance)."""
+
+    CREDIT, DEBIT, EITHER = "credit", "debit", "either"
+    CHOICES = (CREDIT, DEBIT, EITHER)
+    CONDITIONS = {CREDIT: Q(balance_delta__gt=0), DEBIT: Q(balance_delta__lt=0), EITHER: ~Q(balance_delta=0)}
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerFilter:
     transaction_type: str | None = None
     from_date: date | None = None
     to_date: date | None = None
+    direction: str | None = None  # LedgerDirection
+    created_from: datetime | None = None  # inclusive instants
+    created_to: datetime | None = None
 
     @property
     def has_dates(self) -> bool:
-        return self.from_date is not None or self.to_date is not None
+        return any(bound is not None for bound in (self.from_date, self.to_date, self.created_from, self.created_to))
+
+    def start(self) -> datetime | None:
+        """The first instant included, or None."""
+        bounds = [b for b in (self.from_date and _day_start(self.from_date), self.created_from) if b is not None]
+        return max(bounds) if bounds else None
+
+    def end(self) -> datetime | None:
+        """The first instant after the range, or None."""
+        after_to = None
+        if self.created_to is not None and self.created_to.replace(tzinfo=None) < datetime.max:
+            after_to = self.created_to + timedelta(microseconds=1)
+        bounds = [b for b in (self.to_date and day_end(self.to_date), after_to) if b is not None]
+        return min(bounds) if bounds else None
 
 
 def _day_start(day: date) -> datetime:
@@ -65,17 +90,18 @@ def _sequence_bounds(account: CreditAccount, flt: LedgerFilter) -> tuple[int, in
     the sequence, so each bound is one index probe)."""
     lo, hi = 1, account.last_sequence
     rows = LedgerEntry.objects.filter(account=account)
-    if flt.from_date is not None:
+    start, end = flt.start(), flt.end()
+    if start is not None:
         first = (
-            rows.filter(created_at__gte=_day_start(flt.from_date))
+            rows.filter(created_at__gte=start)
             .order_by("created_at", "sequence")
             .values_list("sequence", flat=True)
             .first()
         )
         lo = first if first is not None else hi + 1
-    if flt.to_date is not None and day_end(flt.to_date) is not None:
+    if end is not None:
         last = (
-            rows.filter(created_at__lt=day_end(flt.to_date))
+            rows.filter(created_at__lt=end)
             .order_by("-created_at", "-sequence")
             .values_list("sequence", flat=True)
             .first()
@@ -88,6 +114,8 @@ def _filtered(account: CreditAccount, flt: LedgerFilter, lo: int, hi: int) -> Qu
     rows = LedgerEntry.objects.filter(account=account)
     if flt.transaction_type:
         rows = rows.filter(transaction_type=flt.transaction_type)
+    if flt.direction:
+        rows = rows.filter(LedgerDirection.CONDITIONS[flt.direction])
     if flt.has_dates:
         rows = rows.filter(sequence__gte=lo, sequence__lte=hi)
     return rows
@@ -100,6 +128,8 @@ def ledger_count(*, account: CreditAccount, flt: LedgerFilter) -> int:
 def _count(account: CreditAccount, flt: LedgerFilter, lo: int, hi: int) -> int:
     if hi < lo:
         return 0
+    if flt.direction:
+        return _filtered(account, flt, lo, hi).count()
     if not flt.transaction_type:
         return hi - lo + 1
     if not flt.has_dates:
@@ -107,15 +137,15 @@ def _count(account: CreditAccount, flt: LedgerFilter, lo: int, hi: int) -> int:
     return _filtered(account, flt, lo, hi).count()
 
 
-def ledger_page(
-    *, account: CreditAccount, flt: LedgerFilter, page: int, page_size: int
+def ledger_slice(
+    *, account: CreditAccount, flt: LedgerFilter, offset: int, limit: int
 ) -> tuple[int, list[LedgerEntry]]:
-    """(count, rows) of page ``page`` (1-based), newest first."""
+    """(count, rows): up to ``limit`` rows after the newest ``offset``, newest first."""
+    page_size = limit
     lo, hi = _sequence_bounds(account, flt)
     if hi < lo:
         return 0, []
-    offset = (page - 1) * page_size
-    if not flt.transaction_type:
+    if not flt.transaction_type and not flt.direction:
         # Every sequence number in [lo, hi] is a row: the page is a sequence range.
         top = hi - offset
         rows = (

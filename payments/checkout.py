@@ -27,7 +27,7 @@ plan's seats changes its quantity instead (409 ``seat_subscription_exists``).
 Creem checkouts are product-backed (reference: "For Creem flows, plan_id must reference a billing plan that
 has creem_product_id configured in admin"): the customer pays the price of the Creem product, not an amount this
 service chooses. ``type: "subscription"`` names an active, purchasable plan with a ``creem_product_id``; the
-order's amount is the plan's price for ``billing_cycle`` (monthly unless given); the cycle the subscription is
+order's amount is the plan's price for ``billing_cycle`` (monthly unless given, as on Stripe); the cycle the subscription is
 finally recorded with is the Creem product's ``billing_period`` (``payments.webhooks.creem_handlers``). ``type: "top_up"``
 is refused (400 ``checkout_type_not_available``): a fixed-price product cannot charge an amount the customer
 picks; top-ups stay on Stripe.
@@ -207,8 +207,7 @@ def _stripe_subscription(
     price. Refused: an unknown, inactive or unpurchasable plan, a cycle without a Stripe price or a price of 0."""
     if not plan_id:
         raise InvalidCheckout("plan_id", "Required for a subscription.")
-    if billing_cycle not in BillingCycle.values:
-        raise InvalidCheckout("billing_cycle", "Required for a subscription: 'monthly' or 'yearly'.")
+    billing_cycle = billing_cycle or BillingCycle.MONTHLY
     plan = _plan_on_sale(platform, plan_id)
     price_id, cents = plan.stripe_price_for(billing_cycle), plan.price_for(billing_cycle)
     if not price_id or cents <= 0:

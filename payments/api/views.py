@@ -61,8 +61,8 @@ class CheckoutViewSet(TenantGenericViewSet):
         summary="Start a checkout: a pending order and the provider's payment page",
         description=(
             "`type` `top_up`: a one-off purchase of `amount` USD of credits. `type` `subscription` (channel "
-            "`stripe`): `plan_id` (an active, purchasable plan) and `billing_cycle` (`monthly`/`yearly`, a "
-            "cycle the plan sells through a Stripe price); the order costs the plan's price for the cycle and "
+            "`stripe`): `plan_id` (an active, purchasable plan) and `billing_cycle` (`monthly`/`yearly`, default "
+            "`monthly`, a cycle the plan sells through a Stripe price); the order costs the plan's price for the cycle and "
             "the subscription starts when Stripe confirms it (webhooks). An account that already has a current "
             "subscription gets a 409 `subscription_exists` (change plans in the billing portal). Channel "
             "`creem` sells subscriptions only (Creem checkouts are product-backed): `plan_id` (id or slug) must "

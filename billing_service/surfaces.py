@@ -1,0 +1,166 @@
+"""Drop-in surfaces: other published billing APIs, served by the native views.
+
+A surface is a thin layer with no rule of its own. Its view (``SurfaceView``) maps the request it receives
+onto a native view: the path, the query parameters, the body. It calls that view (``forward``), which
+authenticates, checks permissions, validates and does the work exactly as it does for the native API. Then it
+reshapes the native response: field names, the envelope, number types.
+
+So a surface cannot disagree with the native API. It has the same rules, errors and HTTP statuses and runs the
+same queries. The surface view adds no query: it does not authenticate (the native view does).
+
+Amounts leave a surface as JSON numbers written from exact decimals (``ExactJSONRenderer``): "1500",
+"0.000125", "12345678.000000000001". The text is exact; a client that reads numbers as doubles may round what has
+more than 15 significant digits, and the surfaces that promise numbers put the exact decimal string beside them
+where that can happen (see each surface)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, QueryDict
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+# Response headers a surface passes on from the native response (the rest are the renderer's own).
+_PASSED_HEADERS = ("Retry-After", "Idempotent-Replayed", "WWW-Authenticate", "Location", "Allow")
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as a JSON number, exactly: no exponent, no trailing zeros ("1500", "0.5", "-3.25")."""
+    if not value.is_finite():
+        raise ValueError(f"not a finite number: {value}")
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def exact_json(value: Any) -> str:
+    """``value`` as JSON text, decimals as exact numbers. ASCII only, like the native renderer
+    (``UNICODE_JSON`` off). A float is refused: amounts are never floats."""
+    if value is None or isinstance(value, (bool, str)):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{exact_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(exact_json(item) for item in value) + "]"
+    raise TypeError(f"no exact JSON for {type(value).__name__}")
+
+
+class ExactJSONRenderer(JSONRenderer):
+    """JSON with decimals written as exact numbers (``exact_json``)."""
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if data is None:
+            return b""
+        return exact_json(data).encode("ascii")
+
+
+def units(value: Any, unit: Decimal) -> Decimal | None:
+    """A native decimal string ("15.00") counted in ``unit`` (0.01 -> 1500). Exact: a fraction of a unit keeps
+    its decimals (15.005 -> 1500.5), never truncated."""
+    if value is None:
+        return None
+    return Decimal(value) / unit
+
+
+def from_units(value: Decimal | int, unit: Decimal) -> str:
+    """The native decimal string of ``value`` units of ``unit`` (1500 at 0.01 -> "15")."""
+    return decimal_text(Decimal(value) * unit)
+
+
+def number(value: Any) -> Decimal | None:
+    """A native decimal string ("15.00") as a JSON number (Decimal), or None."""
+    return None if value is None else Decimal(value)
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+KEEP = object()  # forward(): pass the body on unchanged
+
+
+class SurfaceView(APIView):
+    """A view of a surface. It does not authenticate, check permissions or throttle: ``forward`` hands the request
+    to the native view, which does. ``shape_error`` turns the native error envelope into the surface's own.
+
+    Subclasses implement the HTTP methods: map the request, ``forward`` it, shape the response (``reply``)."""
+
+    authentication_classes: tuple = ()
+    permission_classes: tuple = ()
+    throttle_classes: tuple = ()
+    renderer_classes = (ExactJSONRenderer,)
+
+    def perform_authentication(self, request: Request) -> None:
+        """Left to the native view (the surface would otherwise authenticate twice)."""
+
+    def shape_error(self, error: dict[str, Any]) -> Any:
+        """The body of an error response, from the native ``{"code", "message", "details"}``."""
+        return {"error": error}
+
+    def forward(
+        self,
+        request: Request,
+        view: Callable[..., Any],
+        *,
+        query: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        body: Any = KEEP,
+        method: str | None = None,
+        **kwargs: Any,
+    ) -> Response:
+        """The native ``view``'s response to this request, with ``query`` instead of its query string and
+        ``body`` (JSON, decimals exact) instead of its body. ``kwargs`` are the native URL's."""
+        raw: HttpRequest = copy.copy(request._request)
+        raw.META = dict(raw.META)
+        if query is not None:
+            text = urlencode([(k, v) for k, v in _pairs(query) if v is not None])
+            raw.META["QUERY_STRING"] = text
+            raw.GET = QueryDict(text)
+        if body is not KEEP:
+            payload = exact_json(body).encode("ascii")
+            raw._stream = io.BytesIO(payload)  # what HttpRequest.read() reads
+            raw._read_started = False
+            for cached in ("_body", "_post", "_files"):
+                raw.__dict__.pop(cached, None)
+            raw.META["CONTENT_LENGTH"] = str(len(payload))
+            raw.META["CONTENT_TYPE"] = "application/json"
+        if method is not None:
+            raw.method = method
+        return view(raw, **kwargs)
+
+    def reply(self, native: Response, shape: Callable[[Any], Any] | None = None, *, status: int | None = None
+              ) -> Response:
+        """The surface's response to ``native``: a success body shaped by ``shape``; an error as
+        ``shape_error`` writes it (``finalize_response``); the native status and headers."""
+        data = native.data
+        if native.status_code < 400 and shape is not None:
+            data = shape(data)
+        headers = {name: native[name] for name in _PASSED_HEADERS if native.has_header(name)}
+        return Response(data, status=status or native.status_code, headers=headers)
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(response, Response) and response.status_code >= 400:
+            error = (response.data or {}).get("error") if isinstance(response.data, dict) else None
+            if isinstance(error, dict) and "code" in error:
+                response.data = self.shape_error(error)
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+def _pairs(query: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    if isinstance(query, QueryDict):
+        return [(k, v) for k in query for v in query.getlist(k)]
+    if isinstance(query, Mapping):
+        return list(query.items())
+    return list(query)

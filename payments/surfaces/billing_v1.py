@@ -1,0 +1,419 @@
+"""billing-service-api.txt, served under ``BILLING_V1_PREFIX`` (default ``/api/v1/``) by the native views.
+
+Shapes: ``{"success": true, "data": ...}``, and ``{"success": false, "error": {"code", "message", "details"}}``
+with the native status. Listings take ``limit`` (default 20, max 100) and any ``offset``; ``data`` is the array
+of rows and ``pagination`` says ``{limit, offset, total}``.
+
+Credits are integers there: one of that API's credits is ``BILLING_V1_CREDIT_UNIT`` of ours (default 0.01, so
+"15.00" here is 1500 there). A balance with a fraction of a unit keeps its decimals (1500.5): nothing is ever
+truncated. Amounts sent in (a manual adjustment, a plan's ``credits_included``, the check-in settings) are
+counted in the same unit. Prices are integer cents, as natively; an order's USD amounts stay decimal strings.
+
+The ledger's types, as that API names them (``TRANSACTION_TYPES``): a member sees ``ai_usage`` for usage,
+``purchase`` for top-ups and grants, ``subscription`` for plan credits, ``checkin``, ``refund``, ``adjustment``,
+``promotion``, ``expiry``, ``reserve``/``release`` for holds and ``rollover`` for period ends."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.urls import path
+from django.utils.text import slugify
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from billing_service.errors import InvalidInput
+from billing_service.surfaces import SurfaceView, from_units, units
+from credits.api.checkin_views import CheckinConfigViewSet, CheckinViewSet
+from credits.api.views import LedgerEntryViewSet, ManualAdjustmentViewSet, PlatformLedgerEntryViewSet
+from credits.models import TransactionType
+from payments.api.account_views import CreditAccountViewSet
+from payments.api.coupon_views import AdminCouponViewSet
+from payments.api.views import WEBHOOK_ENDPOINTS, CheckoutViewSet, OrderViewSet, PortalViewSet, ProviderWebhookView
+from subscriptions.api.views import AdminPlanViewSet, PlanViewSet
+
+TAG = "billing-service-api"
+
+# Our ledger types as that API names them. An ``add`` row is a ``subscription`` when it is a plan's credits (it
+# names the subscription: ``payments.plan_periods``), else a ``purchase``.
+TRANSACTION_TYPES = {
+    TransactionType.SUBTRACT: "ai_usage",
+    TransactionType.ADD: "purchase",
+    TransactionType.CHECKIN: "checkin",
+    TransactionType.REFUND: "refund",
+    TransactionType.ADJUSTMENT: "adjustment",
+    TransactionType.PROMOTION: "promotion",
+    TransactionType.EXPIRY: "expiry",
+    TransactionType.RESERVE: "reserve",
+    TransactionType.RELEASE: "release",
+    TransactionType.ROLLOVER: "rollover",
+}
+
+
+def unit() -> Decimal:
+    return settings.BILLING_V1_CREDIT_UNIT
+
+
+def _native(viewset: type, basename: str, detail: bool = False, **actions: str) -> Any:
+    return viewset.as_view(actions, basename=basename, detail=detail)
+
+
+# The native views, as their routers mount them.
+NATIVE = {
+    "account": _native(CreditAccountViewSet, "billing-account", True, get="retrieve"),
+    "transactions": _native(LedgerEntryViewSet, "billing-transactions", get="list"),
+    "orders": _native(OrderViewSet, "billing-orders", get="list"),
+    "order": _native(OrderViewSet, "billing-orders", True, get="retrieve"),
+    "plans": _native(PlanViewSet, "billing-plans", get="list"),
+    "checkin": _native(CheckinViewSet, "billing-checkin", True, post="create"),
+    "checkout": _native(CheckoutViewSet, "billing-checkout", post="create"),
+    "portal": _native(PortalViewSet, "billing-portal", post="create"),
+    "admin_plans": _native(AdminPlanViewSet, "billing-admin-plans", get="list", post="create"),
+    "admin_plan": _native(AdminPlanViewSet, "billing-admin-plans", True, put="update"),
+    "admin_coupons": _native(AdminCouponViewSet, "billing-admin-coupons", get="list", post="create"),
+    "admin_transactions": _native(PlatformLedgerEntryViewSet, "billing-admin-credits-transactions", get="list"),
+    "admin_manual": _native(ManualAdjustmentViewSet, "billing-admin-credits-manual", post="create"),
+    "admin_checkin_config": _native(CheckinConfigViewSet, "billing-admin-checkin-config", True, get="retrieve",
+                                    put="update"),
+}
+
+
+# --- shapes -----------------------------------------------------------------------------------------------
+
+
+def transaction(row: dict[str, Any]) -> dict[str, Any]:
+    """A native ledger row as that API's transaction."""
+    kind = TRANSACTION_TYPES.get(row["transaction_type"], row["transaction_type"])
+    if kind == "purchase" and "subscription_id" in (row.get("metadata") or {}):
+        kind = "subscription"
+    shaped = {
+        "id": row["id"],
+        "type": kind,
+        "amount": units(row["balance_change"], unit()),
+        "description": row["description"],
+        "created_at": row["created_at"],
+        "balance_after": units(row["credits_balance_after"], unit()),
+        "reference": row["reference"],
+    }
+    if "username" in row:  # the platform's ledger (admins)
+        shaped |= {"account_id": row["account_id"], "username": row["username"], "actor": row["actor"]}
+    return shaped
+
+
+def plan(row: dict[str, Any]) -> dict[str, Any]:
+    """A native plan with ``credits_included`` in this API's credits."""
+    return {**row, "credits_included": units(row["credits_included"], unit())}
+
+
+def order(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "credits": units(row["credits"], unit())}
+
+
+def checkin_done(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "credits_awarded": units(body["credits_awarded"], unit()), "balance": units(body["balance"], unit())}
+
+
+def checkin_config(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **body,
+        "credits_per_day": units(body["credits_per_day"], unit()),
+        "monthly_cap": units(body["monthly_cap"], unit()),
+        "streak_bonuses": {day: units(bonus, unit()) for day, bonus in body["streak_bonuses"].items()},
+    }
+
+
+def page(shape: Any) -> Any:
+    """A native page of rows as ``(data, pagination)``."""
+
+    def shaped(body: dict[str, Any]) -> dict[str, Any]:
+        return {"rows": [shape(row) for row in body["results"]], "total": body["count"]}
+
+    return shaped
+
+
+# --- request mapping ---------------------------------------------------------------------------------------
+
+
+def with_credits(body: Any, *names: str) -> Any:
+    """``body`` with its fields ``names``, this API's credits (JSON numbers), as our decimal strings. Any other
+    value is passed on as it is, for the native view to refuse (a 400 naming the field)."""
+    if not isinstance(body, dict):
+        return body
+    out = dict(body)
+    for name in names:
+        value = out.get(name)
+        if isinstance(value, (int, Decimal)) and not isinstance(value, bool) and Decimal(value).is_finite():
+            out[name] = from_units(value, unit())
+    return out
+
+
+class BillingV1View(SurfaceView):
+    """A view of billing-service-api.txt: the ``{success, data}`` envelope."""
+
+    # Query parameters this endpoint takes (others are refused, as natively): the listings page.
+    takes_query: frozenset[str] = frozenset()
+
+    def shape_error(self, error: dict[str, Any]) -> Any:
+        return {"success": False, "error": error}
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        unknown = sorted(set(request.query_params) - self.takes_query)
+        if unknown:
+            problems = {name: ["Unknown query parameter for this operation."] for name in unknown}
+            raise InvalidInput(f"Invalid input: {', '.join(unknown)}.", details=problems)
+        super().initial(request, *args, **kwargs)
+
+    def envelope(self, native: Response, shape: Any = None, *, listing: bool = False) -> Response:
+        def wrapped(data: Any) -> Any:
+            data = shape(data) if shape is not None else data
+            if listing:
+                return {"success": True, "data": data["rows"], "pagination": {
+                    "limit": self.paging[1], "offset": self.paging[0], "total": data["total"]}}
+            return {"success": True, "data": data}
+
+        return self.reply(native, wrapped)
+
+    def page_query(self, request: Request, **extra: Any) -> dict[str, Any]:
+        """``limit`` and ``offset`` (validated natively), with the native filters ``extra``."""
+        query = {"limit": request.query_params.get("limit", "20"), "offset": request.query_params.get("offset", "0")}
+        self.paging = (_int_or(query["offset"], 0), _int_or(query["limit"], 20))
+        return {**query, **extra}
+
+
+def _int_or(text: str, default: int) -> int:
+    return int(text) if text.isascii() and text.isdigit() else default
+
+
+PAGE_PARAMS = [
+    OpenApiParameter("limit", int, description="Rows per page (default 20, max 100)."),
+    OpenApiParameter("offset", int, description="Rows to skip, any number (default 0)."),
+]
+
+
+def _body(name: str, data: Any) -> Any:
+    return inline_serializer(name=name, fields={"success": serializers.BooleanField(), "data": data})
+
+
+def _listing(name: str, row: Any) -> Any:
+    return inline_serializer(name=name, fields={
+        "success": serializers.BooleanField(), "data": row(many=True),
+        "pagination": inline_serializer(name=f"{name}Pagination", fields={
+            "limit": serializers.IntegerField(), "offset": serializers.IntegerField(),
+            "total": serializers.IntegerField()})})
+
+
+def _credits_number(help_text: str) -> serializers.Field:
+    return serializers.DecimalField(max_digits=30, decimal_places=12, coerce_to_string=False, help_text=help_text)
+
+
+TransactionV1 = inline_serializer(name="V1Transaction", fields={
+    "id": serializers.UUIDField(),
+    "type": serializers.CharField(help_text="ai_usage, purchase, subscription, checkin, refund, adjustment, "
+                                            "promotion, expiry, reserve, release, rollover."),
+    "amount": _credits_number("Signed change of the balance, in this API's credits."),
+    "description": serializers.CharField(),
+    "created_at": serializers.DateTimeField(),
+    "balance_after": _credits_number("The balance after it."),
+    "reference": serializers.CharField(),
+})
+ANY = serializers.JSONField(help_text="As the native endpoint shows it (see its tag), credits in this API's unit.")
+
+
+# --- views -----------------------------------------------------------------------------------------------
+
+
+class BalanceView(BillingV1View):
+    @extend_schema(operation_id="v1_credits_balance", summary="Your balance", tags=[TAG], responses={
+        200: _body("V1Balance", inline_serializer(name="V1BalanceData", fields={
+            "balance": _credits_number("Credits, reserved ones included."),
+            "available": _credits_number("Credits that can be spent now."),
+            "reserved": _credits_number("Credits held for calls in progress.")}))})
+    def get(self, request: Request) -> Response:
+        return self.envelope(self.forward(request, NATIVE["account"], query={}), lambda account: {
+            "balance": units(account["balance"], unit()),
+            "available": units(account["available_credits"], unit()),
+            "reserved": units(account["reserved"], unit()),
+        })
+
+
+class TransactionsView(BillingV1View):
+    takes_query = frozenset({"limit", "offset"})
+
+    @extend_schema(operation_id="v1_credits_transactions", summary="Your transactions, newest first", tags=[TAG],
+                   parameters=PAGE_PARAMS, responses={200: _listing("V1Transactions", lambda many: TransactionV1)})
+    def get(self, request: Request) -> Response:
+        native = self.forward(request, NATIVE["transactions"], query=self.page_query(request))
+        return self.envelope(native, page(transaction), listing=True)
+
+
+class OrdersView(BillingV1View):
+    takes_query = frozenset({"limit", "offset"})
+
+    @extend_schema(operation_id="v1_orders_list", summary="Your orders, newest first", tags=[TAG],
+                   parameters=PAGE_PARAMS, responses={200: _body("V1Orders", ANY)})
+    def get(self, request: Request) -> Response:
+        native = self.forward(request, NATIVE["orders"], query=self.page_query(request))
+        return self.envelope(native, page(order), listing=True)
+
+
+class OrderView(BillingV1View):
+    @extend_schema(operation_id="v1_orders_retrieve", summary="One of your orders", tags=[TAG],
+                   responses={200: _body("V1Order", ANY)})
+    def get(self, request: Request, order_id: str) -> Response:
+        return self.envelope(self.forward(request, NATIVE["order"], query={}, order_id=order_id), order)
+
+
+class PlansView(BillingV1View):
+    @extend_schema(operation_id="v1_subscription_plans", summary="The plans on sale", tags=[TAG],
+                   responses={200: _body("V1Plans", ANY)})
+    def get(self, request: Request) -> Response:
+        native = self.forward(request, NATIVE["plans"], query={"limit": 100})
+        return self.envelope(native, lambda body: [plan(row) for row in body["results"]])
+
+
+class CheckinView(BillingV1View):
+    @extend_schema(operation_id="v1_checkin", summary="Daily check-in", tags=[TAG], request=None,
+                   responses={201: _body("V1Checkin", ANY)})
+    def post(self, request: Request) -> Response:
+        return self.envelope(self.forward(request, NATIVE["checkin"], query={}), checkin_done)
+
+
+class CreateSessionView(BillingV1View):
+    @extend_schema(
+        operation_id="v1_payment_create_session", summary="Start a checkout session", tags=[TAG],
+        description="The native checkout (`POST /api/billing/checkout/`): `channel` `stripe` or `creem`, `type` "
+        "`subscription` (with `plan_id`; `billing_cycle` defaults to `monthly`) or `top_up` (with `amount` in USD, "
+        "a decimal string), `success_url`, `cancel_url`, `coupon`.",
+        request=ANY, responses={201: _body("V1Session", inline_serializer(name="V1SessionData", fields={
+            "url": serializers.URLField(), "order_id": serializers.UUIDField()}))})
+    def post(self, request: Request) -> Response:
+        return self.envelope(self.forward(request, NATIVE["checkout"], query={}))
+
+
+class PortalView(BillingV1View):
+    @extend_schema(operation_id="v1_subscription_portal", summary="Open the billing portal", tags=[TAG],
+                   request=ANY, responses={201: _body("V1Portal", inline_serializer(
+                       name="V1PortalData", fields={"url": serializers.URLField()}))})
+    def post(self, request: Request) -> Response:
+        return self.envelope(self.forward(request, NATIVE["portal"], query={}))
+
+
+class WebhookView(BillingV1View):
+    """A provider's deliveries: the native handler, its signature check included (public)."""
+
+    provider = ""
+    public_endpoint = True
+
+    @extend_schema(operation_id="v1_payment_webhook", summary="A payment provider's webhook", tags=[TAG],
+                   request=ANY, responses={200: _body("V1WebhookReceipt", ANY)})
+    def post(self, request: Request) -> Response:
+        view = ProviderWebhookView.as_view(provider=self.provider)
+        return self.envelope(self.forward(request, view))
+
+
+class AdminPlansView(BillingV1View):
+    takes_query = frozenset({"limit", "offset"})
+
+    @extend_schema(operation_id="v1_admin_plans_list", summary="Every plan (owners and admins)", tags=[TAG],
+                   parameters=PAGE_PARAMS, responses={200: _body("V1AdminPlans", ANY)})
+    def get(self, request: Request) -> Response:
+        native = self.forward(request, NATIVE["admin_plans"], query=self.page_query(request))
+        return self.envelope(native, page(plan), listing=True)
+
+    @extend_schema(operation_id="v1_admin_plans_create", summary="Create a plan (owners and admins)", tags=[TAG],
+                   description="The native plan fields; `credits_included` in this API's credits; `slug` defaults "
+                   "to the name's.", request=ANY, responses={201: _body("V1AdminPlan", ANY)})
+    def post(self, request: Request) -> Response:
+        body = with_credits(request.data, "credits_included", "rollover_cap")
+        if isinstance(body, dict) and "slug" not in body and isinstance(body.get("name"), str):
+            body["slug"] = slugify(body["name"])[:50]
+        return self.envelope(self.forward(request, NATIVE["admin_plans"], query={}, body=body), plan)
+
+
+class AdminPlanView(BillingV1View):
+    @extend_schema(operation_id="v1_admin_plans_update", summary="Update a plan (owners and admins)", tags=[TAG],
+                   request=ANY, responses={200: _body("V1AdminPlanUpdated", ANY)})
+    def put(self, request: Request, plan_id: str) -> Response:
+        body = with_credits(request.data, "credits_included", "rollover_cap")
+        return self.envelope(
+            self.forward(request, NATIVE["admin_plan"], query={}, body=body, plan_id=plan_id), plan
+        )
+
+
+class AdminCouponsView(BillingV1View):
+    takes_query = frozenset({"limit", "offset"})
+
+    @extend_schema(operation_id="v1_admin_coupons_list", summary="Coupons (owners and admins)", tags=[TAG],
+                   parameters=PAGE_PARAMS, responses={200: _body("V1Coupons", ANY)})
+    def get(self, request: Request) -> Response:
+        native = self.forward(request, NATIVE["admin_coupons"], query=self.page_query(request))
+        return self.envelope(native, page(lambda row: row), listing=True)
+
+    @extend_schema(operation_id="v1_admin_coupons_create", summary="Create a coupon (owners and admins)", tags=[TAG],
+                   description="The native coupon fields (`value` a decimal string, as natively).",
+                   request=ANY, responses={201: _body("V1Coupon", ANY)})
+    def post(self, request: Request) -> Response:
+        return self.envelope(self.forward(request, NATIVE["admin_coupons"], query={}))
+
+
+class AdminTransactionsView(BillingV1View):
+    takes_query = frozenset({"limit", "offset"})
+
+    @extend_schema(operation_id="v1_admin_credits_transactions", summary="Every transaction of the platform",
+                   tags=[TAG], parameters=PAGE_PARAMS, responses={200: _body("V1AdminTransactions", ANY)})
+    def get(self, request: Request) -> Response:
+        native = self.forward(request, NATIVE["admin_transactions"], query=self.page_query(request))
+        return self.envelope(native, page(transaction), listing=True)
+
+
+class AdminManualView(BillingV1View):
+    @extend_schema(operation_id="v1_admin_credits_manual", summary="Adjust an account's credits by hand",
+                   tags=[TAG], description="`account_id`, `amount` (signed, in this API's credits), `description`, "
+                   "`reference`; an `Idempotency-Key` header makes a retry safe.",
+                   request=ANY, responses={201: _body("V1Adjustment", TransactionV1)})
+    def post(self, request: Request) -> Response:
+        native = self.forward(request, NATIVE["admin_manual"], query={}, body=with_credits(request.data, "amount"))
+        return self.envelope(native, transaction)
+
+
+class AdminCheckinConfigView(BillingV1View):
+    @extend_schema(operation_id="v1_admin_checkin_config_get", summary="The check-in settings", tags=[TAG],
+                   responses={200: _body("V1CheckinConfig", ANY)})
+    def get(self, request: Request) -> Response:
+        return self.envelope(self.forward(request, NATIVE["admin_checkin_config"], query={}), checkin_config)
+
+    @extend_schema(operation_id="v1_admin_checkin_config_put", summary="Set the check-in", tags=[TAG],
+                   description="The native settings; `credits_per_day`, `monthly_cap` and `streak_bonuses` in this "
+                   "API's credits.", request=ANY, responses={200: _body("V1CheckinConfigSet", ANY)})
+    def put(self, request: Request) -> Response:
+        body = with_credits(request.data, "credits_per_day", "monthly_cap")
+        if isinstance(body, dict) and isinstance(body.get("streak_bonuses"), dict):
+            body["streak_bonuses"] = with_credits(body["streak_bonuses"], *body["streak_bonuses"])
+        native = self.forward(request, NATIVE["admin_checkin_config"], query={}, body=body)
+        return self.envelope(native, checkin_config)
+
+
+urlpatterns = [
+    path("credits/balance", BalanceView.as_view(), name="v1-credits-balance"),
+    path("credits/transactions", TransactionsView.as_view(), name="v1-credits-transactions"),
+    path("orders", OrdersView.as_view(), name="v1-orders"),
+    path("orders/<str:order_id>", OrderView.as_view(), name="v1-order"),
+    path("subscription/plans", PlansView.as_view(), name="v1-subscription-plans"),
+    path("subscription/portal", PortalView.as_view(), name="v1-subscription-portal"),
+    path("checkin", CheckinView.as_view(), name="v1-checkin"),
+    path("payment/create-session", CreateSessionView.as_view(), name="v1-payment-create-session"),
+    *(
+        path(f"payment/webhook/{provider}", WebhookView.as_view(provider=provider), name=f"v1-payment-webhook-{provider}")
+        for provider in WEBHOOK_ENDPOINTS
+    ),
+    path("admin/billing/plans", AdminPlansView.as_view(), name="v1-admin-plans"),
+    path("admin/billing/plans/<str:plan_id>", AdminPlanView.as_view(), name="v1-admin-plan"),
+    path("admin/billing/coupons", AdminCouponsView.as_view(), name="v1-admin-coupons"),
+    path("admin/credits/transactions", AdminTransactionsView.as_view(), name="v1-admin-credits-transactions"),
+    path("admin/credits/manual", AdminManualView.as_view(), name="v1-admin-credits-manual"),
+    path("admin/checkin/config", AdminCheckinConfigView.as_view(), name="v1-admin-checkin-config"),
+]
