@@ -218,8 +218,10 @@ COUPON_REDEEM_ATTEMPTS_PER_HOUR = int(os.environ.get("COUPON_REDEEM_ATTEMPTS_PER
 # BILLING_V1_CREDIT_UNIT of ours (0.01: "15.00" credits here are 1500 there; a fraction of a unit keeps its decimals).
 BILLING_V1_PREFIX = os.environ.get("BILLING_V1_PREFIX", "api/v1/").strip("/") + "/"
 BILLING_V1_CREDIT_UNIT = Decimal(os.environ.get("BILLING_V1_CREDIT_UNIT", "0.01"))
-if not (BILLING_V1_CREDIT_UNIT.is_finite() and BILLING_V1_CREDIT_UNIT > 0):
-    raise ImproperlyConfigured("BILLING_V1_CREDIT_UNIT must be a positive decimal, e.g. 0.01")
+if not (BILLING_V1_CREDIT_UNIT.is_finite() and BILLING_V1_CREDIT_UNIT > 0
+        and BILLING_V1_CREDIT_UNIT.normalize().as_tuple().digits == (1,)):
+    # A power of ten: amounts convert both ways exactly.
+    raise ImproperlyConfigured("BILLING_V1_CREDIT_UNIT must be a power of ten: 0.01, 0.1, 1, 10...")
 
 # --- Background work (billing_service/celery.py): Celery with a Redis broker, or in-process without one ---
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")

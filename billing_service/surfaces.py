@@ -19,7 +19,7 @@ import copy
 import io
 import json
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,7 +37,9 @@ def decimal_text(value: Decimal) -> str:
     """A decimal as a JSON number, exactly: no exponent, no trailing zeros ("1500", "0.5", "-3.25")."""
     if not value.is_finite():
         raise ValueError(f"not a finite number: {value}")
-    text = format(value.normalize(), "f")
+    text = format(value, "f")  # exact (normalize() would round to the context's precision)
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "0") else text
 
 
@@ -66,17 +68,22 @@ class ExactJSONRenderer(JSONRenderer):
         return exact_json(data).encode("ascii")
 
 
+# Exact arithmetic: a unit is a power of ten (settings), so scaling by it never needs rounding; the precision only
+# has to hold the digits (a NUMERIC amount, or what a client sent, which the native view then judges).
+_EXACT = Context(prec=1000, traps=[Inexact, InvalidOperation, Overflow])
+
+
 def units(value: Any, unit: Decimal) -> Decimal | None:
     """A native decimal string ("15.00") counted in ``unit`` (0.01 -> 1500). Exact: a fraction of a unit keeps
     its decimals (15.005 -> 1500.5), never truncated."""
     if value is None:
         return None
-    return Decimal(value) / unit
+    return _EXACT.divide(Decimal(value), unit)
 
 
 def from_units(value: Decimal | int, unit: Decimal) -> str:
     """The native decimal string of ``value`` units of ``unit`` (1500 at 0.01 -> "15")."""
-    return decimal_text(Decimal(value) * unit)
+    return decimal_text(_EXACT.multiply(Decimal(value), unit))
 
 
 def number(value: Any) -> Decimal | None:

@@ -37,6 +37,7 @@ from payments.api.views import WEBHOOK_ENDPOINTS, CheckoutViewSet, OrderViewSet,
 from subscriptions.api.views import AdminPlanViewSet, PlanViewSet
 
 TAG = "billing-service-api"
+MAX_MAGNITUDE = 40  # decimal digits either side of the point a credit amount sent in may have
 
 # Our ledger types as that API names them. An ``add`` row is a ``subscription`` when it is a plan's credits (it
 # names the subscription: ``payments.plan_periods``), else a ``purchase``.
@@ -138,16 +139,25 @@ def page(shape: Any) -> Any:
 # --- request mapping ---------------------------------------------------------------------------------------
 
 
-def with_credits(body: Any, *names: str) -> Any:
-    """``body`` with its fields ``names``, this API's credits (JSON numbers), as our decimal strings. Any other
-    value is passed on as it is, for the native view to refuse (a 400 naming the field)."""
+def with_credits(body: Any, *names: str, where: str = "") -> Any:
+    """``body`` with its fields ``names``, this API's credits, as our decimal strings. They must be JSON numbers
+    (or null): a string would be read natively as our credits, 100 times more at the default unit, so it is a
+    400 naming the field. The native view judges the amount (sign, size, decimals)."""
     if not isinstance(body, dict):
         return body
     out = dict(body)
     for name in names:
         value = out.get(name)
-        if isinstance(value, (int, Decimal)) and not isinstance(value, bool) and Decimal(value).is_finite():
-            out[name] = from_units(value, unit())
+        if value is None:
+            continue
+        field = f"{where}.{name}" if where else name
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+            raise InvalidInput(f"Invalid input: {field}.", details={
+                field: [f"Must be a number of credits (a JSON number, 1 = {unit()} of the native unit)."]})
+        digits = Decimal(value).as_tuple().digits
+        if abs(Decimal(value).adjusted()) > MAX_MAGNITUDE or len(digits) > 2 * MAX_MAGNITUDE:  # 1e400: too long
+            raise InvalidInput(f"Invalid input: {field}.", details={field: ["Out of range."]})
+        out[name] = from_units(value, unit())
     return out
 
 
@@ -392,7 +402,8 @@ class AdminCheckinConfigView(BillingV1View):
     def put(self, request: Request) -> Response:
         body = with_credits(request.data, "credits_per_day", "monthly_cap")
         if isinstance(body, dict) and isinstance(body.get("streak_bonuses"), dict):
-            body["streak_bonuses"] = with_credits(body["streak_bonuses"], *body["streak_bonuses"])
+            bonuses = body["streak_bonuses"]
+            body["streak_bonuses"] = with_credits(bonuses, *bonuses, where="streak_bonuses")
         native = self.forward(request, NATIVE["admin_checkin_config"], query={}, body=body)
         return self.envelope(native, checkin_config)
 
