@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from accounts.models import Membership, Platform
+from accounts.models import LoginFailure, Membership, Platform
+from billing_service.admin_base import ReadOnlyAdmin
 from accounts.services import membership_saved, platform_create
 
 
@@ -59,6 +60,19 @@ class MembershipAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return False
+
+
+@admin.register(LoginFailure)
+class LoginFailureAdmin(ReadOnlyAdmin):
+    """Failed password logins (POST /api/auth/jwt/), what the brute-force limits count; older than the window, a
+    username's rows go with its next failure."""
+
+    list_display = ["created_at", "username", "ip"]
+    search_fields = ["username", "ip"]
+    date_hierarchy = "created_at"
+
+    def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
+        return request.user.is_superuser  # deleting a username's failures lifts its limit now
 
 
 # Outbound webhooks' pages (their own module).

@@ -35,3 +35,19 @@ class WebhookDeliveryNotFound(NotFound):
 class WebhookEndpointLimit(Conflict):
     code = "endpoint_limit"
     default_message = "The platform has as many webhook endpoints as it may: deactivate or change one."
+
+
+class LoginAttemptsExceeded(DomainError):
+    """Too many failed logins for this username or from this address in the window: 429 with ``Retry-After``,
+    the seconds until the oldest failure of the window leaves it. The password is not checked meanwhile."""
+
+    status_code = 429
+    code = "login_attempts_exceeded"
+    default_message = "Too many failed logins: wait before trying again."
+
+    def __init__(self, *, retry_after: int) -> None:
+        super().__init__(details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 
 PLATFORM_KEY_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 platform_key_validator = RegexValidator(
@@ -87,6 +88,27 @@ class Membership(models.Model):
     @property
     def is_admin(self) -> bool:
         return self.role in ADMIN_ROLES
+
+
+class LoginFailure(models.Model):
+    """A failed password login (``POST /api/auth/jwt/``): what the brute-force limits count, per username and per
+    client address, in a sliding window (``accounts.services.login_failures_check``). In PostgreSQL, so every
+    worker shares the count; rows older than the window are deleted as new ones come."""
+
+    id = models.BigAutoField(primary_key=True)
+    username = models.CharField(max_length=150, help_text="As typed, in lower case.")
+    ip = models.GenericIPAddressField(null=True, blank=True, help_text="The client's address (REMOTE_ADDR).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["username", "created_at"], name="login_failure_username"),
+            models.Index(fields=["ip", "created_at"], name="login_failure_ip"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.ip} at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
 # Outbound webhooks (their own module: a platform's endpoints, the outbox, deliveries and attempts).

@@ -6,14 +6,19 @@ A platform and each member get what higher apps keep for them (credits: their cr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
 from rest_framework.authtoken.models import Token
 
-from accounts.models import Membership, Platform, Role
+from accounts.errors import LoginAttemptsExceeded
+from accounts.models import LoginFailure, Membership, Platform, Role
 
 # Called with (platform, user) for every member added, and (platform, None) for every platform created, inside the
 # transaction that writes them. Registered by higher apps (credits: ``account_ensure``).
@@ -94,3 +99,33 @@ def operator_ensure(*, username: str) -> tuple[AbstractBaseUser, Token]:
             user.set_unusable_password()
         user.save()
     return user, token_for(user=user)
+
+
+# --- failed logins (POST /api/auth/jwt/) ------------------------------------------------------------------
+
+
+def login_failures_check(*, username: str, ip: str | None, now: datetime) -> None:
+    """429 ``login_attempts_exceeded`` when ``username`` failed ``JWT_LOGIN_FAILURES_PER_USERNAME`` times, or the
+    address ``ip`` ``JWT_LOGIN_FAILURES_PER_IP`` times, in the window before ``now`` (``JWT_LOGIN_WINDOW_MINUTES``).
+    Checked before the password: a locked-out username learns nothing from a guess. Writes nothing."""
+    window = timedelta(minutes=settings.JWT_LOGIN_WINDOW_MINUTES)
+    since = now - window
+    limits = [(Q(username=username.lower()), settings.JWT_LOGIN_FAILURES_PER_USERNAME)]
+    if ip:
+        limits.append((Q(ip=ip), settings.JWT_LOGIN_FAILURES_PER_IP))
+    for condition, limit in limits:
+        times = list(LoginFailure.objects.filter(condition, created_at__gt=since)
+                     .order_by("-created_at").values_list("created_at", flat=True)[:limit])
+        if len(times) >= limit:
+            retry_after = max(1, math.ceil((times[-1] + window - now).total_seconds()))
+            raise LoginAttemptsExceeded(retry_after=retry_after)
+
+
+def login_failure_record(*, username: str, ip: str | None, now: datetime) -> None:
+    """Counts one failed login (its own statement, committed whatever follows), and forgets this username's
+    failures older than the window."""
+    key = username.lower()[:150]
+    window = timedelta(minutes=settings.JWT_LOGIN_WINDOW_MINUTES)
+    with transaction.atomic(durable=True):
+        LoginFailure.objects.filter(username=key, created_at__lte=now - window).delete()
+        LoginFailure.objects.create(username=key, ip=ip or None, created_at=now)

@@ -75,17 +75,23 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def _handled(request, body: dict[str, Any], status: int) -> JsonResponse:  # noqa: ANN001
+    from billing_service.surfaces import error_body  # the shape of the API the path belongs to
+
+    return JsonResponse(error_body(request.path_info, body), status=status, safe=False)
+
+
 def handler404(request, exception=None):  # noqa: ANN001 - Django handler signature
-    return JsonResponse(envelope("not_found", "Not found."), status=404)
+    return _handled(request, envelope("not_found", "Not found."), 404)
 
 
 def handler500(request):  # noqa: ANN001
-    return JsonResponse(envelope("server_error", "Internal server error."), status=500)
+    return _handled(request, envelope("server_error", "Internal server error."), 500)
 
 
 def handler400(request, exception=None):  # noqa: ANN001
-    return JsonResponse(envelope("bad_request", "Bad request."), status=400)
+    return _handled(request, envelope("bad_request", "Bad request."), 400)
 
 
 def handler403(request, exception=None):  # noqa: ANN001
-    return JsonResponse(envelope("permission_denied", "Permission denied."), status=403)
+    return _handled(request, envelope("permission_denied", "Permission denied."), 403)

@@ -22,6 +22,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from billing_service.exceptions import envelope, service_unavailable_response
+from billing_service.surfaces import error_body
 
 
 def body_limit_of(view_func: Callable[..., Any], method: str) -> int:
@@ -34,30 +35,29 @@ def body_limit_of(view_func: Callable[..., Any], method: str) -> int:
     return int(limit) if limit else settings.API_MAX_BODY_BYTES
 
 
+def _error(request: HttpRequest, body: dict[str, Any], status: int) -> JsonResponse:
+    """An error answered here, in the shape of the API the path belongs to (a drop-in surface's, or the native)."""
+    return JsonResponse(error_body(request.path_info, body), status=status, safe=False)
+
+
 class RequestGuardMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        from django.urls import get_resolver
+
+        get_resolver().url_patterns  # noqa: B018 - loads the URLs: the surfaces register their error shapes
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if "\x00" in request.path_info or any(
             "\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()
         ):
-            return JsonResponse(
-                envelope("malformed_request", "The URL holds a NUL character.", {}), status=400
-            )
+            return _error(request, envelope("malformed_request", "The URL holds a NUL character.", {}), 400)
         if any("\x00" in str(value) for name, value in request.META.items() if name.startswith("HTTP_")):
-            return JsonResponse(
-                envelope("malformed_request", "A request header holds a NUL character.", {}), status=400
-            )
+            return _error(request, envelope("malformed_request", "A request header holds a NUL character.", {}), 400)
         if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-            return JsonResponse(
-                envelope(
-                    "length_required",
-                    "Chunked request bodies are not accepted: send the body with a Content-Length.",
-                    {},
-                ),
-                status=411,
-            )
+            return _error(request, envelope(
+                "length_required", "Chunked request bodies are not accepted: send the body with a Content-Length.", {}
+            ), 411)
         return self.get_response(request)
 
     def process_view(
@@ -66,20 +66,17 @@ class RequestGuardMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return JsonResponse(envelope("malformed_request", "Invalid Content-Length.", {}), status=400)
+            return _error(request, envelope("malformed_request", "Invalid Content-Length.", {}), 400)
         limit = body_limit_of(view_func, request.method or "GET")
         if length > limit:
-            return JsonResponse(
-                envelope(
-                    "request_too_large",
-                    f"The request body is {length} bytes; this endpoint takes at most {limit}.",
-                    {"max_bytes": limit, "content_length": length},
-                ),
-                status=413,
-            )
+            return _error(request, envelope(
+                "request_too_large", f"The request body is {length} bytes; this endpoint takes at most {limit}.",
+                {"max_bytes": limit, "content_length": length},
+            ), 413)
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, (OperationalError, InterfaceError)):
-            return service_unavailable_response(JsonResponse)
+            return service_unavailable_response(
+                lambda body, status: JsonResponse(error_body(request.path_info, body), status=status, safe=False))
         return None

@@ -117,7 +117,9 @@ class BillingAutoSchema(AutoSchema):
 
     def _get_response_bodies(self, direction="response"):  # noqa: ANN001, ANN202
         responses = super()._get_response_bodies(direction=direction)
-        if not self.path.startswith("/api/billing/"):
+        # A drop-in surface (billing_service.surfaces) documents its own error body.
+        error_body = getattr(self.view, "error_serializer", None)
+        if not self.path.startswith("/api/billing/") and error_body is None:
             return responses
         public = getattr(self.view, "public_endpoint", False)  # no token (a provider webhook): no 401/403/404
         documented = dict(ERROR_RESPONSES) | SERVICE_RESPONSES
@@ -126,7 +128,8 @@ class BillingAutoSchema(AutoSchema):
         for status_code, response in documented.items():
             key = str(status_code)
             if key not in responses and not (public and status_code in (401, 403, 404)):
-                responses[key] = self._get_response_for_code(response.response, key, direction=direction)
+                body = error_body or response.response
+                responses[key] = self._get_response_for_code(body, key, direction=direction)
                 responses[key]["description"] = response.description
         return responses
 

@@ -180,6 +180,11 @@ SPECTACULAR_SETTINGS = {
 JWT_SIGNING_KEY = os.environ.get("JWT_SIGNING_KEY") or SECRET_KEY
 JWT_ACCESS_MINUTES = int(os.environ.get("JWT_ACCESS_MINUTES", "15"))
 JWT_REFRESH_DAYS = int(os.environ.get("JWT_REFRESH_DAYS", "7"))
+# Brute-force limits of POST /api/auth/jwt/ (accounts.services.login_failures_check): failed logins per username and
+# per client address in a sliding window, then 429 with Retry-After.
+JWT_LOGIN_WINDOW_MINUTES = int(os.environ.get("JWT_LOGIN_WINDOW_MINUTES", "15"))
+JWT_LOGIN_FAILURES_PER_USERNAME = int(os.environ.get("JWT_LOGIN_FAILURES_PER_USERNAME", "10"))
+JWT_LOGIN_FAILURES_PER_IP = int(os.environ.get("JWT_LOGIN_FAILURES_PER_IP", "100"))
 SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "SIGNING_KEY": JWT_SIGNING_KEY,

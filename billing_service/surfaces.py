@@ -29,6 +29,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing_service.schema import ErrorSerializer
+
 # Response headers a surface passes on from the native response (the rest are the renderer's own).
 _PASSED_HEADERS = ("Retry-After", "Idempotent-Replayed", "WWW-Authenticate", "Location", "Allow")
 
@@ -96,6 +98,25 @@ def camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+# --- errors answered before a surface's view (the request guards, an unknown path) ----------------------------
+
+# URL path prefix -> how that surface writes an error body (``SurfaceView.shape_error``): registered by each surface
+# when its URLs load; ``billing_service.middleware`` and the error handlers ask ``error_body``.
+_ERROR_SHAPES: dict[str, Callable[[dict[str, Any]], Any]] = {}
+
+
+def error_shape_register(prefix: str, shape: Callable[[dict[str, Any]], Any]) -> None:
+    _ERROR_SHAPES["/" + prefix.strip("/") + "/"] = shape
+
+
+def error_body(path: str, body: dict[str, Any]) -> Any:
+    """``body`` (the native envelope ``{"error": {...}}``) as the surface serving ``path`` writes errors."""
+    for prefix, shape in _ERROR_SHAPES.items():
+        if path.startswith(prefix):
+            return shape(body["error"])
+    return body
+
+
 KEEP = object()  # forward(): pass the body on unchanged
 
 
@@ -109,6 +130,8 @@ class SurfaceView(APIView):
     permission_classes: tuple = ()
     throttle_classes: tuple = ()
     renderer_classes = (ExactJSONRenderer,)
+    # The error body in the schema (what ``shape_error`` writes): documented for 400/401/403/404/503.
+    error_serializer: Any = ErrorSerializer
 
     def perform_authentication(self, request: Request) -> None:
         """Left to the native view (the surface would otherwise authenticate twice)."""

@@ -26,6 +26,15 @@ from tests.conftest import client_for
 
 OPERATIONS = {
     ("/healthz", "get"),
+    # billing-service-api.txt (payments/surfaces/billing_v1.py)
+    *((f"/api/v1/{path}", method) for path, method in [
+        ("credits/balance", "get"), ("credits/transactions", "get"), ("orders", "get"), ("orders/{order_id}", "get"),
+        ("subscription/plans", "get"), ("subscription/portal", "post"), ("checkin", "post"),
+        ("payment/create-session", "post"), ("payment/webhook/stripe", "post"), ("payment/webhook/creem", "post"),
+        ("admin/billing/plans", "get"), ("admin/billing/plans", "post"), ("admin/billing/plans/{plan_id}", "put"),
+        ("admin/billing/coupons", "get"), ("admin/billing/coupons", "post"), ("admin/credits/transactions", "get"),
+        ("admin/credits/manual", "post"), ("admin/checkin/config", "get"), ("admin/checkin/config", "put"),
+    ]),
     # JWT Bearer tokens (accounts/api/jwt_views.py): credentials in the body, no token needed
     ("/api/auth/jwt/", "post"),
     ("/api/auth/jwt/refresh/", "post"),
@@ -239,7 +248,8 @@ def _query_params(schema: dict, path: str) -> dict[str, dict]:
 @pytest.mark.parametrize("path", [TRANSACTIONS_URL, ADMIN_TRANSACTIONS_URL])
 def test_listings_document_every_query_parameter(schema, path):
     params = _query_params(schema, path)
-    expected = {"transaction_type", "from_date", "to_date", "page", "page_size", "pagination", "cursor"}
+    expected = {"transaction_type", "from_date", "to_date", "created_from", "created_to", "direction", "page",
+                "page_size", "offset", "limit", "pagination", "cursor"}
     if path == ADMIN_TRANSACTIONS_URL:
         expected |= {"account_id", "username"}
     else:

@@ -1,12 +1,14 @@
 """``/api/auth/jwt/``: obtain, refresh and verify JWT Bearer tokens scoped to one platform (``accounts.jwt``).
 
-These endpoints take no credentials but the body's: a Token or Bearer header is ignored. None of them writes."""
+These endpoints take no credentials but the body's: a Token or Bearer header is ignored. Only a failed login writes
+(``accounts.models.LoginFailure``, what the brute-force limits count)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth import authenticate
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, inline_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
@@ -15,6 +17,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 
 from accounts.jwt import access_token_issue, token_holder, token_pair_issue, token_parse
+from accounts.services import login_failure_record, login_failures_check
 from accounts.tenancy import tenant_resolve
 from billing_service.inputs import StrictInputSerializer, TextField
 from billing_service.schema import BODY_RESPONSES, SERVICE_RESPONSES, error_response, extend_schema
@@ -82,7 +85,10 @@ class TokenObtainView(_AuthView):
         summary="Obtain a JWT pair for one platform",
         description=(
             "Exchanges a username and password for an access and a refresh token, both scoped to one platform: "
-            "`platform_key`, or the user's only platform. Nothing is written."
+            "`platform_key`, or the user's only platform. Failed logins are counted per username and per client "
+            "address: past `JWT_LOGIN_FAILURES_PER_USERNAME` (10) or `JWT_LOGIN_FAILURES_PER_IP` (100) in "
+            "`JWT_LOGIN_WINDOW_MINUTES` (15), a 429 `login_attempts_exceeded` with `Retry-After`, and the password "
+            "is not checked."
         ),
         request=TokenObtainInputSerializer,
         responses={
@@ -92,6 +98,8 @@ class TokenObtainView(_AuthView):
                                 "with platform_key."),
             403: error_response("not_a_member: you are not a member of that platform (no token is issued)."),
             404: error_response("platform_not_found: an operator named a platform that does not exist."),
+            429: error_response("login_attempts_exceeded: too many failed logins for this username or from this "
+                                "address; Retry-After says when to try again."),
         },
         examples=[OpenApiExample("Request", request_only=True,
                                  value={"username": "alice", "password": "s3cret", "platform_key": "acme"})],
@@ -99,8 +107,11 @@ class TokenObtainView(_AuthView):
     )
     def post(self, request: Any) -> Response:
         data = self._input(TokenObtainInputSerializer, request)
+        ip, now = request.META.get("REMOTE_ADDR") or None, timezone.now()
+        login_failures_check(username=data["username"], ip=ip, now=now)
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:
+            login_failure_record(username=data["username"], ip=ip, now=now)
             raise exceptions.AuthenticationFailed("No active account found with the given credentials.")
         tenant = tenant_resolve(user=user, platform_key=data.get("platform_key"))
         return Response(token_pair_issue(user=user, platform=tenant.platform))

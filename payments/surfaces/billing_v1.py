@@ -21,18 +21,25 @@ from typing import Any
 from django.conf import settings
 from django.urls import path
 from django.utils.text import slugify
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing_service.errors import InvalidInput
-from billing_service.surfaces import SurfaceView, from_units, units
+from billing_service.surfaces import SurfaceView, error_shape_register, from_units, units
 from credits.api.checkin_views import CheckinConfigViewSet, CheckinViewSet
 from credits.api.views import LedgerEntryViewSet, ManualAdjustmentViewSet, PlatformLedgerEntryViewSet
 from credits.models import TransactionType
 from payments.api.account_views import CreditAccountViewSet
 from payments.api.coupon_views import AdminCouponViewSet
+from payments.api.serializers import (
+    CheckoutInputSerializer,
+    CouponInputSerializer,
+    PortalInputSerializer,
+    WebhookReceiptSerializer,
+)
 from payments.api.views import WEBHOOK_ENDPOINTS, CheckoutViewSet, OrderViewSet, PortalViewSet, ProviderWebhookView
 from subscriptions.api.views import AdminPlanViewSet, PlanViewSet
 
@@ -161,14 +168,36 @@ def with_credits(body: Any, *names: str, where: str = "") -> Any:
     return out
 
 
+V1Error = inline_serializer(name="V1Error", fields={
+    "success": serializers.BooleanField(help_text="false"),
+    "error": inline_serializer(name="V1ErrorBody", fields={
+        "code": serializers.CharField(help_text="Stable machine-readable code, as the native API's."),
+        "message": serializers.CharField(),
+        "details": serializers.DictField(help_text="Per-field messages for invalid input; otherwise extra context."),
+    }),
+})
+
+
+def failures(**statuses: str) -> dict[int, OpenApiResponse]:
+    """The statuses an endpoint answers besides 400/401/403/404/503, as its native endpoint documents them:
+    ``failures(_409="already_checked_in")``."""
+    return {int(code.lstrip("_")): OpenApiResponse(V1Error, description=text) for code, text in statuses.items()}
+
+
+def v1_error(error: dict[str, Any]) -> dict[str, Any]:
+    return {"success": False, "error": error}
+
+
 class BillingV1View(SurfaceView):
     """A view of billing-service-api.txt: the ``{success, data}`` envelope."""
+
+    error_serializer = V1Error
 
     # Query parameters this endpoint takes (others are refused, as natively): the listings page.
     takes_query: frozenset[str] = frozenset()
 
     def shape_error(self, error: dict[str, Any]) -> Any:
-        return {"success": False, "error": error}
+        return v1_error(error)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         unknown = sorted(set(request.query_params) - self.takes_query)
@@ -210,7 +239,7 @@ def _body(name: str, data: Any) -> Any:
 
 def _listing(name: str, row: Any) -> Any:
     return inline_serializer(name=name, fields={
-        "success": serializers.BooleanField(), "data": row(many=True),
+        "success": serializers.BooleanField(), "data": serializers.ListField(child=row),
         "pagination": inline_serializer(name=f"{name}Pagination", fields={
             "limit": serializers.IntegerField(), "offset": serializers.IntegerField(),
             "total": serializers.IntegerField()})})
@@ -230,7 +259,8 @@ TransactionV1 = inline_serializer(name="V1Transaction", fields={
     "balance_after": _credits_number("The balance after it."),
     "reference": serializers.CharField(),
 })
-ANY = serializers.JSONField(help_text="As the native endpoint shows it (see its tag), credits in this API's unit.")
+def _any() -> serializers.Field:
+    return serializers.JSONField(help_text="As the native endpoint shows it, credits in this API's unit.")
 
 
 # --- views -----------------------------------------------------------------------------------------------
@@ -254,7 +284,7 @@ class TransactionsView(BillingV1View):
     takes_query = frozenset({"limit", "offset"})
 
     @extend_schema(operation_id="v1_credits_transactions", summary="Your transactions, newest first", tags=[TAG],
-                   parameters=PAGE_PARAMS, responses={200: _listing("V1Transactions", lambda many: TransactionV1)})
+                   parameters=PAGE_PARAMS, responses={200: _listing("V1Transactions", TransactionV1)})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["transactions"], query=self.page_query(request))
         return self.envelope(native, page(transaction), listing=True)
@@ -264,7 +294,7 @@ class OrdersView(BillingV1View):
     takes_query = frozenset({"limit", "offset"})
 
     @extend_schema(operation_id="v1_orders_list", summary="Your orders, newest first", tags=[TAG],
-                   parameters=PAGE_PARAMS, responses={200: _body("V1Orders", ANY)})
+                   parameters=PAGE_PARAMS, responses={200: _listing("V1Orders", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["orders"], query=self.page_query(request))
         return self.envelope(native, page(order), listing=True)
@@ -272,14 +302,14 @@ class OrdersView(BillingV1View):
 
 class OrderView(BillingV1View):
     @extend_schema(operation_id="v1_orders_retrieve", summary="One of your orders", tags=[TAG],
-                   responses={200: _body("V1Order", ANY)})
+                   responses={200: _body("V1Order", _any())})
     def get(self, request: Request, order_id: str) -> Response:
         return self.envelope(self.forward(request, NATIVE["order"], query={}, order_id=order_id), order)
 
 
 class PlansView(BillingV1View):
     @extend_schema(operation_id="v1_subscription_plans", summary="The plans on sale", tags=[TAG],
-                   responses={200: _body("V1Plans", ANY)})
+                   responses={200: _body("V1Plans", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["plans"], query={"limit": 100})
         return self.envelope(native, lambda body: [plan(row) for row in body["results"]])
@@ -287,7 +317,8 @@ class PlansView(BillingV1View):
 
 class CheckinView(BillingV1View):
     @extend_schema(operation_id="v1_checkin", summary="Daily check-in", tags=[TAG], request=None,
-                   responses={201: _body("V1Checkin", ANY)})
+                   responses={201: _body("V1Checkin", _any()), **failures(
+                       _409="Already checked in today (already_checked_in).")})
     def post(self, request: Request) -> Response:
         return self.envelope(self.forward(request, NATIVE["checkin"], query={}), checkin_done)
 
@@ -298,45 +329,58 @@ class CreateSessionView(BillingV1View):
         description="The native checkout (`POST /api/billing/checkout/`): `channel` `stripe` or `creem`, `type` "
         "`subscription` (with `plan_id`; `billing_cycle` defaults to `monthly`) or `top_up` (with `amount` in USD, "
         "a decimal string), `success_url`, `cancel_url`, `coupon`.",
-        request=ANY, responses={201: _body("V1Session", inline_serializer(name="V1SessionData", fields={
-            "url": serializers.URLField(), "order_id": serializers.UUIDField()}))})
+        request=CheckoutInputSerializer, responses={201: _body("V1Session", inline_serializer(name="V1SessionData", fields={
+            "url": serializers.URLField(), "order_id": serializers.UUIDField()})), **failures(
+            _409="A current subscription exists (subscription_exists), or a coupon's limit.",
+            _429="Too many coupon codes tried (coupon_attempts_exceeded).",
+            _502="The payment provider refused or failed (payment_provider_error).")})
     def post(self, request: Request) -> Response:
         return self.envelope(self.forward(request, NATIVE["checkout"], query={}))
 
 
 class PortalView(BillingV1View):
     @extend_schema(operation_id="v1_subscription_portal", summary="Open the billing portal", tags=[TAG],
-                   request=ANY, responses={201: _body("V1Portal", inline_serializer(
-                       name="V1PortalData", fields={"url": serializers.URLField()}))})
+                   request=PortalInputSerializer, responses={200: _body("V1Portal", inline_serializer(
+                       name="V1PortalData", fields={"url": serializers.URLField()})), **failures(
+                       _409="No customer at the provider yet (no_billing_account).",
+                       _502="The payment provider refused or failed (payment_provider_error).")})
     def post(self, request: Request) -> Response:
         return self.envelope(self.forward(request, NATIVE["portal"], query={}))
 
 
-class WebhookView(BillingV1View):
-    """A provider's deliveries: the native handler, its signature check included (public)."""
+def webhook_view(provider: str) -> type[BillingV1View]:
+    """The view of a provider's deliveries: the native handler, its signature check included (public)."""
+    native_view = ProviderWebhookView.as_view(provider=provider)
+    name = WEBHOOK_ENDPOINTS[provider].name
 
-    provider = ""
-    public_endpoint = True
+    class WebhookView(BillingV1View):
+        public_endpoint = True  # no token: the provider's signature (billing_service.schema)
 
-    @extend_schema(operation_id="v1_payment_webhook", summary="A payment provider's webhook", tags=[TAG],
-                   request=ANY, responses={200: _body("V1WebhookReceipt", ANY)})
-    def post(self, request: Request) -> Response:
-        view = ProviderWebhookView.as_view(provider=self.provider)
-        return self.envelope(self.forward(request, view))
+        @extend_schema(operation_id=f"v1_payment_webhook_{provider}", summary=f"{name}'s webhook", tags=[TAG],
+                       description=f"{name}'s signed deliveries, as `POST /api/billing/webhooks/{provider}/` takes "
+                       "them.", request=OpenApiTypes.OBJECT, responses={200: _body(
+                           f"V1WebhookReceipt{name}", WebhookReceiptSerializer()), **failures(
+                           _500="A failure a later delivery may get past: the provider retries.")}, auth=[])
+        def post(self, request: Request) -> Response:
+            return self.envelope(self.forward(request, native_view))
+
+    WebhookView.__name__ = f"{name}WebhookView"
+    return WebhookView
 
 
 class AdminPlansView(BillingV1View):
     takes_query = frozenset({"limit", "offset"})
 
     @extend_schema(operation_id="v1_admin_plans_list", summary="Every plan (owners and admins)", tags=[TAG],
-                   parameters=PAGE_PARAMS, responses={200: _body("V1AdminPlans", ANY)})
+                   parameters=PAGE_PARAMS, responses={200: _listing("V1AdminPlans", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["admin_plans"], query=self.page_query(request))
         return self.envelope(native, page(plan), listing=True)
 
     @extend_schema(operation_id="v1_admin_plans_create", summary="Create a plan (owners and admins)", tags=[TAG],
                    description="The native plan fields; `credits_included` in this API's credits; `slug` defaults "
-                   "to the name's.", request=ANY, responses={201: _body("V1AdminPlan", ANY)})
+                   "to the name's.", request=OpenApiTypes.OBJECT, responses={201: _body("V1AdminPlan", _any()), **failures(
+                       _409="The slug or a provider price id is taken.")})
     def post(self, request: Request) -> Response:
         body = with_credits(request.data, "credits_included", "rollover_cap")
         if isinstance(body, dict) and "slug" not in body and isinstance(body.get("name"), str):
@@ -346,7 +390,9 @@ class AdminPlansView(BillingV1View):
 
 class AdminPlanView(BillingV1View):
     @extend_schema(operation_id="v1_admin_plans_update", summary="Update a plan (owners and admins)", tags=[TAG],
-                   request=ANY, responses={200: _body("V1AdminPlanUpdated", ANY)})
+                   description="The native plan fields; `credits_included` in this API's credits.",
+                   request=OpenApiTypes.OBJECT, responses={200: _body("V1AdminPlanUpdated", _any()), **failures(
+                       _409="A provider price id is taken, or a priced amount changed without a new one.")})
     def put(self, request: Request, plan_id: str) -> Response:
         body = with_credits(request.data, "credits_included", "rollover_cap")
         return self.envelope(
@@ -358,14 +404,15 @@ class AdminCouponsView(BillingV1View):
     takes_query = frozenset({"limit", "offset"})
 
     @extend_schema(operation_id="v1_admin_coupons_list", summary="Coupons (owners and admins)", tags=[TAG],
-                   parameters=PAGE_PARAMS, responses={200: _body("V1Coupons", ANY)})
+                   parameters=PAGE_PARAMS, responses={200: _listing("V1Coupons", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["admin_coupons"], query=self.page_query(request))
         return self.envelope(native, page(lambda row: row), listing=True)
 
     @extend_schema(operation_id="v1_admin_coupons_create", summary="Create a coupon (owners and admins)", tags=[TAG],
                    description="The native coupon fields (`value` a decimal string, as natively).",
-                   request=ANY, responses={201: _body("V1Coupon", ANY)})
+                   request=CouponInputSerializer, responses={201: _body("V1Coupon", _any()), **failures(
+                       _409="The code is taken (coupon_code_exists).")})
     def post(self, request: Request) -> Response:
         return self.envelope(self.forward(request, NATIVE["admin_coupons"], query={}))
 
@@ -374,7 +421,7 @@ class AdminTransactionsView(BillingV1View):
     takes_query = frozenset({"limit", "offset"})
 
     @extend_schema(operation_id="v1_admin_credits_transactions", summary="Every transaction of the platform",
-                   tags=[TAG], parameters=PAGE_PARAMS, responses={200: _body("V1AdminTransactions", ANY)})
+                   tags=[TAG], parameters=PAGE_PARAMS, responses={200: _listing("V1AdminTransactions", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["admin_transactions"], query=self.page_query(request))
         return self.envelope(native, page(transaction), listing=True)
@@ -384,7 +431,12 @@ class AdminManualView(BillingV1View):
     @extend_schema(operation_id="v1_admin_credits_manual", summary="Adjust an account's credits by hand",
                    tags=[TAG], description="`account_id`, `amount` (signed, in this API's credits), `description`, "
                    "`reference`; an `Idempotency-Key` header makes a retry safe.",
-                   request=ANY, responses={201: _body("V1Adjustment", TransactionV1)})
+                   request=OpenApiTypes.OBJECT, responses={
+                       201: _body("V1Adjustment", TransactionV1),
+                       200: OpenApiResponse(_body("V1AdjustmentReplay", TransactionV1),
+                                            description="Replay of an earlier request with this Idempotency-Key."),
+                       **failures(_402="The removal exceeds the available credits (insufficient_credits).",
+                                  _409="The Idempotency-Key was used with another body (idempotency_conflict).")})
     def post(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["admin_manual"], query={}, body=with_credits(request.data, "amount"))
         return self.envelope(native, transaction)
@@ -392,13 +444,13 @@ class AdminManualView(BillingV1View):
 
 class AdminCheckinConfigView(BillingV1View):
     @extend_schema(operation_id="v1_admin_checkin_config_get", summary="The check-in settings", tags=[TAG],
-                   responses={200: _body("V1CheckinConfig", ANY)})
+                   responses={200: _body("V1CheckinConfig", _any())})
     def get(self, request: Request) -> Response:
         return self.envelope(self.forward(request, NATIVE["admin_checkin_config"], query={}), checkin_config)
 
     @extend_schema(operation_id="v1_admin_checkin_config_put", summary="Set the check-in", tags=[TAG],
                    description="The native settings; `credits_per_day`, `monthly_cap` and `streak_bonuses` in this "
-                   "API's credits.", request=ANY, responses={200: _body("V1CheckinConfigSet", ANY)})
+                   "API's credits.", request=OpenApiTypes.OBJECT, responses={200: _body("V1CheckinConfigSet", _any())})
     def put(self, request: Request) -> Response:
         body = with_credits(request.data, "credits_per_day", "monthly_cap")
         if isinstance(body, dict) and isinstance(body.get("streak_bonuses"), dict):
@@ -408,6 +460,7 @@ class AdminCheckinConfigView(BillingV1View):
         return self.envelope(native, checkin_config)
 
 
+error_shape_register(settings.BILLING_V1_PREFIX, v1_error)  # errors answered before the views (middleware, 404)
 urlpatterns = [
     path("credits/balance", BalanceView.as_view(), name="v1-credits-balance"),
     path("credits/transactions", TransactionsView.as_view(), name="v1-credits-transactions"),
@@ -418,7 +471,7 @@ urlpatterns = [
     path("checkin", CheckinView.as_view(), name="v1-checkin"),
     path("payment/create-session", CreateSessionView.as_view(), name="v1-payment-create-session"),
     *(
-        path(f"payment/webhook/{provider}", WebhookView.as_view(provider=provider), name=f"v1-payment-webhook-{provider}")
+        path(f"payment/webhook/{provider}", webhook_view(provider).as_view(), name=f"v1-payment-webhook-{provider}")
         for provider in WEBHOOK_ENDPOINTS
     ),
     path("admin/billing/plans", AdminPlansView.as_view(), name="v1-admin-plans"),

@@ -452,3 +452,61 @@ def test_jwt_settings_come_from_the_environment(db):
     assert _settings_in_subprocess() == {"same": True, "key": "s" * 40, "access": 15 * 60, "refresh": 7 * 86400}
     assert _settings_in_subprocess(JWT_SIGNING_KEY="k" * 40, JWT_ACCESS_MINUTES="5", JWT_REFRESH_DAYS="1") == {
         "same": False, "key": "k" * 40, "access": 5 * 60, "refresh": 86400}
+
+
+# --- brute-force limits of the login -------------------------------------------------------------------------
+
+
+def test_failed_logins_are_limited_per_username_then_429_without_checking_the_password(member, settings):
+    from accounts.models import LoginFailure
+
+    settings.JWT_LOGIN_FAILURES_PER_USERNAME = 3
+    with_password(member)
+    for _ in range(3):
+        assert obtain(member.user.username, "wrong").status_code == 401
+
+    blocked = obtain(member.user.username.upper(), PASSWORD)  # the right password, any case of the name
+
+    assert blocked.status_code == 429, blocked.content
+    assert blocked.json()["error"]["code"] == "login_attempts_exceeded"
+    assert 1 <= int(blocked["Retry-After"]) <= settings.JWT_LOGIN_WINDOW_MINUTES * 60
+    assert LoginFailure.objects.filter(username=member.user.username.lower()).count() == 3  # the 429 adds none
+    # Another user is not affected.
+    other = with_password(make_member(member.platform, "olga"))
+    assert obtain(other.user.username).status_code == 200
+
+
+def test_the_limit_lifts_when_the_window_has_passed(member, settings):
+    from accounts.models import LoginFailure
+
+    settings.JWT_LOGIN_FAILURES_PER_USERNAME = 2
+    with_password(member)
+    for _ in range(2):
+        obtain(member.user.username, "wrong")
+    assert obtain(member.user.username).status_code == 429
+    LoginFailure.objects.update(created_at=timezone.now() - timedelta(minutes=settings.JWT_LOGIN_WINDOW_MINUTES + 1))
+
+    assert obtain(member.user.username).status_code == 200
+    obtain(member.user.username, "wrong")  # a new failure forgets the username's old ones
+    assert LoginFailure.objects.filter(username=member.user.username.lower()).count() == 1
+
+
+def test_failed_logins_are_limited_per_address_across_usernames(member, settings):
+    settings.JWT_LOGIN_FAILURES_PER_IP = 4
+    with_password(member)
+    for n in range(4):
+        assert obtain(f"nobody{n}", "guess").status_code == 401
+
+    assert obtain(member.user.username).status_code == 429
+    other_address = post_json(APIClient(REMOTE_ADDR="203.0.113.9"), OBTAIN_URL,
+                              {"username": member.user.username, "password": PASSWORD})
+    assert other_address.status_code == 200
+
+
+def test_a_successful_login_writes_nothing(member):
+    from accounts.models import LoginFailure
+
+    with_password(member)
+
+    assert obtain(member.user.username).status_code == 200
+    assert not LoginFailure.objects.exists()

@@ -773,7 +773,8 @@ def test_schema_documents_the_rate_card(schema):
     assert body["properties"]["input_per_million"]["type"] == "string"
     assert body["properties"]["effective_from"]["format"] == "date-time"
     assert body["properties"]["model"]["maxLength"] == 100
-    assert {p["name"] for p in listing["parameters"] if p["in"] == "query"} == {"model", "page", "page_size"}
+    assert {p["name"] for p in listing["parameters"] if p["in"] == "query"} == {"model", "page", "page_size",
+                                                                                      "offset", "limit"}
 
 
 def test_real_rate_card_responses_match_the_schema(schema, owner, member, platform):

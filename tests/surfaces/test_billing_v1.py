@@ -573,3 +573,14 @@ def test_schema_tags_the_surface(member):
     assert len(operations) == 19  # 15 documented paths, webhooks twice, plans and check-in config twice
     assert all(op["tags"] == ["billing-service-api"] for op in operations)
     assert datetime.now(UTC)  # the schema generated without error
+
+
+def test_errors_answered_before_the_view_have_the_surfaces_shape(member, settings):
+    client = client_for(member)
+
+    failed(client.get(f"{V1}/credits/balance", {"q": "a\x00b"}), 400, "malformed_request")
+    failed(client.get(f"{V1}/no/such/path"), 404, "not_found")
+    settings.API_MAX_BODY_BYTES = 64
+    failed(post_json(client, f"{V1}/admin/credits/manual", {"description": "x" * 100}), 413, "request_too_large")
+    # The native API keeps its own envelope.
+    assert set(client.get("/api/billing/no/such/path/").json()) == {"error"}
