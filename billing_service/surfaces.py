@@ -24,11 +24,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, QueryDict
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing_service.errors import InvalidInput
 from billing_service.schema import ErrorSerializer
 
 # Response headers a surface passes on from the native response (the rest are the renderer's own).
@@ -93,6 +96,19 @@ def number(value: Any) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
+@extend_schema_field({"type": "number", "example": 2.5})
+class ExactNumberField(serializers.Field):
+    """Documents an amount a surface writes as a JSON number, exactly (``number``, ``units``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+
+def native_view(viewset: type, basename: str, detail: bool = False, **actions: str) -> Callable[..., Any]:
+    """A native viewset's view of ``actions`` (``get="list"``), as its router mounts it."""
+    return viewset.as_view(actions, basename=basename, detail=detail)
+
+
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -124,7 +140,9 @@ class SurfaceView(APIView):
     """A view of a surface. It does not authenticate, check permissions or throttle: ``forward`` hands the request
     to the native view, which does. ``shape_error`` turns the native error envelope into the surface's own.
 
-    Subclasses implement the HTTP methods: map the request, ``forward`` it, shape the response (``reply``)."""
+    Subclasses implement the HTTP methods: map the request, ``forward`` it, shape the response (``reply``). A
+    method takes the query parameters its schema documents (``billing_service.schema.extend_schema`` records them),
+    each once: any other is a 400 naming it, as natively, before anything is forwarded."""
 
     authentication_classes: tuple = ()
     permission_classes: tuple = ()
@@ -135,6 +153,26 @@ class SurfaceView(APIView):
 
     def perform_authentication(self, request: Request) -> None:
         """Left to the native view (the surface would otherwise authenticate twice)."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        handler = getattr(self, (request.method or "").lower(), None)
+        takes = getattr(handler, "query_parameters", None)  # None: a method not taken (405), or not recorded
+        if takes is not None:
+            problems = {name: ["Unknown query parameter for this operation."]
+                        for name in sorted(set(request.query_params) - takes)}
+            problems |= {name: ["Given more than once."] for name, values in request.query_params.lists()
+                         if len(values) > 1 and name not in problems}
+            if problems:
+                raise InvalidInput(f"Invalid input: {', '.join(problems)}.", details=problems)
+        super().initial(request, *args, **kwargs)
+
+    def paging(self, request: Request, *, offset: str, limit: str, default_limit: int) -> dict[str, str]:
+        """The native ``offset`` and ``limit`` of this surface's parameters ``offset`` and ``limit`` (validated
+        natively: a bad value is the native 400). ``self.offset`` and ``self.limit`` are what the page shows."""
+        given_offset = request.query_params.get(offset, "0")
+        given_limit = request.query_params.get(limit, str(default_limit))
+        self.offset, self.limit = _int_or(given_offset, 0), _int_or(given_limit, default_limit)
+        return {"offset": given_offset, "limit": given_limit}
 
     def shape_error(self, error: dict[str, Any]) -> Any:
         """The body of an error response, from the native ``{"code", "message", "details"}``."""
@@ -186,6 +224,10 @@ class SurfaceView(APIView):
             if isinstance(error, dict) and "code" in error:
                 response.data = self.shape_error(error)
         return super().finalize_response(request, response, *args, **kwargs)
+
+
+def _int_or(text: str, default: int) -> int:
+    return int(text) if text.isascii() and text.isdigit() else default
 
 
 def _pairs(query: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:

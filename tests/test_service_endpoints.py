@@ -35,6 +35,9 @@ OPERATIONS = {
         ("admin/billing/coupons", "get"), ("admin/billing/coupons", "post"), ("admin/credits/transactions", "get"),
         ("admin/credits/manual", "post"), ("admin/checkin/config", "get"), ("admin/checkin/config", "put"),
     ]),
+    # entitlements-plans-api.txt (payments/surfaces/entitlements_plans.py)
+    ("/api/ai-entitlements", "get"), ("/api/ai-entitlements/_refresh", "post"), ("/api/ai-plans", "get"),
+    ("/api/ai-plans/{id}", "get"), ("/api/ai-subscriptions", "get"),
     # JWT Bearer tokens (accounts/api/jwt_views.py): credentials in the body, no token needed
     ("/api/auth/jwt/", "post"),
     ("/api/auth/jwt/refresh/", "post"),

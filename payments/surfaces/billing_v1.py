@@ -22,13 +22,21 @@ from django.conf import settings
 from django.urls import path
 from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing_service.errors import InvalidInput
-from billing_service.surfaces import SurfaceView, error_shape_register, from_units, units
+from billing_service.schema import extend_schema
+from billing_service.surfaces import (
+    ExactNumberField,
+    SurfaceView,
+    error_shape_register,
+    from_units,
+    native_view,
+    units,
+)
 from credits.api.checkin_views import CheckinConfigViewSet, CheckinViewSet
 from credits.api.views import LedgerEntryViewSet, ManualAdjustmentViewSet, PlatformLedgerEntryViewSet
 from credits.models import TransactionType
@@ -66,26 +74,22 @@ def unit() -> Decimal:
     return settings.BILLING_V1_CREDIT_UNIT
 
 
-def _native(viewset: type, basename: str, detail: bool = False, **actions: str) -> Any:
-    return viewset.as_view(actions, basename=basename, detail=detail)
-
-
 # The native views, as their routers mount them.
 NATIVE = {
-    "account": _native(CreditAccountViewSet, "billing-account", True, get="retrieve"),
-    "transactions": _native(LedgerEntryViewSet, "billing-transactions", get="list"),
-    "orders": _native(OrderViewSet, "billing-orders", get="list"),
-    "order": _native(OrderViewSet, "billing-orders", True, get="retrieve"),
-    "plans": _native(PlanViewSet, "billing-plans", get="list"),
-    "checkin": _native(CheckinViewSet, "billing-checkin", True, post="create"),
-    "checkout": _native(CheckoutViewSet, "billing-checkout", post="create"),
-    "portal": _native(PortalViewSet, "billing-portal", post="create"),
-    "admin_plans": _native(AdminPlanViewSet, "billing-admin-plans", get="list", post="create"),
-    "admin_plan": _native(AdminPlanViewSet, "billing-admin-plans", True, put="update"),
-    "admin_coupons": _native(AdminCouponViewSet, "billing-admin-coupons", get="list", post="create"),
-    "admin_transactions": _native(PlatformLedgerEntryViewSet, "billing-admin-credits-transactions", get="list"),
-    "admin_manual": _native(ManualAdjustmentViewSet, "billing-admin-credits-manual", post="create"),
-    "admin_checkin_config": _native(CheckinConfigViewSet, "billing-admin-checkin-config", True, get="retrieve",
+    "account": native_view(CreditAccountViewSet, "billing-account", True, get="retrieve"),
+    "transactions": native_view(LedgerEntryViewSet, "billing-transactions", get="list"),
+    "orders": native_view(OrderViewSet, "billing-orders", get="list"),
+    "order": native_view(OrderViewSet, "billing-orders", True, get="retrieve"),
+    "plans": native_view(PlanViewSet, "billing-plans", get="list"),
+    "checkin": native_view(CheckinViewSet, "billing-checkin", True, post="create"),
+    "checkout": native_view(CheckoutViewSet, "billing-checkout", post="create"),
+    "portal": native_view(PortalViewSet, "billing-portal", post="create"),
+    "admin_plans": native_view(AdminPlanViewSet, "billing-admin-plans", get="list", post="create"),
+    "admin_plan": native_view(AdminPlanViewSet, "billing-admin-plans", True, put="update"),
+    "admin_coupons": native_view(AdminCouponViewSet, "billing-admin-coupons", get="list", post="create"),
+    "admin_transactions": native_view(PlatformLedgerEntryViewSet, "billing-admin-credits-transactions", get="list"),
+    "admin_manual": native_view(ManualAdjustmentViewSet, "billing-admin-credits-manual", post="create"),
+    "admin_checkin_config": native_view(CheckinConfigViewSet, "billing-admin-checkin-config", True, get="retrieve",
                                     put="update"),
 }
 
@@ -193,38 +197,22 @@ class BillingV1View(SurfaceView):
 
     error_serializer = V1Error
 
-    # Query parameters this endpoint takes (others are refused, as natively): the listings page.
-    takes_query: frozenset[str] = frozenset()
-
     def shape_error(self, error: dict[str, Any]) -> Any:
         return v1_error(error)
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        unknown = sorted(set(request.query_params) - self.takes_query)
-        if unknown:
-            problems = {name: ["Unknown query parameter for this operation."] for name in unknown}
-            raise InvalidInput(f"Invalid input: {', '.join(unknown)}.", details=problems)
-        super().initial(request, *args, **kwargs)
 
     def envelope(self, native: Response, shape: Any = None, *, listing: bool = False) -> Response:
         def wrapped(data: Any) -> Any:
             data = shape(data) if shape is not None else data
             if listing:
                 return {"success": True, "data": data["rows"], "pagination": {
-                    "limit": self.paging[1], "offset": self.paging[0], "total": data["total"]}}
+                    "limit": self.limit, "offset": self.offset, "total": data["total"]}}
             return {"success": True, "data": data}
 
         return self.reply(native, wrapped)
 
-    def page_query(self, request: Request, **extra: Any) -> dict[str, Any]:
-        """``limit`` and ``offset`` (validated natively), with the native filters ``extra``."""
-        query = {"limit": request.query_params.get("limit", "20"), "offset": request.query_params.get("offset", "0")}
-        self.paging = (_int_or(query["offset"], 0), _int_or(query["limit"], 20))
-        return {**query, **extra}
-
-
-def _int_or(text: str, default: int) -> int:
-    return int(text) if text.isascii() and text.isdigit() else default
+    def page_query(self, request: Request) -> dict[str, str]:
+        """``limit`` (default 20) and ``offset``, as natively (validated there)."""
+        return self.paging(request, offset="offset", limit="limit", default_limit=20)
 
 
 PAGE_PARAMS = [
@@ -246,7 +234,7 @@ def _listing(name: str, row: Any) -> Any:
 
 
 def _credits_number(help_text: str) -> serializers.Field:
-    return serializers.DecimalField(max_digits=30, decimal_places=12, coerce_to_string=False, help_text=help_text)
+    return ExactNumberField(help_text=help_text)
 
 
 TransactionV1 = inline_serializer(name="V1Transaction", fields={
@@ -281,8 +269,6 @@ class BalanceView(BillingV1View):
 
 
 class TransactionsView(BillingV1View):
-    takes_query = frozenset({"limit", "offset"})
-
     @extend_schema(operation_id="v1_credits_transactions", summary="Your transactions, newest first", tags=[TAG],
                    parameters=PAGE_PARAMS, responses={200: _listing("V1Transactions", TransactionV1)})
     def get(self, request: Request) -> Response:
@@ -291,8 +277,6 @@ class TransactionsView(BillingV1View):
 
 
 class OrdersView(BillingV1View):
-    takes_query = frozenset({"limit", "offset"})
-
     @extend_schema(operation_id="v1_orders_list", summary="Your orders, newest first", tags=[TAG],
                    parameters=PAGE_PARAMS, responses={200: _listing("V1Orders", _any())})
     def get(self, request: Request) -> Response:
@@ -369,8 +353,6 @@ def webhook_view(provider: str) -> type[BillingV1View]:
 
 
 class AdminPlansView(BillingV1View):
-    takes_query = frozenset({"limit", "offset"})
-
     @extend_schema(operation_id="v1_admin_plans_list", summary="Every plan (owners and admins)", tags=[TAG],
                    parameters=PAGE_PARAMS, responses={200: _listing("V1AdminPlans", _any())})
     def get(self, request: Request) -> Response:
@@ -401,8 +383,6 @@ class AdminPlanView(BillingV1View):
 
 
 class AdminCouponsView(BillingV1View):
-    takes_query = frozenset({"limit", "offset"})
-
     @extend_schema(operation_id="v1_admin_coupons_list", summary="Coupons (owners and admins)", tags=[TAG],
                    parameters=PAGE_PARAMS, responses={200: _listing("V1Coupons", _any())})
     def get(self, request: Request) -> Response:
@@ -418,8 +398,6 @@ class AdminCouponsView(BillingV1View):
 
 
 class AdminTransactionsView(BillingV1View):
-    takes_query = frozenset({"limit", "offset"})
-
     @extend_schema(operation_id="v1_admin_credits_transactions", summary="Every transaction of the platform",
                    tags=[TAG], parameters=PAGE_PARAMS, responses={200: _listing("V1AdminTransactions", _any())})
     def get(self, request: Request) -> Response:
