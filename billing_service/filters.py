@@ -15,6 +15,8 @@ class DateFilter(django_filters.DateFilter):
 
 
 class InstantFilter(django_filters.DateTimeFilter):
+    """An ISO 8601 instant; a date alone is its UTC midnight, or with ``end_of_day=True`` its last microsecond."""
+
     field_class = forms.InstantField
 
 

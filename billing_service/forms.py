@@ -4,6 +4,7 @@ characters."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,10 +29,22 @@ class DateField(forms.DateField):
 
 
 class InstantField(forms.DateTimeField):
-    """A strict ISO 8601 date-time (or a date: its UTC midnight), as an aware UTC datetime."""
+    """A strict ISO 8601 date-time, as an aware UTC datetime. A date alone is its UTC midnight, or with
+    ``end_of_day`` its last microsecond (an inclusive end then takes the whole day)."""
+
+    def __init__(self, *args: Any, end_of_day: bool = False, **kwargs: Any) -> None:
+        self.end_of_day = end_of_day
+        super().__init__(*args, **kwargs)
 
     def to_python(self, value: Any):  # noqa: ANN201
-        return _parsed(self, value, lambda text: instant_parse(text, allow_date=True))
+        return _parsed(self, value, self._parse)
+
+    def _parse(self, text: str) -> datetime:
+        moment = instant_parse(text, allow_date=True)
+        if self.end_of_day and isinstance(text, str) and "T" not in text.upper():
+            last = datetime.max.replace(tzinfo=UTC)
+            moment = last if moment.date() == last.date() else moment + timedelta(days=1, microseconds=-1)
+        return moment
 
 
 class UUIDField(forms.UUIDField):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from typing import Any
@@ -150,6 +151,9 @@ class SurfaceView(APIView):
     renderer_classes = (ExactJSONRenderer,)
     # The error body in the schema (what ``shape_error`` writes): documented for 400/401/403/404/503.
     error_serializer: Any = ErrorSerializer
+    # Native field names this surface names otherwise (``{"created_from": "from"}``): a native error's details and
+    # message name this surface's fields.
+    field_names: Mapping[str, str] = {}
 
     def perform_authentication(self, request: Request) -> None:
         """Left to the native view (the surface would otherwise authenticate twice)."""
@@ -215,6 +219,8 @@ class SurfaceView(APIView):
         data = native.data
         if native.status_code < 400 and shape is not None:
             data = shape(data)
+        elif native.status_code >= 400 and self.field_names and isinstance(data, dict):
+            data = renamed_error(data, self.field_names)
         headers = {name: native[name] for name in _PASSED_HEADERS if native.has_header(name)}
         return Response(data, status=status or native.status_code, headers=headers)
 
@@ -224,6 +230,27 @@ class SurfaceView(APIView):
             if isinstance(error, dict) and "code" in error:
                 response.data = self.shape_error(error)
         return super().finalize_response(request, response, *args, **kwargs)
+
+
+def renamed_error(body: dict[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """A native error envelope with the native field ``names`` written as the surface's, in its details (keys and
+    messages) and its message."""
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return body
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+
+    def text(value: Any) -> Any:
+        if isinstance(value, str):
+            return pattern.sub(lambda found: names[found.group(1)], value)
+        if isinstance(value, list):
+            return [text(item) for item in value]
+        return value
+
+    details = error.get("details")
+    if isinstance(details, dict):
+        details = {names.get(key, key): text(value) for key, value in details.items()}
+    return {**body, "error": {**error, "message": text(error.get("message")), "details": details}}
 
 
 def _int_or(text: str, default: int) -> int:

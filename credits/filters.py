@@ -72,8 +72,11 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
         "UTC midnight)."
     )
     created_to = InstantFilter(
-        method="filter_created_to", help_text="Rows at or before this instant (ISO 8601 date-time, or a date: its "
-        "UTC midnight)."
+        method="filter_created_to", end_of_day=True,
+        help_text="Rows at or before this instant (ISO 8601 date-time, or a date: the whole day, UTC)."
+    )
+    exclude_type = django_filters.ChoiceFilter(
+        choices=TransactionType.choices, method="filter_exclude_type", help_text="Leave out rows of this type."
     )
     direction = django_filters.ChoiceFilter(
         choices=[(c, c) for c in LedgerDirection.CHOICES],
@@ -84,7 +87,8 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
 
     class Meta:
         model = LedgerEntry
-        fields = ["transaction_type", "from_date", "to_date", "created_from", "created_to", "direction"]
+        fields = ["transaction_type", "exclude_type", "from_date", "to_date", "created_from", "created_to",
+                  "direction"]
         form = DateRangeForm
 
     def filter_from_date(self, queryset, name, value):  # noqa: ANN001, ANN201
@@ -99,6 +103,9 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
 
     def filter_created_to(self, queryset, name, value):  # noqa: ANN001, ANN201
         return queryset.filter(created_at__lte=value)
+
+    def filter_exclude_type(self, queryset, name, value):  # noqa: ANN001, ANN201
+        return queryset.exclude(transaction_type=value)
 
     def filter_direction(self, queryset, name, value):  # noqa: ANN001, ANN201
         return queryset.filter(LedgerDirection.CONDITIONS[value])
@@ -115,6 +122,7 @@ class LedgerEntryFilterSet(django_filters.FilterSet):
             from_date=data.get("from_date"),
             to_date=data.get("to_date"),
             direction=data.get("direction") or None,
+            exclude_type=data.get("exclude_type") or None,
             created_from=data.get("created_from"),
             created_to=data.get("created_to"),
         )

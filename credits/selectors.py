@@ -43,6 +43,7 @@ class LedgerFilter:
     from_date: date | None = None
     to_date: date | None = None
     direction: str | None = None  # LedgerDirection
+    exclude_type: str | None = None
     created_from: datetime | None = None  # inclusive instants
     created_to: datetime | None = None
 
@@ -116,6 +117,8 @@ def _filtered(account: CreditAccount, flt: LedgerFilter, lo: int, hi: int) -> Qu
         rows = rows.filter(transaction_type=flt.transaction_type)
     if flt.direction:
         rows = rows.filter(LedgerDirection.CONDITIONS[flt.direction])
+    if flt.exclude_type:
+        rows = rows.exclude(transaction_type=flt.exclude_type)
     if flt.has_dates:
         rows = rows.filter(sequence__gte=lo, sequence__lte=hi)
     return rows
@@ -128,7 +131,7 @@ def ledger_count(*, account: CreditAccount, flt: LedgerFilter) -> int:
 def _count(account: CreditAccount, flt: LedgerFilter, lo: int, hi: int) -> int:
     if hi < lo:
         return 0
-    if flt.direction:
+    if flt.direction or flt.exclude_type:
         return _filtered(account, flt, lo, hi).count()
     if not flt.transaction_type:
         return hi - lo + 1
@@ -145,7 +148,7 @@ def ledger_slice(
     lo, hi = _sequence_bounds(account, flt)
     if hi < lo:
         return 0, []
-    if not flt.transaction_type and not flt.direction:
+    if not flt.transaction_type and not flt.direction and not flt.exclude_type:
         # Every sequence number in [lo, hi] is a row: the page is a sequence range.
         top = hi - offset
         rows = (

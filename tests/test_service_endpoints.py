@@ -35,6 +35,9 @@ OPERATIONS = {
         ("admin/billing/coupons", "get"), ("admin/billing/coupons", "post"), ("admin/credits/transactions", "get"),
         ("admin/credits/manual", "post"), ("admin/checkin/config", "get"), ("admin/checkin/config", "put"),
     ]),
+    # account-api.txt (payments/surfaces/account_api.py)
+    ("/auth/account/usage", "get"), ("/auth/account/credits", "get"), ("/auth/account/ledger", "get"),
+    ("/auth/account/summary", "get"),
     # entitlements-plans-api.txt (payments/surfaces/entitlements_plans.py)
     ("/api/ai-entitlements", "get"), ("/api/ai-entitlements/_refresh", "post"), ("/api/ai-plans", "get"),
     ("/api/ai-plans/{id}", "get"), ("/api/ai-subscriptions", "get"),

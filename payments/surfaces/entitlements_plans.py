@@ -24,7 +24,7 @@ A query parameter an endpoint does not take, or one given twice, is a 400 naming
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import path
@@ -174,27 +174,6 @@ class EntitlementsPlansView(SurfaceView):
     (``field_names``)."""
 
     field_names: Mapping[str, str] = {}  # native field -> this API's
-
-    def reply(self, native: Response, shape: Callable[[Any], Any] | None = None, *, status: int | None = None
-              ) -> Response:
-        if native.status_code >= 400 and isinstance(native.data, dict):
-            native.data = self.renamed(native.data)
-        return super().reply(native, shape, status=status)
-
-    def renamed(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A native error body with its fields (``details`` and the message naming them) as this API's."""
-        error = body.get("error")
-        if not isinstance(error, dict) or not isinstance(error.get("details"), dict):
-            return body
-        details = error["details"]
-        names = {name: self.field_names.get(name, name) for name in details}
-        if all(name == new for name, new in names.items()):
-            return body
-        message = error.get("message")
-        if message == f"Invalid input: {', '.join(map(str, details))}.":
-            message = f"Invalid input: {', '.join(names.values())}."
-        details = {names[name]: value for name, value in details.items()}
-        return {**body, "error": {**error, "message": message, "details": details}}
 
     def page_query(self, request: Request) -> dict[str, str]:
         """The native ``offset`` and ``limit`` of this API's ``start`` and ``limit`` (validated natively)."""
