@@ -71,8 +71,8 @@ def seat_counts(seats: dict[str, Any]) -> dict[str, Any]:
     return {"total": seats["total"], "assigned": seats["assigned"], "unassigned": seats["unassigned"]}
 
 
-def entitled_plan(row: dict[str, Any]) -> dict[str, Any]:
-    """A plan of the entitlements overview."""
+def plan_core(row: dict[str, Any]) -> dict[str, Any]:
+    """What every shape of an AI plan shows."""
     return {
         "id": row["id"],
         "name": row["name"],
@@ -81,8 +81,12 @@ def entitled_plan(row: dict[str, Any]) -> dict[str, Any]:
         "weeklyBudget": number(row["weekly_budget"]),
         "sessionBudget": number(row["session_budget"]),
         "purchasable": row["purchasable"],
-        "seats": seat_counts(row["seats"]),
     }
+
+
+def entitled_plan(row: dict[str, Any]) -> dict[str, Any]:
+    """A plan of the entitlements overview."""
+    return {**plan_core(row), "seats": seat_counts(row["seats"])}
 
 
 def entitlements(body: dict[str, Any]) -> dict[str, Any]:
@@ -108,14 +112,8 @@ def refreshed(body: dict[str, Any]) -> dict[str, Any]:
 def ai_plan(row: dict[str, Any]) -> dict[str, Any]:
     """A plan of the listing, with ``seats`` when the native row has them (``includeSeats=true``)."""
     shaped = {
-        "id": row["id"],
-        "name": row["name"],
-        "slug": row["slug"],
-        "tier": row["tier"],
+        **plan_core(row),
         "icon": row["icon"],
-        "weeklyBudget": number(row["weekly_budget"]),
-        "sessionBudget": number(row["session_budget"]),
-        "purchasable": row["purchasable"],
         "billingCycle": billing_cycle(row["billing_cycle"]),
         "pricePerSeat": number(row["price_per_seat"]),
         "currency": row["currency"],

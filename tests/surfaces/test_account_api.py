@@ -18,7 +18,8 @@ from rest_framework.test import APIClient
 from accounts.models import Role
 from credits.models import LedgerEntry, TransactionType
 from credits.services import credits_adjust, credits_debit, credits_grant, hold_create
-from tests.api_helpers import assert_utc, error_of, full_state, invalid_field, iso_z, post_json
+from tests.accounts.test_jwt import bearer, pair_for
+from tests.api_helpers import assert_utc, error_of, full_state, invalid_field, iso_z
 from tests.conftest import Member, client_for, make_member
 from tests.credits.test_api_transactions import build_history
 from tests.credits.test_usage_stats import midnight, rollup, today
@@ -37,7 +38,6 @@ NATIVE_ACCOUNT = "/api/billing/account/"
 NATIVE_LEDGER = "/api/billing/transactions/"
 NATIVE_SUMMARY = "/api/billing/summary/"
 
-PASSWORD = "correct horse battery"
 
 # The document's objects: each field and its type.
 USAGE_STATS = {
@@ -145,28 +145,8 @@ def exact(surface: dict, native: dict, name: str, native_name: str | None = None
         assert Decimal(str(surface[name])) == Decimal(text), (name, surface[name], text)
 
 
-def with_password(member: Member) -> Member:
-    member.user.set_password(PASSWORD)
-    member.user.save(update_fields=["password"])
-    return member
-
-
 def jwt_for(member: Member, platform_key: str | None = None) -> str:
-    with_password(member)
-    body = {"username": member.user.username, "password": PASSWORD}
-    if platform_key:
-        body["platform_key"] = platform_key
-    response = post_json(APIClient(), "/api/auth/jwt/", body)
-    assert response.status_code == 200, response.content
-    return response.json()["access"]
-
-
-def bearer(access: str, platform_key: str | None = None) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
-    if platform_key:
-        client.defaults["HTTP_X_PLATFORM_KEY"] = platform_key
-    return client
+    return pair_for(member, **({"platform_key": platform_key} if platform_key else {}))["access"]
 
 
 @pytest.fixture
@@ -671,14 +651,6 @@ def test_refusals_of_the_surface_itself_run_no_query(member):
 
 
 # --- schema ----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def schema(django_db_blocker) -> dict:  # noqa: ANN001
-    with django_db_blocker.unblock():
-        response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
-    assert response.status_code == 200
-    return response.json()
 
 
 def test_the_schema_documents_each_endpoint(schema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -563,16 +563,12 @@ def test_the_prefix_is_configurable(settings, member):
         importlib.reload(billing_service.urls)
 
 
-def test_schema_tags_the_surface(member):
-    from rest_framework.test import APIClient
-
-    schema = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+def test_schema_tags_the_surface(schema):
     operations = [op for path, item in schema["paths"].items() if path.startswith("/api/v1/")
                   for op in item.values()]
 
     assert len(operations) == 19  # 15 documented paths, webhooks twice, plans and check-in config twice
     assert all(op["tags"] == ["billing-service-api"] for op in operations)
-    assert datetime.now(UTC)  # the schema generated without error
 
 
 def test_errors_answered_before_the_view_have_the_surfaces_shape(member, settings):

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -699,11 +698,6 @@ OPERATIONS = {
     ("/api/ai-subscriptions", "get"): ("ai_entitlements_subscriptions_list",
                                        {"planSlug", "billingCycle", "status", "start", "limit"}),
 }
-
-
-@pytest.fixture(scope="module")
-def schema() -> dict:
-    return Client().get("/api/schema/?format=json").json()
 
 
 def test_the_schema_documents_each_operation_and_its_query(schema):

@@ -16,14 +16,6 @@ SURFACES = {
 }
 
 
-@pytest.fixture(scope="module")
-def schema(django_db_blocker) -> dict:  # noqa: ANN001
-    with django_db_blocker.unblock():
-        response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
-    assert response.status_code == 200
-    return response.json()
-
-
 @pytest.mark.parametrize(("tag", "prefix"), SURFACES.items())
 def test_each_surface_has_its_own_tag(schema, tag, prefix):
     tagged = {(path, method) for path, item in schema["paths"].items() for method, op in item.items()
