@@ -449,6 +449,8 @@ def fingerprint_tables() -> list[str]:
     tables += [apps.get_model(label, name)._meta.db_table for label, name in _FINGERPRINT_EXTRA]
     # A coupon code tried is recorded even when refused: the per-user rate limit counts failed guesses.
     tables.remove(apps.get_model("payments", "CouponAttempt")._meta.db_table)
+    # So is a failed password login (POST /api/auth/jwt/ answering 401): the brute-force limits count them.
+    tables.remove(apps.get_model("accounts", "LoginFailure")._meta.db_table)
     return sorted(set(tables))
 
 

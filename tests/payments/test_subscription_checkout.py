@@ -80,13 +80,21 @@ def test_yearly_checkout_uses_the_yearly_price_and_amount(stripe_billing, member
     assert Order.objects.get().amount_usd == Decimal("99.00")
 
 
+def test_a_subscription_checkout_without_billing_cycle_is_monthly(stripe_billing, member, pro):
+    response = subscribe(member, str(pro.pk), None)
+
+    assert response.status_code == 201, response.content
+    assert Order.objects.get().billing_cycle == "monthly"
+    assert stripe_billing.last["form"]["line_items[0][price]"] == "price_pro_m"
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
         ({"plan_id": None}, "plan_id"),
         ({"plan_id": "not-a-uuid"}, "plan_id"),
         ({"plan_id": "00000000-0000-0000-0000-000000000000"}, "plan_id"),
-        ({"billing_cycle": None}, "billing_cycle"),
+        ({"billing_cycle": ""}, "billing_cycle"),
         ({"billing_cycle": "weekly"}, "billing_cycle"),
         ({"success_url": "https://evil.test/x"}, "success_url"),
         ({"cancel_url": "javascript:alert(1)"}, "cancel_url"),
