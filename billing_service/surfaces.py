@@ -110,11 +110,6 @@ def native_view(viewset: type, basename: str, detail: bool = False, **actions: s
     return viewset.as_view(actions, basename=basename, detail=detail)
 
 
-def camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 # --- errors answered before a surface's view (the request guards, an unknown path) ----------------------------
 
 # URL path prefix -> how that surface writes an error body (``SurfaceView.shape_error``): registered by each surface
@@ -160,8 +155,8 @@ class SurfaceView(APIView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         handler = getattr(self, (request.method or "").lower(), None)
-        takes = getattr(handler, "query_parameters", None)  # None: a method not taken (405), or not recorded
-        if takes is not None:
+        if handler is not None:  # None: a method not taken (405)
+            takes = getattr(handler, "query_parameters", frozenset())
             problems = {name: ["Unknown query parameter for this operation."]
                         for name in sorted(set(request.query_params) - takes)}
             problems |= {name: ["Given more than once."] for name, values in request.query_params.lists()
@@ -189,7 +184,6 @@ class SurfaceView(APIView):
         *,
         query: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
         body: Any = KEEP,
-        method: str | None = None,
         **kwargs: Any,
     ) -> Response:
         """The native ``view``'s response to this request, with ``query`` instead of its query string and
@@ -208,8 +202,6 @@ class SurfaceView(APIView):
                 raw.__dict__.pop(cached, None)
             raw.META["CONTENT_LENGTH"] = str(len(payload))
             raw.META["CONTENT_TYPE"] = "application/json"
-        if method is not None:
-            raw.method = method
         return view(raw, **kwargs)
 
     def reply(self, native: Response, shape: Callable[[Any], Any] | None = None, *, status: int | None = None

@@ -580,3 +580,22 @@ def test_errors_answered_before_the_view_have_the_surfaces_shape(member, setting
     failed(post_json(client, f"{V1}/admin/credits/manual", {"description": "x" * 100}), 413, "request_too_large")
     # The native API keeps its own envelope.
     assert set(client.get("/api/billing/no/such/path/").json()) == {"error"}
+
+
+def test_a_browser_session_needs_its_csrf_token_on_the_surface_as_natively(admin, member):
+    from django.test import Client
+
+    ok(client_for(admin).put(f"{V1}/admin/checkin/config", {"enabled": True, "credits_per_day": 100},
+                             format="json"))
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(member.user)
+    browser.get(f"{V1}/credits/balance")  # any GET: the csrftoken cookie is set by the admin login page below
+    token = browser.get("/admin/login/").cookies["csrftoken"].value
+
+    refused = browser.post(f"{V1}/checkin", content_type="application/json")
+    natively = browser.post("/api/billing/checkin/", content_type="application/json")
+    done = browser.post(f"{V1}/checkin", content_type="application/json", HTTP_X_CSRFTOKEN=token)
+
+    assert failed(refused, 403)["message"] == natively.json()["error"]["message"]
+    assert "CSRF" in natively.json()["error"]["message"]
+    assert ok(done, 201)["credits_awarded"] == 100

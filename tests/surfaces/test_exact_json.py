@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing_service.surfaces import camel, decimal_text, exact_json, from_units, units
+from billing_service.surfaces import decimal_text, exact_json, from_units, units
 
 
 @pytest.mark.parametrize(
@@ -38,6 +38,3 @@ def test_units_convert_both_ways_without_rounding():
     assert from_units(7, Decimal("10")) == "70"
     assert units(None, Decimal("0.01")) is None
 
-
-def test_camel_case():
-    assert [camel(n) for n in ("weekly_budget", "id", "price_per_seat")] == ["weeklyBudget", "id", "pricePerSeat"]
