@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from accounts.models import LoginFailure, Membership, Platform
+from accounts.models import LoginFailure, Membership, Platform, SignInLink
 from billing_service.admin_base import ReadOnlyAdmin
 from accounts.services import membership_saved, platform_create
 
@@ -73,6 +73,18 @@ class LoginFailureAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request, obj=None):  # noqa: ANN001, ANN201
         return request.user.is_superuser  # deleting a username's failures lifts its limit now
+
+
+@admin.register(SignInLink)
+class SignInLinkAdmin(ReadOnlyAdmin):
+    """Sign-in links to the billing page (POST /api/billing/admin/page-links/): who, for whom, until when, used or
+    not (the token itself is never kept)."""
+
+    list_display = ["created_at", "user", "platform", "created_by", "expires_at", "used_at"]
+    list_filter = ["platform"]
+    search_fields = ["user__username", "platform__platform_key"]
+    list_select_related = ["user", "platform", "created_by"]
+    exclude = ["token_hash"]
 
 
 # Outbound webhooks' pages (their own module).

@@ -51,3 +51,17 @@ class LoginAttemptsExceeded(DomainError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class MemberNotFound(NotFound):
+    code = "member_not_found"
+    default_message = "No member of this platform has that username."
+
+
+class SignInLinkInvalid(DomainError):
+    """A sign-in link that was used, expired, never existed, or whose member left the platform: one answer for
+    all, so a link reveals nothing."""
+
+    status_code = 410
+    code = "sign_in_link_invalid"
+    default_message = "This sign-in link has expired or was already used: ask for a new one."

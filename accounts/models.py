@@ -111,6 +111,32 @@ class LoginFailure(models.Model):
         return f"{self.username} from {self.ip} at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
+class SignInLink(models.Model):
+    """A short-lived, single-use link that signs a member in to the billing page (``/billing/``): minted by the
+    platform's backend (``POST /api/billing/admin/page-links/``), so its users need no second login. Only the
+    token's SHA-256 is kept; the token itself is in the URL handed out once."""
+
+    id = models.BigAutoField(primary_key=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    platform = models.ForeignKey(Platform, on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(expires_at__gt=models.F("created_at")),
+                                   name="sign_in_link_expires_after_creation"),
+        ]
+
+    def __str__(self) -> str:
+        return f"sign-in link for {self.user_id} @ {self.platform_id} ({'used' if self.used_at else 'unused'})"
+
+
 # Outbound webhooks (their own module: a platform's endpoints, the outbox, deliveries and attempts).
 from accounts.outbound_models import (  # noqa: E402, F401 - registered with the app
     DeliveryStatus,

@@ -6,7 +6,9 @@ A platform and each member get what higher apps keep for them (credits: their cr
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -17,8 +19,8 @@ from django.db import transaction
 from django.db.models import Q
 from rest_framework.authtoken.models import Token
 
-from accounts.errors import LoginAttemptsExceeded
-from accounts.models import LoginFailure, Membership, Platform, Role
+from accounts.errors import LoginAttemptsExceeded, MemberNotFound, SignInLinkInvalid
+from accounts.models import LoginFailure, Membership, Platform, Role, SignInLink
 
 # Called with (platform, user) for every member added, and (platform, None) for every platform created, inside the
 # transaction that writes them. Registered by higher apps (credits: ``account_ensure``).
@@ -129,3 +131,46 @@ def login_failure_record(*, username: str, ip: str | None, now: datetime) -> Non
     with transaction.atomic(durable=True):
         LoginFailure.objects.filter(username=key, created_at__lte=now - window).delete()
         LoginFailure.objects.create(username=key, ip=ip or None, created_at=now)
+
+
+# --- sign-in links to the billing page ---------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def sign_in_link_create(
+    *, platform: Platform, username: str, actor: AbstractBaseUser | None, now: datetime
+) -> tuple[SignInLink, str]:
+    """A single-use sign-in link for the platform's member ``username``, valid ``SIGN_IN_LINK_MINUTES``: the row and
+    the token (shown once; only its hash is kept). 404 ``member_not_found`` for anyone else."""
+    user = get_user_model().objects.filter(
+        username=username, is_active=True, memberships__platform=platform
+    ).first()
+    if user is None:
+        raise MemberNotFound(details={"username": username})
+    token = secrets.token_urlsafe(32)
+    link = SignInLink.objects.create(
+        token_hash=_token_hash(token), user=user, platform=platform, created_by=actor, created_at=now,
+        expires_at=now + timedelta(minutes=settings.SIGN_IN_LINK_MINUTES),
+    )
+    return link, token
+
+
+def sign_in_link_use(*, token: str, now: datetime) -> tuple[AbstractBaseUser, Platform]:
+    """The member and platform of an unused, unexpired link, which is used up by this call (one statement: two
+    concurrent uses cannot both win); 410 ``sign_in_link_invalid`` otherwise, also when the member has since left
+    the platform or been deactivated."""
+    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+        raise SignInLinkInvalid()
+    used = SignInLink.objects.filter(
+        token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=now
+    ).update(used_at=now)
+    if not used:
+        raise SignInLinkInvalid()
+    link = SignInLink.objects.select_related("user", "platform").get(token_hash=_token_hash(token))
+    user, platform = link.user, link.platform
+    if not user.is_active or not Membership.objects.filter(user=user, platform=platform).exists():
+        raise SignInLinkInvalid()
+    return user, platform

@@ -185,6 +185,8 @@ JWT_REFRESH_DAYS = int(os.environ.get("JWT_REFRESH_DAYS", "7"))
 JWT_LOGIN_WINDOW_MINUTES = int(os.environ.get("JWT_LOGIN_WINDOW_MINUTES", "15"))
 JWT_LOGIN_FAILURES_PER_USERNAME = int(os.environ.get("JWT_LOGIN_FAILURES_PER_USERNAME", "10"))
 JWT_LOGIN_FAILURES_PER_IP = int(os.environ.get("JWT_LOGIN_FAILURES_PER_IP", "100"))
+# The billing page's sign-in links (POST /api/billing/admin/page-links/): minutes a link stays valid (single use).
+SIGN_IN_LINK_MINUTES = int(os.environ.get("SIGN_IN_LINK_MINUTES", "5"))
 SIMPLE_JWT = {
     "ALGORITHM": "HS256",
     "SIGNING_KEY": JWT_SIGNING_KEY,

@@ -186,23 +186,8 @@ class SurfaceView(APIView):
         body: Any = KEEP,
         **kwargs: Any,
     ) -> Response:
-        """The native ``view``'s response to this request, with ``query`` instead of its query string and
-        ``body`` (JSON, decimals exact) instead of its body. ``kwargs`` are the native URL's."""
-        raw: HttpRequest = copy.copy(request._request)
-        raw.META = dict(raw.META)
-        if query is not None:
-            text = urlencode([(k, v) for k, v in _pairs(query) if v is not None])
-            raw.META["QUERY_STRING"] = text
-            raw.GET = QueryDict(text)
-        if body is not KEEP:
-            payload = exact_json(body).encode("ascii")
-            raw._stream = io.BytesIO(payload)  # what HttpRequest.read() reads
-            raw._read_started = False
-            for cached in ("_body", "_post", "_files"):
-                raw.__dict__.pop(cached, None)
-            raw.META["CONTENT_LENGTH"] = str(len(payload))
-            raw.META["CONTENT_TYPE"] = "application/json"
-        return view(raw, **kwargs)
+        """The native ``view``'s response to this request (``forward``)."""
+        return forward(request._request, view, query=query, body=body, **kwargs)
 
     def reply(self, native: Response, shape: Callable[[Any], Any] | None = None, *, status: int | None = None
               ) -> Response:
@@ -222,6 +207,37 @@ class SurfaceView(APIView):
             if isinstance(error, dict) and "code" in error:
                 response.data = self.shape_error(error)
         return super().finalize_response(request, response, *args, **kwargs)
+
+
+def forward(
+    request: HttpRequest,
+    view: Callable[..., Any],
+    *,
+    query: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+    body: Any = KEEP,
+    headers: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Response:
+    """The native ``view``'s response to a copy of ``request`` with ``query`` instead of its query string,
+    ``body`` (JSON, decimals exact) instead of its body, and ``headers`` added (``{"X-Platform-Key": ...}``).
+    ``kwargs`` are the native URL's. The response is not rendered: its ``data`` is the native body."""
+    raw: HttpRequest = copy.copy(request)
+    raw.META = dict(raw.META)
+    for name, value in (headers or {}).items():
+        raw.META["HTTP_" + name.upper().replace("-", "_")] = value
+    if query is not None:
+        text = urlencode([(k, v) for k, v in _pairs(query) if v is not None])
+        raw.META["QUERY_STRING"] = text
+        raw.GET = QueryDict(text)
+    if body is not KEEP:
+        payload = exact_json(body).encode("ascii")
+        raw._stream = io.BytesIO(payload)  # what HttpRequest.read() reads
+        raw._read_started = False
+        for cached in ("_body", "_post", "_files"):
+            raw.__dict__.pop(cached, None)
+        raw.META["CONTENT_LENGTH"] = str(len(payload))
+        raw.META["CONTENT_TYPE"] = "application/json"
+    return view(raw, **kwargs)
 
 
 def renamed_error(body: dict[str, Any], names: Mapping[str, str]) -> dict[str, Any]:

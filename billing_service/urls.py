@@ -17,6 +17,8 @@ urlpatterns = [
     path(settings.BILLING_V1_PREFIX, include("payments.surfaces.billing_v1")),
     path("auth/account/", include("payments.surfaces.account_api")),
     path("api/", include("payments.surfaces.entitlements_plans")),
+    # The billing page (payments/surfaces/billing_page.py): HTML over the same native views.
+    path("billing/", include("payments.surfaces.billing_page")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),

@@ -105,6 +105,7 @@ OPERATIONS = {
     # outbound webhooks (accounts) and balance alerts (credits)
     ("/api/billing/admin/webhook-endpoints/", "get"),
     ("/api/billing/admin/webhook-endpoints/", "post"),
+    ("/api/billing/admin/page-links/", "post"),
     ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "get"),
     ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "put"),
     ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "patch"),
