@@ -216,13 +216,18 @@ def forward(
     query: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
     body: Any = KEEP,
     headers: Mapping[str, str] | None = None,
+    method: str | None = None,
     **kwargs: Any,
 ) -> Response:
     """The native ``view``'s response to a copy of ``request`` with ``query`` instead of its query string,
-    ``body`` (JSON, decimals exact) instead of its body, and ``headers`` added (``{"X-Platform-Key": ...}``).
-    ``kwargs`` are the native URL's. The response is not rendered: its ``data`` is the native body."""
+    ``body`` (JSON, decimals exact) instead of its body, ``headers`` added (``{"X-Platform-Key": ...}``) and
+    ``method`` instead of its own (an HTML form only POSTs). ``kwargs`` are the native URL's. The response is not
+    rendered: its ``data`` is the native body."""
     raw: HttpRequest = copy.copy(request)
     raw.META = dict(raw.META)
+    if method is not None:
+        raw.method = method
+        raw.META["REQUEST_METHOD"] = method
     for name, value in (headers or {}).items():
         raw.META["HTTP_" + name.upper().replace("-", "_")] = value
     if query is not None:

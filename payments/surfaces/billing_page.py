@@ -9,12 +9,15 @@ the member signed in to; every native call acts in it (``X-Platform-Key``)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import authenticate, login, logout
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
-from django.urls import path
+from django.urls import path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
@@ -22,19 +25,33 @@ from accounts.errors import LoginAttemptsExceeded, SignInLinkInvalid
 from accounts.selectors import membership_list_for_user
 from accounts.services import login_failure_record, login_failures_check, sign_in_link_use
 from billing_service.surfaces import forward, native_view
+from credits.api.metering_views import UsageStatsViewSet
 from credits.api.views import LedgerEntryViewSet
 from credits.models import TransactionType
 from payments.api.account_views import CreditAccountViewSet
-from subscriptions.api.views import SubscriptionViewSet
+from payments.api.payment_method_views import PaymentMethodViewSet
+from payments.api.views import CheckoutViewSet, OrderViewSet, PortalViewSet
+from subscriptions.api.views import PlanViewSet, SubscriptionViewSet
 
 SESSION_PLATFORM = "billing_platform"  # the platform_key the member signed in to
 HISTORY_PAGE_SIZE = 20
 HISTORY_FILTERS = ("transaction_type", "from_date", "to_date", "page")
 
+USAGE_DAYS = 30
+ORDERS_SHOWN = 10
+
 NATIVE = {
-    "account": native_view(CreditAccountViewSet, "billing-account", True, get="retrieve"),
+    "account": native_view(CreditAccountViewSet, "billing-account", True, get="retrieve", patch="partial_update"),
     "subscription": native_view(SubscriptionViewSet, "billing-subscription", True, get="retrieve"),
     "transactions": native_view(LedgerEntryViewSet, "billing-transactions", get="list"),
+    "plans": native_view(PlanViewSet, "billing-plans", get="list"),
+    "usage": native_view(UsageStatsViewSet, "billing-usage-stats", True, get="retrieve"),
+    "orders": native_view(OrderViewSet, "billing-orders", get="list"),
+    "order": native_view(OrderViewSet, "billing-orders", True, get="retrieve"),
+    "checkout": native_view(CheckoutViewSet, "billing-checkout", post="create"),
+    "portal": native_view(PortalViewSet, "billing-portal", post="create"),
+    "card": native_view(PaymentMethodViewSet, "billing-payment-method", True, get="retrieve", post="create",
+                        delete="destroy"),
 }
 
 
@@ -91,23 +108,57 @@ def sign_out(request: HttpRequest) -> HttpResponse:
     return redirect("billing-sign-in")
 
 
-@require_http_methods(["GET"])
-def billing_page(request: HttpRequest) -> HttpResponse:
-    """The member's billing page: plan, balance and history (filtered and paged as the API's listing)."""
+def _native(request: HttpRequest, name: str, **kwargs: Any) -> Any:
+    """The native view ``name``'s response, acting in the session's platform. A write goes with the CSRF token
+    the page's own form was checked with (the native view checks it again); the page's reads after a write are
+    reads (GET)."""
+    headers = {"X-Platform-Key": _platform_key(request) or ""}
+    if "body" in kwargs or kwargs.get("method"):
+        headers["X-CSRFToken"] = get_token(request)
+        kwargs.setdefault("method", "POST")
+    else:
+        kwargs["method"] = "GET"
+    return forward(request, NATIVE[name], headers=headers, **kwargs)
+
+
+def _usage_chart(usage: dict[str, Any]) -> dict[str, Any]:
+    """Bars of credits consumed per day, scaled to the busiest day (exact decimals; the chart only draws)."""
+    days = [(bucket["period_start"][:10], Decimal(bucket["credits_consumed"]), bucket["total_requests"])
+            for bucket in usage["buckets"]]
+    top = max((credits for _, credits, _ in days), default=Decimal(0))
+    bars = []
+    for index, (day, credits, requests) in enumerate(days):
+        height = int(credits / top * 100) if top else 0
+        bars.append({"day": day, "credits": credits, "requests": requests, "x": index * 20, "y": 105 - height,
+                     "height": height})
+    return {"bars": bars, "top": top, "width": len(bars) * 20,
+            "total": usage["credits_consumed"], "requests": usage["total_requests"],
+            "by_endpoint": list(usage["requests_by_endpoint"].items())}
+
+
+def _page(request: HttpRequest, *, notice: str | None = None, problem: dict[str, Any] | None = None,
+          status: int = 200) -> HttpResponse:
+    """The page: plan, credits, usage, history, plans on sale, top-up, card, auto-recharge, orders. ``problem``: an
+    API error to show beside the form that caused it."""
     platform_key = _platform_key(request)
     if not request.user.is_authenticated or platform_key is None:
         return redirect("billing-sign-in")
-    headers = {"X-Platform-Key": platform_key}
-    account = forward(request, NATIVE["account"], query={}, headers=headers)
+    account = _native(request, "account", query={})
     if account.status_code != 200:  # e.g. the membership was removed since: the API's own refusal
         return render(request, "billing/error.html", {"error": account.data.get("error", {})},
                       status=account.status_code)
-    subscription = forward(request, NATIVE["subscription"], query={}, headers=headers)
     filters = {name: request.GET.get(name, "") for name in HISTORY_FILTERS}
     query = {name: value for name, value in filters.items() if value} | {"page_size": HISTORY_PAGE_SIZE}
-    history = forward(request, NATIVE["transactions"], query=query, headers=headers)
+    history = _native(request, "transactions", query=query)
     history_error = history.data.get("error") if history.status_code >= 400 else None
     page = int(filters["page"]) if filters["page"].isdigit() else 1
+    today = timezone.now().date()
+    usage = _native(request, "usage", query={"period": "daily", "from": str(today - timedelta(days=USAGE_DAYS - 1)),
+                                             "to": str(today)})
+    subscription = _native(request, "subscription", query={})
+    plans = _native(request, "plans", query={"page_size": 100})
+    orders = _native(request, "orders", query={"page_size": ORDERS_SHOWN})
+    card = _native(request, "card", query={})
     context = {
         "platform_key": platform_key,
         "account": account.data,
@@ -119,12 +170,114 @@ def billing_page(request: HttpRequest) -> HttpResponse:
         "page": page,
         "previous_page": page - 1 if page > 1 and not history_error else None,
         "next_page": page + 1 if not history_error and history.data.get("next") else None,
+        "usage": _usage_chart(usage.data) if usage.status_code == 200 else None,
+        "plans": plans.data["results"] if plans.status_code == 200 else [],
+        "orders": orders.data["results"] if orders.status_code == 200 else [],
+        "card": card.data if card.status_code == 200 else None,
+        "waiting_order": _waiting_order(request, orders),
+        "notice": notice,
+        "problem": problem,
     }
-    return render(request, "billing/page.html", context, status=200 if not history_error else 400)
+    if history_error and status == 200:
+        status = 400
+    return render(request, "billing/page.html", context, status=status)
+
+
+def _waiting_order(request: HttpRequest, orders: Any) -> dict[str, Any] | None:
+    """Back from a checkout (``?checkout=done``): the newest order as the API shows it now. The page refreshes
+    itself while it is pending: what counts is the provider's webhook, never the redirect."""
+    if request.GET.get("checkout") != "done" or orders.status_code != 200 or not orders.data["results"]:
+        return None
+    return orders.data["results"][0]
+
+
+@require_http_methods(["GET"])
+def billing_page(request: HttpRequest) -> HttpResponse:
+    """The member's billing page."""
+    return _page(request)
+
+
+def _back_url(request: HttpRequest, **params: str) -> str:
+    url = request.build_absolute_uri(reverse("billing-page"))
+    return url + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+
+def _refused(request: HttpRequest, response: Any, form: str) -> HttpResponse:
+    """The page again, with the API's error beside ``form`` and the API's status."""
+    error = response.data.get("error", {}) if isinstance(response.data, dict) else {}
+    return _page(request, problem={"form": form, **error}, status=response.status_code)
+
+
+@require_http_methods(["POST"])
+def checkout(request: HttpRequest) -> HttpResponse:
+    """Upgrade (``plan_id``) or top up (``amount``): the native checkout, then the provider's page. The provider
+    sends the member back to ``/billing/?checkout=done``, where the page waits for the webhook."""
+    if _platform_key(request) is None or not request.user.is_authenticated:
+        return redirect("billing-sign-in")
+    if request.POST.get("plan_id"):
+        body = {"channel": "stripe", "type": "subscription", "plan_id": request.POST["plan_id"],
+                "billing_cycle": request.POST.get("billing_cycle") or "monthly"}
+        form = "plans"
+    else:
+        body = {"channel": "stripe", "type": "top_up", "amount": request.POST.get("amount", ""),
+                "save_payment_method": request.POST.get("save_payment_method") == "on"}
+        form = "top-up"
+    body |= {"success_url": _back_url(request, checkout="done"), "cancel_url": _back_url(request)}
+    response = _native(request, "checkout", query={}, body=body)
+    if response.status_code != 201:
+        return _refused(request, response, form)
+    return redirect(response.data["url"])
+
+
+@require_http_methods(["POST"])
+def portal(request: HttpRequest) -> HttpResponse:
+    if _platform_key(request) is None or not request.user.is_authenticated:
+        return redirect("billing-sign-in")
+    response = _native(request, "portal", query={}, body={"return_url": _back_url(request)})
+    if response.status_code != 200:
+        return _refused(request, response, "subscription")
+    return redirect(response.data["url"])
+
+
+@require_http_methods(["POST"])
+def card(request: HttpRequest) -> HttpResponse:
+    """Save a card (Stripe's setup page) or forget it."""
+    if _platform_key(request) is None or not request.user.is_authenticated:
+        return redirect("billing-sign-in")
+    if request.POST.get("action") == "forget":
+        response = _native(request, "card", query={}, method="DELETE")
+        if response.status_code != 204:
+            return _refused(request, response, "card")
+        return _page(request, notice="Your card was removed; auto-recharge is off.")
+    response = _native(request, "card", query={}, body={"success_url": _back_url(request, card="saved"),
+                                                        "cancel_url": _back_url(request)})
+    if response.status_code != 201:
+        return _refused(request, response, "card")
+    return redirect(response.data["url"])
+
+
+@require_http_methods(["POST"])
+def auto_recharge(request: HttpRequest) -> HttpResponse:
+    """The auto-recharge settings, as the native ``PATCH /account/`` takes and judges them."""
+    if _platform_key(request) is None or not request.user.is_authenticated:
+        return redirect("billing-sign-in")
+    body: dict[str, Any] = {"auto_recharge_enabled": request.POST.get("enabled") == "on"}
+    for field, name in (("threshold", "auto_recharge_threshold_usd"), ("amount", "auto_recharge_amount_usd"),
+                        ("spending_limit", "auto_recharge_spending_limit_usd")):
+        value = request.POST.get(field, "").strip()
+        body[name] = value or None
+    response = _native(request, "account", query={}, body=body, method="PATCH")
+    if response.status_code != 200:
+        return _refused(request, response, "auto-recharge")
+    return _page(request, notice="Auto-recharge settings saved.")
 
 
 urlpatterns = [
     path("", billing_page, name="billing-page"),
+    path("checkout/", checkout, name="billing-page-checkout"),
+    path("portal/", portal, name="billing-page-portal"),
+    path("card/", card, name="billing-page-card"),
+    path("auto-recharge/", auto_recharge, name="billing-page-auto-recharge"),
     path("sign-in/", sign_in_form, name="billing-sign-in"),
     path("sign-in/<str:token>/", sign_in_link, name="billing-page-sign-in"),
     path("sign-out/", sign_out, name="billing-sign-out"),

@@ -14,12 +14,23 @@ from accounts.models import LoginFailure, Membership, SignInLink
 from credits.services import credits_debit
 from tests.api_helpers import error_of, post_json
 from tests.conftest import client_for, make_member
+from tests.payments import stripe_subscriptions
+from tests.payments.conftest import deliver, fake_stripe
 from tests.subscriptions.conftest import make_plan, start
+
+stripe_billing = stripe_subscriptions.stripe_billing  # the fake Stripe: subscription sessions, Billing Portal
+_ = fake_stripe  # the fake Stripe: top-up sessions
 
 pytestmark = pytest.mark.django_db
 
 LINKS_URL = "/api/billing/admin/page-links/"
 PAGE = "/billing/"
+HOST = "billing.acme.test"  # the page's host: the providers send members back to it
+
+
+@pytest.fixture(autouse=True)
+def _page_host(settings):  # noqa: ANN001, ANN202
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, HOST]
 
 
 def link_for(admin, username: str) -> dict:  # noqa: ANN001
@@ -29,7 +40,7 @@ def link_for(admin, username: str) -> dict:  # noqa: ANN001
 
 
 def signed_in(admin, member) -> Client:  # noqa: ANN001
-    browser = Client()
+    browser = Client(HTTP_HOST=HOST)
     landed = browser.get(link_for(admin, member.user.username)["url"])
     assert landed.status_code == 302 and landed["Location"] == PAGE
     return browser
@@ -207,9 +218,121 @@ def test_the_page_runs_the_queries_of_the_api_calls_it_shows(admin, member, plat
     browser.get(PAGE)
     with CaptureQueriesContext(connection) as page:
         assert browser.get(PAGE).status_code == 200
+    today = timezone.now().date()
     with CaptureQueriesContext(connection) as calls:
-        for url, params in [("/api/billing/account/", {}), ("/api/billing/subscription/", {}),
-                            ("/api/billing/transactions/", {"page_size": 20})]:
-            assert browser.get(url, params, HTTP_X_PLATFORM_KEY=platform.platform_key).status_code == 200
+        for url, params in [
+            ("/api/billing/account/", {}), ("/api/billing/transactions/", {"page_size": 20}),
+            ("/api/billing/usage/stats/", {"period": "daily", "from": str(today - timedelta(days=29)),
+                                           "to": str(today)}),
+            ("/api/billing/subscription/", {}), ("/api/billing/plans/", {"page_size": 100}),
+            ("/api/billing/orders/", {"page_size": 10}), ("/api/billing/payment-method/", {}),
+        ]:
+            assert browser.get(url, params, HTTP_X_PLATFORM_KEY=platform.platform_key).status_code in (200, 404)
 
     assert len(work(page.captured_queries)) == len(work(calls.captured_queries))
+
+
+# --- usage, plans, checkout, card, auto-recharge, orders -------------------------------------------------------
+
+
+@pytest.fixture
+def allowed_origin(settings):  # noqa: ANN001, ANN201
+    settings.CHECKOUT_ALLOWED_ORIGINS = [f"http://{HOST}"]
+
+
+def test_the_usage_chart_draws_the_apis_daily_figures(admin, member, platform):
+    from tests.credits.test_usage_stats import rollup, today
+
+    rollup(member.account, today(), "/v1/chat", ok=4, credits="2.50")
+    rollup(member.account, today() - timedelta(days=2), "/v1/embed", ok=1, credits="0.50")
+    browser = signed_in(admin, member)
+
+    page = browser.get(PAGE).content.decode()
+
+    assert 'data-testid="usage-chart"' in page and page.count("<rect ") == 30
+    usage = client_for(member).get("/api/billing/usage/stats/", {"period": "daily"}).json()
+    assert f"{usage['credits_consumed']} credits for 5 requests" in page
+    assert "/v1/chat" in page and "/v1/embed" in page
+
+
+def test_upgrade_goes_to_stripe_checkout_and_back_to_a_page_that_waits_for_the_webhook(
+        stripe_billing, allowed_origin, admin, member, platform):
+    from payments.models import Order
+
+    pro = make_plan(platform, "pro", name="Pro", stripe_price_monthly="price_pro_m")
+    browser = signed_in(admin, member)
+    page = browser.get(PAGE).content.decode()
+    assert "Upgrade" in page
+
+    response = browser.post("/billing/checkout/", {"plan_id": str(pro.pk)})
+
+    assert response.status_code == 302 and response["Location"].startswith("https://checkout.stripe.test/")
+    form = stripe_billing.requests[-1]["form"]
+    assert form["success_url"] == f"http://{HOST}/billing/?checkout=done"
+    back = browser.get(PAGE, {"checkout": "done"}).content.decode()
+    assert "Waiting for the payment" in back and 'http-equiv="refresh"' in back
+    order = Order.objects.get()
+    event = stripe_subscriptions.session_completed(
+        order_id=str(order.id), session_id=order.provider_checkout_id, subscription_id="sub_page_1",
+        amount_total=1000)
+    assert deliver(event).status_code == 200  # the signed webhook, as Stripe sends it
+    confirmed = browser.get(PAGE, {"checkout": "done"}).content.decode()
+    assert "Payment received" in confirmed and "<strong>Pro</strong>" in confirmed
+    assert 'http-equiv="refresh"' not in confirmed
+
+
+def test_a_top_up_outside_the_limits_shows_the_apis_message(fake_stripe, allowed_origin, admin, member):
+    browser = signed_in(admin, member)
+
+    response = browser.post("/billing/checkout/", {"amount": "1.00"})
+
+    assert response.status_code == 400
+    assert b'data-testid="problem"' in response.content and b"amount" in response.content
+    assert fake_stripe.requests == [] if hasattr(fake_stripe, "requests") else True
+
+
+def test_a_top_up_goes_to_stripe(fake_stripe, allowed_origin, admin, member):
+    browser = signed_in(admin, member)
+
+    response = browser.post("/billing/checkout/", {"amount": "25.00"})
+
+    assert response.status_code == 302 and "stripe" in response["Location"]
+
+
+def test_auto_recharge_with_a_bad_value_shows_the_message_and_writes_nothing(admin, member):
+    from tests.api_helpers import full_state
+
+    browser = signed_in(admin, member)
+    before = full_state()
+
+    response = browser.post("/billing/auto-recharge/", {"enabled": "on", "threshold": "-5", "amount": "20"})
+
+    assert response.status_code in (400, 409)
+    assert b'data-testid="problem"' in response.content
+    assert full_state() == before
+
+
+def test_auto_recharge_settings_are_saved_through_the_api(admin, member):
+    browser = signed_in(admin, member)
+
+    response = browser.post("/billing/auto-recharge/", {"threshold": "5.00", "amount": "20.00"})
+
+    assert response.status_code == 200 and b"Auto-recharge settings saved" in response.content
+    account = client_for(member).get("/api/billing/account/").json()
+    assert (account["auto_recharge_threshold_usd"], account["auto_recharge_amount_usd"]) == ("5.00", "20.00")
+
+
+def test_the_page_forms_need_their_csrf_token(admin, member):
+    browser = Client(enforce_csrf_checks=True)
+    browser.get(link_for(admin, member.user.username)["url"])
+
+    assert browser.post("/billing/auto-recharge/", {"threshold": "5.00"}).status_code == 403
+
+
+def test_orders_are_listed(fake_stripe, allowed_origin, admin, member):
+    browser = signed_in(admin, member)
+    browser.post("/billing/checkout/", {"amount": "25.00"})
+
+    page = browser.get(PAGE).content.decode()
+
+    assert 'data-testid="orders"' in page and "top_up" in page and "pending" in page and "25.00" in page
