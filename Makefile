@@ -34,6 +34,7 @@ run: demo
 
 test: setup
 	PYTHON=$(PY) scripts/fetch-redis
+	scripts/ensure-chromium
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
