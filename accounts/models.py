@@ -105,6 +105,7 @@ class LoginFailure(models.Model):
         indexes = [
             models.Index(fields=["username", "created_at"], name="login_failure_username"),
             models.Index(fields=["ip", "created_at"], name="login_failure_ip"),
+            models.Index(fields=["created_at"], name="login_failure_created"),  # the purge of old rows
         ]
 
     def __str__(self) -> str:

@@ -7,10 +7,12 @@ A platform and each member get what higher apps keep for them (credits: their cr
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -106,31 +108,48 @@ def operator_ensure(*, username: str) -> tuple[AbstractBaseUser, Token]:
 # --- failed logins (POST /api/auth/jwt/) ------------------------------------------------------------------
 
 
+def client_address(meta: Mapping[str, Any]) -> str | None:
+    """The client's IP address, for the per-address login limit: ``REMOTE_ADDR``, or behind
+    ``TRUSTED_PROXY_COUNT`` proxies the address the nearest of them saw (that many entries from the right of
+    ``X-Forwarded-For``: the ones further left, the client may have written). None when it is not an IP address."""
+    raw = meta.get("REMOTE_ADDR")
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if proxies:
+        hops = [hop.strip() for hop in str(meta.get("HTTP_X_FORWARDED_FOR", "")).split(",") if hop.strip()]
+        raw = hops[-proxies] if len(hops) >= proxies else None
+    try:
+        return str(ipaddress.ip_address(str(raw).split("%", 1)[0])) if raw else None
+    except ValueError:
+        return None
+
+
 def login_failures_check(*, username: str, ip: str | None, now: datetime) -> None:
     """429 ``login_attempts_exceeded`` when ``username`` failed ``JWT_LOGIN_FAILURES_PER_USERNAME`` times, or the
-    address ``ip`` ``JWT_LOGIN_FAILURES_PER_IP`` times, in the window before ``now`` (``JWT_LOGIN_WINDOW_MINUTES``).
-    Checked before the password: a locked-out username learns nothing from a guess. Writes nothing."""
+    address ``ip`` ``JWT_LOGIN_FAILURES_PER_IP`` times, in the window before ``now`` (``JWT_LOGIN_WINDOW_MINUTES``);
+    ``Retry-After`` is the longest wait of the limits reached. Checked before the password: a locked-out username
+    learns nothing from a guess. Writes nothing."""
     window = timedelta(minutes=settings.JWT_LOGIN_WINDOW_MINUTES)
     since = now - window
     limits = [(Q(username=username.lower()), settings.JWT_LOGIN_FAILURES_PER_USERNAME)]
     if ip:
         limits.append((Q(ip=ip), settings.JWT_LOGIN_FAILURES_PER_IP))
+    waits = []
     for condition, limit in limits:
         times = list(LoginFailure.objects.filter(condition, created_at__gt=since)
                      .order_by("-created_at").values_list("created_at", flat=True)[:limit])
         if len(times) >= limit:
-            retry_after = max(1, math.ceil((times[-1] + window - now).total_seconds()))
-            raise LoginAttemptsExceeded(retry_after=retry_after)
+            waits.append(max(1, math.ceil((times[-1] + window - now).total_seconds())))
+    if waits:
+        raise LoginAttemptsExceeded(retry_after=max(waits))
 
 
 def login_failure_record(*, username: str, ip: str | None, now: datetime) -> None:
-    """Counts one failed login (its own statement, committed whatever follows), and forgets this username's
-    failures older than the window."""
-    key = username.lower()[:150]
+    """Counts one failed login (its own transaction, committed whatever follows), and forgets the failures older
+    than the window, every username's (the table holds one window of failures)."""
     window = timedelta(minutes=settings.JWT_LOGIN_WINDOW_MINUTES)
     with transaction.atomic(durable=True):
-        LoginFailure.objects.filter(username=key, created_at__lte=now - window).delete()
-        LoginFailure.objects.create(username=key, ip=ip or None, created_at=now)
+        LoginFailure.objects.filter(created_at__lte=now - window).delete()
+        LoginFailure.objects.create(username=username.lower()[:150], ip=ip or None, created_at=now)
 
 
 # --- sign-in links to the billing page ---------------------------------------------------------------------

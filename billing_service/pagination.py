@@ -171,7 +171,9 @@ class CountedPagination(_Paginator):
         has_next = offset + limit < self.count
         if self.by_offset:
             next_url = replace_query_param(url, "offset", offset + limit) if has_next else None
-            previous = replace_query_param(url, "offset", max(offset - limit, 0)) if offset else None
+            # Past the end, the previous page is the last one.
+            before = min(offset - limit, max(self.count - 1, 0) // limit * limit) if offset else 0
+            previous = replace_query_param(url, "offset", max(before, 0)) if offset else None
         else:
             page = offset // limit + 1
             next_url = replace_query_param(url, "page", page + 1) if has_next else None

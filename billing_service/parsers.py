@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
@@ -23,5 +23,7 @@ class ExactJSONParser(JSONParser):
             return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ParseError(f"JSON parse error - {exc}") from exc
+        except DecimalException:  # a number no Decimal holds (1e9999999999999999999)
+            raise ParseError("JSON parse error - a number is out of range.") from None
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None

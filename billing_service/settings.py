@@ -185,6 +185,11 @@ JWT_REFRESH_DAYS = int(os.environ.get("JWT_REFRESH_DAYS", "7"))
 JWT_LOGIN_WINDOW_MINUTES = int(os.environ.get("JWT_LOGIN_WINDOW_MINUTES", "15"))
 JWT_LOGIN_FAILURES_PER_USERNAME = int(os.environ.get("JWT_LOGIN_FAILURES_PER_USERNAME", "10"))
 JWT_LOGIN_FAILURES_PER_IP = int(os.environ.get("JWT_LOGIN_FAILURES_PER_IP", "100"))
+if min(JWT_LOGIN_WINDOW_MINUTES, JWT_LOGIN_FAILURES_PER_USERNAME, JWT_LOGIN_FAILURES_PER_IP) < 1:
+    raise ImproperlyConfigured("JWT_LOGIN_WINDOW_MINUTES and JWT_LOGIN_FAILURES_PER_* must be at least 1")
+# Proxies in front of the service that append the client's address to X-Forwarded-For (0: none, REMOTE_ADDR is the
+# client): the per-address login limit counts the address the nearest of them saw.
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
 # The billing page's sign-in links (POST /api/billing/admin/page-links/): minutes a link stays valid (single use).
 SIGN_IN_LINK_MINUTES = int(os.environ.get("SIGN_IN_LINK_MINUTES", "5"))
 SIMPLE_JWT = {
@@ -224,6 +229,9 @@ COUPON_REDEEM_ATTEMPTS_PER_HOUR = int(os.environ.get("COUPON_REDEEM_ATTEMPTS_PER
 # billing-service-api.txt's mount point, and its credit unit: that API counts credits in integers, each worth
 # BILLING_V1_CREDIT_UNIT of ours (0.01: "15.00" credits here are 1500 there; a fraction of a unit keeps its decimals).
 BILLING_V1_PREFIX = os.environ.get("BILLING_V1_PREFIX", "api/v1/").strip("/") + "/"
+if BILLING_V1_PREFIX == "/" or BILLING_V1_PREFIX.split("/", 1)[0] in {"admin", "billing", "static", "auth"} or (
+        BILLING_V1_PREFIX.startswith(("api/billing/", "api/auth/", "api/schema/", "api/docs/"))):
+    raise ImproperlyConfigured("BILLING_V1_PREFIX must be a path of its own, e.g. api/v1/")
 BILLING_V1_CREDIT_UNIT = Decimal(os.environ.get("BILLING_V1_CREDIT_UNIT", "0.01"))
 if not (BILLING_V1_CREDIT_UNIT.is_finite() and BILLING_V1_CREDIT_UNIT > 0
         and BILLING_V1_CREDIT_UNIT.normalize().as_tuple().digits == (1,)):

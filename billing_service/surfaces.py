@@ -27,13 +27,14 @@ from urllib.parse import urlencode
 from django.http import HttpRequest, QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_service.errors import InvalidInput
 from billing_service.schema import ErrorSerializer
+from billing_service.validation import query_problems
 
 # Response headers a surface passes on from the native response (the rest are the renderer's own).
 _PASSED_HEADERS = ("Retry-After", "Idempotent-Replayed", "WWW-Authenticate", "Location", "Allow")
@@ -133,15 +134,16 @@ KEEP = object()  # forward(): pass the body on unchanged
 
 
 class SurfaceView(APIView):
-    """A view of a surface. It does not authenticate, check permissions or throttle: ``forward`` hands the request
-    to the native view, which does. ``shape_error`` turns the native error envelope into the surface's own.
+    """A view of a surface. It authenticates the caller as the native views do (the same authentication classes:
+    so an anonymous call is the native 401 before the surface reads anything) and hands the result to the native
+    view, which does not authenticate again (``forward``): the rest, permissions, tenancy and the work, is the
+    native view's. ``shape_error`` turns the native error envelope into the surface's own.
 
     Subclasses implement the HTTP methods: map the request, ``forward`` it, shape the response (``reply``). A
     method takes the query parameters its schema documents (``billing_service.schema.extend_schema`` records them),
     each once: any other is a 400 naming it, as natively, before anything is forwarded."""
 
-    authentication_classes: tuple = ()
-    permission_classes: tuple = ()
+    permission_classes: tuple = (IsAuthenticated,)  # a public surface (a provider's webhook) says AllowAny
     throttle_classes: tuple = ()
     renderer_classes = (ExactJSONRenderer,)
     # The error body in the schema (what ``shape_error`` writes): documented for 400/401/403/404/503.
@@ -150,19 +152,10 @@ class SurfaceView(APIView):
     # message name this surface's fields.
     field_names: Mapping[str, str] = {}
 
-    def perform_authentication(self, request: Request) -> None:
-        """Left to the native view (the surface would otherwise authenticate twice)."""
-
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         handler = getattr(self, (request.method or "").lower(), None)
         if handler is not None:  # None: a method not taken (405)
-            takes = getattr(handler, "query_parameters", frozenset())
-            problems = {name: ["Unknown query parameter for this operation."]
-                        for name in sorted(set(request.query_params) - takes)}
-            problems |= {name: ["Given more than once."] for name, values in request.query_params.lists()
-                         if len(values) > 1 and name not in problems}
-            if problems:
-                raise InvalidInput(f"Invalid input: {', '.join(problems)}.", details=problems)
+            query_problems(request, getattr(handler, "query_parameters", frozenset()))
         super().initial(request, *args, **kwargs)
 
     def paging(self, request: Request, *, offset: str, limit: str, default_limit: int) -> dict[str, str]:
@@ -186,8 +179,14 @@ class SurfaceView(APIView):
         body: Any = KEEP,
         **kwargs: Any,
     ) -> Response:
-        """The native ``view``'s response to this request (``forward``)."""
-        return forward(request._request, view, query=query, body=body, **kwargs)
+        """The native ``view``'s response to this request (``forward``), as the caller this view authenticated."""
+        raw = request._request
+        if request.user.is_authenticated:
+            # DRF's forced authentication: the native view takes this user and token as they are (a JWT's
+            # platform and a Token user's memberships ride on the user), with no query and no second CSRF check.
+            raw = copy.copy(raw)
+            raw._force_auth_user, raw._force_auth_token = request.user, request.auth
+        return forward(raw, view, query=query, body=body, **kwargs)
 
     def reply(self, native: Response, shape: Callable[[Any], Any] | None = None, *, status: int | None = None
               ) -> Response:

@@ -25,3 +25,14 @@ def validated_filters(filterset_class: type, request: Request, queryset: Any = N
             details={field: list(errors) for field, errors in filterset.errors.items()},
         )
     return filterset
+
+
+def query_problems(request: Request, allowed: frozenset[str]) -> None:
+    """A 400 naming every query parameter not in ``allowed``, and every one given more than once (only one value
+    would be read)."""
+    params = request.query_params
+    problems = {name: ["Unknown query parameter for this operation."] for name in sorted(set(params) - allowed)}
+    problems |= {name: ["Given more than once."] for name, values in params.lists()
+                 if len(values) > 1 and name not in problems}
+    if problems:
+        raise InvalidInput(f"Invalid input: {', '.join(problems)}.", details=problems)

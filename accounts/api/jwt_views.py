@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 
 from accounts.jwt import access_token_issue, token_holder, token_pair_issue, token_parse
-from accounts.services import login_failure_record, login_failures_check
+from accounts.services import client_address, login_failure_record, login_failures_check
 from accounts.tenancy import tenant_resolve
 from billing_service.inputs import StrictInputSerializer, TextField
 from billing_service.schema import BODY_RESPONSES, SERVICE_RESPONSES, error_response, extend_schema
@@ -107,7 +107,7 @@ class TokenObtainView(_AuthView):
     )
     def post(self, request: Any) -> Response:
         data = self._input(TokenObtainInputSerializer, request)
-        ip, now = request.META.get("REMOTE_ADDR") or None, timezone.now()
+        ip, now = client_address(request.META), timezone.now()
         login_failures_check(username=data["username"], ip=ip, now=now)
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:

@@ -13,9 +13,8 @@ from rest_framework.permissions import BasePermission
 
 from accounts.errors import NotAMember
 from accounts.tenancy import PLATFORM_HEADER, Tenant, tenant_resolve
-from billing_service.errors import InvalidInput
 from billing_service.schema import BillingAutoSchema, filterset_parameters, query_parameter_names
-from billing_service.validation import validated_filters
+from billing_service.validation import query_problems, validated_filters
 
 
 class IsPlatformAdmin(BasePermission):
@@ -83,14 +82,8 @@ class TenantViewSetMixin:
     def initial(self, request, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
         # Before the rest (content negotiation reads ?format=, which these operations do not take either).
         action = getattr(self, "action", None)  # None: a method the endpoint does not take (405 below)
-        allowed = self.query_parameter_names(action) if action else None
-        unknown = sorted(set(request.query_params) - allowed) if allowed is not None else []
-        problems = {name: ["Unknown query parameter for this operation."] for name in unknown}
-        # Only one value is read: a second one would be ignored.
-        problems |= {name: ["Given more than once."] for name, values in request.query_params.lists()
-                     if len(values) > 1 and name not in problems}
-        if problems:
-            raise InvalidInput(f"Invalid input: {', '.join(problems)}.", details=problems)
+        if action:
+            query_problems(request, self.query_parameter_names(action))
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
 
     @classmethod

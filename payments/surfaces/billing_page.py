@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.errors import LoginAttemptsExceeded, SignInLinkInvalid
 from accounts.selectors import membership_list_for_user
-from accounts.services import login_failure_record, login_failures_check, sign_in_link_use
+from accounts.services import client_address, login_failure_record, login_failures_check, sign_in_link_use
 from billing_service.surfaces import forward, native_view
 from credits.api.metering_views import UsageStatsViewSet
 from credits.api.views import LedgerEntryViewSet
@@ -83,7 +83,7 @@ def sign_in_form(request: HttpRequest) -> HttpResponse:
         return render(request, "billing/sign_in.html", {})
     username = str(request.POST.get("username", ""))[:150]
     password = str(request.POST.get("password", ""))[:1024]
-    ip, now = request.META.get("REMOTE_ADDR") or None, timezone.now()
+    ip, now = client_address(request.META), timezone.now()
     context: dict[str, Any] = {"username": username}
     try:
         login_failures_check(username=username, ip=ip, now=now)

@@ -24,6 +24,7 @@ from django.utils.text import slugify
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -116,24 +117,26 @@ def transaction(row: dict[str, Any]) -> dict[str, Any]:
     return shaped
 
 
+def in_credits(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    """``row`` with its credit amounts ``names`` in this API's credits (the rest as natively)."""
+    return {**row, **{name: units(row[name], unit()) for name in names if name in row}}
+
+
 def plan(row: dict[str, Any]) -> dict[str, Any]:
-    """A native plan with ``credits_included`` in this API's credits."""
-    return {**row, "credits_included": units(row["credits_included"], unit())}
+    return in_credits(row, "credits_included", "rollover_cap")
 
 
 def order(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "credits": units(row["credits"], unit())}
+    return in_credits(row, "credits", "credits_reversed", "refund_shortfall_credits")
 
 
 def checkin_done(body: dict[str, Any]) -> dict[str, Any]:
-    return {**body, "credits_awarded": units(body["credits_awarded"], unit()), "balance": units(body["balance"], unit())}
+    return in_credits(body, "credits_awarded", "balance")
 
 
 def checkin_config(body: dict[str, Any]) -> dict[str, Any]:
     return {
-        **body,
-        "credits_per_day": units(body["credits_per_day"], unit()),
-        "monthly_cap": units(body["monthly_cap"], unit()),
+        **in_credits(body, "credits_per_day", "monthly_cap"),
         "streak_bonuses": {day: units(bonus, unit()) for day, bonus in body["streak_bonuses"].items()},
     }
 
@@ -339,6 +342,8 @@ def webhook_view(provider: str) -> type[BillingV1View]:
 
     class WebhookView(BillingV1View):
         public_endpoint = True  # no token: the provider's signature (billing_service.schema)
+        authentication_classes: list = []
+        permission_classes = (AllowAny,)
 
         @extend_schema(operation_id=f"v1_payment_webhook_{provider}", summary=f"{name}'s webhook", tags=[TAG],
                        description=f"{name}'s signed deliveries, as `POST /api/billing/webhooks/{provider}/` takes "
@@ -365,8 +370,9 @@ class AdminPlansView(BillingV1View):
                        _409="The slug or a provider price id is taken.")})
     def post(self, request: Request) -> Response:
         body = with_credits(request.data, "credits_included", "rollover_cap")
-        if isinstance(body, dict) and "slug" not in body and isinstance(body.get("name"), str):
-            body["slug"] = slugify(body["name"])[:50]
+        if isinstance(body, dict) and "slug" not in body and isinstance(body.get("name"), str) and slugify(
+                body["name"]):
+            body["slug"] = slugify(body["name"])[:50]  # else the native 400 asks for a slug
         return self.envelope(self.forward(request, NATIVE["admin_plans"], query={}, body=body), plan)
 
 

@@ -510,3 +510,54 @@ def test_a_successful_login_writes_nothing(member):
 
     assert obtain(member.user.username).status_code == 200
     assert not LoginFailure.objects.exists()
+
+
+def test_retry_after_is_the_longest_wait_of_the_limits_reached(member, settings):
+    from accounts.models import LoginFailure
+
+    settings.JWT_LOGIN_FAILURES_PER_USERNAME, settings.JWT_LOGIN_FAILURES_PER_IP = 2, 3
+    with_password(member)
+    now = timezone.now()
+    LoginFailure.objects.bulk_create(
+        [LoginFailure(username=member.user.username, ip="10.9.9.9", created_at=now - timedelta(minutes=14))] * 2
+        + [LoginFailure(username=f"x{n}", ip="127.0.0.1", created_at=now - timedelta(minutes=1)) for n in range(3)])
+
+    blocked = obtain(member.user.username)
+
+    assert blocked.status_code == 429 and int(blocked["Retry-After"]) > 13 * 60
+
+
+def test_old_failures_of_every_username_are_purged_by_the_next_failure(settings):
+    from accounts.models import LoginFailure
+
+    LoginFailure.objects.create(username="long-gone",
+                                created_at=timezone.now() - timedelta(minutes=settings.JWT_LOGIN_WINDOW_MINUTES + 1))
+
+    obtain("somebody", "guess")
+
+    assert list(LoginFailure.objects.values_list("username", flat=True)) == ["somebody"]
+
+
+@pytest.mark.parametrize(
+    ("meta", "proxies", "address"),
+    [
+        ({"REMOTE_ADDR": "203.0.113.5"}, 0, "203.0.113.5"),
+        ({"REMOTE_ADDR": "unix:"}, 0, None),
+        ({"REMOTE_ADDR": "fe80::1%eth0"}, 0, "fe80::1"),
+        ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 198.51.100.7"}, 1, "198.51.100.7"),
+        ({"REMOTE_ADDR": "10.0.0.1", "HTTP_X_FORWARDED_FOR": "spoofed"}, 1, None),
+        ({"REMOTE_ADDR": "10.0.0.1"}, 1, None),
+    ],
+)
+def test_the_client_address_behind_trusted_proxies(settings, meta, proxies, address):
+    from accounts.services import client_address
+
+    settings.TRUSTED_PROXY_COUNT = proxies
+
+    assert client_address(meta) == address
+
+
+def test_a_login_from_a_non_ip_address_is_counted_without_one(member):
+    response = post_json(APIClient(REMOTE_ADDR="unix:"), OBTAIN_URL, {"username": "mia", "password": "nope"})
+
+    assert response.status_code == 401

@@ -539,3 +539,12 @@ def test_out_of_range_cursor_positions_are_not_errors(member, history):
     assert listing(client, cursor=_cursor({"before": -(10**30)}))["results"] == []
     assert listing(client, cursor=_cursor({"after": 10**30}))["results"] == []
     assert listing(client, cursor=_cursor({"before": 0})) == {"next": None, "previous": None, "results": []}
+
+
+def test_offset_pages_link_back_from_past_the_end_to_the_last_page(member, history):
+    from urllib.parse import parse_qs, urlsplit
+
+    body = client_for(member).get(TRANSACTIONS_URL, {"offset": 100, "limit": 4}).json()
+
+    assert body["results"] == [] and body["count"] == 10 and body["next"] is None
+    assert parse_qs(urlsplit(body["previous"]).query)["offset"] == ["8"]

@@ -683,3 +683,16 @@ def test_real_responses_match_the_schema(schema, member):
     _check(schema, SUMMARY, "get", APIClient().get(SUMMARY))
     admin = make_member(member.platform, "adam", Role.ADMIN)
     _check(schema, SUMMARY, "get", client_for(admin).get(SUMMARY))
+
+
+def test_the_default_ledger_is_counted_at_constant_cost(jwt, member):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    build_history(member)
+    jwt.get(LEDGER)
+    with CaptureQueriesContext(connection) as queries:
+        body = get(jwt, LEDGER)
+
+    assert body["total"] == len([e for e in entries_of(member) if e.transaction_type not in ("reserve", "release")])
+    assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)

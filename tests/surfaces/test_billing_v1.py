@@ -204,7 +204,7 @@ def test_orders_list_and_get_use_the_native_orders(fake_stripe, member, other_me
     one = ok(client.get(f"{V1}/orders/{created['order_id']}"))
 
     assert listed["success"] is True and [o["id"] for o in listed["data"]] == [created["order_id"]]
-    assert one == {**theirs, "credits": 2500}
+    assert one == {**theirs, "credits": 2500, "credits_reversed": 0, "refund_shortfall_credits": 0}
     assert one["amount_usd"] == "25.00" and one["status"] == "pending"
     # Someone else's order, and an id that is no id: 404 in the envelope.
     failed(client_for(other_member).get(f"{V1}/orders/{created['order_id']}"), 404)
@@ -599,3 +599,33 @@ def test_a_browser_session_needs_its_csrf_token_on_the_surface_as_natively(admin
     assert failed(refused, 403)["message"] == natively.json()["error"]["message"]
     assert "CSRF" in natively.json()["error"]["message"]
     assert ok(done, 201)["credits_awarded"] == 100
+
+
+def test_an_anonymous_call_is_the_native_401_before_the_surface_reads_anything(member):
+    from rest_framework.test import APIClient
+
+    anonymous = APIClient()
+    for response in [
+        post_json(anonymous, f"{V1}/admin/credits/manual", "{not json"),
+        post_json(anonymous, f"{V1}/admin/credits/manual", {"amount": "5"}),
+        anonymous.options(f"{V1}/credits/balance"),
+    ]:
+        failed(response, 401, "not_authenticated")
+        assert response["WWW-Authenticate"] == 'Token realm="api"' or response["WWW-Authenticate"].startswith("Token")
+
+
+def test_a_plans_rollover_cap_is_in_credit_units_both_ways(admin):
+    created = ok(post_json(client_for(admin), f"{V1}/admin/billing/plans", {
+        "name": "Capped", "price_monthly": 999, "price_yearly": 9990, "credits_included": 10000,
+        "rollover_policy": "capped", "rollover_cap": 5000}), 201)
+
+    assert created["rollover_cap"] == 5000
+    assert Plan.objects.get(pk=created["id"]).rollover_cap == Decimal("50")
+
+
+def test_a_number_no_decimal_holds_is_a_400_not_a_500(admin, member):
+    raw = '{"account_id": "%s", "amount": 1e9999999999999999999, "description": "x"}' % member.account.id
+
+    failed(post_json(client_for(admin), f"{V1}/admin/credits/manual", raw), 400, "malformed_request")
+    error_of = post_json(client_for(admin), "/api/billing/admin/credits/manual/", raw)
+    assert error_of.status_code == 400 and error_of.json()["error"]["code"] == "malformed_request"
