@@ -25,9 +25,11 @@ migrate: setup
 demo: migrate
 	$(PY) manage.py seed_demo
 	$(PY) manage.py seed_demo_seats
+	$(PY) manage.py seed_demo_billing
 
 run: demo
 	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py billing_page_link demo alice --base http://127.0.0.1:$(PORT) --minutes 60
 	$(VENV)/bin/gunicorn billing_service.wsgi:application \
 		--bind 127.0.0.1:$(PORT) --workers $(WEB_CONCURRENCY) --worker-class gthread --threads $(WEB_THREADS) \
 		--access-logfile - --preload

@@ -160,10 +160,12 @@ def _token_hash(token: str) -> str:
 
 
 def sign_in_link_create(
-    *, platform: Platform, username: str, actor: AbstractBaseUser | None, now: datetime
+    *, platform: Platform, username: str, actor: AbstractBaseUser | None, now: datetime,
+    lifetime: timedelta | None = None,
 ) -> tuple[SignInLink, str]:
-    """A single-use sign-in link for the platform's member ``username``, valid ``SIGN_IN_LINK_MINUTES``: the row and
-    the token (shown once; only its hash is kept). 404 ``member_not_found`` for anyone else."""
+    """A single-use sign-in link for the platform's member ``username``, valid ``lifetime`` (default
+    ``SIGN_IN_LINK_MINUTES``): the row and the token (shown once; only its hash is kept). 404 ``member_not_found``
+    for anyone else."""
     user = get_user_model().objects.filter(
         username=username, is_active=True, memberships__platform=platform
     ).first()
@@ -172,7 +174,7 @@ def sign_in_link_create(
     token = secrets.token_urlsafe(32)
     link = SignInLink.objects.create(
         token_hash=_token_hash(token), user=user, platform=platform, created_by=actor, created_at=now,
-        expires_at=now + timedelta(minutes=settings.SIGN_IN_LINK_MINUTES),
+        expires_at=now + (lifetime or timedelta(minutes=settings.SIGN_IN_LINK_MINUTES)),
     )
     return link, token
 

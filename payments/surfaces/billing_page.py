@@ -28,6 +28,7 @@ from billing_service.surfaces import forward, native_view
 from credits.api.metering_views import UsageStatsViewSet
 from credits.api.views import LedgerEntryViewSet
 from credits.models import TransactionType
+from entitlements.api.views import MyEntitlementViewSet
 from payments.api.account_views import CreditAccountViewSet
 from payments.api.payment_method_views import PaymentMethodViewSet
 from payments.api.views import CheckoutViewSet, OrderViewSet, PortalViewSet
@@ -50,6 +51,7 @@ NATIVE = {
     "order": native_view(OrderViewSet, "billing-orders", True, get="retrieve"),
     "checkout": native_view(CheckoutViewSet, "billing-checkout", post="create"),
     "portal": native_view(PortalViewSet, "billing-portal", post="create"),
+    "seat": native_view(MyEntitlementViewSet, "billing-entitlements-me", True, get="retrieve"),
     "card": native_view(PaymentMethodViewSet, "billing-payment-method", True, get="retrieve", post="create",
                         delete="destroy"),
 }
@@ -138,7 +140,7 @@ def _usage_chart(usage: dict[str, Any]) -> dict[str, Any]:
 
 def _page(request: HttpRequest, *, notice: str | None = None, problem: dict[str, Any] | None = None,
           status: int = 200) -> HttpResponse:
-    """The page: plan, credits, usage, history, plans on sale, top-up, card, auto-recharge, orders. ``problem``: an
+    """The page: plan, credits, seat and budgets, usage, history, plans on sale, top-up, card, auto-recharge, orders. ``problem``: an
     API error to show beside the form that caused it."""
     platform_key = _platform_key(request)
     if not request.user.is_authenticated or platform_key is None:
@@ -159,6 +161,7 @@ def _page(request: HttpRequest, *, notice: str | None = None, problem: dict[str,
     plans = _native(request, "plans", query={"page_size": 100})
     orders = _native(request, "orders", query={"page_size": ORDERS_SHOWN})
     card = _native(request, "card", query={})
+    seat = _native(request, "seat", query={})
     context = {
         "platform_key": platform_key,
         "account": account.data,
@@ -175,6 +178,7 @@ def _page(request: HttpRequest, *, notice: str | None = None, problem: dict[str,
                   for plan in plans.data["results"]] if plans.status_code == 200 else [],
         "orders": orders.data["results"] if orders.status_code == 200 else [],
         "card": card.data if card.status_code == 200 else None,
+        "seat": seat.data.get("seat") if seat.status_code == 200 else None,
         "waiting_order": _waiting_order(request, orders),
         "notice": notice,
         "problem": problem,

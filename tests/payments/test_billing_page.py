@@ -226,6 +226,7 @@ def test_the_page_runs_the_queries_of_the_api_calls_it_shows(admin, member, plat
                                            "to": str(today)}),
             ("/api/billing/subscription/", {}), ("/api/billing/plans/", {"page_size": 100}),
             ("/api/billing/orders/", {"page_size": 10}), ("/api/billing/payment-method/", {}),
+            ("/api/billing/entitlements/me/", {}),
         ]:
             assert browser.get(url, params, HTTP_X_PLATFORM_KEY=platform.platform_key).status_code in (200, 404)
 
@@ -336,3 +337,45 @@ def test_orders_are_listed(fake_stripe, allowed_origin, admin, member):
     page = browser.get(PAGE).content.decode()
 
     assert 'data-testid="orders"' in page and "top_up" in page and "pending" in page and "25.00" in page
+
+
+# --- the demo -------------------------------------------------------------------------------------------------------
+
+
+def test_the_demo_makes_the_page_look_alive_and_prints_alices_link(settings):
+    import io
+
+    from django.core.management import call_command
+
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
+    for command in ("seed_demo", "seed_demo_seats", "seed_demo_billing", "seed_demo_billing"):  # the last: a rerun
+        call_command(command, stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("billing_page_link", "demo", "alice", "--minutes", "60", stdout=out)
+    url = out.getvalue().strip().rsplit(" ", 1)[1]
+    browser = Client(HTTP_HOST="127.0.0.1")
+
+    assert browser.get(url.replace("http://127.0.0.1:8000", "")).status_code == 302
+    page = browser.get(PAGE).content.decode()
+
+    assert "Starter" in page and "Pro" in page  # plans on sale
+    assert "/v1/chat" in page and "/v1/embed" in page  # a month of usage across endpoints
+    import re
+
+    assert int(re.search(r"credits for (\d+) requests", page).group(1)) >= 50  # most of the 60 fall in the chart
+    assert page.count("<rect ") == 30
+
+
+def test_a_seated_member_sees_the_seat_and_its_budgets(admin, member, platform):
+    from entitlements.catalogue import ai_plan_create
+    from entitlements.services import seat_assign, seats_grant
+
+    plan = ai_plan_create(slug="everyday", name="Everyday AI", tier="everyday", weekly_budget=Decimal("0.50"),
+                          session_budget=Decimal("0.10"), price_per_seat_cents=1000)
+    seats_grant(platform=platform, ai_plan=plan, quantity=1)
+    seat_assign(platform=platform, ai_plan=plan, username=member.user.username, actor=None)
+    seat = client_for(member).get("/api/billing/entitlements/me/").json()["seat"]
+
+    page = signed_in(admin, member).get(PAGE).content.decode()
+
+    assert "Everyday AI" in page and f'class="figure">{seat["budgets"]["weekly"]["remaining"]}<' in page
