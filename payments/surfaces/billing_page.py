@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.views.decorators.http import require_http_methods
 
 from accounts.errors import LoginAttemptsExceeded, SignInLinkInvalid
@@ -185,7 +185,10 @@ def _page(request: HttpRequest, *, notice: str | None = None, problem: dict[str,
     }
     if history_error and status == 200:
         status = 400
-    return render(request, "billing/page.html", context, status=status)
+    # The reader's language (Accept-Language) for numbers and dates; the page's own words are English until
+    # translations are added (its strings are marked for them).
+    with translation.override(translation.get_language_from_request(request)):
+        return render(request, "billing/page.html", context, status=status)
 
 
 def _waiting_order(request: HttpRequest, orders: Any) -> dict[str, Any] | None:

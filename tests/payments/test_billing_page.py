@@ -379,3 +379,26 @@ def test_a_seated_member_sees_the_seat_and_its_budgets(admin, member, platform):
     page = signed_in(admin, member).get(PAGE).content.decode()
 
     assert "Everyday AI" in page and f'class="figure">{seat["budgets"]["weekly"]["remaining"]}<' in page
+
+
+def test_money_is_shown_in_the_readers_locale_with_every_digit(admin, member):
+    from credits.services import credits_grant
+
+    credits_grant(account_id=member.account.id, amount=Decimal("1234.5"), description="big grant")
+    browser = signed_in(admin, member)
+
+    english = browser.get(PAGE, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    german = browser.get(PAGE, HTTP_ACCEPT_LANGUAGE="de").content.decode()
+
+    assert 'data-testid="balance">1,334.50<' in english
+    assert 'data-testid="balance">1.334,50<' in german
+
+
+def test_the_money_filter_keeps_every_digit():
+    from django.utils import translation
+
+    from payments.templatetags.billing_page import money
+
+    with translation.override("en"):
+        assert (money("0.000125"), money("1234567.5"), money(None), money("n/a")) == (
+            "0.000125", "1,234,567.5", "", "n/a")
