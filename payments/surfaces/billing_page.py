@@ -139,7 +139,7 @@ def _usage_chart(usage: dict[str, Any]) -> dict[str, Any]:
 
 
 def _page(request: HttpRequest, *, notice: str | None = None, problem: dict[str, Any] | None = None,
-          status: int = 200) -> HttpResponse:
+          typed: Any = None, status: int = 200) -> HttpResponse:
     """The page: plan, credits, seat and budgets, usage, history, plans on sale, top-up, card, auto-recharge, orders. ``problem``: an
     API error to show beside the form that caused it."""
     platform_key = _platform_key(request)
@@ -182,6 +182,7 @@ def _page(request: HttpRequest, *, notice: str | None = None, problem: dict[str,
         "waiting_order": _waiting_order(request, orders),
         "notice": notice,
         "problem": problem,
+        "typed": typed or {},
     }
     if history_error and status == 200:
         status = 400
@@ -210,10 +211,28 @@ def _back_url(request: HttpRequest, **params: str) -> str:
     return url + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
 
+# The API's field names as the page's forms label them (a refusal names what the person typed in).
+FIELD_LABELS = {
+    "amount": "Amount (USD)",
+    "auto_recharge_threshold_usd": "When available credits fall below",
+    "auto_recharge_amount_usd": "Top up by",
+    "auto_recharge_spending_limit_usd": "At most per month",
+    "auto_recharge_enabled": "Top up automatically",
+    "plan_id": "Plan",
+    "success_url": "Return address",
+    "cancel_url": "Return address",
+}
+
+
 def _refused(request: HttpRequest, response: Any, form: str) -> HttpResponse:
-    """The page again, with the API's error beside ``form`` and the API's status."""
+    """The page again, with the API's error beside ``form`` (its fields named by their labels), what was typed
+    kept in the form, and the API's status."""
     error = response.data.get("error", {}) if isinstance(response.data, dict) else {}
-    return _page(request, problem={"form": form, **error}, status=response.status_code)
+    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    problems = [(FIELD_LABELS.get(field, field), messages if isinstance(messages, list) else [messages])
+                for field, messages in details.items()]
+    problem = {"form": form, "code": error.get("code"), "message": error.get("message"), "fields": problems}
+    return _page(request, problem=problem, typed=request.POST, status=response.status_code)
 
 
 @require_http_methods(["POST"])

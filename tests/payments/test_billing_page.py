@@ -288,7 +288,7 @@ def test_a_top_up_outside_the_limits_shows_the_apis_message(fake_stripe, allowed
     response = browser.post("/billing/checkout/", {"amount": "1.00"})
 
     assert response.status_code == 400
-    assert b'data-testid="problem"' in response.content and b"amount" in response.content
+    assert b'data-testid="problem"' in response.content and b"Amount (USD)" in response.content
     assert fake_stripe.requests == [] if hasattr(fake_stripe, "requests") else True
 
 

@@ -26,6 +26,7 @@ from werkzeug import Request, Response
 from credits.services import credits_debit
 from tests.api_helpers import post_json
 from tests.conftest import client_for, make_member
+from tests.credits.test_usage_stats import rollup, today
 from tests.payments.stripe_subscriptions import SECRET_KEY, WEBHOOK_SECRET, next_id, session_completed
 from tests.subscriptions.conftest import make_plan
 
@@ -121,6 +122,7 @@ def test_a_member_signs_in_sees_credits_and_usage_and_filters_history(browser, l
     other = make_member(platform, "olga", credits="7")
     credits_debit(account_id=other.account.id, amount=Decimal("1"), description="olga's secret call")
     credits_debit(account_id=member.account.id, amount=Decimal("2.5"), description="chat call")
+    rollup(member.account, today(), "/v1/chat", ok=3, credits="2.50")  # the day's usage figures
     page = browser.new_page()
 
     page.goto(sign_in_link(admin, member, live_server))
@@ -169,5 +171,6 @@ def test_refused_values_show_the_apis_messages(browser, live_server, admin, memb
     recharge = page.get_by_test_id("problem").inner_text()
     shoot(page, "6-auto-recharge-refused")
 
-    assert "amount" in top_up
-    assert "auto_recharge_threshold_usd" in recharge
+    assert "Amount (USD)" in top_up
+    assert "When available credits fall below" in recharge and "greater than zero" in recharge
+    assert page.get_by_label("When available credits fall below (USD)").input_value() == "-5"  # kept as typed
