@@ -1,0 +1,112 @@
+"""The billing page over HTTP: GET /billing/ vs the GET /api/billing/account/ it shows, same server, same session.
+
+The page renders every section from the native views (``payments/surfaces/billing_page.py``): the account, the
+history, 30 days of usage, the subscription, the plans, the orders, the card and the seat, eight native calls and
+a template. The baseline is the one call that shows the credits. A real gunicorn server as ``make run`` serves both
+(``bench/_common.Server``); each client thread is a member of its own, signed in by a session cookie (made here
+as a sign-in link would), with a little history. Two sides, alternated over several rounds:
+
+- ``account``: GET /api/billing/account/ (session authentication)
+- ``page``:    GET /billing/ (the whole page)
+
+Target (issue 13): page/account >= 0.5 (medians of req/s).
+
+Own database: ``billing_bench_page`` (``BENCH_DATABASE_NAME`` overrides), created and migrated if missing.
+
+    .venv/bin/python bench/billing_page.py [--threads 8] [--seconds 6] [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BackendCpu, Request, Server, ensure_members, load_average, run_load, server_facts, setup_django
+
+BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "billing_bench_page")
+PLATFORM_KEY = "bench-page"
+TARGET = 0.5
+SIDES = ["account", "page"]
+PATHS = {"account": "/api/billing/account/", "page": "/billing/"}
+
+
+def _sessions(threads: int) -> list[str]:
+    """One member per thread, each with credits and a session as the billing page's sign-in makes it."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from accounts.services import platform_create
+    from payments.surfaces.billing_page import SESSION_PLATFORM
+
+    platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: the billing page")
+    ensure_members(platform, "bp", threads, funds=Decimal("50"), floor=Decimal("10"))
+    keys = []
+    for user in get_user_model().objects.filter(username__startswith="bp-").order_by("username")[:threads]:
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session[SESSION_PLATFORM] = PLATFORM_KEY
+        session.save()
+        keys.append(session.session_key)
+    return keys
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    args = parser.parse_args()
+
+    conninfo = setup_django(BENCH_DB)
+    sessions = _sessions(args.threads)
+    from django.db import connection
+
+    version, sync_commit = server_facts()
+    connection.close()
+    print(f"GET {PATHS['page']} vs GET {PATHS['account']}: {args.threads} connections (a member and session each), "
+          f"{args.seconds:g} s per side, {args.rounds} rounds; gunicorn as `make run`")
+    print(f"database {BENCH_DB!r} ({version}, synchronous_commit={sync_commit})")
+    print(f"load average before: {load_average()} on {os.cpu_count()} CPUs\n")
+    results: dict[str, list[dict]] = {side: [] for side in SIDES}
+    backends = BackendCpu(conninfo)
+    try:
+        with Server(conninfo, app="billing_service.wsgi:application") as server:
+            def work(side: str, n: int = 3000) -> list[list[Request]]:
+                return [[Request("GET", PATHS[side], b"", headers={"Cookie": f"sessionid={sessions[t]}"})
+                         for _ in range(n)] for t in range(args.threads)]
+
+            for side in SIDES:
+                run_load(server.port, work(side), seconds=args.warmup, expect=200)
+            header = f"{'round':>5}  {'side':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
+            print(header)
+            print("-" * len(header))
+            for r in range(args.rounds):
+                for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
+                    res = run_load(server.port, work(side), seconds=args.seconds, expect=200, server=server,
+                                   backends=backends)
+                    results[side].append(res)
+                    print(f"{r + 1:>5}  {side:<8} {res['requests']:>8} {res['rate']:>7.0f} {res['p50_ms']:>7.2f} "
+                          f"{res['p99_ms']:>7.2f}", flush=True)
+    finally:
+        backends.close()
+    print(f"\nload average after:  {load_average()}")
+    account = statistics.median(x["rate"] for x in results["account"])
+    page = statistics.median(x["rate"] for x in results["page"])
+    per_round = [p["rate"] / a["rate"] for p, a in zip(results["page"], results["account"], strict=True)]
+    print(f"account  median {account:6.0f} req/s\npage     median {page:6.0f} req/s")
+    print(f"ratio page/account = {page / account:.2f} (per round {', '.join(f'{x:.2f}' for x in per_round)}; "
+          f"target >= {TARGET}: {'MET' if page / account >= TARGET else 'MISSED'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
