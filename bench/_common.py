@@ -11,6 +11,7 @@ import http.client
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -422,3 +423,41 @@ def run_load(
         "spread": (min(done), max(done)),
         "sent": set().union(*sent),
     }
+
+
+# --- two sides over HTTP, alternated ------------------------------------------------------------------------
+
+
+def compare_sides(conninfo: dict, sides: Sequence[str], work: Callable[[str], Sequence[Sequence[Request]]], *,
+                  rounds: int, seconds: float, warmup: float, target: float) -> dict[str, list[dict]]:
+    """Serves the app with gunicorn as ``make run`` does, warms each side up, then runs ``rounds`` rounds of
+    every side (alternating their order), ``work(side)`` each time, and prints each run, the medians (req/s) and
+    the ratio of the second side to the first against ``target``. Returns every run by side."""
+    results: dict[str, list[dict]] = {side: [] for side in sides}
+    backends = BackendCpu(conninfo)
+    try:
+        with Server(conninfo, app="billing_service.wsgi:application") as server:
+            for side in sides:
+                run_load(server.port, work(side), seconds=warmup, expect=200)
+            header = f"{'round':>5}  {'side':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
+            print(header)
+            print("-" * len(header))
+            for r in range(rounds):
+                for side in (sides if r % 2 == 0 else list(sides)[::-1]):
+                    res = run_load(server.port, work(side), seconds=seconds, expect=200, server=server,
+                                   backends=backends)
+                    results[side].append(res)
+                    print(f"{r + 1:>5}  {side:<8} {res['requests']:>8} {res['rate']:>7.0f} {res['p50_ms']:>7.2f} "
+                          f"{res['p99_ms']:>7.2f}", flush=True)
+    finally:
+        backends.close()
+    print(f"\nload average after:  {load_average()}")
+    base, measured = sides
+    medians = {side: statistics.median(x["rate"] for x in results[side]) for side in sides}
+    per_round = [m["rate"] / b["rate"] for m, b in zip(results[measured], results[base], strict=True)]
+    for side in sides:
+        print(f"{side:<8} median {medians[side]:6.0f} req/s")
+    ratio = medians[measured] / medians[base]
+    print(f"ratio {measured}/{base} = {ratio:.2f} (per round {', '.join(f'{x:.2f}' for x in per_round)}; "
+          f"target >= {target}: {'MET' if ratio >= target else 'MISSED'})")
+    return results

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BackendCpu, Request, Server, ensure_members, load_average, run_load, server_facts, setup_django
+from _common import Request, compare_sides, ensure_members, load_average, server_facts, setup_django
 
 BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "billing_bench_page")
 PLATFORM_KEY = "bench-page"
@@ -76,35 +75,13 @@ def main() -> int:
           f"{args.seconds:g} s per side, {args.rounds} rounds; gunicorn as `make run`")
     print(f"database {BENCH_DB!r} ({version}, synchronous_commit={sync_commit})")
     print(f"load average before: {load_average()} on {os.cpu_count()} CPUs\n")
-    results: dict[str, list[dict]] = {side: [] for side in SIDES}
-    backends = BackendCpu(conninfo)
-    try:
-        with Server(conninfo, app="billing_service.wsgi:application") as server:
-            def work(side: str, n: int = 3000) -> list[list[Request]]:
-                return [[Request("GET", PATHS[side], b"", headers={"Cookie": f"sessionid={sessions[t]}"})
-                         for _ in range(n)] for t in range(args.threads)]
 
-            for side in SIDES:
-                run_load(server.port, work(side), seconds=args.warmup, expect=200)
-            header = f"{'round':>5}  {'side':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
-            print(header)
-            print("-" * len(header))
-            for r in range(args.rounds):
-                for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
-                    res = run_load(server.port, work(side), seconds=args.seconds, expect=200, server=server,
-                                   backends=backends)
-                    results[side].append(res)
-                    print(f"{r + 1:>5}  {side:<8} {res['requests']:>8} {res['rate']:>7.0f} {res['p50_ms']:>7.2f} "
-                          f"{res['p99_ms']:>7.2f}", flush=True)
-    finally:
-        backends.close()
-    print(f"\nload average after:  {load_average()}")
-    account = statistics.median(x["rate"] for x in results["account"])
-    page = statistics.median(x["rate"] for x in results["page"])
-    per_round = [p["rate"] / a["rate"] for p, a in zip(results["page"], results["account"], strict=True)]
-    print(f"account  median {account:6.0f} req/s\npage     median {page:6.0f} req/s")
-    print(f"ratio page/account = {page / account:.2f} (per round {', '.join(f'{x:.2f}' for x in per_round)}; "
-          f"target >= {TARGET}: {'MET' if page / account >= TARGET else 'MISSED'})")
+    def work(side: str, n: int = 3000) -> list[list[Request]]:
+        return [[Request("GET", PATHS[side], b"", headers={"Cookie": f"sessionid={sessions[t]}"})
+                 for _ in range(n)] for t in range(args.threads)]
+
+    compare_sides(conninfo, SIDES, work, rounds=args.rounds, seconds=args.seconds, warmup=args.warmup,
+                  target=TARGET)
     return 0
 
 

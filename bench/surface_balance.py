@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import urllib.request
 from decimal import Decimal
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BackendCpu, Request, Server, ensure_members, load_average, run_load, server_facts, setup_django
+from _common import Request, Server, compare_sides, ensure_members, load_average, server_facts, setup_django
 
 BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "billing_bench_surface")
 PLATFORM_KEY = "bench-surface"
@@ -74,37 +73,15 @@ def main() -> int:
           f"side, {args.rounds} rounds; gunicorn as `make run`")
     print(f"database {BENCH_DB!r} ({version}, synchronous_commit={sync_commit})")
     print(f"load average before: {load_average()} on {os.cpu_count()} CPUs\n")
-    results: dict[str, list[dict]] = {side: [] for side in SIDES}
-    backends = BackendCpu(conninfo)
-    try:
-        with Server(conninfo, app="billing_service.wsgi:application") as server:
-            ok = _agree(server.port, tokens[0])
 
-            def work(side: str, n: int = 4000) -> list[list[Request]]:
-                return [[Request("GET", PATHS[side], b"", headers={"Authorization": f"Token {tokens[t]}"})
-                         for _ in range(n)] for t in range(args.threads)]
+    def work(side: str, n: int = 4000) -> list[list[Request]]:
+        return [[Request("GET", PATHS[side], b"", headers={"Authorization": f"Token {tokens[t]}"})
+                 for _ in range(n)] for t in range(args.threads)]
 
-            for side in SIDES:
-                run_load(server.port, work(side), seconds=args.warmup, expect=200)
-            header = f"{'round':>5}  {'side':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
-            print(header)
-            print("-" * len(header))
-            for r in range(args.rounds):
-                for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
-                    res = run_load(server.port, work(side), seconds=args.seconds, expect=200, server=server,
-                                   backends=backends)
-                    results[side].append(res)
-                    print(f"{r + 1:>5}  {side:<8} {res['requests']:>8} {res['rate']:>7.0f} {res['p50_ms']:>7.2f} "
-                          f"{res['p99_ms']:>7.2f}", flush=True)
-    finally:
-        backends.close()
-    print(f"\nload average after:  {load_average()}")
-    native = statistics.median(x["rate"] for x in results["native"])
-    surface = statistics.median(x["rate"] for x in results["surface"])
-    per_round = [s["rate"] / n["rate"] for s, n in zip(results["surface"], results["native"], strict=True)]
-    print(f"native   median {native:6.0f} req/s\nsurface  median {surface:6.0f} req/s")
-    print(f"ratio surface/native = {surface / native:.2f} (per round {', '.join(f'{x:.2f}' for x in per_round)}; "
-          f"target >= {TARGET}: {'MET' if surface / native >= TARGET else 'MISSED'})")
+    with Server(conninfo, app="billing_service.wsgi:application") as server:  # the bodies of both sides agree
+        ok = _agree(server.port, tokens[0])
+    compare_sides(conninfo, SIDES, work, rounds=args.rounds, seconds=args.seconds, warmup=args.warmup,
+                  target=TARGET)
     return 0 if ok else 1
 
 
