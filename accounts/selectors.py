@@ -38,15 +38,16 @@ def _membership(row: list | tuple) -> Membership:
 
 
 def membership_list_for_user(*, user: AbstractBaseUser) -> list[Membership]:
-    """The user's memberships, each with its platform (read with the user by token authentication)."""
+    """The user's memberships, each with its platform: read with the user by token authentication, else read here
+    (one prepared statement) and kept on the user for the rest of the request (a session user's page calls several
+    views)."""
     attached = memberships_attached(user)
     if attached is not None:
         return attached
     with server_bound_cursor() as cursor:
         cursor.execute(MEMBERSHIPS_OF_USER, [user.pk], prepare=True)
         rows = cursor.fetchall()
-    return [_membership(row) for row in rows]
+    memberships = [_membership(row) for row in rows]
+    user._billing_memberships = memberships
+    return memberships
 
-
-def membership_get(*, user: AbstractBaseUser, platform: Platform) -> Membership | None:
-    return Membership.objects.filter(user=user, platform=platform).first()

@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from accounts.errors import AdminRequired, NotAMember, PlatformNotFound, PlatformRequired
 from accounts.jwt import token_platform
 from accounts.models import PLATFORM_KEY_RE, Membership, Platform
-from accounts.selectors import membership_get, membership_list_for_user, memberships_attached, platform_get
+from accounts.selectors import membership_list_for_user, platform_get
 
 PLATFORM_HEADER = "X-Platform-Key"
 
@@ -53,17 +53,15 @@ def tenant_resolve(*, user: AbstractBaseUser, platform_key: str | None) -> Tenan
         # Not a key any platform can have: answered as an unknown one, without a query.
         raise PlatformNotFound() if user.is_superuser else NotAMember()
     if platform_key:
-        for membership in memberships_attached(user) or []:
+        for membership in membership_list_for_user(user=user):  # every membership of the user
             if membership.platform.platform_key == platform_key:
                 return Tenant(platform=membership.platform, user=user, membership=membership)
-        platform = platform_get(platform_key=platform_key)
-        if platform is None:
-            # Operators learn that the key is wrong; others cannot probe which platforms exist.
-            raise PlatformNotFound() if user.is_superuser else NotAMember()
-        membership = membership_get(user=user, platform=platform)
-        if membership is None and not user.is_superuser:
+        if not user.is_superuser:
             raise NotAMember()
-        return Tenant(platform=platform, user=user, membership=membership)
+        platform = platform_get(platform_key=platform_key)
+        if platform is None:  # operators learn that the key is wrong
+            raise PlatformNotFound()
+        return Tenant(platform=platform, user=user, membership=None)
 
     memberships = membership_list_for_user(user=user)
     if len(memberships) == 1:
