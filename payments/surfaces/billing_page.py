@@ -138,66 +138,118 @@ def _usage_chart(usage: dict[str, Any]) -> dict[str, Any]:
             "by_endpoint": list(usage["requests_by_endpoint"].items())}
 
 
+def _usage(request: HttpRequest, known: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    today = timezone.now().date()
+    usage = _native(request, "usage", query={"period": "daily", "from": str(today - timedelta(days=USAGE_DAYS - 1)),
+                                             "to": str(today)})
+    return {"usage": _usage_chart(usage.data) if usage.status_code == 200 else None}, 200
+
+
+def _history(request: HttpRequest, known: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    filters = {name: request.GET.get(name, "") for name in HISTORY_FILTERS}
+    query = {name: value for name, value in filters.items() if value} | {"page_size": HISTORY_PAGE_SIZE}
+    history = _native(request, "transactions", query=query)
+    error = history.data.get("error") if history.status_code >= 400 else None
+    page = int(filters["page"]) if filters["page"].isdigit() else 1
+    return {
+        "history": None if error else history.data,
+        "history_error": error,
+        "filters": filters,
+        "transaction_types": TransactionType.choices,
+        "page": page,
+        "previous_page": page - 1 if page > 1 and not error else None,
+        "next_page": page + 1 if not error and history.data.get("next") else None,
+    }, history.status_code if error else 200
+
+
+def _subscription(request: HttpRequest) -> dict[str, Any] | None:
+    subscription = _native(request, "subscription", query={})
+    return subscription.data.get("subscription") if subscription.status_code == 200 else None
+
+
+def _plans(request: HttpRequest, known: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The plans on sale; "Upgrade" only without a current subscription (the page's top knows it already)."""
+    plans = _native(request, "plans", query={"page_size": 100})
+    rows = [{**plan, "price_monthly_usd": Decimal(plan["price_monthly"]) / 100}
+            for plan in plans.data["results"]] if plans.status_code == 200 else []
+    subscription = known["subscription"] if "subscription" in known else _subscription(request)
+    return {"plans": rows, "subscription": subscription}, 200
+
+
+def _card(request: HttpRequest, known: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    card = _native(request, "card", query={})
+    return {"card": card.data if card.status_code == 200 else None}, 200
+
+
+def _orders(request: HttpRequest, known: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    orders = _native(request, "orders", query={"page_size": ORDERS_SHOWN})
+    return {"orders": orders.data["results"] if orders.status_code == 200 else []}, 200
+
+
+# The sections below the top of the page: each its own native call(s), rendered in the page (``?full=1``, and after
+# a form) or loaded after the first paint from ``fragment/<name>/``.
+SECTIONS = {"usage": _usage, "history": _history, "plans": _plans, "card": _card, "orders": _orders}
+
+
+def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int) -> HttpResponse:
+    # The reader's language (Accept-Language) for numbers and dates; the page's own words are English until
+    # translations are added (its strings are marked for them).
+    with translation.override(translation.get_language_from_request(request)):
+        return render(request, template, context, status=status)
+
+
 def _page(request: HttpRequest, *, notice: str | None = None, problem: dict[str, Any] | None = None,
           typed: Any = None, status: int = 200) -> HttpResponse:
-    """The page: plan, credits, seat and budgets, usage, history, plans on sale, top-up, card, auto-recharge, orders. ``problem``: an
-    API error to show beside the form that caused it."""
+    """The page. Its top (plan, credits, seat; the order a checkout came back with) is in the first response; the
+    sections below it (``SECTIONS``) follow it, unless the page is asked ``?full=1`` or answers a form (``problem``
+    or ``notice``: the section that refused shows why). ``problem``: an API error to show beside its form."""
     platform_key = _platform_key(request)
     if not request.user.is_authenticated or platform_key is None:
         return redirect("billing-sign-in")
     account = _native(request, "account", query={})
     if account.status_code != 200:  # e.g. the membership was removed since: the API's own refusal
-        return render(request, "billing/error.html", {"error": account.data.get("error", {})},
-                      status=account.status_code)
-    filters = {name: request.GET.get(name, "") for name in HISTORY_FILTERS}
-    query = {name: value for name, value in filters.items() if value} | {"page_size": HISTORY_PAGE_SIZE}
-    history = _native(request, "transactions", query=query)
-    history_error = history.data.get("error") if history.status_code >= 400 else None
-    page = int(filters["page"]) if filters["page"].isdigit() else 1
-    today = timezone.now().date()
-    usage = _native(request, "usage", query={"period": "daily", "from": str(today - timedelta(days=USAGE_DAYS - 1)),
-                                             "to": str(today)})
-    subscription = _native(request, "subscription", query={})
-    plans = _native(request, "plans", query={"page_size": 100})
-    orders = _native(request, "orders", query={"page_size": ORDERS_SHOWN})
-    card = _native(request, "card", query={})
+        return _render(request, "billing/error.html", {"error": account.data.get("error", {})},
+                       account.status_code)
     seat = _native(request, "seat", query={})
+    full = request.GET.get("full") == "1" or problem is not None or notice is not None
     context = {
         "platform_key": platform_key,
         "account": account.data,
-        "subscription": subscription.data.get("subscription") if subscription.status_code == 200 else None,
-        "history": None if history_error else history.data,
-        "history_error": history_error,
-        "filters": filters,
-        "transaction_types": TransactionType.choices,
-        "page": page,
-        "previous_page": page - 1 if page > 1 and not history_error else None,
-        "next_page": page + 1 if not history_error and history.data.get("next") else None,
-        "usage": _usage_chart(usage.data) if usage.status_code == 200 else None,
-        "plans": [{**plan, "price_monthly_usd": Decimal(plan["price_monthly"]) / 100}
-                  for plan in plans.data["results"]] if plans.status_code == 200 else [],
-        "orders": orders.data["results"] if orders.status_code == 200 else [],
-        "card": card.data if card.status_code == 200 else None,
+        "subscription": _subscription(request),
         "seat": seat.data.get("seat") if seat.status_code == 200 else None,
-        "waiting_order": _waiting_order(request, orders),
+        "waiting_order": _waiting_order(request),
         "notice": notice,
         "problem": problem,
         "typed": typed or {},
+        "full": full,
     }
-    if history_error and status == 200:
-        status = 400
-    # The reader's language (Accept-Language) for numbers and dates; the page's own words are English until
-    # translations are added (its strings are marked for them).
-    with translation.override(translation.get_language_from_request(request)):
-        return render(request, "billing/page.html", context, status=status)
+    if full:
+        for section in SECTIONS.values():
+            part, part_status = section(request, context)
+            context |= part
+            if part_status != 200 and status == 200:
+                status = part_status
+    return _render(request, "billing/page.html", context, status)
 
 
-def _waiting_order(request: HttpRequest, orders: Any) -> dict[str, Any] | None:
+def _waiting_order(request: HttpRequest) -> dict[str, Any] | None:
     """Back from a checkout (``?checkout=done``): the newest order as the API shows it now. The page refreshes
     itself while it is pending: what counts is the provider's webhook, never the redirect."""
-    if request.GET.get("checkout") != "done" or orders.status_code != 200 or not orders.data["results"]:
+    if request.GET.get("checkout") != "done":
         return None
-    return orders.data["results"][0]
+    orders = _native(request, "orders", query={"page_size": 1})
+    return orders.data["results"][0] if orders.status_code == 200 and orders.data["results"] else None
+
+
+@require_http_methods(["GET"])
+def fragment(request: HttpRequest, name: str) -> HttpResponse:
+    """One section below the page's top, as the page loads it after its first paint (with the page's query)."""
+    if name not in SECTIONS:
+        return HttpResponse(status=404)
+    if not request.user.is_authenticated or _platform_key(request) is None:
+        return HttpResponse(status=401)
+    context, status = SECTIONS[name](request, {})
+    return _render(request, f"billing/sections/{name}.html", context, status)
 
 
 @require_http_methods(["GET"])
@@ -301,6 +353,7 @@ def auto_recharge(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("", billing_page, name="billing-page"),
+    path("fragment/<str:name>/", fragment, name="billing-page-fragment"),
     path("checkout/", checkout, name="billing-page-checkout"),
     path("portal/", portal, name="billing-page-portal"),
     path("card/", card, name="billing-page-card"),

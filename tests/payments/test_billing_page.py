@@ -25,6 +25,7 @@ pytestmark = pytest.mark.django_db
 
 LINKS_URL = "/api/billing/admin/page-links/"
 PAGE = "/billing/"
+FRAGMENT = "/billing/fragment/{}/"
 HOST = "billing.acme.test"  # the page's host: the providers send members back to it
 
 
@@ -159,10 +160,10 @@ def test_history_is_the_api_listing_with_its_filters_and_pages(admin, member):
         credits_debit(account_id=member.account.id, amount=Decimal("0.01"), description=f"call {n}")
     browser = signed_in(admin, member)
 
-    first = browser.get(PAGE).content.decode()
-    second = browser.get(PAGE, {"page": 2}).content.decode()
-    grants = browser.get(PAGE, {"transaction_type": "add"}).content.decode()
-    bad = browser.get(PAGE, {"from_date": "yesterday"})
+    first = browser.get(PAGE, {"full": 1}).content.decode()
+    second = browser.get(PAGE, {"page": 2, "full": 1}).content.decode()
+    grants = browser.get(FRAGMENT.format("history"), {"transaction_type": "add"}).content.decode()
+    bad = browser.get(PAGE, {"from_date": "yesterday", "full": 1})
 
     assert "26 transactions" in first and "call 24" in first and "call 4" not in first and 'rel="next"' in first
     assert "call 4" in second and 'rel="prev"' in second and 'rel="next"' not in second
@@ -175,7 +176,7 @@ def test_a_member_sees_only_their_own_account(admin, member, platform):
     credits_debit(account_id=other.account.id, amount=Decimal("1"), description="olga's secret call")
     browser = signed_in(admin, member)
 
-    page = browser.get(PAGE).content.decode()
+    page = browser.get(PAGE, {"full": 1}).content.decode()
 
     assert "olga's secret call" not in page and "olga" not in page
 
@@ -214,23 +215,30 @@ def test_the_page_runs_the_queries_of_the_api_calls_it_shows(admin, member, plat
     def work(queries: list[dict]) -> list[str]:  # leaves out loading the session and its user
         return [q["sql"] for q in queries if '"django_session"' not in q["sql"] and 'FROM "auth_user"' not in q["sql"]]
 
+    def api(calls: list[tuple[str, dict]]) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            for url, params in calls:
+                status = browser.get(url, params, HTTP_X_PLATFORM_KEY=platform.platform_key).status_code
+                assert status in (200, 404)
+        return work(queries.captured_queries)
+
+    def page(params: dict) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            assert browser.get(PAGE, params).status_code == 200
+        return work(queries.captured_queries)
+
     browser = signed_in(admin, member)
     browser.get(PAGE)
-    with CaptureQueriesContext(connection) as page:
-        assert browser.get(PAGE).status_code == 200
     today = timezone.now().date()
-    with CaptureQueriesContext(connection) as calls:
-        for url, params in [
-            ("/api/billing/account/", {}), ("/api/billing/transactions/", {"page_size": 20}),
-            ("/api/billing/usage/stats/", {"period": "daily", "from": str(today - timedelta(days=29)),
-                                           "to": str(today)}),
-            ("/api/billing/subscription/", {}), ("/api/billing/plans/", {"page_size": 100}),
-            ("/api/billing/orders/", {"page_size": 10}), ("/api/billing/payment-method/", {}),
-            ("/api/billing/entitlements/me/", {}),
-        ]:
-            assert browser.get(url, params, HTTP_X_PLATFORM_KEY=platform.platform_key).status_code in (200, 404)
+    top = [("/api/billing/account/", {}), ("/api/billing/entitlements/me/", {}), ("/api/billing/subscription/", {})]
+    below = [("/api/billing/usage/stats/", {"period": "daily", "from": str(today - timedelta(days=29)),
+                                            "to": str(today)}),
+             ("/api/billing/transactions/", {"page_size": 20}), ("/api/billing/plans/", {"page_size": 100}),
+             ("/api/billing/payment-method/", {}), ("/api/billing/orders/", {"page_size": 10})]
 
-    assert len(work(page.captured_queries)) == len(work(calls.captured_queries))
+    assert len(page({})) == len(api(top))  # the first response: the top of the page
+    assert len(page({"full": 1})) == len(api(top + below))
+
 
 
 # --- usage, plans, checkout, card, auto-recharge, orders -------------------------------------------------------
@@ -248,7 +256,7 @@ def test_the_usage_chart_draws_the_apis_daily_figures(admin, member, platform):
     rollup(member.account, today() - timedelta(days=2), "/v1/embed", ok=1, credits="0.50")
     browser = signed_in(admin, member)
 
-    page = browser.get(PAGE).content.decode()
+    page = browser.get(FRAGMENT.format("usage")).content.decode()
 
     assert 'data-testid="usage-chart"' in page and page.count("<rect ") == 30
     usage = client_for(member).get("/api/billing/usage/stats/", {"period": "daily"}).json()
@@ -262,7 +270,7 @@ def test_upgrade_goes_to_stripe_checkout_and_back_to_a_page_that_waits_for_the_w
 
     pro = make_plan(platform, "pro", name="Pro", stripe_price_monthly="price_pro_m")
     browser = signed_in(admin, member)
-    page = browser.get(PAGE).content.decode()
+    page = browser.get(FRAGMENT.format("plans")).content.decode()
     assert "Upgrade" in page
 
     response = browser.post("/billing/checkout/", {"plan_id": str(pro.pk)})
@@ -334,7 +342,7 @@ def test_orders_are_listed(fake_stripe, allowed_origin, admin, member):
     browser = signed_in(admin, member)
     browser.post("/billing/checkout/", {"amount": "25.00"})
 
-    page = browser.get(PAGE).content.decode()
+    page = browser.get(FRAGMENT.format("orders")).content.decode()
 
     assert 'data-testid="orders"' in page and "top_up" in page and "pending" in page and "25.00" in page
 
@@ -356,7 +364,7 @@ def test_the_demo_makes_the_page_look_alive_and_prints_alices_link(settings):
     browser = Client(HTTP_HOST="127.0.0.1")
 
     assert browser.get(url.replace("http://127.0.0.1:8000", "")).status_code == 302
-    page = browser.get(PAGE).content.decode()
+    page = browser.get(PAGE, {"full": 1}).content.decode()
 
     assert "Starter" in page and "Pro" in page  # plans on sale
     assert "/v1/chat" in page and "/v1/embed" in page  # a month of usage across endpoints
@@ -402,3 +410,18 @@ def test_the_money_filter_keeps_every_digit():
     with translation.override("en"):
         assert (money("0.000125"), money("1234567.5"), money(None), money("n/a")) == (
             "0.000125", "1,234,567.5", "", "n/a")
+
+
+def test_the_page_loads_its_lower_sections_after_the_first_paint(admin, member):
+    browser = signed_in(admin, member)
+
+    first = browser.get(PAGE).content.decode()
+    history = browser.get(FRAGMENT.format("history"))
+
+    for name in ("usage", "history", "plans", "card", "orders"):
+        assert f'data-fragment="/billing/fragment/{name}/"' in first
+    assert "test funds" not in first and 'data-testid="available"' in first
+    assert history.status_code == 200 and b'data-section="history"' in history.content and b"test funds" in history.content
+    assert b"<html" not in history.content  # a section, not a page
+    assert browser.get(FRAGMENT.format("nope")).status_code == 404
+    assert Client().get(FRAGMENT.format("history")).status_code == 401

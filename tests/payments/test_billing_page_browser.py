@@ -107,6 +107,11 @@ def browser(monkeypatch):  # noqa: ANN001, ANN201
             chromium.close()
 
 
+def loaded(page: Any) -> None:
+    """Waits until the sections below the top have replaced their placeholders (fetched after the first paint)."""
+    page.wait_for_function("document.querySelectorAll('[data-fragment]').length === 0", timeout=15_000)
+
+
 def shoot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
@@ -126,6 +131,7 @@ def test_a_member_signs_in_sees_credits_and_usage_and_filters_history(browser, l
     page = browser.new_page()
 
     page.goto(sign_in_link(admin, member, live_server))
+    loaded(page)
 
     assert page.url == f"{live_server.url}/billing/"
     assert page.get_by_test_id("available").inner_text() == "97.50"
@@ -134,6 +140,7 @@ def test_a_member_signs_in_sees_credits_and_usage_and_filters_history(browser, l
     shoot(page, "1-overview")
     page.get_by_label("Type").select_option("add")
     page.get_by_role("button", name="Filter").click()
+    loaded(page)
     assert "1 transaction" in page.content() and "chat call" not in page.get_by_test_id("history").inner_text()
     shoot(page, "2-history-filtered")
 
@@ -144,6 +151,7 @@ def test_upgrade_through_checkout_shows_the_new_plan_once_the_webhook_landed(
               stripe_price_monthly="price_pro_m", features=["Priority support"])
     page = browser.new_page()
     page.goto(sign_in_link(admin, member, live_server))
+    loaded(page)
     shoot(page, "3-plans")
 
     page.get_by_role("button", name="Upgrade").click()
@@ -152,6 +160,7 @@ def test_upgrade_through_checkout_shows_the_new_plan_once_the_webhook_landed(
     page.wait_for_url(f"{live_server.url}/billing/?checkout=done")
     page.get_by_text("Payment received").wait_for(timeout=15_000)
     assert page.get_by_test_id("plan").inner_text().startswith("Pro")
+    loaded(page)
     shoot(page, "4-upgraded")
 
 
@@ -160,6 +169,7 @@ def test_refused_values_show_the_apis_messages(browser, live_server, admin, memb
     settings.STRIPE_SECRET_KEY = "sk_test_unused"  # the amount is refused before Stripe is called
     page = browser.new_page()
     page.goto(sign_in_link(admin, member, live_server))
+    loaded(page)
 
     page.get_by_label("Amount (USD)").fill("1.00")
     page.get_by_role("button", name="Top up").last.click()
