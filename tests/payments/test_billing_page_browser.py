@@ -27,6 +27,7 @@ from credits.services import credits_debit
 from tests.api_helpers import post_json
 from tests.conftest import client_for, make_member
 from tests.credits.test_usage_stats import rollup, today
+from tests.payments.conftest import session_event
 from tests.payments.stripe_subscriptions import SECRET_KEY, WEBHOOK_SECRET, next_id, session_completed
 from tests.subscriptions.conftest import make_plan
 
@@ -54,9 +55,11 @@ class StripeCheckoutPage:
             return Response(json.dumps({"error": {"type": "authentication_error"}}), status=401)
         form = request.form.to_dict()
         session_id = next_id("cs")
+        amount = int(form.get("line_items[0][price_data][unit_amount]", 1000)) * int(
+            form.get("line_items[0][quantity]", 1))
         session = {"id": session_id, "object": "checkout.session", "mode": form.get("mode"), "status": "open",
                    "order_id": form.get("client_reference_id"), "success_url": form["success_url"],
-                   "url": self.httpserver.url_for(f"/pay/{session_id}")}
+                   "amount_total": amount, "url": self.httpserver.url_for(f"/pay/{session_id}")}
         with self.lock:
             self.sessions[session_id] = session
         return Response(json.dumps(session), status=200, content_type="application/json")
@@ -66,8 +69,12 @@ class StripeCheckoutPage:
         if request.method == "GET":
             return Response(f'<!doctype html><title>Checkout</title><form method="post"><button>Pay</button></form>'
                             f'<p>{session["id"]}</p>', content_type="text/html")
-        event = session_completed(order_id=session["order_id"], session_id=session["id"],
-                                  subscription_id=next_id("sub"), amount_total=1000)
+        if session["mode"] == "subscription":
+            event = session_completed(order_id=session["order_id"], session_id=session["id"],
+                                      subscription_id=next_id("sub"), amount_total=session["amount_total"])
+        else:  # a top-up: a one-off payment
+            order = {"id": session["order_id"], "provider_checkout_id": session["id"]}
+            event = session_event("checkout.session.completed", order, amount_total=session["amount_total"])
         payload = json.dumps(event)
         header = stripe.WebhookSignature.generate_signature_header(payload, WEBHOOK_SECRET)
         delivery = urllib.request.Request(self.webhook_url, data=payload.encode(), method="POST",
@@ -164,6 +171,23 @@ def test_upgrade_through_checkout_shows_the_new_plan_once_the_webhook_landed(
     shoot(page, "4-upgraded")
 
 
+def test_a_top_up_through_checkout_adds_the_credits_once_the_webhook_landed(
+        browser, live_server, stripe_checkout, admin, member):
+    page = browser.new_page()
+    page.goto(sign_in_link(admin, member, live_server))
+    loaded(page)
+
+    page.get_by_label("Amount (USD)").fill("25.00")
+    page.get_by_role("button", name="Top up").last.click()
+    page.get_by_role("button", name="Pay").click()
+
+    page.wait_for_url(f"{live_server.url}/billing/?checkout=done")
+    page.get_by_text("Payment received").wait_for(timeout=15_000)
+    assert page.get_by_test_id("available").inner_text() == "125.00"
+    loaded(page)
+    shoot(page, "5-topped-up")
+
+
 def test_refused_values_show_the_apis_messages(browser, live_server, admin, member, settings):
     settings.CHECKOUT_ALLOWED_ORIGINS = [live_server.url]
     settings.STRIPE_SECRET_KEY = "sk_test_unused"  # the amount is refused before Stripe is called
@@ -174,12 +198,12 @@ def test_refused_values_show_the_apis_messages(browser, live_server, admin, memb
     page.get_by_label("Amount (USD)").fill("1.00")
     page.get_by_role("button", name="Top up").last.click()
     top_up = page.get_by_test_id("problem").inner_text()
-    shoot(page, "5-top-up-refused")
+    shoot(page, "6-top-up-refused")
     page.get_by_label("When available credits fall below (USD)").fill("-5")
     page.get_by_label("Top up by (USD)").fill("20")
     page.get_by_test_id("auto-recharge").get_by_role("button", name="Save").click()
     recharge = page.get_by_test_id("problem").inner_text()
-    shoot(page, "6-auto-recharge-refused")
+    shoot(page, "7-auto-recharge-refused")
 
     assert "Amount (USD)" in top_up
     assert "When available credits fall below" in recharge and "greater than zero" in recharge
