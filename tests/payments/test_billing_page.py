@@ -372,6 +372,11 @@ def test_the_demo_makes_the_page_look_alive_and_prints_alices_link(settings):
 
     assert int(re.search(r"credits for (\d+) requests", page).group(1)) >= 50  # most of the 60 fall in the chart
     assert page.count("<rect ") == 30
+    assert "top_up" in page and "paid" in page  # the order, credited as the webhook credits one
+    from credits.models import LedgerEntry
+
+    rollover = LedgerEntry.objects.get(account__user__username="bob", transaction_type="rollover")
+    assert rollover.balance_delta == Decimal("-10")  # bob's unused Starter credits of last month
 
 
 def test_a_seated_member_sees_the_seat_and_its_budgets(admin, member, platform):

@@ -3,11 +3,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.core.management.base import BaseCommand
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Platform
 from billing_service.errors import DomainError
-from credits.models import ModelPrice
+from credits.models import ModelPrice, UsageEvent
 from credits.selectors import account_for
 from credits.services import credits_grant
 from credits.services.rate_card import model_price_create
@@ -15,8 +16,13 @@ from credits.services.usage import usage_record
 from credits.services.usage_events import UsageInput
 from entitlements.catalogue import ai_plan_update
 from entitlements.models import AIPlan
-from subscriptions.models import Plan
+from payments import locks
+from payments.models import Channel, Order, OrderType
+from payments.orders import order_credit
+from payments.plan_periods import period_grant
+from subscriptions.models import Plan, Subscription
 from subscriptions.services.plans import plan_create
+from subscriptions.services.subscriptions import subscription_start
 
 PLANS = [
     dict(slug="starter", name="Starter", description="For trying things out", price_monthly=900, price_yearly=9000,
@@ -33,8 +39,10 @@ DAYS = 30
 
 
 class Command(BaseCommand):
-    help = ("Makes the demo platform (seed_demo) look alive on the billing page: plans on sale, a rate card, and a "
-            "month of alice's usage across endpoints and models, recorded through the usage service. Idempotent.")
+    help = ("Makes the demo platform (seed_demo) look alive on the billing page: plans on sale, a rate card, a month "
+            "of alice's usage across endpoints and models (through the usage service), a paid top-up order (credited "
+            "as the provider's webhook credits one) and bob's Starter plan with last month's credits rolled over "
+            "(through the plan periods' grant). Idempotent.")
 
     def handle(self, *args, **options):  # noqa: ANN002, ANN003
         platform = Platform.objects.get(platform_key="demo")
@@ -56,7 +64,8 @@ class Command(BaseCommand):
                       idempotency_key="demo-usage-credits")
         recorded = refused = 0
         now = timezone.now()
-        for day in range(DAYS, 0, -1):
+        seeded = UsageEvent.objects.filter(account_id=alice.id, request_id__startswith="demo-").exists()
+        for day in range(DAYS, 0, -1) if not seeded else ():  # a rerun leaves the month that was recorded
             for n, (endpoint, model, tokens_in, tokens_out) in enumerate(ENDPOINTS[: 1 + day % len(ENDPOINTS)]):
                 moment = now - timedelta(days=day, hours=n * 7)
                 usage = UsageInput(account_id=alice.id, request_id=f"demo-{day}-{n}", endpoint=endpoint, model=model,
@@ -67,6 +76,40 @@ class Command(BaseCommand):
                     recorded += 1
                 except DomainError:  # a seat's budget, say: the demo shows what the rules let through
                     refused += 1
+        self._order(platform, alice)
+        self._rollover(platform)
         self.stdout.write(json.dumps({"platform_key": "demo", "plans": [p["slug"] for p in PLANS],
                                       "models": [m[0] for m in MODELS], "usage_events": recorded,
                                       "refused": refused}))
+
+    def _order(self, platform: Platform, account) -> None:  # noqa: ANN001
+        """A paid Stripe top-up of 10.00: the pending order a checkout opens, then credited and marked paid as the
+        provider's webhook does it (``payments.orders.order_credit``, under the order's lock)."""
+        if Order.objects.filter(platform=platform, account=account).exists():
+            return
+        order = Order.objects.create(
+            platform=platform, account=account, user=account.user, type=OrderType.TOP_UP, channel=Channel.STRIPE,
+            amount_usd=Decimal("10.00"), credits=Decimal("10.00"), success_url="https://demo.example.com/billing",
+            cancel_url="https://demo.example.com/billing", provider_checkout_id="cs_demo_alice_1")
+        with transaction.atomic():
+            order_credit(locks.order_lock(order_id=order.pk), amount_paid_usd=Decimal("10.00"))
+
+    def _rollover(self, platform: Platform) -> None:
+        """bob on Starter since last month: last month's period granted, then this month's, whose grant closes the
+        last one (its unused credits leave by a ``rollover`` row: the plan keeps none)."""
+        bob = account_for(platform=platform, user=platform.memberships.get(user__username="bob").user)
+        if Subscription.objects.filter(account=bob).exists():
+            return
+        starter = Plan.objects.get(platform=platform, slug="starter")
+        now = timezone.now()
+        this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        last_month = (this_month - timedelta(days=1)).replace(day=1)
+        next_month = (this_month + timedelta(days=32)).replace(day=1)
+        subscription = subscription_start(
+            account_id=bob.pk, plan_id=starter.pk, billing_cycle="monthly", provider="stripe",
+            provider_customer_id="cus_demo_bob", provider_subscription_id="sub_demo_bob",
+            current_period_start=this_month, current_period_end=next_month).subscription
+        with transaction.atomic():
+            period_grant(subscription, plan=starter, start=last_month, end=this_month, invoice_id="in_demo_bob_1")
+        with transaction.atomic():
+            period_grant(subscription, plan=starter, start=this_month, end=next_month, invoice_id="in_demo_bob_2")
