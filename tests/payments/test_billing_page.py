@@ -430,3 +430,45 @@ def test_the_page_loads_its_lower_sections_after_the_first_paint(admin, member):
     assert b"<html" not in history.content  # a section, not a page
     assert browser.get(FRAGMENT.format("nope")).status_code == 404
     assert Client().get(FRAGMENT.format("history")).status_code == 401
+
+
+def test_out_of_credits_is_said_plainly(admin, member):
+    credits_debit(account_id=member.account.id, amount=Decimal("100"), description="the last call")
+
+    page = signed_in(admin, member).get(PAGE).content.decode()
+
+    assert 'data-testid="out-of-credits"' in page and "out of credits" in page
+
+
+def test_manage_subscription_opens_the_providers_portal(stripe_billing, allowed_origin, admin, member, platform):
+    start(member.account, make_plan(platform, "pro", name="Pro"), provider_customer_id="cus_page_1")
+    browser = signed_in(admin, member)
+
+    response = browser.post("/billing/portal/")
+
+    assert response.status_code == 302 and response["Location"].startswith("https://billing.stripe.test/")
+    assert stripe_billing.requests[-1]["form"]["return_url"] == f"http://{HOST}/billing/"
+
+
+def test_manage_subscription_without_a_customer_says_why(stripe_billing, allowed_origin, admin, member):
+    response = signed_in(admin, member).post("/billing/portal/")
+
+    assert response.status_code == 409 and b'data-testid="problem"' in response.content
+
+
+def test_saving_a_card_goes_to_stripe_and_removing_it_turns_auto_recharge_off(fake_stripe, allowed_origin, admin,
+                                                                               member):
+    from payments.models import SavedPaymentMethod
+
+    browser = signed_in(admin, member)
+    saving = browser.post("/billing/card/", {"action": "save"})
+    assert saving.status_code == 302 and saving["Location"].startswith("https://checkout.stripe.test/c/setup/")
+
+    SavedPaymentMethod.objects.create(account=member.account, provider="stripe", provider_customer_id="cus_1",
+                                      provider_payment_method_id="pm_1", brand="visa", last4="4242")  # as Stripe's
+    # webhooks record it
+    assert b"visa" in browser.get(FRAGMENT.format("card")).content
+    removed = browser.post("/billing/card/", {"action": "forget"})
+
+    assert removed.status_code == 200 and b"Your card was removed" in removed.content
+    assert browser.get(FRAGMENT.format("card")).content.count(b"No card saved.") == 1
