@@ -3,10 +3,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from billing_service.health import healthz
+from billing_service.health import healthz, readyz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("api/auth/", include("accounts.api.jwt_urls")),  # JWT Bearer tokens (obtain, refresh, verify)
     path("api/billing/", include("accounts.api.urls")),
     path("api/billing/", include("credits.api.urls")),

@@ -26,6 +26,7 @@ from tests.conftest import client_for
 
 OPERATIONS = {
     ("/healthz", "get"),
+    ("/readyz", "get"),
     # billing-service-api.txt (payments/surfaces/billing_v1.py)
     *((f"/api/v1/{path}", method) for path, method in [
         ("credits/balance", "get"), ("credits/transactions", "get"), ("orders", "get"), ("orders/{order_id}", "get"),
@@ -131,6 +132,45 @@ def test_healthz_is_ok_without_credentials():
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/json")
     assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_is_ready_when_the_database_answers_and_every_migration_is_applied(settings):
+    settings.CELERY_BROKER_URL = ""
+
+    response = Client().get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+
+
+@pytest.mark.django_db
+def test_readyz_is_unavailable_while_a_migration_is_not_applied(settings):
+    from django.db.migrations.recorder import MigrationRecorder
+
+    settings.CELERY_BROKER_URL = ""
+    MigrationRecorder.Migration.objects.filter(app="accounts", name="0006_login_failure_purge_index").delete()
+
+    response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "ok", "migrations": "1 not applied"}
+
+
+@pytest.mark.django_db
+def test_readyz_checks_the_broker_when_there_is_one(settings, tmp_path):
+    from tests.payments.local_servers import free_port, start_redis, stop
+
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+    down = Client().get("/readyz")
+    redis, settings.CELERY_BROKER_URL = start_redis(str(tmp_path))
+    try:
+        up = Client().get("/readyz")
+    finally:
+        stop(redis)
+
+    assert down.status_code == 503 and down.json()["checks"]["broker"] == "unreachable"
+    assert up.status_code == 200 and up.json()["checks"]["broker"] == "ok"
 
 
 @pytest.mark.django_db
