@@ -179,17 +179,13 @@ class SurfaceView(APIView):
         body: Any = KEEP,
         **kwargs: Any,
     ) -> Response:
-        """The native ``view``'s response to this request (``forward``), as the caller this view authenticated."""
-        raw = request._request
-        if request.user.is_authenticated:
-            # DRF's forced authentication: the native view takes this user and token as they are (a JWT's
-            # platform and a Token user's memberships ride on the user), with no query and no second CSRF check.
-            raw = copy.copy(raw)
-            raw._force_auth_user, raw._force_auth_token = request.user, request.auth
-        return forward(raw, view, query=query, body=body, **kwargs)
+        """The native ``view``'s response to this request (``forward``), as the caller this view authenticated: DRF's
+        forced authentication hands the native view this user and token as they are (a JWT's platform and a Token
+        user's memberships ride on the user), with no query and no second CSRF check."""
+        caller = (request.user, request.auth) if request.user.is_authenticated else None
+        return forward(request._request, view, query=query, body=body, caller=caller, **kwargs)
 
-    def reply(self, native: Response, shape: Callable[[Any], Any] | None = None, *, status: int | None = None
-              ) -> Response:
+    def reply(self, native: Response, shape: Callable[[Any], Any] | None = None) -> Response:
         """The surface's response to ``native``: a success body shaped by ``shape``; an error as
         ``shape_error`` writes it (``finalize_response``); the native status and headers."""
         data = native.data
@@ -198,7 +194,7 @@ class SurfaceView(APIView):
         elif native.status_code >= 400 and self.field_names and isinstance(data, dict):
             data = renamed_error(data, self.field_names)
         headers = {name: native[name] for name in _PASSED_HEADERS if native.has_header(name)}
-        return Response(data, status=status or native.status_code, headers=headers)
+        return Response(data, status=native.status_code, headers=headers)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(response, Response) and response.status_code >= 400:
@@ -216,6 +212,7 @@ def forward(
     body: Any = KEEP,
     headers: Mapping[str, str] | None = None,
     method: str | None = None,
+    caller: tuple[Any, Any] | None = None,
     **kwargs: Any,
 ) -> Response:
     """The native ``view``'s response to a copy of ``request`` with ``query`` instead of its query string,
@@ -224,6 +221,8 @@ def forward(
     rendered: its ``data`` is the native body."""
     raw: HttpRequest = copy.copy(request)
     raw.META = dict(raw.META)
+    if caller is not None:  # (user, token) already authenticated: the native view takes them as they are
+        raw._force_auth_user, raw._force_auth_token = caller
     if method is not None:
         raw.method = method
         raw.META["REQUEST_METHOD"] = method

@@ -141,15 +141,6 @@ def checkin_config(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def page(shape: Any) -> Any:
-    """A native page of rows as ``(data, pagination)``."""
-
-    def shaped(body: dict[str, Any]) -> dict[str, Any]:
-        return {"rows": [shape(row) for row in body["results"]], "total": body["count"]}
-
-    return shaped
-
-
 # --- request mapping ---------------------------------------------------------------------------------------
 
 
@@ -203,15 +194,15 @@ class BillingV1View(SurfaceView):
     def shape_error(self, error: dict[str, Any]) -> Any:
         return v1_error(error)
 
-    def envelope(self, native: Response, shape: Any = None, *, listing: bool = False) -> Response:
-        def wrapped(data: Any) -> Any:
-            data = shape(data) if shape is not None else data
-            if listing:
-                return {"success": True, "data": data["rows"], "pagination": {
-                    "limit": self.limit, "offset": self.offset, "total": data["total"]}}
-            return {"success": True, "data": data}
+    def envelope(self, native: Response, shape: Any = None) -> Response:
+        """``{"success": true, "data": shape(native body)}``."""
+        return self.reply(native, lambda body: {"success": True, "data": shape(body) if shape else body})
 
-        return self.reply(native, wrapped)
+    def listing(self, native: Response, row: Any = None) -> Response:
+        """A native page as ``{"success": true, "data": [row(...)], "pagination": {limit, offset, total}}``."""
+        return self.reply(native, lambda body: {
+            "success": True, "data": [row(item) if row else item for item in body["results"]],
+            "pagination": {"limit": self.limit, "offset": self.offset, "total": body["count"]}})
 
     def page_query(self, request: Request) -> dict[str, str]:
         """``limit`` (default 20) and ``offset``, as natively (validated there)."""
@@ -276,7 +267,7 @@ class TransactionsView(BillingV1View):
                    parameters=PAGE_PARAMS, responses={200: _listing("V1Transactions", TransactionV1)})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["transactions"], query=self.page_query(request))
-        return self.envelope(native, page(transaction), listing=True)
+        return self.listing(native, transaction)
 
 
 class OrdersView(BillingV1View):
@@ -284,7 +275,7 @@ class OrdersView(BillingV1View):
                    parameters=PAGE_PARAMS, responses={200: _listing("V1Orders", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["orders"], query=self.page_query(request))
-        return self.envelope(native, page(order), listing=True)
+        return self.listing(native, order)
 
 
 class OrderView(BillingV1View):
@@ -362,7 +353,7 @@ class AdminPlansView(BillingV1View):
                    parameters=PAGE_PARAMS, responses={200: _listing("V1AdminPlans", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["admin_plans"], query=self.page_query(request))
-        return self.envelope(native, page(plan), listing=True)
+        return self.listing(native, plan)
 
     @extend_schema(operation_id="v1_admin_plans_create", summary="Create a plan (owners and admins)", tags=[TAG],
                    description="The native plan fields; `credits_included` in this API's credits; `slug` defaults "
@@ -393,7 +384,7 @@ class AdminCouponsView(BillingV1View):
                    parameters=PAGE_PARAMS, responses={200: _listing("V1Coupons", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["admin_coupons"], query=self.page_query(request))
-        return self.envelope(native, page(lambda row: row), listing=True)
+        return self.listing(native)
 
     @extend_schema(operation_id="v1_admin_coupons_create", summary="Create a coupon (owners and admins)", tags=[TAG],
                    description="The native coupon fields (`value` a decimal string, as natively).",
@@ -408,7 +399,7 @@ class AdminTransactionsView(BillingV1View):
                    tags=[TAG], parameters=PAGE_PARAMS, responses={200: _listing("V1AdminTransactions", _any())})
     def get(self, request: Request) -> Response:
         native = self.forward(request, NATIVE["admin_transactions"], query=self.page_query(request))
-        return self.envelope(native, page(transaction), listing=True)
+        return self.listing(native, transaction)
 
 
 class AdminManualView(BillingV1View):
