@@ -1,8 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from accounts.models import LoginFailure, Membership, Platform, SignInLink
+from accounts.models import ApiToken, LoginFailure, Membership, Platform, SignInLink
 from billing_service.admin_base import ReadOnlyAdmin
-from accounts.services import membership_saved, platform_create
+from billing_service.db_router import LaggingChangelistMixin
+from accounts.services import api_token_revoke, membership_saved, platform_create
 
 
 class MembershipInline(admin.TabularInline):
@@ -18,7 +19,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Platform)
-class PlatformAdmin(admin.ModelAdmin):
+class PlatformAdmin(LaggingChangelistMixin, admin.ModelAdmin):  # its list may lag (README, "Read replicas")
     list_display = ["platform_key", "name", "member_count", "created_at"]
     search_fields = ["platform_key", "name"]
     date_hierarchy = "created_at"
@@ -47,7 +48,7 @@ class PlatformAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(LaggingChangelistMixin, admin.ModelAdmin):  # its list may lag
     list_display = ["user", "platform", "role", "created_at"]
     list_filter = ["role", "platform"]
     search_fields = ["user__username", "user__email", "platform__platform_key"]
@@ -85,6 +86,27 @@ class SignInLinkAdmin(ReadOnlyAdmin):
     search_fields = ["user__username", "platform__platform_key"]
     list_select_related = ["user", "platform", "created_by"]
     exclude = ["token_hash"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """API tokens: whose, scoped to which platform, used when, revoked or not (only the key's SHA-256 is kept, so no
+    key can be shown). Revoke with the action; issue with ``manage.py api_token issue`` or the API."""
+
+    list_display = ["prefix", "name", "user", "platform", "created_at", "expires_at", "revoked_at"]
+    list_filter = ["platform", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "name", "user__username", "platform__platform_key"]
+    list_select_related = ["user", "platform"]
+    exclude = ["digest"]
+    actions = ["revoke"]
+
+    def has_revoke_permission(self, request) -> bool:  # noqa: ANN001
+        return request.user.has_perm("accounts.change_apitoken")
+
+    @admin.action(description="Revoke the selected tokens", permissions=["revoke"])
+    def revoke(self, request, queryset):  # noqa: ANN001, ANN201
+        revoked = sum(api_token_revoke(token=token) for token in queryset)
+        self.message_user(request, f"{revoked} token(s) revoked.", messages.SUCCESS)
 
 
 # Outbound webhooks' pages (their own module).

@@ -65,3 +65,8 @@ class SignInLinkInvalid(DomainError):
     status_code = 410
     code = "sign_in_link_invalid"
     default_message = "This sign-in link has expired or was already used: ask for a new one."
+
+
+class ApiTokenNotFound(NotFound):
+    code = "api_token_not_found"
+    default_message = "No such API token (or not one you may see)."

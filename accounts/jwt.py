@@ -63,12 +63,19 @@ def token_holder(token: Token) -> AbstractBaseUser:
     member = any(m.platform.platform_key == platform_key for m in memberships_attached(user) or [])
     if not member and not user.is_superuser:
         raise exceptions.AuthenticationFailed("You are no longer a member of the token's platform.")
-    setattr(user, _TOKEN_PLATFORM_ATTR, platform_key)
+    token_platform_bind(user, platform_key)
     return user
 
 
+def token_platform_bind(user: AbstractBaseUser, platform_key: str) -> None:
+    """Keeps the platform the request's credential is scoped to (a JWT's, or a scoped API token's) on its user:
+    tenancy acts there and nowhere else."""
+    setattr(user, _TOKEN_PLATFORM_ATTR, platform_key)
+
+
 def token_platform(user: AbstractBaseUser) -> str | None:
-    """The platform_key of the JWT the request's user authenticated with, or None (Token or session)."""
+    """The platform_key of the JWT or scoped API token the request's user authenticated with, or None (an
+    unscoped token, a session)."""
     return getattr(user, _TOKEN_PLATFORM_ATTR, None)
 
 

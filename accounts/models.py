@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zoneinfo
 
@@ -16,6 +17,12 @@ platform_key_validator = RegexValidator(
     rf"^{PLATFORM_KEY_RE.pattern}$",
     "A platform key is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit.",
 )
+
+
+def secret_digest(secret: str) -> str:
+    """What is stored of a secret handed out once (an API token's key, a sign-in link's token): its SHA-256, hex.
+    Those secrets are random (128 bits or more), so a fast hash is enough: nothing can be guessed from it."""
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
 
 
 def time_zone_validator(value: str) -> None:
@@ -136,6 +143,60 @@ class SignInLink(models.Model):
 
     def __str__(self) -> str:
         return f"sign-in link for {self.user_id} @ {self.platform_id} ({'used' if self.used_at else 'unused'})"
+
+
+
+class ApiToken(models.Model):
+    """An API key (``Authorization: Token <key>``). Only the key's SHA-256 is kept: the key itself is shown once,
+    when issued (``accounts.tokens.token_issue``). A token may be scoped to one platform (it acts there and
+    nowhere else, as a JWT does), may expire, and is revoked by setting ``revoked_at`` (the row stays, for the
+    record of who held what)."""
+
+    id = models.BigAutoField(primary_key=True)
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the key, hexadecimal.")
+    prefix = models.CharField(max_length=8, help_text="The key's first characters, to tell keys apart.")
+    name = models.CharField(max_length=100, blank=True, default="")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens",
+                             db_index=False)  # api_token_user leads with it
+    platform = models.ForeignKey(Platform, on_delete=models.CASCADE, null=True, blank=True, related_name="+",
+                                 help_text="Empty: the token acts in any platform its user belongs to.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: it does not expire.")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "created_at"], name="api_token_user")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(digest__regex=r"^[0-9a-f]{64}$"), name="api_token_digest_hex"),
+            models.CheckConstraint(condition=models.Q(expires_at__isnull=True)
+                                   | models.Q(expires_at__gt=models.F("created_at")),
+                                   name="api_token_expires_after_creation"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… of {self.user_id}" + (f" @ {self.platform_id}" if self.platform_id else "")
+
+
+
+class RateCounter(models.Model):
+    """Requests counted per public endpoint scope and client address in fixed windows (``accounts.throttles``): in
+    PostgreSQL, so every worker of every web server shares the count. One row per key and window, incremented by one
+    upsert; windows past are deleted as new ones open."""
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=200, help_text="scope:client address")
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="rate_counter_key_window")]
+        indexes = [models.Index(fields=["window_start"], name="rate_counter_window")]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.window_start:%H:%M:%S}: {self.count}"
 
 
 # Outbound webhooks (their own module: a platform's endpoints, the outbox, deliveries and attempts).

@@ -6,11 +6,11 @@ A platform and each member get what higher apps keep for them (credits: their cr
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import math
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,10 +19,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
 
 from accounts.errors import LoginAttemptsExceeded, MemberNotFound, SignInLinkInvalid
-from accounts.models import LoginFailure, Membership, Platform, Role, SignInLink
+from accounts.models import ApiToken, LoginFailure, Membership, Platform, Role, SignInLink, secret_digest
 
 # Called with (platform, user) for every member added, and (platform, None) for every platform created, inside the
 # transaction that writes them. Registered by higher apps (credits: ``account_ensure``).
@@ -57,10 +57,12 @@ def platform_create(*, platform_key: str, name: str | None = None) -> tuple[Plat
 @transaction.atomic
 def member_add(
     *, platform: Platform, username: str, role: str = Role.MEMBER, email: str | None = None,
-    password: str | None = None,
-) -> tuple[Membership, Token]:
-    """Creates the user if needed, sets the role, ensures an API token (and, through ``holder_handlers``, a
-    credit account). ``password``, when given, becomes the user's password (for ``POST /api/auth/jwt/``)."""
+    password: str | None = None, issue_token: bool = True,
+) -> tuple[Membership, IssuedToken | None]:
+    """Creates the user if needed, sets the role, and gives them (through ``holder_handlers``) a credit account.
+    A user without a live API token gets one (unless ``issue_token`` is false), returned with its key (shown this
+    once); else None.
+    ``password``, when given, becomes the user's password (for ``POST /api/auth/jwt/``)."""
     if role not in Role.values:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(Role.values)}")
     user_model = get_user_model()
@@ -76,8 +78,7 @@ def member_add(
         membership.role = role
         membership.save(update_fields=["role"])
     _holder_ready(platform=platform, user=user)
-    token, _ = Token.objects.get_or_create(user=user)
-    return membership, token
+    return membership, api_token_ensure(user=user) if issue_token else None
 
 
 def membership_saved(*, membership: Membership) -> None:
@@ -85,16 +86,11 @@ def membership_saved(*, membership: Membership) -> None:
     _holder_ready(platform=membership.platform, user=membership.user)
 
 
-def token_for(*, user: AbstractBaseUser) -> Token:
-    token, _ = Token.objects.get_or_create(user=user)
-    return token
-
-
 @transaction.atomic
-def operator_ensure(*, username: str) -> tuple[AbstractBaseUser, Token]:
+def operator_ensure(*, username: str) -> tuple[AbstractBaseUser, IssuedToken | None]:
     """Makes ``username`` an operator (a Django superuser: offers AI plans to every platform), creating the user
-    if needed (with no password: it signs in with its API token, or an operator sets one); returns the user and
-    its API token. Idempotent."""
+    if needed (with no password: it signs in with its API token, or an operator sets one); returns the user and,
+    when they had no live API token, a new one (its key shown this once). Idempotent."""
     user_model = get_user_model()
     user, _ = user_model.objects.get_or_create(username=username)
     if not (user.is_superuser and user.is_staff and user.is_active):
@@ -102,7 +98,7 @@ def operator_ensure(*, username: str) -> tuple[AbstractBaseUser, Token]:
         if not user.password:
             user.set_unusable_password()
         user.save()
-    return user, token_for(user=user)
+    return user, api_token_ensure(user=user)
 
 
 # --- failed logins (POST /api/auth/jwt/) ------------------------------------------------------------------
@@ -156,7 +152,7 @@ def login_failure_record(*, username: str, ip: str | None, now: datetime) -> Non
 
 
 def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+    return secret_digest(token)
 
 
 def sign_in_link_create(
@@ -195,3 +191,44 @@ def sign_in_link_use(*, token: str, now: datetime) -> tuple[AbstractBaseUser, Pl
     if not user.is_active or not Membership.objects.filter(user=user, platform=platform).exists():
         raise SignInLinkInvalid()
     return user, platform
+
+
+# --- API tokens (Authorization: Token <key>) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token just issued, and its key: the only time the key exists outside its holder's hands."""
+
+    token: ApiToken
+    key: str
+
+
+def api_token_issue(
+    *, user: AbstractBaseUser, platform: Platform | None = None, name: str = "", expires_at: datetime | None = None,
+    actor: AbstractBaseUser | None = None, now: datetime | None = None,
+) -> IssuedToken:
+    """A new API token of ``user`` (scoped to ``platform`` when given, expiring at ``expires_at`` when given): 160
+    random bits as 40 hexadecimal digits, of which only the SHA-256 is stored."""
+    key = secrets.token_hex(20)
+    token = ApiToken.objects.create(
+        digest=secret_digest(key), prefix=key[:8], name=name, user=user, platform=platform, created_by=actor,
+        created_at=now or timezone.now(), expires_at=expires_at,
+    )
+    return IssuedToken(token=token, key=key)
+
+
+def api_token_ensure(*, user: AbstractBaseUser) -> IssuedToken | None:
+    """A first API token for ``user`` when they hold no live one (not revoked, not expired); else None."""
+    live = ApiToken.objects.filter(user=user, revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+    return None if live.exists() else api_token_issue(user=user)
+
+
+def api_token_revoke(*, token: ApiToken, now: datetime | None = None) -> bool:
+    """Revokes ``token`` from its next use on; whether it was live (revoking twice changes nothing)."""
+    now = now or timezone.now()
+    revoked = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
+    if revoked:
+        token.revoked_at = now
+    return bool(revoked)

@@ -1,5 +1,5 @@
-"""The raw SQL of the accounts app: token authentication's one statement (``user_by_token_statement``: the user
-and their memberships, on every API request; ``user_by_id_statement``, the same by user id, for a JWT), and the memberships of a user with their platforms (a session
+"""The raw SQL of the accounts app: token authentication's one statement (``user_by_token_statement``: the user,
+their memberships and the token, on every API request; ``user_by_id_statement``, the same by user id, for a JWT), and the memberships of a user with their platforms (a session
 user's are read by ``MEMBERSHIPS_OF_USER``, prepared). Raw because the JSON aggregate inside authentication's
 own statement is not something the ORM can say, and the two must return the same rows, in the same order."""
 
@@ -21,13 +21,19 @@ def memberships_of_user_json(user_id_sql: str) -> str:
     )
 
 
+# What token authentication reads of the token, after the user's columns and memberships.
+TOKEN_COLUMNS = "t.expires_at, t.revoked_at, tp.platform_key"
+
+
 def user_by_token_statement(user_columns: list[str], user_table: str, user_pk: str) -> str:
-    """The statement of token authentication: the user's columns (``user_columns``) and, last, their memberships
-    (``memberships_of_user_json``) for the token ``%s``."""
+    """The statement of token authentication: the user's columns (``user_columns``), their memberships
+    (``memberships_of_user_json``), then ``TOKEN_COLUMNS``, for the token whose key's digest is ``%s``."""
     return (
-        f"SELECT {', '.join('u.' + column for column in user_columns)}, {memberships_of_user_json(f'u.{user_pk}')} "
-        f"FROM authtoken_token t JOIN {user_table} u ON u.{user_pk} = t.user_id WHERE t.key = %s"
+        f"SELECT {', '.join('u.' + column for column in user_columns)}, {memberships_of_user_json(f'u.{user_pk}')}, "
+        f"{TOKEN_COLUMNS} FROM accounts_apitoken t JOIN {user_table} u ON u.{user_pk} = t.user_id "
+        "LEFT JOIN accounts_platform tp ON tp.id = t.platform_id WHERE t.digest = %s"
     )
+
 
 
 def user_by_id_statement(user_columns: list[str], user_table: str, user_pk: str) -> str:

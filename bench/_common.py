@@ -156,6 +156,23 @@ def ensure_members(platform, prefix: str, n: int, *, funds: Decimal, floor: Deci
 # --- the server, as `make run` serves --------------------------------------------------------------
 
 
+def member_keys(prefix: str, limit: int | None = None) -> list[str]:
+    """An API key for each member ``<prefix>-*`` (by username, at most ``limit``): the same keys every run (derived
+    from the user's id), stored hashed as any key is (``ApiToken``), so a rerun finds them in place."""
+    import hashlib
+
+    from django.contrib.auth import get_user_model
+
+    from accounts.models import ApiToken, secret_digest
+
+    users = list(get_user_model().objects.filter(username__startswith=f"{prefix}-").order_by("username")
+                 .values_list("id", flat=True)[:limit])
+    keys = [hashlib.sha1(f"bench-key:{user_id}".encode()).hexdigest() for user_id in users]
+    ApiToken.objects.bulk_create([ApiToken(digest=secret_digest(key), prefix=key[:8], name="bench", user_id=user_id)
+                                  for user_id, key in zip(users, keys)], ignore_conflicts=True, batch_size=1000)
+    return keys
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,7 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BackendCpu, Request, Server, ensure_members, load_average, run_load, server_facts, setup_django
+from _common import (BackendCpu, Request, Server, ensure_members, load_average, member_keys, run_load, server_facts,
+                     setup_django)
 
 BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "billing_bench_checkin")
 PLATFORM_KEY = "bench-checkin"
@@ -42,8 +43,6 @@ EXPECT = {"noop": 200, "checkin": 201}
 
 def _set_up(run: str, members: int) -> tuple:
     """The platform with its check-in on, and ``members`` new members of this run with their API tokens."""
-    from django.db import connection
-
     from accounts.services import platform_create
     from credits.services.checkin import checkin_config_set
 
@@ -52,13 +51,7 @@ def _set_up(run: str, members: int) -> tuple:
                        streak_bonuses={}, monthly_cap=None, time_zone="UTC")
     prefix = f"ck{run}"
     account_ids = ensure_members(platform, prefix, members, funds=Decimal(0), floor=Decimal(0))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO authtoken_token (key, user_id, created) SELECT substr(md5(u.username) || md5(u.id::text), 1, "
-            "40), u.id, now() FROM auth_user u WHERE u.username LIKE %s ON CONFLICT DO NOTHING", [f"{prefix}-%"])
-        cursor.execute("SELECT t.key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id "
-                       "WHERE u.username LIKE %s ORDER BY u.username", [f"{prefix}-%"])
-        tokens = [row[0] for row in cursor.fetchall()]
+    tokens = member_keys(prefix)
     return platform, tokens, account_ids
 
 

@@ -64,12 +64,13 @@ def _set_up() -> tuple:
     from django.contrib.auth import get_user_model
 
     from accounts.models import Role
-    from accounts.services import member_add, platform_create
+    from accounts.services import api_token_issue, member_add, platform_create
     from entitlements.models import AIPlan, SeatAssignment
     from entitlements.services import seat_assign, seats_grant
 
     platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: seat-funded usage")
-    owner, token = member_add(platform=platform, username="bench-seats-backend", role=Role.OWNER)
+    owner, _ = member_add(platform=platform, username="bench-seats-backend", role=Role.OWNER)
+    token = api_token_issue(user=owner.user, name="bench")  # keys are shown once: one per run
     plan, _ = AIPlan.objects.get_or_create(slug="bench-seat", defaults={
         "name": "Bench seat", "tier": "strategic", "weekly_budget": BUDGET, "session_budget": BUDGET})
     seats_grant(platform=platform, ai_plan=plan, quantity=MEMBERS + 1)

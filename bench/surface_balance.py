@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Request, Server, compare_sides, ensure_members, load_average, server_facts, setup_django
+from _common import (Request, Server, compare_sides, ensure_members, load_average, member_keys, server_facts,
+                     setup_django)
 
 BENCH_DB = os.environ.get("BENCH_DATABASE_NAME", "billing_bench_surface")
 PLATFORM_KEY = "bench-surface"
@@ -39,20 +40,12 @@ PATHS = {"native": "/api/billing/account/", "surface": "/api/v1/credits/balance"
 
 def _set_up(threads: int) -> list[str]:
     """The platform and one member per client thread, each with credits and an API token."""
-    from django.db import connection
-
     from accounts.services import platform_create
 
     platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: surfaces")
     prefix = "sf"
     ensure_members(platform, prefix, threads, funds=Decimal("1234.56"), floor=Decimal("1000"))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO authtoken_token (key, user_id, created) SELECT substr(md5(u.username) || md5(u.id::text), 1, "
-            "40), u.id, now() FROM auth_user u WHERE u.username LIKE %s ON CONFLICT DO NOTHING", [f"{prefix}-%"])
-        cursor.execute("SELECT t.key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id "
-                       "WHERE u.username LIKE %s ORDER BY u.username LIMIT %s", [f"{prefix}-%", threads])
-        return [row[0] for row in cursor.fetchall()]
+    return member_keys(prefix, threads)
 
 
 def main() -> int:

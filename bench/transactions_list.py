@@ -119,14 +119,15 @@ def ensure_member(platform, rows: int):  # noqa: ANN001, ANN201
     """A member whose account holds exactly ``rows`` generated ledger rows (reused if already there)."""
     from django.db import connection, transaction
 
-    from accounts.services import member_add
+    from accounts.services import api_token_issue, member_add
     from credits.models import CreditAccount, LedgerEntry
     from credits.selectors import account_for
 
     attempt = 0
     while True:
         username = f"ledger-{rows}" + (f"-{attempt}" if attempt else "")
-        membership, token = member_add(platform=platform, username=username)
+        membership, _ = member_add(platform=platform, username=username)
+        token = api_token_issue(user=membership.user, name="bench")  # keys are shown once: one per run
         account = account_for(platform=platform, user=membership.user)
         present = LedgerEntry.objects.filter(account=account).count()
         if present == rows and account.last_sequence == rows:

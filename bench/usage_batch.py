@@ -342,10 +342,11 @@ def main() -> int:
     from django.db import connection
 
     from accounts.models import Role
-    from accounts.services import member_add, platform_create
+    from accounts.services import api_token_issue, member_add, platform_create
 
     platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: batch usage ingestion")
-    _, token = member_add(platform=platform, username="bench-batch-backend", role=Role.OWNER)
+    membership, _ = member_add(platform=platform, username="bench-batch-backend", role=Role.OWNER)
+    token = api_token_issue(user=membership.user, name="bench")  # keys are shown once: one per run
     account_ids = ensure_members(platform, "batch", ACCOUNTS, funds=FUNDS, floor=FLOOR)
     version, sync_commit = server_facts()
     connection.close()

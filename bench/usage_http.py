@@ -124,12 +124,13 @@ def main() -> int:
 def _set_up() -> tuple:
     """The bench platform, its backend's token, the funded accounts and the two rate-card models."""
     from accounts.models import Role
-    from accounts.services import member_add, platform_create
+    from accounts.services import api_token_issue, member_add, platform_create
     from credits.models import ModelPrice
     from credits.services.rate_card import model_price_create
 
     platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: usage over HTTP")
-    _, token = member_add(platform=platform, username="bench-http-backend", role=Role.OWNER)
+    membership, _ = member_add(platform=platform, username="bench-http-backend", role=Role.OWNER)
+    token = api_token_issue(user=membership.user, name="bench")  # keys are shown once: one per run
     account_ids = [str(a) for a in ensure_members(platform, "http", ACCOUNTS, funds=FUNDS, floor=FLOOR)]
     for model, prices in ((MODEL, ("3", "15")), (MODEL_CARRIED, ("0.40", "1.30"))):
         if not ModelPrice.objects.filter(platform=platform, model=model).exists():

@@ -130,7 +130,7 @@ def ensure_member(platform):
     """This month's member with exactly EVENTS usage events (generated if missing)."""
     from django.db import connection, transaction
 
-    from accounts.services import member_add
+    from accounts.services import api_token_issue, member_add
     from credits.models import CreditAccount, UsageEvent
     from credits.selectors import account_for
 
@@ -138,7 +138,8 @@ def ensure_member(platform):
     attempt = 0
     while True:
         username = f"usage-1m-{now:%Y%m}" + (f"-{attempt}" if attempt else "")
-        membership, token = member_add(platform=platform, username=username)
+        membership, _ = member_add(platform=platform, username=username)
+        token = api_token_issue(user=membership.user, name="bench")  # keys are shown once: one per run
         account = account_for(platform=platform, user=membership.user)
         present = UsageEvent.objects.filter(account=account).count()
         if present == EVENTS and account.count_subtract > 0:

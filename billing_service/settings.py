@@ -22,7 +22,8 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY") or "dev-only-insecure-key-set-SECRET_KEY-in-production"
+# The development default is marked insecure (Django's prefix): `check --deploy` refuses it (security.W009).
+SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-dev-only-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # Routes a bare authenticated endpoint for the benchmarks (bench/usage_http.py); off in every real deployment.
@@ -37,7 +38,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -123,6 +123,11 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROX
 SECURE_SSL_REDIRECT = BEHIND_TLS_PROXY
 SESSION_COOKIE_SECURE = BEHIND_TLS_PROXY
 CSRF_COOKIE_SECURE = BEHIND_TLS_PROXY
+# HTTP Strict Transport Security: browsers keep to HTTPS for this long once they have seen it (a year behind the TLS
+# proxy; 0 sends no header). Subdomains and preloading are opt-in: they bind every host of the domain.
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600 if BEHIND_TLS_PROXY else 0)))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
 
 # --- REST API ---
 # The largest request body an endpoint takes (billing_service.middleware: larger is a 413). A batch of usage
@@ -190,6 +195,13 @@ if min(JWT_LOGIN_WINDOW_MINUTES, JWT_LOGIN_FAILURES_PER_USERNAME, JWT_LOGIN_FAIL
 # Proxies in front of the service that append the client's address to X-Forwarded-For (0: none, REMOTE_ADDR is the
 # client): the per-address login limit counts the address the nearest of them saw.
 TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+# Rate limits of the public endpoints (accounts.throttles), per client address: "N/second|minute|hour|day"; empty: none.
+# The payment providers' webhooks (Stripe retries a 429 later), and the JWT endpoints (beside the failed-login limits).
+RATE_LIMITS = {
+    "webhooks": os.environ.get("RATE_LIMIT_WEBHOOKS", "1200/minute"),
+    "auth": os.environ.get("RATE_LIMIT_AUTH", "60/minute"),
+}
+SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS")
 # The billing page's sign-in links (POST /api/billing/admin/page-links/): minutes a link stays valid (single use).
 SIGN_IN_LINK_MINUTES = int(os.environ.get("SIGN_IN_LINK_MINUTES", "5"))
 SIMPLE_JWT = {

@@ -12,7 +12,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Platform, Role
-from accounts.services import member_add, platform_create
+from accounts.services import api_token_issue, member_add, platform_create
 from credits.models import CreditAccount
 from credits.selectors import account_for
 from credits.services import credits_grant
@@ -38,13 +38,21 @@ def make_platform(key: str = "acme", name: str | None = None) -> Platform:
     return platform
 
 
+# The key each user's first API token was issued with (keys are shown once).
+_KEYS: dict[int, str] = {}
+
+
 def make_member(platform: Platform, username: str, role: str = Role.MEMBER, credits: str | None = None) -> Member:
-    membership, token = member_add(platform=platform, username=username, role=role)
+    membership, issued = member_add(platform=platform, username=username, role=role)
+    if issued is not None:
+        _KEYS[membership.user_id] = issued.key
+    # A user already in another platform keeps the key they were given then (ids are never reused).
+    token = _KEYS.get(membership.user_id) or api_token_issue(user=membership.user).key
     account = account_for(platform=platform, user=membership.user)
     if credits:
         credits_grant(account_id=account.id, amount=Decimal(credits), description="test funds")
         account.refresh_from_db()
-    return Member(membership=membership, token=token.key, account=account)
+    return Member(membership=membership, token=token, account=account)
 
 
 def client_for(member: Member | None = None, *, token: str | None = None, platform_key: str | None = None) -> APIClient:
@@ -60,6 +68,13 @@ def client_for(member: Member | None = None, *, token: str | None = None, platfo
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):  # noqa: ANN001, ANN202
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_rate_limits(settings):  # noqa: ANN001, ANN202
+    # Tests send webhooks and logins from one address, faster than any client would, and transactional tests keep
+    # their counts: the limits are tested on their own (tests/accounts/test_rate_limits.py).
+    settings.RATE_LIMITS = {}
 
 
 @pytest.fixture

@@ -107,6 +107,14 @@ OPERATIONS = {
     ("/api/billing/admin/webhook-endpoints/", "get"),
     ("/api/billing/admin/webhook-endpoints/", "post"),
     ("/api/billing/admin/page-links/", "post"),
+    ("/api/billing/tokens/", "get"),
+    ("/api/billing/tokens/", "post"),
+    ("/api/billing/tokens/{token_id}/", "get"),
+    ("/api/billing/tokens/{token_id}/", "delete"),
+    ("/api/billing/admin/tokens/", "get"),
+    ("/api/billing/admin/tokens/", "post"),
+    ("/api/billing/admin/tokens/{token_id}/", "get"),
+    ("/api/billing/admin/tokens/{token_id}/", "delete"),
     ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "get"),
     ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "put"),
     ("/api/billing/admin/webhook-endpoints/{endpoint_id}/", "patch"),
@@ -146,10 +154,13 @@ def test_readyz_is_ready_when_the_database_answers_and_every_migration_is_applie
 
 @pytest.mark.django_db
 def test_readyz_is_unavailable_while_a_migration_is_not_applied(settings):
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
     from django.db.migrations.recorder import MigrationRecorder
 
     settings.CELERY_BROKER_URL = ""
-    MigrationRecorder.Migration.objects.filter(app="accounts", name="0006_login_failure_purge_index").delete()
+    [(app, latest)] = MigrationLoader(connection).graph.leaf_nodes("accounts")
+    MigrationRecorder.Migration.objects.filter(app=app, name=latest).delete()
 
     response = Client().get("/readyz")
 

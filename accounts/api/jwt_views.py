@@ -19,6 +19,7 @@ from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 from accounts.jwt import access_token_issue, token_holder, token_pair_issue, token_parse
 from accounts.services import client_address, login_failure_record, login_failures_check
 from accounts.tenancy import tenant_resolve
+from accounts.throttles import AddressRateThrottle
 from billing_service.inputs import StrictInputSerializer, TextField
 from billing_service.schema import BODY_RESPONSES, SERVICE_RESPONSES, error_response, extend_schema
 
@@ -67,6 +68,8 @@ _COMMON = {
 class _AuthView(APIView):
     authentication_classes: list = []  # the body holds the credentials
     permission_classes = [AllowAny]
+    throttle_classes = [AddressRateThrottle]  # RATE_LIMITS["auth"] per client address
+    throttle_scope = "auth"
     tenant_scoped = False
 
     def get_authenticate_header(self, request: Any) -> str:

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api.views import IsPlatformMember, TenantGenericViewSet
+from accounts.throttles import AddressRateThrottle
 from billing_service.pagination import PageOrCursorPagination
 from billing_service.schema import (
     ERROR_RESPONSES,
@@ -347,6 +348,8 @@ class ProviderWebhookView(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [AddressRateThrottle]  # RATE_LIMITS["webhooks"] per client address
+    throttle_scope = "webhooks"
     tenant_scoped = False  # no X-Platform-Key (billing_service.schema)
     public_endpoint = True  # no token: no 401/403 (billing_service.schema)
     schema = WebhookSchema()

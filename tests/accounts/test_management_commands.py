@@ -9,10 +9,9 @@ from io import StringIO
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from accounts.models import Membership, Platform
+from accounts.models import ApiToken, Membership, Platform, secret_digest
 from credits.models import CreditAccount, LedgerEntry
 from credits.services import credits_debit, credits_grant
 from tests.api_helpers import ACCOUNT_URL
@@ -75,8 +74,10 @@ def test_add_member_prints_one_json_line_with_a_working_token(platform):
         "username": "alice",
         "platform_key": "acme",
         "role": "admin",
-        "token": Token.objects.get(user=user).key,
+        "token": data["token"],
     }
+    token = ApiToken.objects.get(user=user)
+    assert (token.digest, token.prefix) == (secret_digest(data["token"]), data["token"][:8])  # only its hash kept
     assert user.email == "alice@example.com"
     membership = Membership.objects.get(platform=platform, user=user)
     assert membership.role == "admin"
@@ -97,13 +98,13 @@ def test_add_member_is_idempotent_and_updates_the_role(platform):
     credits_grant(account_id=CreditAccount.objects.get(user__username="alice").id, amount=Decimal("4"),
                   description="kept")
     second = json_line(run("add_member", "acme", "alice", "--role", "owner", "--email", "a@example.com"))
-    assert second["token"] == first["token"]
+    assert first["token"] and second["token"] is None  # the key was shown once; the user keeps it
     assert (first["role"], second["role"]) == ("member", "owner")
     user = get_user_model().objects.get(username="alice")
     assert Membership.objects.filter(user=user).count() == 1
     assert Membership.objects.get(user=user).role == "owner"
     assert user.email == "a@example.com"
-    assert Token.objects.filter(user=user).count() == 1
+    assert ApiToken.objects.filter(user=user).count() == 1
     accounts = CreditAccount.objects.filter(platform=platform, user=user)
     assert accounts.count() == 1
     assert accounts.get().balance == Decimal("4")  # the account (and its credits) survive
@@ -115,7 +116,8 @@ def test_add_member_is_idempotent_and_updates_the_role(platform):
 def test_add_member_to_a_second_platform_keeps_one_token(platform, other_platform):
     acme = json_line(run("add_member", "acme", "sam", "--role", "member"))
     globex = json_line(run("add_member", "globex", "sam", "--role", "admin"))
-    assert acme["token"] == globex["token"]
+    assert acme["token"] and globex["token"] is None
+    assert ApiToken.objects.filter(user__username="sam").count() == 1
     assert (acme["platform_key"], globex["platform_key"]) == ("acme", "globex")
     assert set(Membership.objects.filter(user__username="sam").values_list("platform__platform_key", "role")) == {
         ("acme", "member"), ("globex", "admin"),
@@ -198,7 +200,12 @@ def test_seed_demo_loads_the_demo_platform_and_is_idempotent():
     entries = LedgerEntry.objects.count()
 
     again = [json.loads(line) for line in run("seed_demo").strip().splitlines() if line.startswith("{")]
-    assert {r["username"]: r["token"] for r in again} == tokens
+    # Keys are shown once: each run prints new ones and revokes the last run's.
+    assert [r["username"] for r in again] == list(tokens)
+    assert not set(tokens.values()) & {r["token"] for r in again}
+    assert client_for(token=tokens["alice"]).get(ACCOUNT_URL).status_code == 401
+    tokens = {r["username"]: r["token"] for r in again}
+    assert ApiToken.objects.filter(user__username="alice", revoked_at__isnull=True).count() == 1
     assert LedgerEntry.objects.count() == entries
     assert CreditAccount.objects.get(user__username="alice").balance == Decimal("25")
 

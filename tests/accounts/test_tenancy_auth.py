@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from accounts.models import Role
+from accounts.services import api_token_issue
 from credits.models import CreditAccount, LedgerEntry
 from credits.services import credits_grant
 from tests.api_helpers import (
@@ -37,7 +37,7 @@ def call(client, url: str, account_id=None):  # noqa: ANN001, ANN201
 
 def make_operator(username: str = "root") -> tuple[object, str]:
     user = get_user_model().objects.create_superuser(username, f"{username}@example.com", "pw")
-    return user, Token.objects.create(user=user).key
+    return user, api_token_issue(user=user).key
 
 
 # --- authentication ---------------------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_x_platform_key_of_ones_own_platform_is_fine(member):
 
 def test_user_without_any_membership_is_403(db):
     user = get_user_model().objects.create_user("loner")
-    token = Token.objects.create(user=user).key
+    token = api_token_issue(user=user).key
     error_of(client_for(token=token).get(ACCOUNT_URL), 403, "not_a_member")
     error_of(client_for(token=token).get(TRANSACTIONS_URL), 403, "not_a_member")
     assert not CreditAccount.objects.filter(user=user).exists()

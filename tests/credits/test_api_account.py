@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
+from accounts.services import api_token_issue
 from accounts.models import Membership, Role
 from credits.models import CreditAccount, LedgerEntry
 from credits.selectors import account_for
@@ -155,7 +155,7 @@ def test_auto_recharge_settings_are_money_strings(member):
 def test_account_is_created_on_first_request_for_a_membership_without_one(platform):
     user = get_user_model().objects.create_user("late")
     Membership.objects.create(platform=platform, user=user, role=Role.MEMBER)
-    token = Token.objects.create(user=user)
+    token = api_token_issue(user=user)
     assert account_for(platform=platform, user=user) is None
 
     response = get_account(client_for(token=token.key))
@@ -223,7 +223,7 @@ def test_unknown_platform_key_is_403_not_404_for_non_operators(request, role):
 
 def test_operator_sees_any_platform_account_and_learns_unknown_keys(platform, other_platform):
     operator = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    token = Token.objects.create(user=operator).key
+    token = api_token_issue(user=operator).key
     client = client_for(token=token, platform_key="acme")
 
     body = get_account(client, platform_key="acme").json()

@@ -62,6 +62,8 @@ OPERATOR_ENV = {
 # `manage.py check --deploy` warnings accepted with OPERATOR_ENV, each with why; any other one fails.
 ACCEPTED_DEPLOY_WARNINGS = {
     "security.W004": "SECURE_HSTS_SECONDS: HSTS is the TLS proxy's header, it serves the whole domain",
+    "security.W005": "SECURE_HSTS_INCLUDE_SUBDOMAINS: the operator's call for their domain (README, production checklist)",
+    "security.W021": "SECURE_HSTS_PRELOAD: the operator's call for their domain (README, production checklist)",
 }
 
 # Variables (README table or read by the code) that no docker-compose service gets, each with why.
@@ -72,7 +74,8 @@ NOT_FOR_COMPOSE = {
     "BENCH_ENDPOINTS": "benchmark-only routes (bench/), off in every deployment",
 }
 # Only the HTTP server needs these: web gets them, the Celery worker and beat need not.
-WEB_ONLY = {"ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "BEHIND_TLS_PROXY", "WEB_CONCURRENCY", "WEB_THREADS"}
+WEB_ONLY = {"ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "BEHIND_TLS_PROXY", "WEB_CONCURRENCY", "WEB_THREADS",
+            "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD"}
 # Set by docker-compose.yml to its own services (the value's start), not taken from the operator.
 SET_BY_COMPOSE = {"DATABASE_URL": "postgres://", "CELERY_BROKER_URL": "redis://", "DEBUG": "false"}
 APP_SERVICES = ("web", "worker", "beat")

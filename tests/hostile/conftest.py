@@ -439,7 +439,7 @@ class CURRENT:
 # --- "a 4xx wrote nothing": a fingerprint of every billing table ---------------------------------------------------
 
 _FINGERPRINT_APPS = ("accounts", "credits", "subscriptions", "payments")
-_FINGERPRINT_EXTRA = (("auth", "User"), ("authtoken", "Token"))
+_FINGERPRINT_EXTRA = (("auth", "User"),)
 
 
 def fingerprint_tables() -> list[str]:
@@ -451,6 +451,8 @@ def fingerprint_tables() -> list[str]:
     tables.remove(apps.get_model("payments", "CouponAttempt")._meta.db_table)
     # So is a failed password login (POST /api/auth/jwt/ answering 401): the brute-force limits count them.
     tables.remove(apps.get_model("accounts", "LoginFailure")._meta.db_table)
+    # And every request to a rate-limited public endpoint (webhooks, JWT): the limits count requests, refused or not.
+    tables.remove(apps.get_model("accounts", "RateCounter")._meta.db_table)
     return sorted(set(tables))
 
 

@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.services import api_token_issue
 from billing_service.errors import InvalidInput
 from subscriptions.errors import PlanConflict, PlanNotFound
 from subscriptions.models import Plan
@@ -733,7 +733,7 @@ def test_an_empty_catalogue(member):
 
 def test_operators_see_the_catalogue_of_the_platform_they_name(platform, growth):
     operator = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
-    client = client_for(token=Token.objects.create(user=operator).key, platform_key="acme")
+    client = client_for(token=api_token_issue(user=operator).key, platform_key="acme")
     body = client.get(PLANS_URL).json()
     assert [(p["slug"], p["is_current"]) for p in body["results"]] == [("growth", False)]
     assert client.get(ADMIN_PLANS_URL).json()["count"] == 1

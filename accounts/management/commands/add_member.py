@@ -10,8 +10,9 @@ from accounts.services import member_add
 
 class Command(BaseCommand):
     help = (
-        "Adds USERNAME to platform KEY with a role (creating the user if needed) and prints one JSON line "
-        "with the user's API token. Idempotent: running it again updates the role and email. --password sets the "
+        "Adds USERNAME to platform KEY with a role (creating the user if needed) and prints one JSON line; "
+        "\"token\" is a new API token when the user had none (shown this once), else null (issue another with "
+        "api_token issue). Idempotent: running it again updates the role and email. --password sets the "
         "user's password, with which they can obtain a JWT (POST /api/auth/jwt/)."
     )
 
@@ -48,7 +49,7 @@ class Command(BaseCommand):
                     "username": membership.user.get_username(),
                     "platform_key": platform.platform_key,
                     "role": membership.role,
-                    "token": token.key,
+                    "token": token.key if token else None,
                 }
             )
         )
