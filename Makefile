@@ -30,7 +30,9 @@ demo: migrate
 run: demo
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py billing_page_link demo alice --base http://127.0.0.1:$(PORT) --minutes 60
-	$(VENV)/bin/gunicorn billing_service.wsgi:application \
+	rm -rf var/prometheus && mkdir -p var/prometheus  # the workers' metrics (README, "Metrics and logs")
+	PROMETHEUS_MULTIPROC_DIR=var/prometheus LOG_FORMAT=$${LOG_FORMAT:-text} \
+		$(VENV)/bin/gunicorn billing_service.wsgi:application \
 		--bind 127.0.0.1:$(PORT) --workers $(WEB_CONCURRENCY) --worker-class gthread --threads $(WEB_THREADS) \
 		--access-logfile - --preload
 

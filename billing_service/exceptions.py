@@ -13,6 +13,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from billing_service import metrics
 from billing_service.errors import DomainError
 
 _DRF_CODES = {
@@ -51,6 +52,7 @@ def service_unavailable_response(factory: Callable[..., Any]) -> Any:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DomainError):
+        metrics.refusal(exc.code)
         exc.follow_up()  # the view's transactions have ended (ATOMIC_REQUESTS is off)
         return Response(envelope(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers())
     if isinstance(exc, (OperationalError, InterfaceError)):

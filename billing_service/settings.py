@@ -49,6 +49,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "billing_service.metrics.RequestMetricsMiddleware",  # first: times the whole answer (billing_service/metrics.py)
+    "billing_service.logs.RequestIdMiddleware",  # X-Request-ID into every log line (billing_service/logs.py)
     "django.middleware.security.SecurityMiddleware",
     "billing_service.middleware.RequestGuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -291,10 +293,28 @@ CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"
 # A member holding a seat: their usage is paid by the seat first, within its budgets (credits.funding).
 CREDITS_USAGE_FUNDER = "entitlements.funding.SeatFunder"
 
+# --- Metrics and logs (README, "Metrics and logs") ---
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is a 404. PROMETHEUS_MULTIPROC_DIR (read by
+# billing_service.metrics) sums the counters of several processes; METRICS_WORKER_BIND (host:port) serves a Celery
+# worker's own counters.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_WORKER_BIND = os.environ.get("METRICS_WORKER_BIND", "")
+# json: one JSON object per line (billing_service.logs.JsonFormatter); text: one readable line (make run sets it).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "json").strip().lower()
+if LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "billing_service.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "billing_service.logs.JsonFormatter"},
+        "text": {"()": "billing_service.logs.TextFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},

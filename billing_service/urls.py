@@ -4,10 +4,12 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing_service.health import healthz, readyz
+from billing_service.metrics import metrics_view
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus, behind METRICS_TOKEN (billing_service/metrics.py)
     path("api/auth/", include("accounts.api.jwt_urls")),  # JWT Bearer tokens (obtain, refresh, verify)
     path("api/billing/", include("accounts.api.urls")),
     path("api/billing/", include("credits.api.urls")),

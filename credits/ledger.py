@@ -28,6 +28,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils.module_loading import import_string
 
 from accounts import outbound
+from billing_service import metrics
 from billing_service.db import server_bound_cursor
 from billing_service.money import DECIMAL_PLACES, EXACT_CONTEXT, QUANTUM, floor_to_quantum, format_money
 from credits import sql
@@ -235,6 +236,7 @@ def _after_posting(account_id: uuid.UUID | str, posting: Posting, entry: LedgerE
     """What a written row sets off, from what its statement returned (``low_balance_threshold``, the balance alerts
     it recorded): no query on the hot path."""
     threshold, alerts = row[-2], row[-1]
+    metrics.ledger_posted(posting.transaction_type, entry.balance_delta)
     # The account's low_balance_threshold came back with the update (NULL: no hook).
     if threshold is not None and posting.balance_delta < 0 and entry.balance_after - entry.reserved_after < threshold:
         low_balance_hook()(account_id)
@@ -424,6 +426,7 @@ def _write_many(rows: list[tuple], touched: list[tuple[uuid.UUID, _AccountState]
             with cursor.copy(sql.COPY_ENTRIES) as copy:
                 for row in rows:
                     copy.write_row(row)
+            metrics.ledger_posted_many((row[4], row[6]) for row in rows)
         if touched:
             with_rows = {row[1] for row in rows}
             cursor.execute(

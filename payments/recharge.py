@@ -61,6 +61,7 @@ from django.utils import timezone
 
 from accounts import outbound
 from accounts.outbound_models import OutboundEventType
+from billing_service import metrics
 from billing_service.queue import enqueue_on_commit
 from credits.locks import account_lock
 from credits.models import CreditAccount
@@ -329,6 +330,7 @@ def recharge_start(*, account_id: uuid.UUID | str) -> Recharge | None:
                     provider_customer_id=method.provider_customer_id,
                     provider_payment_method_id=method.provider_payment_method_id,
                 )
+                _entered(recharge)
         except IntegrityError:  # pragma: no cover - the account lock serialises starts
             return None
         settings.last_triggered_at = now
@@ -381,6 +383,7 @@ def recharge_charge(*, recharge_id: uuid.UUID | str) -> Recharge:
                 _fail(account, recharge, RechargeFailure.DECLINED, charge.message or "declined")
             else:
                 recharge.status = RechargeStatus.PROCESSING  # credited when payment_intent.succeeded arrives
+                _entered(recharge)
         recharge.save()
     return recharge
 
@@ -407,6 +410,7 @@ def _cancel(recharge: Recharge, reason: RechargeFailure, message: str) -> None:
     recharge.last_error = message[:2000]
     recharge.settled_at = timezone.now()
     recharge.save(update_fields=["status", "failure_reason", "last_error", "settled_at", "updated_at"])
+    _entered(recharge)
     _recharge_event(recharge, OutboundEventType.AUTO_RECHARGE_FAILED)
     logger.info("recharge %s of %s not sent: %s (%s)", recharge.pk, recharge.account_id, reason, message)
 
@@ -417,9 +421,11 @@ def recharges_cancel(*, account_id: uuid.UUID | str, reason: RechargeFailure, me
     sent (``processing``, or ``pending`` with its answer not recorded yet) may have been charged: it is left to
     its webhook or to the resume, which re-checks the card. Returns how many it failed."""
     now = timezone.now()
-    return Recharge.objects.filter(account_id=account_id, status=RechargeStatus.PENDING, attempts=0).update(
+    cancelled = Recharge.objects.filter(account_id=account_id, status=RechargeStatus.PENDING, attempts=0).update(
         status=RechargeStatus.FAILED, failure_reason=reason, last_error=message[:2000], settled_at=now, updated_at=now
     )
+    metrics.recharge_transition(RechargeStatus.FAILED, reason, cancelled)
+    return cancelled
 
 
 def _fail(account: CreditAccount, recharge: Recharge, reason: RechargeFailure, message: str) -> None:
@@ -429,6 +435,7 @@ def _fail(account: CreditAccount, recharge: Recharge, reason: RechargeFailure, m
     recharge.last_error = message[:2000]
     recharge.settled_at = timezone.now()
     recharge.save()
+    _entered(recharge)
     _recharge_event(recharge, OutboundEventType.AUTO_RECHARGE_FAILED)
     settled = [RechargeStatus.SUCCEEDED, RechargeStatus.FAILED]
     recent = list(
@@ -490,8 +497,17 @@ def recharge_event_apply(event_type: str, payload: dict[str, Any]) -> Handled:
     recharge.settled_at = timezone.now()
     recharge.last_error = ""
     recharge.save()
+    _entered(recharge)
     _recharge_event(recharge, OutboundEventType.AUTO_RECHARGE_SUCCEEDED)
     return processed()
+
+
+def _entered(recharge: Recharge) -> None:
+    """A recharge entered its (new) state: counted (``billing_recharge_transitions_total``) and logged."""
+    metrics.recharge_transition(recharge.status, recharge.failure_reason)
+    logger.info("recharge %s", recharge.status, extra={
+        "recharge_id": str(recharge.pk), "account_id": str(recharge.account_id),
+        "failure_reason": recharge.failure_reason or None, "amount_usd": recharge.amount_usd})
 
 
 def _recharge_event(recharge: Recharge, event_type: str) -> None:

@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from billing_service import metrics
 from credits import funding, ledger
 from credits.errors import HoldExpired, HoldNotActive, HoldNotFound, IdempotencyConflict, RequestIdRecorded
 from credits.funding import Funded, FundingRequest, usage_funder
@@ -308,6 +309,7 @@ def _hold_finish(
     hold.captured_amount = debit if status == HoldStatus.CAPTURED else None
     hold.settled_at = now
     hold.save(update_fields=["status", "captured_amount", "settled_at"])
+    metrics.hold_settled(status)
     funding.record([funded], now)
     return entries, funded
 

@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from accounts.models import Platform
+from billing_service import metrics
 from billing_service.db import server_bound_cursor
 from billing_service.errors import DomainError
 from credits import funding, ledger, sql
@@ -72,6 +73,7 @@ def usage_record_batch(
         for outcome in outcomes:
             if outcome is not None and outcome.error is not None:
                 outcome.error.follow_up()  # the batch's transaction has ended
+    metrics.refusals_of(outcome.error for outcome in outcomes if outcome is not None and outcome.error is not None)
     return [outcome for outcome in outcomes if outcome is not None]
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from billing_service import metrics
 from payments import locks, orders, sql
 from payments.errors import EventNotApplicable, WebhookProcessingFailed
 from payments.handled import Handled, ignored
@@ -59,6 +60,7 @@ def webhook_event_receive(*, provider: str, event: dict[str, Any]) -> WebhookOut
         with transaction.atomic(durable=True):
             row = _store(provider, event, lookups)
             if row.status in WEBHOOK_DONE_STATUSES:  # a redelivery
+                metrics.webhook_outcome(provider, row.type, "duplicate")
                 return WebhookOutcome(event_id=row.event_id, status=row.status, duplicate=True)
             return _process(row)
     except EventNotApplicable as exc:
@@ -110,6 +112,9 @@ def _record(row: WebhookEvent, handled: Handled) -> None:
     row.status, row.last_error, row.order_id = handled.status, handled.note, handled.order_id
     row.processed_at = row.updated_at = timezone.now()
     row.save(update_fields=_OUTCOME_FIELDS)
+    metrics.webhook_outcome(row.provider, row.type, row.status)
+    logger.info("webhook event %s", row.status, extra={"provider": row.provider, "event_id": row.event_id,
+                                                        "event_type": row.type, "order_id": row.order_id})
 
 
 def _refused(provider: str, event: dict[str, Any], lookups: EventLookups, exc: EventNotApplicable) -> WebhookOutcome:
@@ -129,7 +134,9 @@ def _failed(provider: str, event: dict[str, Any], lookups: EventLookups, exc: Ex
     """A failure a later delivery may get past: recorded (own transaction), answered 500."""
     if isinstance(exc, WebhookProcessingFailed):
         return exc
-    logger.exception("webhook event %s %s failed; the provider will deliver it again", provider, event.get("id"))
+    metrics.webhook_outcome(provider, str(event.get("type") or ""), "error")
+    logger.exception("webhook event %s %s failed; the provider will deliver it again", provider, event.get("id"),
+                     extra={"provider": provider, "event_id": event.get("id"), "event_type": event.get("type")})
     with transaction.atomic(durable=True):
         row = _stored_lock(provider, event, lookups)
         if row.status not in WEBHOOK_DONE_STATUSES:
