@@ -29,7 +29,9 @@ import hmac
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,3 +150,41 @@ def webhook_event_verify(*, payload: bytes, signature_header: str | None) -> dic
     ):
         raise WebhookPayloadInvalid()
     return event
+
+
+# --- listing (payments.reconcile) ------------------------------------------------------------------------------
+
+
+def transactions_pages(*, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
+    """Every transaction of the store, a page at a time: ``GET {CREEM_API_BASE}/v1/transactions/search`` with
+    ``page_number`` and ``page_size``, answered ``{"items": [...], "pagination": {"next_page": n or null, ...}}``
+    (docs.creem.io/api-reference/endpoint/get-transactions). Its documented filters are a customer, an order or a
+    product, not a date: the caller keeps what it wants by ``created_at``. A transaction: ``id``, ``amount``,
+    ``amount_paid``, ``currency``, ``type`` (payment / invoice), ``status``, ``refunded_amount``, ``order``,
+    ``subscription``, ``customer``, ``period_start``, ``period_end``, ``created_at`` (milliseconds). A failure raises
+    ``PaymentProviderError``. Call it with no transaction open."""
+    ensure_configured()
+    page: int | None = 1
+    while page is not None:
+        query = urllib.parse.urlencode({"page_number": page, "page_size": page_size})
+        request = urllib.request.Request(
+            f"{settings.CREEM_API_BASE.rstrip('/')}/v1/transactions/search?{query}", method="GET",
+            headers={API_KEY_HEADER: settings.CREEM_API_KEY, "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=settings.CREEM_TIMEOUT_SECONDS) as response:  # noqa: S310
+                answer = json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            message = _error_message(exc)
+            logger.warning("Creem refused the transactions (page %s): %s %s", page, exc.code, message)
+            raise PaymentProviderError(details={"provider": "creem", "provider_message": message}) from exc
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+            logger.warning("Creem could not be reached for the transactions (page %s): %s", page, exc)
+            raise PaymentProviderError(details={"provider": "creem"}) from exc
+        items = answer.get("items") if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise PaymentProviderError(details={"provider": "creem"})
+        yield [item for item in items if isinstance(item, dict)]
+        pagination = answer.get("pagination") if isinstance(answer.get("pagination"), dict) else {}
+        following = pagination.get("next_page")
+        page = following if isinstance(following, int) and following > page else None

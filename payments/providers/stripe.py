@@ -10,8 +10,10 @@ Callers never hold a database row lock while calling in here: every call is a ne
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -454,3 +456,45 @@ def setup_intent_get(*, setup_intent_id: str) -> SetupIntentFacts:
         lambda: _client().v1.setup_intents.retrieve(setup_intent_id, params={"expand": ["payment_method"]}),
     )
     return setup_intent_facts(intent)
+
+
+# --- listings (payments.reconcile) -----------------------------------------------------------------------------
+
+_LISTED = {  # what the reconciliation lists, by name
+    "checkout_sessions": lambda client: client.v1.checkout.sessions,
+    "payment_intents": lambda client: client.v1.payment_intents,
+    "invoices": lambda client: client.v1.invoices,
+    "refunds": lambda client: client.v1.refunds,
+}
+_RETRIEVED = {"payment_intents", "invoices", "charges"}
+
+
+def objects_list(*, kind: str, created_gte: int, page_size: int = 100) -> Iterator[list[dict[str, Any]]]:
+    """Every ``kind`` object (``_LISTED``) created at or after ``created_gte`` (epoch seconds), in pages of up to
+    ``page_size``, newest first: Stripe's list with ``created[gte]``, paged by the library (``auto_paging_iter``).
+    A provider failure raises ``PaymentProviderError``. Call it with no transaction open."""
+    resource = _LISTED[kind](_client())
+    try:
+        listing = resource.list(params={"created": {"gte": created_gte}, "limit": page_size})
+        for page in itertools.batched(listing.auto_paging_iter(), page_size):
+            yield [obj.to_dict(for_json=True) for obj in page]  # as a webhook's JSON has them
+    except stripe.StripeError as exc:
+        logger.warning("Stripe failed the list of %s: %s", kind, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+
+
+def object_get(*, kind: str, object_id: str) -> dict[str, Any] | None:
+    """One ``payment_intents`` / ``invoices`` / ``charges`` object as Stripe has it now; None when Stripe has no such
+    object. Other failures raise ``PaymentProviderError``. Call it with no transaction open."""
+    if kind not in _RETRIEVED:
+        raise ValueError(f"not retrieved here: {kind}")
+    try:
+        return getattr(_client().v1, kind).retrieve(object_id).to_dict(for_json=True)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        logger.warning("Stripe refused %s %s: %s", kind, object_id, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
+    except stripe.StripeError as exc:
+        logger.warning("Stripe failed %s %s: %s", kind, object_id, exc)
+        raise PaymentProviderError(details={"provider": "stripe", "provider_message": exc.user_message or ""}) from exc
