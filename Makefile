@@ -9,7 +9,7 @@ WEB_CONCURRENCY ?= 3
 WEB_THREADS ?= 4
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup migrate demo db-stop bench clean
+.PHONY: run test test-pgbouncer setup migrate demo db-stop bench chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
@@ -39,8 +39,21 @@ run: demo
 test: setup
 	PYTHON=$(PY) scripts/fetch-redis
 	scripts/ensure-chromium
+	scripts/ensure-pgbouncer
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole suite with DATABASE_URL through a real PgBouncer in transaction pooling mode (pool of 2, started by
+# tests/ops/pgbouncer.py) and DATABASE_POOLER=pgbouncer; not part of `make test`. --reuse-db: the test database is
+# dropped at the next run, not at the end (PgBouncer still holds its server connections then).
+test-pgbouncer: setup
+	scripts/ensure-pgbouncer
+	$(PY) -m tests.ops.pgbouncer -- $(PY) -m pytest --create-db --reuse-db $(PYTEST_ARGS)
+
+# The crash rehearsal (README, "Rehearsing faults"): two gunicorn servers on a PostgreSQL cluster of its own (never
+# var/pgdata's), workers and the postmaster killed during a storm of calls, then every call checked; prints a report.
+chaos: setup
+	$(PY) -m tests.faults.chaos $(CHAOS_ARGS)
 
 bench: migrate
 	$(PY) bench/debit_hot.py

@@ -13,6 +13,15 @@ from django.db.models import Model, QuerySet
 
 # Django's psycopg backend turns automatic preparing off; statements that ask for it are still prepared.
 _PREPARE_ONLY_ON_REQUEST = 1 << 62
+# Poolers (settings.DATABASE_POOLER) that do not carry a named prepared statement from the server connection it
+# was prepared on to the next one: behind them nothing is prepared (README, "PgBouncer").
+POOLERS_WITHOUT_PREPARED_STATEMENTS = frozenset({"pgbouncer"})
+
+
+def prepared_statements_usable() -> bool:
+    """Whether the default database's connections may keep statements prepared: directly, or behind a pooler
+    that tracks them (PgBouncer >= 1.22.1 with ``max_prepared_statements``)."""
+    return connection.settings_dict.get("POOLER", "none") not in POOLERS_WITHOUT_PREPARED_STATEMENTS
 
 
 @contextmanager
@@ -20,10 +29,16 @@ def server_bound_cursor() -> Iterator[psycopg.Cursor]:
     """A psycopg cursor on Django's connection (same session, same transaction) that sends parameters apart
     from the SQL, so that PostgreSQL can keep a statement prepared (``execute(..., prepare=True)``) and
     arrays of a thousand values need no quoting into the text. Errors surface as Django's database errors
-    (``django.db.IntegrityError`` and so on), as from Django's own cursors."""
+    (``django.db.IntegrityError`` and so on), as from Django's own cursors. Behind ``DATABASE_POOLER=pgbouncer``
+    ``prepare=True`` is a no-op (see ``prepared_statements_usable``)."""
+    # As Django's own cursors do (CONN_HEALTH_CHECKS): a kept connection the database dropped (a restart) is
+    # replaced here, or the request's first statement (the token look-up) fails (tests/faults/test_chaos.py).
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
-    if raw.prepare_threshold is None:
+    # Set once per connection. Left None (Django's default) behind a pooler without prepared statements: psycopg
+    # then ignores ``prepare=True`` and sends every statement unnamed, parsed and planned on each call.
+    if raw.prepare_threshold is None and prepared_statements_usable():
         raw.prepare_threshold = _PREPARE_ONLY_ON_REQUEST
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         yield cursor
