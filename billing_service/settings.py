@@ -95,8 +95,42 @@ else:
     _default_db.update(ensure_running(EMBEDDED_PGDATA))
 
 _default_db.setdefault("CONN_HEALTH_CHECKS", True)
+# A transaction-mode pooler between the service and PostgreSQL (README, "PgBouncer"): "none" (a direct connection),
+# "pgbouncer" (no named prepared statements: PgBouncer before 1.22, or max_prepared_statements = 0) or
+# "pgbouncer-prepared" (PgBouncer >= 1.22.1 with max_prepared_statements > 0). Declared, not detected: a pooler
+# is invisible from a client's connection (it forwards the server's version and parameters).
+DATABASE_POOLER = os.environ.get("DATABASE_POOLER", "").strip().lower() or "none"
+if DATABASE_POOLER not in {"none", "pgbouncer", "pgbouncer-prepared"}:
+    raise ImproperlyConfigured("DATABASE_POOLER must be none, pgbouncer or pgbouncer-prepared")
+_default_db["POOLER"] = DATABASE_POOLER  # read by billing_service.db (whether to prepare)
+if DATABASE_POOLER != "none":
+    # A WITH HOLD cursor (QuerySet.iterator() outside a transaction) outlives the transaction: its next FETCH
+    # may reach another server connection, where it does not exist.
+    _default_db["DISABLE_SERVER_SIDE_CURSORS"] = True
 _default_db.setdefault("TEST", {})["NAME"] = os.environ.get("TEST_DATABASE_NAME", "test_billing")
 DATABASES = {"default": _default_db}
+# Read replicas (README, "Read replicas"): DATABASE_REPLICA_URLS, comma-separated, become replica_0, replica_1...
+# Only the reads that may lag go there (billing_service.db_router); the test suite mirrors them to default.
+DATABASE_REPLICAS: list[str] = []
+for _i, _url in enumerate(env_list("DATABASE_REPLICA_URLS")):
+    # Health checks on: a kept connection to a replica that went down is noticed before a read uses it.
+    _replica = dj_database_url.parse(_url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
+    if _replica["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URLS must point at PostgreSQL (postgres://...)")
+    # A replica that does not answer is skipped after 2 seconds (unless the URL says ?connect_timeout=...).
+    _replica.setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+    _replica["POOLER"] = DATABASE_POOLER  # the same pooler, if any, in front of the replicas
+    if "DISABLE_SERVER_SIDE_CURSORS" in _default_db:
+        _replica["DISABLE_SERVER_SIDE_CURSORS"] = _default_db["DISABLE_SERVER_SIDE_CURSORS"]
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[f"replica_{_i}"] = _replica
+    DATABASE_REPLICAS.append(f"replica_{_i}")
+DATABASE_ROUTERS = ["billing_service.db_router.ReplicaRouter"] if DATABASE_REPLICAS else []
+# Seconds a replica that refused a connection is left out; one lagging more than the limit (when set) is left out
+# until it catches up (measured every second at most).
+DATABASE_REPLICA_RETRY_SECONDS = float(os.environ.get("DATABASE_REPLICA_RETRY_SECONDS", "10"))
+_max_lag = os.environ.get("DATABASE_REPLICA_MAX_LAG_SECONDS", "").strip()
+DATABASE_REPLICA_MAX_LAG_SECONDS = float(_max_lag) if _max_lag else None  # None: no limit
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

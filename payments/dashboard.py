@@ -37,6 +37,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from accounts.models import ADMIN_ROLES, Membership, Platform
+from billing_service.db_router import lagging_reads
 from credits.models import CreditAccount, LedgerDailyRollup, TransactionType, UsageRollup
 from payments.models import WebhookEvent, WebhookStatus
 from payments.recharge import RECONCILE_AFTER_SECONDS
@@ -182,6 +183,7 @@ def ledger_days(*, platform_ids: list[int], first: date, last: date) -> tuple[li
     return ordered, outstanding, refreshed_at
 
 
+@lagging_reads  # summaries: may lag (README, "Read replicas"); who may see them is read before, from the primary
 def dashboard_get(
     *, platforms: list[Platform], now: datetime | None = None, days: int = DAYS, provider_events: bool = False
 ) -> Dashboard:

@@ -25,6 +25,7 @@ from accounts.outbound_models import (
     OutboundEventType,
     WebhookEndpoint,
 )
+from billing_service.db_router import lagging_reads
 from billing_service.inputs import (
     QueryIntegerField,
     StrictBooleanField,
@@ -237,6 +238,7 @@ class WebhookDeliveryViewSet(ListModelMixin, TenantGenericViewSet):
                    parameters=[DeliveryListQuerySerializer],
                    responses={200: paginated(DeliverySerializer, "PaginatedWebhookDeliveryList"), **ERROR_RESPONSES},
                    tags=TAGS)
+    @lagging_reads  # history: may lag (README, "Read replicas"); one delivery (retrieve, redeliver) reads the primary
     def list(self, request: Request) -> Response:
         return super().list(request)
 

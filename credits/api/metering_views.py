@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from accounts.api.views import IsPlatformAdmin, TenantGenericViewSet, TenantViewSet
 from accounts.errors import NotAMember
+from billing_service.db_router import lagging_reads
 from billing_service.pagination import CountedPagination
 from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema, paginated
 from billing_service.validation import validated
@@ -177,6 +178,7 @@ class UsageStatsViewSet(TenantGenericViewSet):
         responses={200: UsageStatsSerializer, **ERROR_RESPONSES},
         tags=["usage"],
     )
+    @lagging_reads  # statistics: may lag (README, "Read replicas")
     def retrieve(self, request: Request) -> Response:
         query = validated(UsageStatsQuerySerializer, request.query_params)
         account = caller_or_named_account(self, request, query.get("account_id"))

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from accounts.api.views import IsPlatformAdmin, TenantGenericViewSet
 from accounts.errors import NotAMember
 from accounts.tenancy import platform_admin_resolve
+from billing_service.db_router import lagging_reads
 from billing_service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from billing_service.idempotency import client_key, idempotency_key_from
 from billing_service.pagination import PageOrCursorPagination
@@ -65,6 +66,7 @@ class LedgerEntryViewSet(CallerAccountMixin, ListModelMixin, TenantGenericViewSe
         responses={200: paginated(LedgerEntrySerializer, "PaginatedLedgerEntryList"), **ERROR_RESPONSES},
         tags=["account"],
     )
+    @lagging_reads  # history: may lag (README, "Read replicas")
     def list(self, request: Request) -> Response:
         return super().list(request)
 
@@ -142,5 +144,6 @@ class PlatformLedgerEntryViewSet(ListModelMixin, TenantGenericViewSet):
         },
         tags=["admin"],
     )
+    @lagging_reads  # history: may lag (README, "Read replicas")
     def list(self, request: Request) -> Response:
         return super().list(request)

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api.views import IsPlatformAdmin, IsPlatformMember, TenantGenericViewSet
+from billing_service.db_router import lagging_reads
 from billing_service.pagination import CountedPagination
 from billing_service.schema import ERROR_RESPONSES, error_response, extend_schema, paginated
 from billing_service.validation import validated
@@ -101,6 +102,7 @@ class EntitlementsViewSet(TenantGenericViewSet):
         responses={200: EntitlementsSerializer, **ERROR_RESPONSES},
         tags=TAGS,
     )
+    @lagging_reads  # the platform's overview: may lag (README, "Read replicas")
     def retrieve(self, request: Request) -> Response:
         platform = self.tenant.platform
         plans = list(selectors.ai_plans_offered(platform=platform))
