@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -68,13 +67,11 @@ def setup_django(bench_db: str, *, fresh: bool = False) -> dict:
 
 
 def database_url(conninfo: dict) -> str:
-    """A DATABASE_URL for the same server and database (dj_database_url reads a socket directory given as a
-    percent-encoded host)."""
-    user = urllib.parse.quote(conninfo["user"] or "postgres", safe="")
-    password = f":{urllib.parse.quote(conninfo['password'], safe='')}" if conninfo["password"] else ""
-    host = urllib.parse.quote(conninfo["host"] or "localhost", safe="")
-    port = f":{conninfo['port']}" if conninfo["port"] else ""
-    return f"postgres://{user}{password}@{host}{port}/{conninfo['dbname']}"
+    """A DATABASE_URL for the same server and database (psycopg connection parameters ``conninfo``)."""
+    from billing_service.embedded_db import database_url as url_of
+
+    return url_of({"USER": conninfo["user"], "PASSWORD": conninfo["password"], "HOST": conninfo["host"],
+                   "PORT": conninfo["port"], "NAME": conninfo["dbname"]})
 
 
 def server_facts() -> tuple[str, str]:

