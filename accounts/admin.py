@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from accounts.models import ApiToken, LoginFailure, Membership, Platform, SignInLink
+from accounts.models import ApiToken, LoginFailure, Membership, Platform, RateCounter, SignInLink
 from billing_service.admin_base import ReadOnlyAdmin
 from billing_service.db_router import LaggingChangelistMixin
 from accounts.services import api_token_revoke, membership_saved, platform_create
@@ -107,6 +107,16 @@ class ApiTokenAdmin(ReadOnlyAdmin):
     def revoke(self, request, queryset):  # noqa: ANN001, ANN201
         revoked = sum(api_token_revoke(token=token) for token in queryset)
         self.message_user(request, f"{revoked} token(s) revoked.", messages.SUCCESS)
+
+
+@admin.register(RateCounter)
+class RateCounterAdmin(ReadOnlyAdmin):
+    """Requests counted by the public endpoints' rate limits (accounts.throttles), per scope and client address and
+    window: who is being throttled now. Closed windows are deleted as new ones open."""
+
+    list_display = ["key", "window_start", "count"]
+    search_fields = ["key"]
+    ordering = ["-window_start", "-count"]
 
 
 # Outbound webhooks' pages (their own module).
