@@ -10,7 +10,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import DateField, F, Q, QuerySet, Sum, Window
+from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan
 from django.db.models.functions import RowNumber, TruncMonth, TruncYear
 
 from accounts.models import Platform
@@ -264,9 +266,16 @@ def _ledger_chunks(account_ids: list[uuid.UUID], size: int) -> Iterator[list[tup
     rows = LedgerEntry.objects.filter(account_id__in=account_ids).order_by("account_id", "sequence")
     after: tuple | None = None
     while True:
+        # (account_id, sequence) > (a, s): a row comparison, which PostgreSQL turns into the start of the index scan
+        # (an OR of the two cases is a filter over every row before it: each page slower than the last).
         page = rows if after is None else rows.filter(
-            Q(account_id=after[0], sequence__gt=after[1]) | Q(account_id__gt=after[0]))
-        chunk = list(page.values_list(*_VERIFY_COLUMNS)[:size])
+            TupleGreaterThan(Tuple(F("account_id"), F("sequence")), after))
+        # The ORM's SQL, run on a plain cursor: the columns need no conversion (psycopg gives Decimal, UUID, aware
+        # datetimes), and the values_list iterator's per-row work would double the time of a ledger-wide check.
+        sql, params = page.values_list(*_VERIFY_COLUMNS)[:size].query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            chunk = cursor.fetchall()
         if not chunk:
             return
         yield chunk
