@@ -94,7 +94,10 @@ else:
     _default_db = {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": CONN_MAX_AGE}
     _default_db.update(ensure_running(EMBEDDED_PGDATA))
 
-_default_db.setdefault("CONN_HEALTH_CHECKS", True)
+# A reused connection is checked (one round trip) before a request's first query: after a database restart, each
+# kept connection would otherwise fail its next request (tests/faults/test_reconnect.py). dj_database_url sets the key
+# (off), so it is set here, not defaulted.
+_default_db["CONN_HEALTH_CHECKS"] = env_bool("CONN_HEALTH_CHECKS", True)
 # A transaction-mode pooler between the service and PostgreSQL (README, "PgBouncer"): "none" (a direct connection),
 # "pgbouncer" (no named prepared statements: PgBouncer before 1.22, or max_prepared_statements = 0) or
 # "pgbouncer-prepared" (PgBouncer >= 1.22.1 with max_prepared_statements > 0). Declared, not detected: a pooler
