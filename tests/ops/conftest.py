@@ -11,6 +11,7 @@ import pytest
 
 from tests.ops.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.payments.conftest import fake_stripe  # noqa: F401 - the Stripe webhook test's Checkout fake
+from tests.servers import connection_pointed_at
 
 __all__ = ["fake_stripe"]
 
@@ -41,25 +42,16 @@ def pooled(pgbouncer: PgBouncer) -> Callable[..., AbstractContextManager[None]]:
     or with ``server_side_cursors`` forced. Connections opened by threads meanwhile go through it too (they read
     the same settings dict). Needs ``django_db(transaction=True)``: PgBouncer's server connections see committed
     rows only."""
-    from django.db import connections
 
     @contextmanager
     def through(pooler: str = "pgbouncer", *, server_side_cursors: bool | None = None) -> Iterator[None]:
-        conn = connections["default"]
-        saved = dict(conn.settings_dict)
-        conn.close()
         # Both server connections open (an earlier test's failed transaction may have made PgBouncer close one):
         # with one alone, consecutive transactions would meet the same session and the hazard would hide.
         assert len(pgbouncer.warm(pgbouncer.dbname)) == 2
-        conn.settings_dict.update(
-            HOST=pgbouncer.host, PORT=str(pgbouncer.port), POOLER=pooler,
+        with connection_pointed_at(
+            "default", HOST=pgbouncer.host, PORT=str(pgbouncer.port), POOLER=pooler,
             DISABLE_SERVER_SIDE_CURSORS=(pooler != "none") if server_side_cursors is None else not server_side_cursors,
-        )
-        try:
+        ):
             yield
-        finally:
-            conn.close()
-            conn.settings_dict.clear()
-            conn.settings_dict.update(saved)
 
     return through

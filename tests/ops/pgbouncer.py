@@ -28,6 +28,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.servers import free_port
+
 
 def pgbouncer_binary() -> str | None:
     """Debian installs it in /usr/sbin, which is not on every user's PATH."""
@@ -43,12 +45,6 @@ def pgbouncer_version(binary: str) -> tuple[int, ...]:
     if not match:
         raise RuntimeError(f"unrecognised pgbouncer --version: {out!r}")
     return tuple(int(x or 0) for x in match.groups())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PgBouncer:

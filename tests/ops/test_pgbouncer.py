@@ -10,16 +10,9 @@ binary (``scripts/ensure-pgbouncer``)."""
 
 from __future__ import annotations
 
-import http.client
-import json
-import os
-import subprocess
-import sys
 import threading
-import time
 from decimal import Decimal
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -30,15 +23,15 @@ from credits.services import credits_debit
 from tests.api_helpers import post_json
 from tests.conftest import Member, client_for
 from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
-from tests.ops.pgbouncer import PgBouncer, free_port, pgbouncer_binary, pgbouncer_version
+from tests.ops.pgbouncer import PgBouncer, pgbouncer_binary, pgbouncer_version
 from tests.payments.conftest import deliver, session_event, start_top_up
+from tests.servers import Gunicorn, connection_pointed_at
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(pgbouncer_binary() is None, reason="no pgbouncer binary: scripts/ensure-pgbouncer"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 D = Decimal
 USAGE_URL = "/api/billing/usage/"
 BATCH_URL = "/api/billing/usage/batch/"
@@ -241,53 +234,6 @@ def test_verify_ledger_iterates_through_pgbouncer(pooled, member, other_member):
 # --- a real server: gunicorn with DATABASE_URL pointing at PgBouncer -----------------------------------------------
 
 
-class Gunicorn:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        base = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}}
-        self.env = {**base, "CONN_MAX_AGE": "600", "LOG_LEVEL": "WARNING", **env}
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> Gunicorn:
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        self.proc = subprocess.Popen(
-            [str(gunicorn), "billing_service.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--no-control-socket"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read().decode(errors="replace")[-3000:]
-            try:
-                if self.request("GET", "/healthz")[0] == 200:
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not become healthy")
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def request(self, method: str, path: str, body: dict | None = None, token: str | None = None,
-                conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
-        own = conn is None
-        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Token {token}"
-        try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            if own:
-                conn.close()
-
-
 def _usage_load(server: Gunicorn, owner: Member, member: Member, run: str, threads: int = 6, each: int = 8):
     """Threads on keep-alive connections posting usage events and reading the ledger; the statuses seen."""
     statuses: list[int] = []
@@ -295,13 +241,13 @@ def _usage_load(server: Gunicorn, owner: Member, member: Member, run: str, threa
     barrier = threading.Barrier(threads)
 
     def work(t: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn = server.connection()
         barrier.wait()
         try:
             for i in range(each):
                 got = [server.request("POST", USAGE_URL, usage_body(member, f"{run}-{t}-{i}", "0.01"),
-                                      owner.token, conn)[0],
-                       server.request("GET", f"{TRANSACTIONS_URL}?page_size=5", None, member.token, conn)[0]]
+                                      owner.token, conn=conn)[0],
+                       server.request("GET", f"{TRANSACTIONS_URL}?page_size=5", None, member.token, conn=conn)[0]]
                 with lock:
                     statuses.extend(got)
         finally:
@@ -332,10 +278,10 @@ def test_gunicorn_behind_pgbouncer_serves_the_hot_paths_only_with_the_setting(pg
     with Gunicorn({"DATABASE_URL": url, "DATABASE_POOLER": "none"}) as server:
         statuses = []
         for i in range(8):
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn = server.connection(timeout=5)
             try:
                 statuses.append(server.request("POST", USAGE_URL, usage_body(member, f"direct-setting-{i}", "0.01"),
-                                               owner.token, conn)[0])
+                                               owner.token, conn=conn)[0])
             except TimeoutError:
                 statuses.append(0)  # a request left waiting (no answer in 5 s)
             finally:
@@ -351,24 +297,15 @@ def test_gunicorn_behind_pgbouncer_serves_the_hot_paths_only_with_the_setting(pg
 def test_with_pgbouncer_tracking_prepared_statements_they_stay_on(pooled, pgbouncer, owner, member):
     """DATABASE_POOLER=pgbouncer-prepared behind a PgBouncer that carries prepared statements across server
     connections: the hot paths keep theirs."""
-    from django.db import connections as conns
-
-    settings_dict = conns["default"].settings_dict
+    settings_dict = connection.settings_dict
     with PgBouncer(settings_dict, pool_size=2, max_prepared_statements=200) as bouncer:
         bouncer.warm(settings_dict["NAME"])
-        saved = dict(settings_dict)
-        connection.close()
-        settings_dict.update(HOST=bouncer.host, PORT=str(bouncer.port), POOLER="pgbouncer-prepared",
-                             DISABLE_SERVER_SIDE_CURSORS=True)
-        try:
+        with connection_pointed_at(connection, HOST=bouncer.host, PORT=str(bouncer.port), POOLER="pgbouncer-prepared",
+                                   DISABLE_SERVER_SIDE_CURSORS=True):
             for i in range(6):
                 credits_debit(account_id=member.account.id, amount=D("0.5"), description="prepared")
                 response = post_json(client_for(owner), USAGE_URL, usage_body(member, f"prep-{i}"))
                 assert response.status_code == 201, response.content
             assert connection.connection.prepare_threshold is not None
             assert connection.connection._prepared._names  # statements were prepared
-        finally:
-            connection.close()
-            settings_dict.clear()
-            settings_dict.update(saved)
     assert_ledger_invariants(member.account)

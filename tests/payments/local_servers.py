@@ -28,14 +28,10 @@ from pathlib import Path
 import pytest
 import stripe
 
+from tests.servers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_KEY = "sk_test_localstripe_1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:

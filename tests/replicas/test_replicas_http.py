@@ -14,7 +14,8 @@ from decimal import Decimal
 import pytest
 
 from tests.replicas.cluster import Replication
-from tests.replicas.conftest import Gunicorn, Seeded
+from tests.replicas.conftest import Seeded
+from tests.servers import Gunicorn
 
 # The test database must exist (the primary's schema is copied from it); no test here uses it otherwise.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,8 +94,8 @@ def test_lagging_listings_read_the_replica_and_the_account_after_a_debit_reads_t
     assert again["transaction"]["id"] == debit_id
     body = {"account_id": seeded.member_account_id, "amount": "2.00", "description": "goodwill"}
     headers = {"Idempotency-Key": "replica-adjust-1"}
-    first = server.request("POST", MANUAL_URL, body, seeded.owner_token, headers)
-    replayed = server.request("POST", MANUAL_URL, body, seeded.owner_token, headers)
+    first = server.request("POST", MANUAL_URL, body, seeded.owner_token, headers=headers)
+    replayed = server.request("POST", MANUAL_URL, body, seeded.owner_token, headers=headers)
     assert (first[0], replayed[0]) == (201, 200), (first, replayed)
     assert replayed[1]["id"] == first[1]["id"]
     assert available(server, seeded) == before_available - D("1.25") + D("2.00")
