@@ -9,7 +9,7 @@ WEB_CONCURRENCY ?= 3
 WEB_THREADS ?= 4
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-pgbouncer setup migrate demo db-stop bench chaos clean
+.PHONY: run test test-pgbouncer setup migrate demo db-stop bench chaos load clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
@@ -62,6 +62,44 @@ bench: migrate
 	$(PY) bench/usage_batch.py
 	$(PY) bench/usage_stats.py
 	$(PY) bench/webhooks.py
+
+# The load test (README, "Load test"): a server started as `make run` starts it (on LOAD_PORT, its access log and
+# output in var/load/, no control socket, a webhook secret of its own), load members ready in the demo platform
+# (bench/load/prepare.py), then locust headless for LOAD_SECONDS with LOAD_USERS users (bench/load/locustfile.py:
+# usage 70, holds 10, listings 10, account reads 5, webhooks 5); the server stopped, then `verify_ledger`, which
+# must be clean, and the run's top-up orders each credited at most once. Fails on any request error too (locust's
+# exit code), after those checks.
+LOAD_PORT ?= 8765
+LOAD_USERS ?= 20
+LOAD_RATE ?= 10
+LOAD_SECONDS ?= 60
+LOAD_WEBHOOK_SECRET ?= whsec_load_test_secret
+
+load: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) bench/load/prepare.py free $(LOAD_PORT)
+	rm -rf var/load && mkdir -p var/load/prometheus
+	@set -uo pipefail; \
+	export STRIPE_WEBHOOK_SECRET=$(LOAD_WEBHOOK_SECRET); \
+	PROMETHEUS_MULTIPROC_DIR=var/load/prometheus LOG_FORMAT=text setsid $(VENV)/bin/gunicorn \
+		billing_service.wsgi:application --bind 127.0.0.1:$(LOAD_PORT) --workers $(WEB_CONCURRENCY) \
+		--worker-class gthread --threads $(WEB_THREADS) --access-logfile var/load/access.log --preload \
+		--no-control-socket >var/load/server.log 2>&1 & \
+	server=$$!; \
+	trap 'kill -TERM -- -'$$server' 2>/dev/null; wait '$$server' 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	echo "server pid $$server on 127.0.0.1:$(LOAD_PORT) (log: var/load/server.log); load average: $$(cut -d' ' -f1-3 /proc/loadavg)"; \
+	$(PY) bench/load/prepare.py wait http://127.0.0.1:$(LOAD_PORT)/readyz --pid $$server || exit 1; \
+	$(PY) bench/load/prepare.py users var/load/users.json --users $(LOAD_USERS) \
+		--orders $$(( $(LOAD_SECONDS) / 2 + 5 )) || exit 1; \
+	LOAD_USERS_FILE=var/load/users.json $(VENV)/bin/locust -f bench/load/locustfile.py --headless --only-summary \
+		--host http://127.0.0.1:$(LOAD_PORT) -u $(LOAD_USERS) -r $(LOAD_RATE) -t $(LOAD_SECONDS)s \
+		--stop-timeout 10 --csv var/load/stats; \
+	locust_status=$$?; \
+	kill -TERM -- -$$server 2>/dev/null; wait $$server 2>/dev/null; trap - EXIT; \
+	echo "server stopped; verify_ledger:"; \
+	$(PY) manage.py verify_ledger --progress off || exit 1; \
+	$(PY) bench/load/prepare.py check var/load/users.json || exit 1; \
+	if [ $$locust_status -ne 0 ]; then echo "locust reported errors (exit $$locust_status)"; exit $$locust_status; fi
 
 # Stops the embedded PostgreSQL (it keeps running between commands so they can share it).
 db-stop: setup
