@@ -81,24 +81,7 @@ def checkout_create(
         body["customer"] = {"email": customer_email}
     if discount_code:
         body["discount_code"] = discount_code
-    request = urllib.request.Request(
-        f"{settings.CREEM_API_BASE.rstrip('/')}/v1/checkouts",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={API_KEY_HEADER: settings.CREEM_API_KEY, "Content-Type": "application/json",
-                 "Accept": "application/json"},
-    )
-    try:
-        timeout = settings.CREEM_TIMEOUT_SECONDS
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - https base from settings
-            answer = json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        message = _error_message(exc)
-        logger.warning("Creem refused the checkout of order %s: %s %s", order_id, exc.code, message)
-        raise PaymentProviderError(details={"provider": "creem", "provider_message": message}) from exc
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
-        logger.warning("Creem could not be reached for the checkout of order %s: %s", order_id, exc)
-        raise PaymentProviderError(details={"provider": "creem"}) from exc
+    answer = _call("POST", "/v1/checkouts", body=body, what=f"the checkout of order {order_id}")
     checkout_id = answer.get("id") if isinstance(answer, dict) else None
     url = answer.get("checkout_url") if isinstance(answer, dict) else None
     if not isinstance(checkout_id, str) or not checkout_id or not isinstance(url, str) or not url:
@@ -167,20 +150,7 @@ def transactions_pages(*, page_size: int = 100) -> Iterator[list[dict[str, Any]]
     page: int | None = 1
     while page is not None:
         query = urllib.parse.urlencode({"page_number": page, "page_size": page_size})
-        request = urllib.request.Request(
-            f"{settings.CREEM_API_BASE.rstrip('/')}/v1/transactions/search?{query}", method="GET",
-            headers={API_KEY_HEADER: settings.CREEM_API_KEY, "Accept": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=settings.CREEM_TIMEOUT_SECONDS) as response:  # noqa: S310
-                answer = json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            message = _error_message(exc)
-            logger.warning("Creem refused the transactions (page %s): %s %s", page, exc.code, message)
-            raise PaymentProviderError(details={"provider": "creem", "provider_message": message}) from exc
-        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
-            logger.warning("Creem could not be reached for the transactions (page %s): %s", page, exc)
-            raise PaymentProviderError(details={"provider": "creem"}) from exc
+        answer = _call("GET", f"/v1/transactions/search?{query}", what=f"the transactions (page {page})")
         items = answer.get("items") if isinstance(answer, dict) else None
         if not isinstance(items, list):
             raise PaymentProviderError(details={"provider": "creem"})
@@ -188,3 +158,23 @@ def transactions_pages(*, page_size: int = 100) -> Iterator[list[dict[str, Any]]
         pagination = answer.get("pagination") if isinstance(answer.get("pagination"), dict) else {}
         following = pagination.get("next_page")
         page = following if isinstance(following, int) and following > page else None
+
+
+def _call(method: str, path: str, *, what: str, body: dict[str, Any] | None = None) -> Any:
+    """One call of Creem's API (``CREEM_API_BASE``, authenticated by the API key): its JSON answer; a refusal or no
+    answer is a ``PaymentProviderError`` (logged, naming ``what`` was asked)."""
+    headers = {API_KEY_HEADER: settings.CREEM_API_KEY, "Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(f"{settings.CREEM_API_BASE.rstrip('/')}{path}", method=method, headers=headers,
+                                     data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=settings.CREEM_TIMEOUT_SECONDS) as response:  # noqa: S310
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        message = _error_message(exc)
+        logger.warning("Creem refused %s: %s %s", what, exc.code, message)
+        raise PaymentProviderError(details={"provider": "creem", "provider_message": message}) from exc
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+        logger.warning("Creem could not be reached for %s: %s", what, exc)
+        raise PaymentProviderError(details={"provider": "creem"}) from exc
