@@ -10,7 +10,7 @@ database connection. Two sides, alternated over several rounds in the same run, 
             reserved_after, created_at, type counter, last_entry_at).
 
 Prints debits/s per side per round, the medians, and ``ratio project/baseline`` (target >= 0.8), then
-checks the account with ``credits.selectors.ledger_verify``.
+checks the account with ``credits.verification.ledger_verify``.
 
 Runs in its own database (``billing_bench_debit`` on the configured server, created and migrated if
 missing; ``BENCH_DATABASE_NAME`` overrides) and on a fresh account every run, so it never touches other
@@ -306,7 +306,7 @@ def main() -> int:
 def _verify(account: object, written: int) -> bool:
     """``ledger_verify``, and rows = 1 grant + every debit counted, balance = funds - 0.01 x debits."""
     from credits.models import LedgerEntry
-    from credits.selectors import ledger_verify
+    from credits.verification import ledger_verify
 
     started = time.perf_counter()
     check = ledger_verify(account=account)

@@ -74,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     from accounts.models import Platform
     from accounts.outbound_models import OutboundEvent
     from accounts.services import member_add, platform_create
-    from credits.selectors import account_for, ledger_verify
+    from credits.selectors import account_for
+    from credits.verification import ledger_verify
     from credits.services import UsageInput, alert_threshold_set, credits_grant, usage_record
 
     version, sync_commit = server_facts()

@@ -215,7 +215,8 @@ def main() -> int:
     from accounts.models import Role
     from accounts.services import member_add, platform_create
     from credits.models import CreditAccount
-    from credits.selectors import account_for, ledger_verify
+    from credits.selectors import account_for
+    from credits.verification import ledger_verify
     from credits.services import credits_grant
 
     platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: PgBouncer")

@@ -149,7 +149,7 @@ def _verify(platform: object, *, run: str, sent: dict, accounts: dict) -> bool:
     from django.db.models import Sum
 
     from credits.models import CreditAccount, UsageEvent
-    from credits.selectors import ledger_verify
+    from credits.verification import ledger_verify
     from entitlements.models import SeatCharge, SeatWindow
 
     events = UsageEvent.objects.filter(platform=platform, request_id__startswith=f"{run}-")

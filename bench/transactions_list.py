@@ -181,7 +181,7 @@ def main() -> int:
     from rest_framework.test import APIClient
 
     from accounts.services import platform_create
-    from credits.selectors import ledger_verify
+    from credits.verification import ledger_verify
 
     print(f"Transaction listing: GET {URL} page 1, {BIG:,} vs {SMALL:,} ledger rows, in-process (APIClient)")
     platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: transaction listing")

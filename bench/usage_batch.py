@@ -453,7 +453,7 @@ def _verify(platform: object, *, run: str, written: dict, account_ids: list[uuid
     from django.db import connection
 
     from credits.models import CreditAccount, UsageEvent, UsageRollup
-    from credits.selectors import ledger_verify
+    from credits.verification import ledger_verify
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM credits_usageevent WHERE platform_id = %s AND request_id LIKE %s",

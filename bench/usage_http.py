@@ -191,7 +191,7 @@ def _verify(platform: object, *, run: str, sent: dict, account_ids: list[str]) -
     from django.db import connection
 
     from credits.models import CreditAccount, UsageEvent, UsageRollup
-    from credits.selectors import ledger_verify
+    from credits.verification import ledger_verify
 
     events = UsageEvent.objects.filter(platform=platform, request_id__startswith=f"{run}-").count()
     expected = sum(n for side, n in sent.items() if side != "noop")

@@ -186,7 +186,7 @@ def main() -> int:
     from rest_framework.test import APIClient
 
     from accounts.services import platform_create
-    from credits.selectors import ledger_verify
+    from credits.verification import ledger_verify
 
     print(f"Usage statistics: GET {URL} (monthly, 365 days) vs GROUP BY over the raw events, {EVENTS:,} events")
     platform, _ = platform_create(platform_key=PLATFORM_KEY, name="Benchmark: usage statistics")

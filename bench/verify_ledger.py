@@ -110,7 +110,7 @@ def run_ours(key: str) -> tuple[float, str]:
 def run_baseline(conninfo: dict, key: str) -> tuple[float, int]:
     import psycopg
 
-    from credits.selectors import _LedgerFold
+    from credits.verification import _LedgerFold
 
     started = time.perf_counter()
     rows = 0

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from accounts.models import Membership, Role
 from credits.models import CreditAccount, LedgerEntry, TransactionType
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from tests.payments.recharge_support import auto_recharge_of, auto_recharge_set
 
 

@@ -14,7 +14,7 @@ from rest_framework.exceptions import ValidationError
 from billing_service.idempotency import client_key
 from billing_service.money import MoneyField
 from credits.models import CreditAccount, LedgerEntry
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from credits.services import credits_debit, credits_grant, hold_create
 from tests.api_helpers import (
     ADMIN_TRANSACTIONS_URL,

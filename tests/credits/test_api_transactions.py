@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from credits.models import CreditAccount, LedgerEntry, TransactionType
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from credits.services import (
     credits_adjust,
     credits_debit,

@@ -18,7 +18,7 @@ from django.db import connection, transaction
 
 from credits.errors import InsufficientCredits
 from credits.models import Checkin, CheckinConfig, CreditAccount, LedgerEntry
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from credits.services import credits_debit, credits_grant, hold_create, hold_release
 from credits.services.checkin import checkin, checkin_config_set
 from credits.services.expiry import ExpiryRun, checkin_credits_expire

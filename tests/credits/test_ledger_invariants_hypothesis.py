@@ -9,7 +9,7 @@ Invariants (see ``credits.models``):
 4. ``available`` (``balance - reserved``) is never below zero, on the account or after any row;
 5. one idempotency key never makes two rows of one account.
 
-``assert_ledger_invariants`` checks them with ``credits.selectors.ledger_verify`` *and* with SQL written here,
+``assert_ledger_invariants`` checks them with ``credits.verification.ledger_verify`` *and* with SQL written here,
 independently of the application; the other ledger test modules import it.
 """
 
@@ -42,7 +42,7 @@ from credits.errors import (
     RefundExceedsOriginal,
 )
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from credits.services import (
     credits_adjust,
     credits_debit,

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from credits.models import CreditAccount
-from credits.selectors import ledger_verify, ledger_verify_accounts
+from credits.verification import ledger_verify, ledger_verify_accounts
 from credits.services import credits_debit, credits_grant
 from tests.conftest import make_member
 

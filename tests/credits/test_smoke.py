@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from credits.services import credits_debit
 from tests.conftest import client_for
 

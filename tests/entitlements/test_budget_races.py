@@ -25,7 +25,7 @@ from django.db.models import Q, Sum
 
 from credits.locks import account_lock
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, UsageEvent
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from credits.services import UsageInput, hold_create, usage_record, usage_record_batch
 from entitlements.errors import BudgetExceeded
 from entitlements.models import AIPlan, Overage, SeatAssignment, SeatCharge, SeatWindow, Tier, WindowKind

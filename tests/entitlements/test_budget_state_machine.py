@@ -49,7 +49,7 @@ from billing_service.money import floor_to_quantum
 from credits.errors import HoldExpired, HoldNotActive, IdempotencyConflict
 from credits.ledger import charge_split
 from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, UsageEvent
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from credits.services import (
     UsageInput,
     hold_create,

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from credits.errors import InsufficientCredits
 from credits.models import CreditAccount, Hold, LedgerEntry, UsageEvent
-from credits.selectors import ledger_verify
+from credits.verification import ledger_verify
 from credits.services import UsageInput, hold_create, hold_release, usage_capture, usage_record, usage_record_batch
 from entitlements.errors import BudgetExceeded, ModelNotEntitled
 from entitlements.models import AIPlanModel, Overage, SeatAssignment, SeatCharge, SeatSubscription, SeatWindow, Tier

@@ -6,7 +6,7 @@ from django.db.models import Sum
 from tqdm import tqdm
 
 from credits.models import CreditAccount
-from credits.selectors import ledger_verify_accounts
+from credits.verification import ledger_verify_accounts
 
 
 class Command(BaseCommand):
