@@ -396,11 +396,8 @@ def _our_recharges(run: StripeRun) -> None:
     recharges = Recharge.objects.filter(status=RechargeStatus.SUCCEEDED, created_at__gte=run.since)
     if run.platform is not None:
         recharges = recharges.filter(account__platform=run.platform)
-    for chunk in _chunks(recharges.order_by("pk").values_list("pk", "provider_payment_id")):
-        run.report.checked["recharges here"] += len(chunk)
-        for pk, intent_id in chunk:
-            if pk not in run.seen_recharges:
-                _known_to_stripe(run, f"recharge {pk}", intent_id, kind="payment_intents")
+    _unseen_known_to_stripe(run, recharges.values_list("pk", "provider_payment_id"), seen=run.seen_recharges,
+                            what="recharge", counted="recharges here", kind="payment_intents")
 
 
 def _our_periods(run: StripeRun) -> None:
@@ -408,8 +405,14 @@ def _our_periods(run: StripeRun) -> None:
                                               ).exclude(invoice_id="")
     if run.platform is not None:
         periods = periods.filter(subscription__account__platform=run.platform)
-    for chunk in _chunks(periods.order_by("pk").values_list("pk", "invoice_id")):
-        run.report.checked["plan periods here"] += len(chunk)
-        for pk, invoice_id in chunk:
-            if pk not in run.seen_periods:
-                _known_to_stripe(run, f"plan period {pk}", invoice_id, kind="invoices")
+    _unseen_known_to_stripe(run, periods.values_list("pk", "invoice_id"), seen=run.seen_periods,
+                            what="plan period", counted="plan periods here", kind="invoices")
+
+
+def _unseen_known_to_stripe(run: StripeRun, rows, *, seen: set, what: str, counted: str, kind: str) -> None:  # noqa: ANN001
+    """Our rows (pk, Stripe object id), in chunks: each no listing showed is looked up at Stripe one by one."""
+    for chunk in _chunks(rows.order_by("pk")):
+        run.report.checked[counted] += len(chunk)
+        for pk, object_id in chunk:
+            if pk not in seen:
+                _known_to_stripe(run, f"{what} {pk}", object_id, kind=kind)
