@@ -313,6 +313,8 @@ CELERY_BEAT_SCHEDULE = {
     "expire-checkin-credits": {"task": "credits.tasks.checkin_credits_expire_task", "schedule": 300.0},
     # the admin dashboard's daily rollups of the ledger (today and yesterday recomputed)
     "refresh-ledger-rollups": {"task": "credits.tasks.ledger_rollups_refresh_task", "schedule": 300.0},
+    # the coming months' partitions of the ledger and the usage events (credits.partitions)
+    "ensure-history-partitions": {"task": "credits.tasks.partitions_ensure_task", "schedule": 6 * 3600.0},
     # outbound webhooks due (a new event's first try is sent on commit; this catches retries and lost sends)
     "deliver-outbound-webhooks": {"task": "accounts.tasks.outbound_deliver_task", "schedule": 30.0},
 }
@@ -325,6 +327,9 @@ OUTBOUND_RETRY_FOR_SECONDS = float(os.environ.get("OUTBOUND_RETRY_FOR_SECONDS", 
 OUTBOUND_ALLOW_HTTP = env_bool("OUTBOUND_ALLOW_HTTP", DEBUG)
 # Endpoints on loopback, private or link-local addresses (a development receiver; never in production).
 OUTBOUND_ALLOW_PRIVATE_HOSTS = env_bool("OUTBOUND_ALLOW_PRIVATE_HOSTS", False)
+# Months of the ledger's and usage events' partitions created ahead of this one (credits.partitions: by the beat,
+# and by every migrate); a row of a month without its partition is refused.
+PARTITION_MONTHS_AHEAD = int(os.environ.get("PARTITION_MONTHS_AHEAD", "3"))
 # Called by credits.ledger after a debit leaves an account with auto-recharge on below its threshold.
 CREDITS_LOW_BALANCE_HOOK = "payments.recharge.recharge_after_debit"
 # A member holding a seat: their usage is paid by the seat first, within its budgets (credits.funding).

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class CreditsConfig(AppConfig):
@@ -12,3 +13,14 @@ class CreditsConfig(AppConfig):
         from credits.services import account_ensure
 
         holder_handler_register(account_ensure)
+        # Every migrate creates the coming months' partitions of the history tables (the beat does it too).
+        post_migrate.connect(_partitions_ensure, sender=self)
+
+
+def _partitions_ensure(using: str, **kwargs: object) -> None:
+    from django.db import connections
+
+    from credits.partitions import partitions_ensure
+
+    if using == "default" and connections[using].vendor == "postgresql":
+        partitions_ensure()

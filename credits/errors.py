@@ -96,3 +96,10 @@ class CheckinDisabled(PermissionDenied):
 class AlreadyCheckedIn(Conflict):
     code = "already_checked_in"
     default_message = "You have already checked in today: come back at next_checkin_at."
+
+
+class HistoryError(Conflict):
+    """A month of history cannot be detached (``credits.partitions``): an operator's command, not an endpoint."""
+
+    code = "history_not_detachable"
+    default_message = "This month cannot be detached."

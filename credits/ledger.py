@@ -34,14 +34,15 @@ from billing_service.money import DECIMAL_PLACES, EXACT_CONTEXT, QUANTUM, floor_
 from credits import sql
 from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
 from credits.locks import accounts_lock
-from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry
+from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, LedgerKey
 
 _ENTRY_FIELDS = sql.ENTRY_FIELDS
 _ATTNAMES = [f.attname for f in _ENTRY_FIELDS]
 _N = len(_ENTRY_FIELDS)
 # Fields whose raw database value needs converting (jsonb arrives as text).
 _CONVERTERS = [(i, f) for i, f in enumerate(_ENTRY_FIELDS) if hasattr(f, "from_db_value")]
-_IDEMPOTENCY_CONSTRAINT = "ledger_unique_idempotency_key"
+# A key posts once per account: the key table claimed by every keyed row (``credits.history_models``).
+_IDEMPOTENCY_CONSTRAINT = f"{LedgerKey._meta.db_table}_pkey"
 # Idempotency keys are unique per account and come in two namespaces that never meet: a key a client chose
 # (the Idempotency-Key header) is stored as "client:<key>" (``billing_service.idempotency.client_key``); every
 # key the service derives is "<kind>:<...>" with a kind of its own (usage, order, recharge, period, rollover,

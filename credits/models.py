@@ -6,6 +6,9 @@ Invariants kept by the services and, where a database can, by PostgreSQL itself:
 - Ledger rows are numbered 1, 2, 3... per account with no gap (``sequence``), carry the running
   ``balance_after``, and can never be updated or deleted (a trigger refuses it).
 - ``created_at`` never decreases along ``sequence`` within an account, so a date range is a sequence range.
+- The ledger and the usage events are partitioned by month (``credits.partitions``); the rules spanning every
+  month (an idempotency key or a request_id used once per account, references to their rows) are kept by triggers
+  and the tables of ``credits.history_models``.
 """
 
 from __future__ import annotations
@@ -229,8 +232,10 @@ class LedgerEntry(models.Model):
     hold = models.ForeignKey(
         Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="entries", db_index=False
     )
+    # A reference to a partitioned row: checked by a trigger, not a foreign key (``credits.partitions``).
     refund_of = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="refunds", db_index=False
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="refunds", db_index=False,
+        db_constraint=False,
     )
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     request_hash = models.CharField(max_length=64, blank=True, default="")
@@ -247,14 +252,12 @@ class LedgerEntry(models.Model):
             models.Index(fields=["platform", "-created_at"], name="ledger_platform_created"),
             models.Index(fields=["refund_of"], condition=Q(refund_of__isnull=False), name="ledger_refund_of"),
             models.Index(fields=["hold"], condition=Q(hold__isnull=False), name="ledger_hold"),
+            # Unique per account in every month: a key table (``LedgerKey``) holds it across months.
+            models.Index(fields=["account", "idempotency_key"], condition=Q(idempotency_key__isnull=False),
+                         name="ledger_account_key"),
         ]
+        # (account, sequence) is unique by an index of each month's partition (``credits.partitions``).
         constraints = [
-            models.UniqueConstraint(fields=["account", "sequence"], name="ledger_unique_sequence"),
-            models.UniqueConstraint(
-                fields=["account", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="ledger_unique_idempotency_key",
-            ),
             models.CheckConstraint(condition=Q(sequence__gte=1), name="ledger_sequence_positive"),
             models.CheckConstraint(
                 condition=Q(transaction_type__in=TransactionType.values), name="ledger_type_valid"
@@ -352,7 +355,8 @@ class UsageEvent(models.Model):
     description = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     ledger_entry = models.ForeignKey(
-        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False,
+        db_constraint=False,
     )
     hold = models.ForeignKey(Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False)
     request_hash = models.CharField(max_length=64)
@@ -361,8 +365,9 @@ class UsageEvent(models.Model):
 
     class Meta:
         ordering = ["-occurred_at"]
+        # Unique per account: a key table (``UsageKey``) holds it across months.
+        indexes = [models.Index(fields=["account", "request_id"], name="usage_account_request")]
         constraints = [
-            models.UniqueConstraint(fields=["account", "request_id"], name="usage_unique_request_per_account"),
             models.CheckConstraint(condition=Q(cost__gte=0), name="usage_cost_not_negative"),
             models.CheckConstraint(
                 condition=(Q(input_tokens__isnull=True) | Q(input_tokens__gte=0))
@@ -449,14 +454,15 @@ class Checkin(models.Model):
     streak = models.PositiveIntegerField()
     credits = money_field()
     ledger_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, null=True, blank=True,
-                                        related_name="+")
+                                        related_name="+", db_constraint=False)
     created_at = models.DateTimeField(auto_now_add=True)
     # Expiry of the credits granted (CheckinConfig.credits_expire_after_days when granted; none: never).
     expires_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True, help_text="When the expiry of these credits was settled.")
     expired_credits = money_field(null=True, blank=True, help_text="What was left of them and taken back then.")
     expiry_entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
-                                     db_index=False, help_text="The `expiry` ledger row that took them back.")
+                                     db_index=False, db_constraint=False,
+                                     help_text="The `expiry` ledger row that took them back.")
 
     class Meta:
         ordering = ["-day"]
@@ -507,3 +513,6 @@ class LedgerDailyRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.platform_id} {self.day} {self.transaction_type}: +{self.credits_in} -{self.credits_out}"
+
+
+from credits.history_models import ArchivedTotals, LedgerKey, UsageKey  # noqa: E402, F401 - registered with the app

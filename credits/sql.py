@@ -21,7 +21,7 @@ from django.db import connection
 from accounts.models import Platform
 from accounts.outbound_models import OutboundEvent
 from credits.models import (
-    Checkin, CheckinConfig, CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageRollup,
+    Checkin, CheckinConfig, CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageKey, UsageRollup,
 )
 
 ENTRY_TABLE = LedgerEntry._meta.db_table
@@ -182,11 +182,15 @@ def rollup_upsert(events: str) -> str:
 
 
 _EVENT_RETURNS = "RETURNING account_id, occurred_at, endpoint, success, cost, input_tokens, output_tokens"
-# One event: insert it unless its request_id is known, and add it to its rollup only if inserted.
+# An event's values from its named parameters (e0, e1...: ``EVENT_PARAMS``).
+_EVENT_VALUES = ", ".join(f"%({p})s::{_param_type(f)}" for p, f in zip(EVENT_PARAMS, EVENT_FIELDS, strict=True))
+_EVENT_PARAM = dict(zip(EVENT_COLUMNS, EVENT_PARAMS, strict=True))
+# One event: insert it unless its request_id is known (claimed in ``UsageKey``), and add it to its rollup only if
+# inserted.
 INSERT_EVENT = (
-    f"WITH ev AS (INSERT INTO {EVENT_TABLE} ({_EVENT_COLS}) VALUES ("
-    + ", ".join("%s::jsonb" if f.attname == "metadata" else "%s" for f in EVENT_FIELDS)
-    + f") ON CONFLICT (account_id, request_id) DO NOTHING {_EVENT_RETURNS}), "
+    f"WITH ev AS (INSERT INTO {EVENT_TABLE} ({_EVENT_COLS}) SELECT {_EVENT_VALUES} WHERE NOT EXISTS (SELECT 1 FROM "
+    f"{UsageKey._meta.db_table} WHERE account_id = %({_EVENT_PARAM['account_id']})s "
+    f"AND request_id = %({_EVENT_PARAM['request_id']})s) {_EVENT_RETURNS}), "
     f"ru AS ({rollup_upsert('ev')}) SELECT count(*) FROM ev"
 )
 # A charged event recorded for the first time, in one statement: the ledger's keyed debit of an account of the
@@ -196,9 +200,8 @@ RECORD_CHARGED = posting_statement(
     with_key=True,
     unfunded=True,
     then=(
-        f", ev AS (INSERT INTO {EVENT_TABLE} ({_EVENT_COLS}) SELECT "
-        + ", ".join(f"%({p})s::{_param_type(f)}" for p, f in zip(EVENT_PARAMS, EVENT_FIELDS, strict=True))
-        + f" FROM ins {_EVENT_RETURNS}), ru AS ({rollup_upsert('ev')})"
+        f", ev AS (INSERT INTO {EVENT_TABLE} ({_EVENT_COLS}) SELECT {_EVENT_VALUES} FROM ins {_EVENT_RETURNS}), "
+        f"ru AS ({rollup_upsert('ev')})"
     ),
 )
 # The general path's lock (``credits.locks.account_lock_for_usage``): the account of the platform, with what a

@@ -27,3 +27,11 @@ def checkin_credits_expire_task() -> dict[str, object]:
     run = checkin_credits_expire()
     return {"accounts": run.accounts, "lots": run.lots, "entries": run.entries, "taken": str(run.taken),
             "forgiven": str(run.forgiven)}
+
+
+@shared_task(name="credits.tasks.partitions_ensure_task")
+def partitions_ensure_task() -> list[str]:
+    """Creates the coming months' partitions of the ledger and the usage events (``credits.partitions``)."""
+    from credits.partitions import partitions_ensure
+
+    return partitions_ensure()

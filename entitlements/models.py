@@ -249,7 +249,7 @@ class SeatCharge(models.Model):
     weekly_spent_after = exact_field()
     session_spent_after = exact_field()
     usage_event = models.ForeignKey(UsageEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
-                                    db_index=False)
+                                    db_index=False, db_constraint=False)  # partitioned: a trigger checks it
     hold = models.ForeignKey(Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     model = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField()

@@ -209,7 +209,7 @@ class Order(models.Model):
         max_length=255, blank=True, default="", help_text="The provider's customer id (Stripe: cus_...)."
     )
     ledger_entry = models.OneToOneField(
-        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="order",
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, db_constraint=False, related_name="order",
         help_text="The ledger add row that credited this order (a subscription: its first period's grant).",
     )
     plan = models.ForeignKey(
@@ -346,7 +346,7 @@ class PlanCreditPeriod(models.Model):
     granted = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES)
     carried_in = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, default=Decimal(0))
     grant_entry = models.OneToOneField(
-        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, db_constraint=False, related_name="+",
         help_text="The add row of the grant (none when the plan includes no credits).",
     )
     grant_sequence = models.BigIntegerField(help_text="The account's ledger sequence right after the grant.")
@@ -384,7 +384,7 @@ class PlanCreditPeriod(models.Model):
     carried_out = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
     expired = models.DecimalField(max_digits=MAX_DIGITS, decimal_places=DECIMAL_PLACES, null=True, blank=True)
     rollover_entry = models.OneToOneField(
-        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, db_constraint=False, related_name="+",
         help_text="The rollover row that removed the expired plan credits.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -437,7 +437,7 @@ class CouponRedemption(models.Model):
     )
     source = models.CharField(max_length=16, choices=RedemptionSource.choices)
     ledger_entry = models.OneToOneField(
-        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, db_constraint=False, related_name="+",
         help_text="The promotion row of a credits coupon.",
     )
     order = models.OneToOneField(

@@ -130,7 +130,7 @@ class Recharge(models.Model):
     provider_payment_method_id = models.CharField(max_length=255)
     provider_payment_id = models.CharField(max_length=255, blank=True, default="", help_text="Stripe: pi_...")
     ledger_entry = models.OneToOneField(
-        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="recharge"
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, db_constraint=False, related_name="recharge"
     )
     attempts = models.PositiveIntegerField(default=0, help_text="Times the charge was sent to the provider.")
     failure_reason = models.CharField(max_length=32, choices=RechargeFailure.choices, blank=True, default="")

@@ -30,7 +30,7 @@ from credits.errors import AccountNotFound, HoldNotFound, IdempotencyConflict, R
 from credits.funding import Funded, FundingRequest
 from credits.ledger import charge_is_whole, charge_split, is_idempotency_race
 from credits.locks import account_lock_for_usage
-from credits.models import CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent
+from credits.models import CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageKey
 from credits.selectors import account_carried_remainder, model_price_versions, usage_call_get
 from credits.services.common import actor_id_of
 from credits.services.holds import HoldResult, hold_capture
@@ -46,7 +46,7 @@ from credits.services.usage_events import (
     usage_price,
 )
 
-_USAGE_CONSTRAINT = "usage_unique_request_per_account"
+_USAGE_CONSTRAINT = f"{UsageKey._meta.db_table}_pkey"  # a request_id is recorded once (credits.history_models)
 T = TypeVar("T")
 
 

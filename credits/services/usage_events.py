@@ -188,7 +188,7 @@ def events_write(rows: list[tuple]) -> None:
     already recorded raises IdempotencyConflict (the locks make it unreachable from the services' own paths)."""
     with server_bound_cursor() as cursor:
         if len(rows) == 1:
-            cursor.execute(sql.INSERT_EVENT, rows[0], prepare=True)
+            cursor.execute(sql.INSERT_EVENT, dict(zip(sql.EVENT_PARAMS, rows[0], strict=True)), prepare=True)
             if not cursor.fetchone()[0]:
                 details = {"request_id": rows[0][_REQUEST_ID]}
                 if rows[0][_HOLD] is not None:
