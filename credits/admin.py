@@ -20,7 +20,9 @@ from billing_service.errors import DomainError
 from billing_service.admin_base import ReadOnlyAdmin
 from billing_service.forms import StrictModelForm
 from billing_service.money import DECIMAL_PLACES, MAX_AMOUNT, format_exact, format_money
-from credits.models import CreditAccount, Hold, HoldStatus, LedgerDailyRollup, LedgerEntry
+from credits.models import (
+    ArchivedTotals, CreditAccount, Hold, HoldStatus, LedgerDailyRollup, LedgerEntry,
+)
 from credits.services import credits_adjust, hold_release
 
 
@@ -409,3 +411,15 @@ class LedgerDailyRollupAdmin(ReadOnlyAdmin):
     search_fields = ["platform__platform_key", "=transaction_type"]
     list_select_related = ["platform"]
     date_hierarchy = "day"
+
+
+# LedgerKey and UsageKey (the keys claimed across months) have composite primary keys, which the admin cannot show.
+
+
+@admin.register(ArchivedTotals)
+class ArchivedTotalsAdmin(ReadOnlyAdmin):
+    """What the detached months held per account (``partitions detach``)."""
+
+    list_display = ["account", "through_sequence", "balance", "reserved", "usage_cost", "usage_charged"]
+    search_fields = ["=account__id", "account__user__username"]
+    list_select_related = ["account__user"]

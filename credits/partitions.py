@@ -40,7 +40,6 @@ LEDGER = LedgerEntry._meta.db_table
 EVENTS = UsageEvent._meta.db_table
 # The partitioned tables: the column their months are ranges of.
 HISTORY = {LEDGER: "created_at", EVENTS: "recorded_at"}
-MODELS = {LEDGER: LedgerEntry, EVENTS: UsageEvent}
 
 # What the statement trigger of each claims, from the rows a statement wrote (``credits.history_models``): the
 # key table, its column naming the row, and the claim.
@@ -248,7 +247,7 @@ def partition_references(table: str, month: date) -> dict[str, int]:
     return found
 
 
-def partition_detach(table: str, *, allow_references: bool = False) -> Detached:
+def partition_detach(table: str, *, allow_references: bool = False, now: datetime | None = None) -> Detached:
     """Detaches the oldest attached month of ``table`` (``HISTORY``) into a table of its own, in one
     transaction with its per-account totals (``ArchivedTotals``) and the release of its keys. Refused for this
     month or a later one, and while rows elsewhere name its rows, unless ``allow_references`` (they then name
@@ -257,7 +256,7 @@ def partition_detach(table: str, *, allow_references: bool = False) -> Detached:
     if not months:  # None or empty
         raise HistoryError("No attached month to detach.")
     month = months[0]
-    if month_after(month) > month_start(timezone.now()):
+    if month_after(month) > month_start(now or timezone.now()):
         raise HistoryError(f"{month:%Y-%m} is not over: only months before the current one are detached.")
     name = partition_name(table, month)
     if not allow_references and (named := partition_references(table, month)):

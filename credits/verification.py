@@ -14,7 +14,7 @@ from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan
 from django.db.models.functions import RowNumber
 
 from billing_service.money import EXACT_CONTEXT
-from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType, UsageEvent
+from credits.models import ArchivedTotals, CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType, UsageEvent
 
 @dataclass(frozen=True, slots=True)
 class LedgerCheck:
@@ -54,7 +54,9 @@ def ledger_verify_accounts(
         if not batch:
             return
         ids = [account.pk for account in batch]
-        folds = {account_id: _LedgerFold() for account_id in ids}
+        # What detached months held (``credits.partitions``): the folds and the usage sums start from it.
+        archived = {row.account_id: row for row in ArchivedTotals.objects.filter(account_id__in=ids)}
+        folds = {account_id: _LedgerFold(archived.get(account_id)) for account_id in ids}
         for rows in _ledger_chunks(ids, rows_per_chunk):
             for row in rows:
                 folds[row[0]].add(row)
@@ -70,7 +72,8 @@ def ledger_verify_accounts(
             mismatched.setdefault(account_id, []).append(request_id)
         for account in batch:
             problems = folds[account.pk].finish(account, active_holds=holds.get(account.pk) or Decimal(0))
-            problems += _usage_charge_problems(account, usage.get(account.pk), mismatched.get(account.pk, []))
+            problems += _usage_charge_problems(account, usage.get(account.pk), mismatched.get(account.pk, []),
+                                               archived.get(account.pk))
             yield LedgerCheck(account_id=account.pk, problems=problems)
         last_id = ids[-1]
 
@@ -104,11 +107,12 @@ class _LedgerFold:
 
     __slots__ = ("balance", "reserved", "expected_sequence", "last_created", "counts", "problems")
 
-    def __init__(self) -> None:
-        self.balance = self.reserved = Decimal(0)
-        self.expected_sequence = 1
+    def __init__(self, archived: ArchivedTotals | None = None) -> None:
+        self.balance = archived.balance if archived else Decimal(0)
+        self.reserved = archived.reserved if archived else Decimal(0)
+        self.expected_sequence = archived.through_sequence + 1 if archived else 1
         self.last_created = None
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = dict(archived.counts) if archived else {}
         self.problems: list[str] = []
 
     def add(self, row: tuple) -> None:
@@ -157,11 +161,18 @@ def _usage_mismatches(account_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, str
                 .filter(nth__lte=5).order_by("account_id", "request_id").values_list("account_id", "request_id"))
 
 
-def _usage_charge_problems(account: CreditAccount, totals: tuple | None, mismatched: list[str]) -> list[str]:
+def _usage_charge_problems(
+    account: CreditAccount, totals: tuple | None, mismatched: list[str], archived: ArchivedTotals | None
+) -> list[str]:
     """Usage charges are exact: the usage debits plus the carried remainder plus what funders (seats) paid equal
-    the events' exact costs, and each event's ``charged`` is what its ledger row took."""
+    the events' exact costs (of the attached months and the detached ones), and each event's ``charged`` is what
+    its ledger row took."""
     problems = []
     cost, charged, funded = (value or Decimal(0) for value in (totals or (None, None, None)))
+    if archived is not None:
+        cost = EXACT_CONTEXT.add(cost, archived.usage_cost)
+        charged = EXACT_CONTEXT.add(charged, archived.usage_charged)
+        funded = EXACT_CONTEXT.add(funded, archived.usage_funded)
     if EXACT_CONTEXT.add(EXACT_CONTEXT.add(charged, account.carried_remainder), funded) != cost:
         problems.append(
             f"usage debits {charged} + carried remainder {account.carried_remainder} + funded {funded} "

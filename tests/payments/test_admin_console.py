@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from django.apps import apps
 from django.contrib import admin
+from django.db.models import CompositePrimaryKey
 from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
 from django.test import Client
@@ -44,8 +45,9 @@ def messages_of(response) -> list[str]:  # noqa: ANN001
 
 
 def test_every_model_of_the_apps_has_an_admin_page():
+    # but a table with a composite primary key, which the admin cannot show (the keys claimed across months)
     missing = [f"{app}.{model.__name__}" for app in APPS for model in apps.get_app_config(app).get_models()
-               if not admin.site.is_registered(model)]
+               if not admin.site.is_registered(model) and not isinstance(model._meta.pk, CompositePrimaryKey)]
     assert missing == []
 
 
