@@ -234,6 +234,10 @@ _GAUGES = (
     ("billing_webhook_events_failed", "Provider webhook events stored failed, waiting to be reprocessed."),
     ("billing_holds_active", "Holds active (credits reserved)."),
     ("billing_holds_overdue", "Active holds past their expiry, not yet released by the expiry task."),
+    ("billing_history_months_ahead", "Months of the ledger's partitions created after the current one (0: the "
+                                     "next month's rows will land in the default partition)."),
+    ("billing_history_default_rows", "Ledger rows and usage events in the default partitions, up to 1000 each "
+                                     "(should be 0: a month without its partition)."),
 )
 
 
@@ -241,6 +245,7 @@ def _database_state() -> tuple[list[tuple[str, str, int]], list[tuple[str, int]]
     """One round trip of counts, each over a partial or leading-column index, within a 2 s statement timeout."""
     events, deliveries = _table("accounts", "OutboundEvent"), _table("accounts", "OutboundDelivery")
     webhooks, holds = _table("payments", "WebhookEvent"), _table("credits", "Hold")
+    ledger, usage = _table("credits", "LedgerEntry"), _table("credits", "UsageEvent")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL statement_timeout = '2s'")
         cursor.execute(
@@ -250,6 +255,11 @@ def _database_state() -> tuple[list[tuple[str, str, int]], list[tuple[str, int]]
             f" (SELECT count(*) FROM {webhooks} WHERE status = 'failed'),"
             f" (SELECT count(*) FROM {holds} WHERE status = 'active'),"
             f" (SELECT count(*) FROM {holds} WHERE status = 'active' AND expires_at <= now()),"
+            f" (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = "
+            f"'{ledger}'::regclass AND c.relname > '{ledger}_' || to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM') "
+            f"AND c.relname <> '{ledger}_default'),"
+            f" (SELECT count(*) FROM (SELECT 1 FROM {ledger}_default LIMIT 1000) d)"
+            f" + (SELECT count(*) FROM (SELECT 1 FROM {usage}_default LIMIT 1000) d),"
             " current_setting('max_connections')::int"
         )
         row = cursor.fetchone()

@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -38,8 +38,8 @@ from billing_service.logs import (
     current_request_id,
     request_id_var,
 )
-from credits.models import Hold, HoldStatus, LedgerEntry, TransactionType
-from credits.services import hold_create, holds_release_expired
+from credits.models import CreditAccount, Hold, HoldStatus, LedgerEntry, TransactionType
+from credits.services import credits_debit, hold_create, holds_release_expired
 from payments.recharge import recharge_charge
 from payments.recharge_models import Recharge, RechargeStatus
 from tests.api_helpers import error_of, post_json
@@ -154,6 +154,15 @@ def test_the_state_gauges_count_holds_from_the_database(metrics_on, member):
     after = scrape()
     assert value(after, "billing_holds_active") - value(before, "billing_holds_active") == 2
     assert value(after, "billing_holds_overdue") - value(before, "billing_holds_overdue") == 1
+
+
+def test_the_history_gauges_read_the_months_ahead_and_the_default_partitions(metrics_on, settings, member):
+    before = scrape()
+    assert value(before, "billing_history_months_ahead") == settings.PARTITION_MONTHS_AHEAD
+    assert value(before, "billing_history_default_rows") == 0
+    CreditAccount.objects.filter(pk=member.account.pk).update(last_entry_at=datetime(2040, 6, 1, tzinfo=UTC))
+    credits_debit(account_id=member.account.pk, amount=Decimal("1"))  # no partition for 2040-06: the default one
+    assert value(scrape(), "billing_history_default_rows") == 1
 
 
 def test_the_broker_queue_length_is_read_from_redis(metrics_on, settings):
