@@ -100,6 +100,7 @@ def generate(first_day) -> list:  # noqa: ANN001
 
     from accounts.services import platform_create
     from credits.models import LedgerEntry
+    from credits.partitions import partitions_ensure
     from credits.services import ledger_rollups_backfill
     from payments.models import WebhookEvent
     from payments.recharge_models import Recharge, RechargeStatus
@@ -117,6 +118,7 @@ def generate(first_day) -> list:  # noqa: ANN001
         accounts += ensure_members(platform, f"dash-{platform.platform_key}", MEMBERS, funds=Decimal(0),
                                    floor=Decimal(0))
     base = datetime.combine(first_day, datetime.min.time(), tzinfo=UTC)
+    partitions_ensure(since=first_day)  # the generated months (else their rows land in the default partition)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(GENERATE_SQL, {"accounts": accounts, "base": base, "span": timedelta(days=DAYS),
                                       "rows": ROWS_PER_MEMBER})

@@ -121,6 +121,7 @@ def ensure_member(platform, rows: int):  # noqa: ANN001, ANN201
 
     from accounts.services import api_token_issue, member_add
     from credits.models import CreditAccount, LedgerEntry
+    from credits.partitions import partitions_ensure
     from credits.selectors import account_for
 
     attempt = 0
@@ -137,6 +138,7 @@ def ensure_member(platform, rows: int):  # noqa: ANN001, ANN201
         attempt += 1  # someone else's rows (append-only: cannot be removed): use a fresh member
     started = time.perf_counter()
     print(f"  generating {rows:,} ledger rows for {username} ...", end=" ", flush=True)
+    partitions_ensure(since=BASE.date())  # the generated months (else their rows land in the default partition)
     with transaction.atomic(), connection.cursor() as cursor:
         CreditAccount.objects.select_for_update().filter(pk=account.pk).first()
         cursor.execute(GENERATE_SQL, {"account_id": account.id, "platform_id": platform.id, "n": rows,

@@ -132,6 +132,7 @@ def ensure_member(platform):
 
     from accounts.services import api_token_issue, member_add
     from credits.models import CreditAccount, UsageEvent
+    from credits.partitions import partitions_ensure
     from credits.selectors import account_for
 
     now = datetime.now(UTC)
@@ -150,6 +151,7 @@ def ensure_member(platform):
     started = time.perf_counter()
     print(f"  generating {EVENTS:,} usage events, their ledger rows and rollups for {username} ...", end=" ",
           flush=True)
+    partitions_ensure(since=(now - timedelta(days=DAYS)).date())  # the generated months (not the default one)
     with transaction.atomic(), connection.cursor() as cursor:
         CreditAccount.objects.select_for_update().filter(pk=account.pk).first()
         cursor.execute(GENERATE_SQL, {

@@ -68,12 +68,14 @@ UPDATE credits_creditaccount AS a
 
 def ensure_ledger(size: int, per_account: int):  # noqa: ANN201
     """The platform ``verify-<size>`` whose members' ledgers hold ``size`` rows in all."""
+    from datetime import UTC, datetime, timedelta
     from decimal import Decimal
 
     from django.db import connection, transaction
 
     from accounts.services import platform_create
     from credits.models import LedgerEntry
+    from credits.partitions import partitions_ensure
 
     key = f"verify-{size}"
     platform, _ = platform_create(platform_key=key, name=f"Benchmark: verify_ledger at {size:,} rows")
@@ -84,6 +86,7 @@ def ensure_ledger(size: int, per_account: int):  # noqa: ANN201
     if present:
         raise SystemExit(f"{key} holds {present} rows, not {size}: drop {BENCH_DB} and run again")
     started = time.perf_counter()
+    partitions_ensure(since=(datetime.now(UTC) - timedelta(days=31)).date())  # rows go back 30 days
     batch = 200
     for i in range(0, len(accounts), batch):
         with transaction.atomic(), connection.cursor() as cursor:
