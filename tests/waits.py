@@ -7,22 +7,27 @@ first. These helpers return once the database itself shows a backend waiting for
 from __future__ import annotations
 
 import time
+import uuid
 
 from django.db import connections
 
 POLL_SECONDS = 0.01
 
 
-def wait_until_blocked(pid: int, timeout: float = 30) -> None:
-    """Returns once backend ``pid`` waits for a lock (a row, a transaction id or an advisory lock)."""
+def wait_until_blocked(backend: str | int, timeout: float = 30) -> None:
+    """Returns once ``backend`` waits for a lock (a row, a transaction id or an advisory lock): a tag given by
+    ``backend_tag`` (found through PgBouncer too), or a backend pid."""
+    by = "a.application_name = %s" if isinstance(backend, str) else "a.pid = %s"
     deadline = time.monotonic() + timeout
     with connections["default"].cursor() as cursor:
         while time.monotonic() < deadline:
-            cursor.execute("SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted", [pid])
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # pg_stat_activity is read once per transaction
+            cursor.execute(f"SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE {by} "
+                           "AND NOT l.granted", [backend])
             if cursor.fetchone():
                 return
             time.sleep(POLL_SECONDS)
-    raise AssertionError(f"backend {pid} never waited for a lock")
+    raise AssertionError(f"backend {backend} never waited for a lock")
 
 
 def wait_for_lock_waiters(count: int, timeout: float = 30) -> None:
@@ -40,8 +45,20 @@ def wait_for_lock_waiters(count: int, timeout: float = 30) -> None:
     raise AssertionError(f"expected {count} backends waiting for a lock")
 
 
-def backend_pid() -> int:
-    """The backend pid of this thread's default connection (hand it to another thread's ``wait_until_blocked``)."""
+def backend_tag() -> str:
+    """Tags this thread's default connection (its ``application_name``) and returns the tag, for another thread's
+    ``wait_until_blocked``. Not its pid: behind PgBouncer a client's transactions run on whichever server
+    connection is free, and PgBouncer sets the client's ``application_name`` on each of them."""
+    tag = f"test-{uuid.uuid4().hex[:12]}"
     with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('application_name', %s, false)", [tag])
+    return tag
+
+
+def blockers_of(tag: str) -> set[str]:
+    """The tags (``backend_tag``) of the backends that the backend tagged ``tag`` waits for."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT b.application_name FROM pg_stat_activity a, pg_stat_activity b "
+                       "WHERE a.application_name = %s AND b.pid = ANY(pg_blocking_pids(a.pid))", [tag])
+        return {row[0] for row in cursor.fetchall()}

@@ -24,7 +24,7 @@ from credits.services.checkin import checkin, checkin_config_set
 from credits.services.expiry import ExpiryRun, checkin_credits_expire
 from tests.api_helpers import post_json
 from tests.conftest import client_for, make_member, make_platform
-from tests.waits import backend_pid, wait_until_blocked
+from tests.waits import backend_tag, wait_until_blocked
 
 CHECKIN_URL = "/api/billing/checkin/"
 CONFIG_URL = "/api/billing/admin/checkin/config/"
@@ -269,12 +269,12 @@ def test_a_sweep_waits_for_a_debit_in_flight_and_counts_it():
     configure(platform, days=1)
     check_in(platform, member.account, at(3, 1, 10))
     swept: dict[str, object] = {}
-    pids: list[int] = []
+    pids: list[str] = []
     ready = threading.Barrier(2)
 
     def sweeper() -> None:
         try:
-            pids.append(backend_pid())
+            pids.append(backend_tag())
             ready.wait()
             swept["run"] = checkin_credits_expire(now=at(3, 3))
         except BaseException as exc:  # noqa: BLE001 - reported below

@@ -36,7 +36,7 @@ from tests.api_helpers import post_json
 from tests.conftest import client_for, make_member
 from tests.credits.test_ledger_concurrency import errors_of, run_together
 from tests.credits.test_ledger_invariants_hypothesis import assert_ledger_invariants
-from tests.waits import wait_until_blocked
+from tests.waits import backend_tag, wait_until_blocked
 
 D = Decimal
 Q = D("0.000001")
@@ -296,8 +296,7 @@ def test_the_one_statement_path_writes_only_over_the_remainder_it_read(platform)
 
     def racer() -> None:
         try:
-            connection.ensure_connection()
-            pid.append(connection.connection.info.backend_pid)
+            pid.append(backend_tag())
             started.set()
             results.append(usage_record(platform=platform, usage=UsageInput(  # reads 0.0000004, then waits
                 account_id=account.id, request_id="a", endpoint="/c", model="cheap", input_tokens=2)))

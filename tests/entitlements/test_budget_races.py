@@ -33,7 +33,7 @@ from entitlements.services import seat_assign, seat_unassign, seats_grant
 from tests.conftest import make_member
 from tests.credits.test_ledger_concurrency import errors_of, run_together
 from tests.entitlements.conftest import make_ai_plan
-from tests.waits import backend_pid, wait_until_blocked
+from tests.waits import backend_tag, wait_until_blocked
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -142,12 +142,12 @@ def test_a_request_whose_clock_was_read_before_the_lock_joins_the_open_session(p
     by pg_locks); this thread records 0.40 (a session opens) and commits; the racer's 0.40 must then be refused:
     only 0.10 of the session's 0.50 is left."""
     member = seated_member(platform, tight)
-    racer_pid: list[int] = []
+    racer_pid: list[str] = []
     outcome: dict[str, object] = {}
 
     def racer() -> None:
         try:
-            racer_pid.append(backend_pid())
+            racer_pid.append(backend_tag())
             outcome["racer"] = use(platform, member, "racer", D("0.40"))
         except BaseException as exc:  # noqa: BLE001 - reported below
             outcome["racer"] = exc

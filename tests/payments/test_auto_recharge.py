@@ -30,7 +30,7 @@ from tests.payments.recharge_support import (  # noqa: F401 - payment_intents: a
     auto_recharge_set,
     payment_intents,
 )
-from tests.waits import backend_pid, wait_until_blocked
+from tests.waits import backend_tag, wait_until_blocked
 
 pytestmark = pytest.mark.django_db
 
@@ -440,12 +440,12 @@ def test_the_third_decline_locks_the_account_before_the_recharge_as_the_webhook_
     payment_intents.answer("declined")
     payment_intents.intent_id, payment_intents.decline_message = "pi_d", "declined"
     errors: dict[str, BaseException] = {}
-    charge_pid: list[int] = []
+    charge_pid: list[str] = []
     pid_known = threading.Event()
 
     def charge() -> None:
         try:
-            charge_pid.append(backend_pid())
+            charge_pid.append(backend_tag())
             pid_known.set()
             recharge_service.recharge_charge(recharge_id=recharge.id)
         except BaseException as exc:  # noqa: BLE001 - reported below

@@ -27,7 +27,7 @@ from tests.payments.conftest import APP_ORIGIN, CANCEL_URL, SUCCESS_URL, checkou
 from tests.payments.local_servers import LocalStripe, localstripe, stripe_settings  # noqa: F401 - fixtures
 from tests.payments.recharge_support import auto_recharge_of
 from tests.payments.stripe_subscriptions import next_id
-from tests.waits import backend_pid, wait_until_blocked
+from tests.waits import backend_tag, wait_until_blocked
 
 pytestmark = pytest.mark.django_db
 
@@ -440,7 +440,7 @@ def test_concurrent_first_saves_keep_the_newest(platform):
     account_id = make_member(platform, "nina").account.id
     newer = timezone.now()
     first_saved, older_pid_known, errors = threading.Event(), threading.Event(), []
-    older_pid: list[int] = []
+    older_pid: list[str] = []
 
     def save_newer() -> None:
         try:
@@ -458,7 +458,7 @@ def test_concurrent_first_saves_keep_the_newest(platform):
 
     def save_older() -> None:
         try:
-            older_pid.append(backend_pid())
+            older_pid.append(backend_tag())
             older_pid_known.set()
             first_saved.wait(10)
             recharge.payment_method_save(account_id=account_id, customer_id="cus_1", payment_method_id="pm_old",

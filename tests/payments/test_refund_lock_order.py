@@ -18,7 +18,7 @@ from tests.payments import stripe_subscriptions
 from tests.payments.conftest import deliver
 from tests.payments.stripe_subscriptions import DAY, T0, charge_refunded, invoice_paid
 from tests.payments.test_subscription_webhooks import plan_of
-from tests.waits import backend_pid, wait_until_blocked
+from tests.waits import backend_tag, blockers_of, wait_until_blocked
 
 stripe_billing = stripe_subscriptions.stripe_billing  # the fake Stripe fixture
 
@@ -41,12 +41,12 @@ def test_a_first_invoice_refund_and_a_renewal_take_their_locks_in_one_order(stri
     period = PlanCreditPeriod.objects.get()
     result: dict[str, object] = {}
 
-    refund_pid: list[int] = []
+    refund_pid: list[str] = []
     refund_connected = threading.Event()
 
     def refund() -> None:
         try:
-            refund_pid.append(backend_pid())  # the connection this thread's request runs on
+            refund_pid.append(backend_tag())  # the connection this thread's request runs on
             refund_connected.set()
             result["response"] = deliver(charge_refunded(charge_id="ch_first", payment_intent="pi_first_1",
                                                          amount=1000, amount_refunded=1000))
@@ -63,15 +63,13 @@ def test_a_first_invoice_refund_and_a_renewal_take_their_locks_in_one_order(stri
                 cursor.execute("SET LOCAL lock_timeout = '10s'")
             account_subscriptions_lock(account_id=ren.account.id)
             list(PlanCreditPeriod.objects.select_for_update().filter(pk=period.pk))
-            renewal_pid = backend_pid()
+            renewal_pid = backend_tag()
             thread.start()
             assert refund_connected.wait(timeout=30)
             # The race happened: the refund's backend waits for a lock this renewal holds (the subscriptions
             # lock, taken before the account's), as PostgreSQL itself shows, before the renewal goes on.
             wait_until_blocked(refund_pid[0])
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_blocking_pids(%s)", [refund_pid[0]])
-                assert set(cursor.fetchone()[0]) == {renewal_pid}
+            assert blockers_of(refund_pid[0]) == {renewal_pid}
             try:
                 list(CreditAccount.objects.select_for_update().filter(pk=ren.account.pk))
             except Exception as exc:  # noqa: BLE001 - a deadlock or lock timeout is the failure under test

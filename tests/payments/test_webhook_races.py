@@ -14,7 +14,7 @@ from payments.webhooks.events import webhook_event_receive
 from tests.conftest import make_member
 from tests.payments.conftest import deliver, session_event, start_top_up
 from tests.payments.stripe_subscriptions import charge_refunded
-from tests.waits import backend_pid, wait_until_blocked
+from tests.waits import backend_tag, wait_until_blocked
 
 COMPLETED = "checkout.session.completed"
 
@@ -49,7 +49,7 @@ def test_a_refund_parked_while_the_payment_waits_for_the_order_is_applied(fake_s
 
     def payment() -> None:
         try:
-            outcome["pid"] = backend_pid()
+            outcome["pid"] = backend_tag()
             outcome["result"] = webhook_event_receive(provider="stripe", event=event)
         finally:
             connections.close_all()
@@ -96,7 +96,7 @@ def test_two_deliveries_of_one_event_at_once_credit_once(fake_stripe, platform):
 
     def delivery(name: str) -> None:
         try:
-            outcomes[f"{name}_pid"] = backend_pid()
+            outcomes[f"{name}_pid"] = backend_tag()
             outcomes[name] = webhook_event_receive(provider="stripe", event=event)
         finally:
             connections.close_all()
