@@ -273,38 +273,43 @@ def partition_detach(table: str, *, allow_references: bool = False, now: datetim
 _TOTALS = ArchivedTotals._meta.db_table
 
 
-def _archive_ledger(cursor, name: str) -> tuple[int, int]:  # noqa: ANN001
-    """Adds a ledger month's rows to their accounts' ``ArchivedTotals``: the running totals after the last row of
-    each account (its rows in an old month are a prefix of its rows) and the rows per type."""
+def _archive(cursor, totals: str, per_account: str, on_conflict: str) -> tuple[int, int]:  # noqa: ANN001
+    """Adds a month's per-account totals to ``ArchivedTotals``: ``totals`` (CTEs over the month's table) end in
+    ``per_account`` (the rows of the insert, then their count ``n``); the rows read and the accounts written."""
     cursor.execute(
-        f"WITH per_type AS (SELECT account_id, transaction_type, count(*) n FROM {name} GROUP BY 1, 2), "
-        f"counts AS (SELECT account_id, jsonb_object_agg(transaction_type, n) c, sum(n) n FROM per_type GROUP BY 1), "
-        f"last AS (SELECT DISTINCT ON (account_id) account_id, sequence, balance_after, reserved_after FROM {name} "
-        f"ORDER BY account_id, sequence DESC), "
-        f"up AS (INSERT INTO {_TOTALS} AS t (account_id, through_sequence, balance, reserved, counts, usage_cost, "
-        f"usage_charged, usage_funded) SELECT l.account_id, l.sequence, l.balance_after, l.reserved_after, c.c, 0, "
-        f"0, 0 FROM last l JOIN counts c USING (account_id) ON CONFLICT (account_id) DO UPDATE SET "
-        f"through_sequence = EXCLUDED.through_sequence, balance = EXCLUDED.balance, reserved = EXCLUDED.reserved, "
-        f"counts = (SELECT jsonb_object_agg(k, COALESCE((t.counts ->> k)::bigint, 0) "
-        f"+ COALESCE((EXCLUDED.counts ->> k)::bigint, 0)) FROM jsonb_object_keys(t.counts || EXCLUDED.counts) k) "
-        f"RETURNING 1) SELECT (SELECT COALESCE(sum(n), 0) FROM counts), (SELECT count(*) FROM up)"
+        f"WITH {totals}, up AS (INSERT INTO {_TOTALS} AS t (account_id, through_sequence, balance, reserved, counts, "
+        f"usage_cost, usage_charged, usage_funded) SELECT {per_account} ON CONFLICT (account_id) DO UPDATE SET "
+        f"{on_conflict} RETURNING 1) SELECT (SELECT COALESCE(sum(n), 0) FROM s), (SELECT count(*) FROM up)"
     )
     rows, accounts = cursor.fetchone()
     return int(rows), accounts
+
+
+def _archive_ledger(cursor, name: str) -> tuple[int, int]:  # noqa: ANN001
+    """A ledger month: the running totals after the last row of each account (its rows in an old month are a
+    prefix of its rows) and the rows per type."""
+    return _archive(
+        cursor,
+        f"per_type AS (SELECT account_id, transaction_type, count(*) n FROM {name} GROUP BY 1, 2), "
+        f"s AS (SELECT account_id, jsonb_object_agg(transaction_type, n) c, sum(n) n FROM per_type GROUP BY 1), "
+        f"last AS (SELECT DISTINCT ON (account_id) account_id, sequence, balance_after, reserved_after FROM {name} "
+        f"ORDER BY account_id, sequence DESC)",
+        "l.account_id, l.sequence, l.balance_after, l.reserved_after, s.c, 0, 0, 0 FROM last l JOIN s USING "
+        "(account_id)",
+        "through_sequence = EXCLUDED.through_sequence, balance = EXCLUDED.balance, reserved = EXCLUDED.reserved, "
+        "counts = (SELECT jsonb_object_agg(k, COALESCE((t.counts ->> k)::bigint, 0) "
+        "+ COALESCE((EXCLUDED.counts ->> k)::bigint, 0)) FROM jsonb_object_keys(t.counts || EXCLUDED.counts) k)",
+    )
 
 
 def _archive_usage(cursor, name: str) -> tuple[int, int]:  # noqa: ANN001
-    """Adds a usage month's events to their accounts' ``ArchivedTotals``: their costs, charges and funded parts."""
-    cursor.execute(
-        f"WITH s AS (SELECT account_id, count(*) n, sum(cost) cost, sum(charged) charged, sum(funded) funded "
-        f"FROM {name} GROUP BY 1), "
-        f"up AS (INSERT INTO {_TOTALS} AS t (account_id, through_sequence, balance, reserved, counts, usage_cost, "
-        f"usage_charged, usage_funded) SELECT account_id, 0, 0, 0, '{{}}', cost, charged, funded FROM s "
-        f"ON CONFLICT (account_id) DO UPDATE SET usage_cost = t.usage_cost + EXCLUDED.usage_cost, "
-        f"usage_charged = t.usage_charged + EXCLUDED.usage_charged, "
-        f"usage_funded = t.usage_funded + EXCLUDED.usage_funded RETURNING 1) "
-        f"SELECT (SELECT COALESCE(sum(n), 0) FROM s), (SELECT count(*) FROM up)"
+    """A usage month: its events' costs, charges and funded parts."""
+    return _archive(
+        cursor,
+        f"s AS (SELECT account_id, count(*) n, sum(cost) cost, sum(charged) charged, sum(funded) funded FROM {name} "
+        f"GROUP BY 1)",
+        "account_id, 0, 0, 0, '{}', cost, charged, funded FROM s",
+        "usage_cost = t.usage_cost + EXCLUDED.usage_cost, usage_charged = t.usage_charged + EXCLUDED.usage_charged, "
+        "usage_funded = t.usage_funded + EXCLUDED.usage_funded",
     )
-    rows, accounts = cursor.fetchone()
-    return int(rows), accounts
 
