@@ -100,16 +100,17 @@ def partition_months(table: str) -> list[date] | None:
 
 
 def partition_create(table: str, month: date | None) -> str:
-    """Creates the partition of ``table`` (``HISTORY``) for ``month`` (None: its default partition), which must not
-    exist; its name. Each month of the ledger gets its unique index of (account, sequence)."""
+    """Creates the partition of ``table`` (``HISTORY``) for ``month`` (None: its default partition) unless it
+    exists; its name. Each month of the ledger gets its unique index of (account, sequence)."""
     name = partition_name(table, month) if month else f"{table}_default"
     bounds = "DEFAULT" if month is None else "FOR VALUES FROM (%s) TO (%s)"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'")
-        cursor.execute(f"CREATE TABLE {name} PARTITION OF {table} {bounds}",
+        # IF NOT EXISTS: a concurrent ensure (the beat and a migrate) may have created it since it was listed
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} {bounds}",
                        [_instant(month), _instant(month_after(month))] if month else None)
         if table == LEDGER:
-            cursor.execute(f"CREATE UNIQUE INDEX {name}_sequence ON {name} (account_id, sequence)")
+            cursor.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {name}_sequence ON {name} (account_id, sequence)")
     return name
 
 
