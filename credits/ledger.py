@@ -35,6 +35,7 @@ from credits import sql
 from credits.errors import AccountNotFound, BalanceLimitExceeded, IdempotencyConflict, InsufficientCredits
 from credits.locks import accounts_lock
 from credits.models import MAX_BALANCE, CreditAccount, LedgerEntry, LedgerKey
+from credits.selectors import ledger_entry_by_key
 
 _ENTRY_FIELDS = sql.ENTRY_FIELDS
 _ATTNAMES = [f.attname for f in _ENTRY_FIELDS]
@@ -278,8 +279,8 @@ def is_idempotency_race(exc: IntegrityError) -> bool:
     return getattr(diag, "constraint_name", None) == _IDEMPOTENCY_CONSTRAINT
 
 
-def _prior_entry(account_id: uuid.UUID | str, key: str | None) -> LedgerEntry | None:
-    return LedgerEntry.objects.filter(account_id=account_id, idempotency_key=key).first()
+def _prior_entry(account_id: uuid.UUID | str, key: str) -> LedgerEntry | None:
+    return ledger_entry_by_key(account_id=account_id, key=key)
 
 
 def _raise_refusal(account_id: uuid.UUID | str, posting: Posting) -> None:

@@ -252,11 +252,9 @@ class LedgerEntry(models.Model):
             models.Index(fields=["platform", "-created_at"], name="ledger_platform_created"),
             models.Index(fields=["refund_of"], condition=Q(refund_of__isnull=False), name="ledger_refund_of"),
             models.Index(fields=["hold"], condition=Q(hold__isnull=False), name="ledger_hold"),
-            # Unique per account in every month: a key table (``LedgerKey``) holds it across months.
-            models.Index(fields=["account", "idempotency_key"], condition=Q(idempotency_key__isnull=False),
-                         name="ledger_account_key"),
         ]
-        # (account, sequence) is unique by an index of each month's partition (``credits.partitions``).
+        # (account, sequence) is unique by an index of each month's partition (``credits.partitions``); an
+        # idempotency key by the key table ``LedgerKey``, through which a key's row is found (no index here).
         constraints = [
             models.CheckConstraint(condition=Q(sequence__gte=1), name="ledger_sequence_positive"),
             models.CheckConstraint(

@@ -20,6 +20,7 @@ from credits.models import (
     CreditAccount,
     Hold,
     LedgerEntry,
+    LedgerKey,
     ModelPrice,
     TransactionType,
     UsageEvent,
@@ -86,6 +87,14 @@ def account_for(*, platform: Platform, user: AbstractBaseUser | None) -> CreditA
 
 
 # --- one account's ledger --------------------------------------------------------------------------------
+
+
+def ledger_entry_by_key(*, account_id: uuid.UUID | str, key: str) -> LedgerEntry | None:
+    """The ledger row an idempotency key posted for an account, found through the key table (``LedgerKey``), which
+    knows the row's month: the row is read from that month's partition alone, not looked for in every month."""
+    found = LedgerKey.objects.filter(account_id=account_id, idempotency_key=key).values_list("entry_id", "created_at")
+    row = found.first()
+    return None if row is None else LedgerEntry.objects.filter(pk=row[0], created_at=row[1]).first()
 
 
 def _sequence_bounds(account: CreditAccount, flt: LedgerFilter) -> tuple[int, int]:

@@ -21,7 +21,8 @@ from django.db import connection
 from accounts.models import Platform
 from accounts.outbound_models import OutboundEvent
 from credits.models import (
-    Checkin, CheckinConfig, CreditAccount, Hold, LedgerEntry, TransactionType, UsageEvent, UsageKey, UsageRollup,
+    Checkin, CheckinConfig, CreditAccount, Hold, LedgerEntry, LedgerKey, TransactionType, UsageEvent, UsageKey,
+    UsageRollup,
 )
 
 ENTRY_TABLE = LedgerEntry._meta.db_table
@@ -30,12 +31,14 @@ EVENT_TABLE = UsageEvent._meta.db_table
 HOLD_TABLE = Hold._meta.db_table
 ROLLUP_TABLE = UsageRollup._meta.db_table
 OUTBOX_TABLE = OutboundEvent._meta.db_table
+KEY_TABLE = LedgerKey._meta.db_table
 
 # --- the ledger: one posting in one statement --------------------------------------------------------------
 
 ENTRY_FIELDS = list(LedgerEntry._meta.concrete_fields)
 ENTRY_COLUMNS = [f.column for f in ENTRY_FIELDS]
 _ENTRY_COLS = ", ".join(ENTRY_COLUMNS)
+_PRIOR_COLS = ", ".join(f"e.{c}" for c in ENTRY_COLUMNS)
 # Values computed from the updated account row; the rest come from parameters.
 _FROM_ACCOUNT = {
     "account_id": "acct.id",
@@ -72,9 +75,11 @@ def posting_statement(transaction_type: str, *, with_key: bool, then: str = "", 
     externally (the usage path's one statement: a seat's usage takes the general path, ``credits.funding``)."""
     counter = f"count_{transaction_type}"
     replays = with_key and not then  # a replay returns the stored row
+    # The key's row, through the key table: it knows the row's month (one partition read, not every month's).
     prior = (
-        f"prior AS (SELECT {_ENTRY_COLS if replays else 1} FROM {ENTRY_TABLE} "
-        f"WHERE account_id = %(account_id)s AND idempotency_key = %(idempotency_key)s), "
+        f"prior AS (SELECT {_PRIOR_COLS if replays else 1} FROM {KEY_TABLE} k JOIN {ENTRY_TABLE} e ON e.id = "
+        f"k.entry_id AND e.created_at = k.created_at WHERE k.account_id = %(account_id)s "
+        f"AND k.idempotency_key = %(idempotency_key)s), "
         if with_key
         else ""
     )

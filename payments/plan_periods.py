@@ -78,6 +78,7 @@ from django.utils import timezone
 from billing_service.money import format_money
 from credits.locks import account_lock
 from credits.models import CreditAccount, LedgerEntry, TransactionType
+from credits.selectors import ledger_entry_by_key
 from credits.services import RemovalResult, credits_expire_plan, credits_grant, credits_reverse_purchase
 from credits.services.expiry import lots_absorbed
 from payments import locks
@@ -194,7 +195,7 @@ def upgrade_apply(subscription: Subscription) -> Decimal:
         return Decimal(0)
     missing = plan.credits_included - period.granted - period.upgrade_granted
     key = upgrade_key(period, plan.pk)
-    if missing <= 0 or LedgerEntry.objects.filter(account_id=subscription.account_id, idempotency_key=key).exists():
+    if missing <= 0 or ledger_entry_by_key(account_id=subscription.account_id, key=key) is not None:
         return Decimal(0)
     credits_grant(
         account_id=subscription.account_id,

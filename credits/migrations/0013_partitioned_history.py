@@ -25,12 +25,10 @@ FORBID_CHANGES = (
     f"CREATE TRIGGER credits_ledger_append_only BEFORE UPDATE OR DELETE ON {partitions.LEDGER} "
     "FOR EACH ROW EXECUTE FUNCTION credits_ledger_forbid_change()"
 )
-# The indexes standing for the unique constraints across months (the key tables hold those).
-NEW_INDEXES = {
-    "ledgerentry": models.Index(fields=["account", "idempotency_key"], condition=models.Q(idempotency_key__isnull=False),
-                                name="ledger_account_key"),
-    "usageevent": models.Index(fields=["account", "request_id"], name="usage_account_request"),
-}
+# The index standing for the usage events' unique constraint (the key table holds it across months; this one finds
+# an account's events). A ledger row is found by its key through the key table: no index.
+NEW_INDEXES = {"ledgerentry": None, "usageevent": models.Index(fields=["account", "request_id"],
+                                                                name="usage_account_request")}
 _MODELS = {partitions.LEDGER: "ledgerentry", partitions.EVENTS: "usageevent"}
 _FK_SUFFIX = "_fk_%(to_table)s_%(to_column)s"
 
@@ -76,7 +74,8 @@ def partition(apps, schema_editor) -> None:  # noqa: ANN001
         execute(f"DROP TABLE {old} CASCADE")  # with the foreign keys naming its rows
         execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY (id, {column})")
         for index in [*model._meta.indexes, NEW_INDEXES[_MODELS[table]]]:
-            execute(index.create_sql(model, schema_editor))
+            if index is not None:
+                execute(index.create_sql(model, schema_editor))
         _foreign_keys(schema_editor, model)
         execute(f"ANALYZE {table}")
     execute(FORBID_CHANGES)
@@ -192,7 +191,6 @@ class Migration(migrations.Migration):
                                         on_delete=django.db.models.deletion.PROTECT, related_name="+",
                                         to="credits.ledgerentry"),
             ),
-            migrations.AddIndex(model_name="ledgerentry", index=NEW_INDEXES["ledgerentry"]),
             migrations.AddIndex(model_name="usageevent", index=NEW_INDEXES["usageevent"]),
         ]),
     ]

@@ -24,6 +24,7 @@ from credits.errors import AccountNotFound, EntryNotFound, InvalidRefundTarget, 
 from credits.ledger import Posting, PostResult
 from credits.locks import account_lock, accounts_lock
 from credits.models import CreditAccount, LedgerEntry, TransactionType
+from credits.selectors import ledger_entry_by_key
 from credits.services.common import actor_id_of, require_positive
 
 # --- accounts ---------------------------------------------------------------------------------------
@@ -204,9 +205,7 @@ def credits_refund(
             raise InvalidRefundTarget()
         refunded = LedgerEntry.objects.filter(refund_of=original).aggregate(total=Sum("balance_delta"))["total"]
         remaining = -original.balance_delta - (refunded or Decimal(0))
-        already = idempotency_key and LedgerEntry.objects.filter(
-            account_id=account_id, idempotency_key=idempotency_key
-        ).exists()
+        already = idempotency_key and ledger_entry_by_key(account_id=account_id, key=idempotency_key) is not None
         if amount > remaining and not already:
             raise RefundExceedsOriginal(details={"refundable": format_money(remaining)})
     return ledger.post(
@@ -244,7 +243,7 @@ def _remove_available(
     account = account_lock(account_id=account_id)
     if account is None:
         raise AccountNotFound()
-    prior = LedgerEntry.objects.filter(account_id=account_id, idempotency_key=idempotency_key).first()
+    prior = ledger_entry_by_key(account_id=account_id, key=idempotency_key)
     if prior is not None:
         return RemovalResult(prior, -prior.balance_delta, max(amount + prior.balance_delta, Decimal(0)), True)
     removed = min(amount, max(account.available, Decimal(0)))

@@ -59,6 +59,7 @@ from typing import Any
 
 
 from credits.models import LedgerEntry, TransactionType
+from credits.selectors import ledger_entry_by_key
 from payments import coupons, locks, orders, plan_periods, selectors
 from payments.errors import EventNotApplicable, EventRetryable
 from payments.handled import Handled, ignored, processed
@@ -325,9 +326,7 @@ def refund_created(event: WebhookEvent) -> Handled:
     period_start = moment(payment.get("period_start"))
     if subscription is None or period_start is None:
         raise EventRetryable("the refunded payment's subscription or period is not known here yet")
-    grant = LedgerEntry.objects.filter(
-        account_id=subscription.account_id, idempotency_key=_grant_key(subscription_id, period_start)
-    ).first()
+    grant = ledger_entry_by_key(account_id=subscription.account_id, key=_grant_key(subscription_id, period_start))
     order_id = order.id if order is not None else None
     if grant is None:
         if subscription.plan.credits_included <= 0:
