@@ -120,8 +120,8 @@ UPDATE credits_creditaccount AS a
 """
 COPY_EVENTS = """
 COPY credits_usageevent (id, account_id, platform_id, request_id, endpoint, model, input_tokens, output_tokens,
-     cost, charged, priced_by, price_id, success, description, metadata, ledger_entry_id, hold_id, request_hash,
-     occurred_at, recorded_at) FROM STDIN
+     cost, charged, funded_by, priced_by, price_id, success, description, metadata, ledger_entry_id, hold_id,
+     request_hash, occurred_at, recorded_at) FROM STDIN
 """
 UPSERT_ROLLUPS = """
 INSERT INTO credits_usagerollup AS r (account_id, day, endpoint, total_requests, successful_requests,
@@ -245,7 +245,7 @@ class Baseline:
                     None, None, None, key, digest, at,
                 ))
                 event_rows.append((
-                    event_id, account_id, s[0], request_id, endpoint, "", None, None, cost, cost, "amount", None, True, "",
+                    event_id, account_id, s[0], request_id, endpoint, "", None, None, cost, cost, "", "amount", None, True, "",
                     "{}", entry_id, None, digest, now, now,
                 ))
                 bucket = rollups[(account_id, now.astimezone(UTC).date(), endpoint)]
