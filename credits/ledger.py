@@ -42,7 +42,7 @@ _ATTNAMES = [f.attname for f in _ENTRY_FIELDS]
 _N = len(_ENTRY_FIELDS)
 # Fields whose raw database value needs converting (jsonb arrives as text).
 _CONVERTERS = [(i, f) for i, f in enumerate(_ENTRY_FIELDS) if hasattr(f, "from_db_value")]
-# A key posts once per account: the key table claimed by every keyed row (``credits.history_models``).
+# A key posts once per account: the key table claimed by every keyed row (``credits.models.LedgerKey``).
 _IDEMPOTENCY_CONSTRAINT = f"{LedgerKey._meta.db_table}_pkey"
 # Idempotency keys are unique per account and come in two namespaces that never meet: a key a client chose
 # (the Idempotency-Key header) is stored as "client:<key>" (``billing_service.idempotency.client_key``); every

@@ -33,15 +33,14 @@ from django.db.models import Field
 from django.utils import timezone
 
 from credits.errors import HistoryError
-from credits.history_models import ArchivedTotals, LedgerKey, UsageKey
-from credits.models import LedgerEntry, UsageEvent
+from credits.models import ArchivedTotals, LedgerEntry, LedgerKey, UsageEvent, UsageKey
 
 LEDGER = LedgerEntry._meta.db_table
 EVENTS = UsageEvent._meta.db_table
 # The partitioned tables: the column their months are ranges of.
 HISTORY = {LEDGER: "created_at", EVENTS: "recorded_at"}
 
-# What the statement trigger of each claims, from the rows a statement wrote (``credits.history_models``): the
+# What the statement trigger of each claims, from the rows a statement wrote (``credits.models``): the
 # key table, its column naming the row, and the claim.
 KEY_CLAIMS = {
     LEDGER: (LedgerKey._meta.db_table, "entry_id",

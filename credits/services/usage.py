@@ -46,7 +46,7 @@ from credits.services.usage_events import (
     usage_price,
 )
 
-_USAGE_CONSTRAINT = f"{UsageKey._meta.db_table}_pkey"  # a request_id is recorded once (credits.history_models)
+_USAGE_CONSTRAINT = f"{UsageKey._meta.db_table}_pkey"  # a request_id is recorded once (credits.models.UsageKey)
 T = TypeVar("T")
 
 
