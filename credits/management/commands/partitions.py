@@ -30,7 +30,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):  # noqa: ANN001
         sub = parser.add_subparsers(dest="action", required=True)
-        sub.add_parser("list", help="The attached months, their rows (estimated) and sizes.")
+        sub.add_parser("list", help="The attached months, their live rows (the statistics') and sizes.")
         ensure = sub.add_parser("ensure", help="Creates the missing months from this one through --ahead ahead.")
         ensure.add_argument("--ahead", type=int, default=None, help="Months ahead (default PARTITION_MONTHS_AHEAD).")
         detach = sub.add_parser("detach", help="Detaches every attached month before --before, oldest first.")
@@ -58,7 +58,8 @@ class Command(BaseCommand):
                 raise CommandError(f"{table} is not partitioned (migrate).")
             names = [partition_name(table, month) for month in months] + [f"{table}_default"]
             with connection.cursor() as cursor:
-                cursor.execute("SELECT relname, GREATEST(reltuples, 0)::bigint, pg_total_relation_size(oid) "
+                # live rows from the statistics collector (kept up to date by every write, unlike reltuples)
+                cursor.execute("SELECT relname, pg_stat_get_live_tuples(oid), pg_total_relation_size(oid) "
                                "FROM pg_class WHERE relname = ANY(%s)", [names])
                 stats = {name: (rows, size) for name, rows, size in cursor.fetchall()}
             for name in names:
