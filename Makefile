@@ -46,11 +46,13 @@ test: setup
 # The whole suite with DATABASE_URL through a real PgBouncer in transaction pooling mode (started by
 # tests/ops/pgbouncer.py; server connections taken in turn, so a client's transactions change connection) and
 # DATABASE_POOLER=pgbouncer; not part of `make test`. A pool of 20: the race tests hold several transactions open at
-# once (tests/ops/test_pgbouncer.py runs a pool of 2 of its own). --reuse-db: the test database is dropped at the
-# next run, not at the end (PgBouncer still holds its server connections then).
+# once. Not tests/ops and tests/replicas: they start a PgBouncer or a streaming replica of their own in front of
+# the server itself (run by `make test`). --reuse-db: the test database is dropped at the next run, not at the end
+# (PgBouncer still holds its server connections then).
 test-pgbouncer: setup
 	scripts/ensure-pgbouncer
-	$(PY) -m tests.ops.pgbouncer --pool-size 20 -- $(PY) -m pytest --create-db --reuse-db $(PYTEST_ARGS)
+	$(PY) -m tests.ops.pgbouncer --pool-size 20 -- $(PY) -m pytest --create-db --reuse-db \
+		--ignore=tests/ops --ignore=tests/replicas $(PYTEST_ARGS)
 
 # The crash rehearsal (README, "Rehearsing faults"): two gunicorn servers on a PostgreSQL cluster of its own (never
 # var/pgdata's), workers and the postmaster killed during a storm of calls, then every call checked; prints a report.
